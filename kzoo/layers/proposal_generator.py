@@ -34,9 +34,9 @@ class ProposalGenerator(keras.layers.Layer):
        (:func:`kzoo.ops.nms.top_k_per_level`; all of them for a smaller level);
     2. their deltas decoded on their anchors (:func:`kzoo.ops.boxes.decode_boxes`, weights ``box_weights``,
        ``th, tw`` clamped at ``log(1000/16)``) and clipped to ``image_shape``;
-    3. boxes with a side ``< min_size`` are removed (their score becomes ``-inf``);
-    4. NMS at ``nms_iou_threshold`` within each level (one NMS with the level index as class: torchvision's
-       ``batched_nms(boxes, scores, levels, ...)``), keeping the ``post_nms_top_k`` best-scoring boxes over
+    3. boxes with a side ``< min_size`` are removed;
+    4. NMS of the objectness probabilities at ``nms_iou_threshold`` within each level (one NMS with the level
+       index as class: torchvision's ``batched_nms(boxes, sigmoid(logits), levels, ...)``), keeping the ``post_nms_top_k`` best-scoring boxes over
        all levels, in descending score order.
 
     Training and inference use different ``pre_nms_top_k`` / ``post_nms_top_k`` in torchvision (2000/2000
@@ -146,15 +146,19 @@ class ProposalGenerator(keras.layers.Layer):
             chosen_anchors = tf.gather(anchors, index, batch_dims=1)
         boxes = clip_boxes(decode_boxes(chosen, chosen_anchors, self.box_weights, BBOX_XFORM_CLIP), image_shape)
         keep = boxes_larger_than(boxes, self.min_size)
-        scores = tf.where(keep, scores, tf.fill(tf.shape(scores), float("-inf")))
+        # NMS ranks the probabilities, as torchvision does (so float32 saturation ties break the same way); removed
+        # boxes get -1 rather than -inf: the same NMS input, but int8 calibration sees a finite range (an infinite
+        # fill here spread through the same-scale gathers to the objectness conv and zeroed it, *measured*)
+        probabilities = tf.where(keep, tf.sigmoid(scores), tf.fill(tf.shape(scores), -1.0))
         classes = tf.broadcast_to(levels[None, :], tf.shape(scores))
 
         selected, count = batched_multiclass_nms(
-            boxes, scores, classes, post, self.nms_iou_threshold, method=self.nms_method
-        )
+            boxes, probabilities, classes, post, self.nms_iou_threshold, score_threshold=-0.5,
+            method=self.nms_method,
+        )  # fmt: skip
         present = tf.range(post)[None, :] < count[:, None]
         proposals = tf.where(present[..., None], tf.gather(boxes, selected, batch_dims=1), 0.0)
-        probabilities = tf.where(present, tf.sigmoid(tf.gather(scores, selected, batch_dims=1)), 0.0)
+        probabilities = tf.where(present, tf.gather(probabilities, selected, batch_dims=1), 0.0)
         return {"proposals": proposals, "proposal_scores": probabilities, "num_proposals": count}
 
     def compute_output_spec(
