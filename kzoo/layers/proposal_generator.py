@@ -36,8 +36,8 @@ class ProposalGenerator(keras.layers.Layer):
        ``th, tw`` clamped at ``log(1000/16)``) and clipped to ``image_shape``;
     3. boxes with a side ``< min_size`` are removed;
     4. NMS of the objectness probabilities at ``nms_iou_threshold`` within each level (one NMS with the level
-       index as class: torchvision's ``batched_nms(boxes, sigmoid(logits), levels, ...)``), keeping the ``post_nms_top_k`` best-scoring boxes over
-       all levels, in descending score order.
+       index as class: torchvision's ``batched_nms(boxes, sigmoid(logits), levels, ...)``), keeping the
+       ``post_nms_top_k`` best-scoring boxes over all levels, in descending score order.
 
     Training and inference use different ``pre_nms_top_k`` / ``post_nms_top_k`` in torchvision (2000/2000
     vs 1000/1000); ``pre_nms_top_k_train`` etc. override the shared values, chosen by ``training``. The
