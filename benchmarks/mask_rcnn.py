@@ -5,6 +5,11 @@ torchvision's ``maskrcnn_resnet50_fpn`` on the same images in the same run, and 
     python benchmarks/mask_rcnn.py                        # 800x800 and 512x512, 100 forced detections and default
     python benchmarks/mask_rcnn.py --sizes 512 --repeats 3 --no-torch
     python benchmarks/mask_rcnn.py --mode train           # training step only
+    python benchmarks/mask_rcnn.py --mode export          # SavedModel and TFLite variants: size and latency
+
+``--mode export`` runs benchmarks/mask_rcnn_export.py (the light MobileNetV2-FPN at 512x512: file size, export time
+and latency of the SavedModel and of each TFLite variant beside the Keras model); its parity on real photographs is
+benchmarks/mask_rcnn_export_parity.py.
 
 Training step: both models start from random weights (frozen BatchNorm, first stages frozen as in each
 library's default), the same two generated shapes images with the same ground truth (boxes, classes, masks),
@@ -179,7 +184,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--backbone", default="resnet50_fpn")
     parser.add_argument("--no-torch", action="store_true", help="skip torchvision even if it is installed")
-    parser.add_argument("--mode", choices=["inference", "train", "both"], default="both")
+    parser.add_argument("--mode", choices=["inference", "train", "both", "export"], default="both")
     parser.add_argument("--compute-dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
                         help="kzoo's model.compute_dtype for inference")  # fmt: skip
     parser.add_argument("--compute-dtype", default="float32", help=argparse.SUPPRESS)
@@ -192,6 +197,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.single:
         run_single(args)
+        return
+    if args.mode == "export":
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mask_rcnn_export.py")
+        subprocess.run([sys.executable, script, "--repeats", str(args.repeats)], check=True)
         return
     try:
         import torchvision  # noqa: F401

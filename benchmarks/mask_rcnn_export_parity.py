@@ -29,6 +29,8 @@ import tensorflow as tf  # noqa: E402
 from common import table  # noqa: E402
 
 from kzoo.applications.mask_rcnn import load_mask_rcnn_config  # noqa: E402
+from kzoo.data.coco import CocoCategories  # noqa: E402
+from kzoo.evaluation.coco import detections_to_coco, evaluate_coco  # noqa: E402
 from kzoo.evaluation.detection_parity import compare_detections  # noqa: E402
 from kzoo.export.common import QUANTIZE_MODES  # noqa: E402
 from kzoo.export.mask_rcnn_saved_model import export_mask_rcnn_saved_model  # noqa: E402
@@ -42,16 +44,52 @@ NAMES = {"none": "TFLite float32", "float16": "TFLite float16", "dynamic": "TFLi
 KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections", "detection_masks")
 
 
-def letterboxed_photographs(annotations: str, image_dir: str, size: int, count: int | None) -> np.ndarray:
-    """The first ``count`` images of a COCO json (sorted by id), letterboxed to uint8 ``[N, size, size, 3]``."""
+def letterbox(pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One photograph ``[H, W, 3]`` resized to fit ``size x size`` (aspect ratio kept) and centred on zeros.
+
+    Returns the uint8 canvas ``[size, size, 3]`` and the geometry ``[top, left, scale_y, scale_x]`` (float64) that
+    maps a canvas point back to the photograph: ``(y - top) / scale_y``.
+    """
+    height, width = pixels.shape[:2]
+    scale = min(size / height, size / width)
+    new_h, new_w = max(round(height * scale), 1), max(round(width * scale), 1)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    resized = tf.image.resize(tf.cast(pixels, tf.float32), (new_h, new_w)).numpy()
+    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas[top : top + new_h, left : left + new_w] = np.clip(np.round(resized), 0, 255).astype(np.uint8)
+    return canvas, np.array([top, left, new_h / height, new_w / width])
+
+
+def load_photographs(annotations: str, image_dir: str, size: int, count: int | None) -> dict[str, np.ndarray]:
+    """The first ``count`` images of a COCO json (by id), letterboxed: ``canvases`` uint8 ``[N, size, size, 3]``,
+    ``geometry`` ``[N, 4]`` (see :func:`letterbox`), ``image_ids`` ``[N]`` and original ``image_sizes`` ``[N, 2]``."""
     with open(annotations) as f:
         images = sorted(json.load(f)["images"], key=lambda image: image["id"])[:count]
-    out = []
+    canvases, geometry, sizes = [], [], []
     for image in images:
-        pixels = tf.io.decode_image(tf.io.read_file(os.path.join(image_dir, image["file_name"])), channels=3)
-        boxed = tf.image.resize_with_pad(tf.cast(pixels, tf.float32), size, size)
-        out.append(tf.cast(tf.clip_by_value(tf.round(boxed), 0, 255), tf.uint8).numpy())
-    return np.stack(out)
+        pixels = tf.io.decode_image(tf.io.read_file(os.path.join(image_dir, image["file_name"])), channels=3).numpy()
+        canvas, where = letterbox(pixels, size)
+        canvases.append(canvas)
+        geometry.append(where)
+        sizes.append(pixels.shape[:2])
+    return {"canvases": np.stack(canvases), "geometry": np.stack(geometry),
+            "image_ids": np.array([image["id"] for image in images]), "image_sizes": np.array(sizes)}  # fmt: skip
+
+
+def coco_ap(outputs: dict, photos: dict, annotations: str) -> dict[str, float]:
+    """COCO bbox and segm AP of canvas detections, mapped back into the photographs (boxes and pasted masks)."""
+    top, left, scale_y, scale_x = (photos["geometry"][:, i, None] for i in range(4))
+    boxes = outputs["detection_boxes"].astype(np.float64)
+    boxes = np.stack([(boxes[..., 0] - top) / scale_y, (boxes[..., 1] - left) / scale_x,
+                      (boxes[..., 2] - top) / scale_y, (boxes[..., 3] - left) / scale_x], axis=-1)  # fmt: skip
+    limits = np.repeat(photos["image_sizes"][:, None, :], 2, axis=1).reshape(-1, 1, 4)
+    boxes = np.clip(boxes, 0, limits)
+    with open(annotations) as f:
+        categories = CocoCategories.from_coco(json.load(f)["categories"])
+    results = detections_to_coco(photos["image_ids"], boxes, outputs["detection_scores"],
+                                 outputs["detection_classes"], outputs["num_detections"],
+                                 outputs["detection_masks"], photos["image_sizes"], categories)  # fmt: skip
+    return evaluate_coco(annotations, results, image_ids=photos["image_ids"].tolist())
 
 
 def keras_outputs(model: MaskRCNNModel, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -86,44 +124,51 @@ def main() -> None:
     model = MaskRCNNModel(config)
     model(np.zeros((1, args.size, args.size, 3), np.uint8))
     model.load_weights(args.weights)
-    photos = letterboxed_photographs(args.annotations, args.image_dir, args.size, args.images)
+    photos = load_photographs(args.annotations, args.image_dir, args.size, args.images)
+    canvases = photos["canvases"]
     calibration_json = args.calibration_annotations or args.annotations.replace("_val", "_train")
-    calibration = letterboxed_photographs(calibration_json, args.image_dir, args.size, args.calibration)
-    print(f"{os.path.basename(args.config)}, {model.count_params() / 1e6:.2f} M parameters; {len(photos)} photographs "
-          f"of {os.path.basename(args.annotations)} letterboxed to {args.size}x{args.size}; int8 calibrated on "
-          f"{len(calibration)} of {os.path.basename(calibration_json)}", flush=True)  # fmt: skip
+    calibration = load_photographs(calibration_json, args.image_dir, args.size, args.calibration)["canvases"]
+    print(f"{os.path.basename(args.config)}, {model.count_params() / 1e6:.2f} M parameters; {len(canvases)} "
+          f"photographs of {os.path.basename(args.annotations)} letterboxed to {args.size}x{args.size}; int8 "
+          f"calibrated on {len(calibration)} of {os.path.basename(calibration_json)}", flush=True)  # fmt: skip
 
     results: list[tuple[str, str, dict]] = []
     with tempfile.TemporaryDirectory() as temp:
         out_dir = args.out_dir or temp
         path = export_mask_rcnn_saved_model(model, os.path.join(out_dir, "serving"), "mask_rcnn")
         serve = tf.saved_model.load(path).signatures["serving_default"]
-        parts = [serve(images=tf.constant(photo[None])) for photo in photos]
+        parts = [serve(images=tf.constant(canvas[None])) for canvas in canvases]
         reference = {key: np.concatenate([p[key].numpy() for p in parts]) for key in KEYS}
-        results.append(("Keras model", "-", keras_outputs(model, photos)))
+        results.append(("Keras model", "-", keras_outputs(model, canvases)))
         for quantize in args.variants:
             file = convert_mask_rcnn_tflite(model, os.path.join(out_dir, f"mask_rcnn_{quantize}.tflite"),
                                             (args.size, args.size), quantize, representative_images=calibration,
                                             input_dtype="uint8")  # fmt: skip
             size = f"{os.path.getsize(file) / 1e6:.2f}"
-            results.append((NAMES[quantize], size, run_mask_rcnn_tflite(file, photos)))
+            results.append((NAMES[quantize], size, run_mask_rcnn_tflite(file, canvases)))
             print(f"{NAMES[quantize]}: {size} MB", flush=True)
 
     # controls: float16-rounded weights in Keras, and +-1 gray level of input noise
     values = model.get_weights()
     model.set_weights([v.astype(np.float16).astype(v.dtype) if v.dtype == np.float32 else v for v in values])
-    results.append(("control: Keras, float16-rounded weights", "-", keras_outputs(model, photos)))
+    controls = [("control: Keras, float16-rounded weights", "-", keras_outputs(model, canvases))]
     model.set_weights(values)
-    noise = np.random.default_rng(0).integers(-1, 2, photos.shape)
-    noisy = np.clip(photos.astype(np.int64) + noise, 0, 255).astype(np.uint8)
-    noisy_reference = keras_outputs(model, noisy)
+    noise = np.random.default_rng(0).integers(-1, 2, canvases.shape)
+    noisy = np.clip(canvases.astype(np.int64) + noise, 0, 255).astype(np.uint8)
+    controls.append(("control: Keras, +-1 gray level noise", "-", keras_outputs(model, noisy)))
 
     header = ("vs SavedModel", "MB", "detections", "matched", "same class", "box IoU mean", "box IoU min",
               "box err max (px)", "score err max", "mask IoU mean", "mask IoU min")  # fmt: skip
     for title, min_score in (("every detection", 0.0), (f"detections scoring >= {args.confident}", args.confident)):
-        rows = [header] + [row(name, size, reference, out, args.size, min_score) for name, size, out in results]
-        rows.append(row("control: Keras, +-1 gray level noise", "-", reference, noisy_reference, args.size, min_score))
-        table(f"Mask R-CNN export parity on {len(photos)} photographs, {title}", rows)
+        rows = [header] + [row(name, size, reference, out, args.size, min_score)
+                           for name, size, out in results + controls]  # fmt: skip
+        table(f"Mask R-CNN export parity on {len(canvases)} photographs, {title}", rows)
+
+    rows = [("artifact", "bbox AP", "bbox AP50", "bbox AP75", "segm AP", "segm AP50", "segm AP75")]
+    for name, _, out in [("SavedModel", "-", reference)] + results[1:]:
+        ap = coco_ap(out, photos, args.annotations)
+        rows.append((name, *(f"{ap[f'{kind}_{m}']:.3f}" for kind in ("bbox", "segm") for m in ("AP", "AP50", "AP75"))))
+    table(f"COCO AP on the {len(canvases)} photographs (detections mapped back from the letterboxed canvases)", rows)
 
 
 if __name__ == "__main__":

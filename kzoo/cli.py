@@ -206,15 +206,27 @@ def _export_mask_rcnn(config, args) -> int:
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(version_dir) for f in files)
         rows.append(("SavedModel (TF Serving)", f"{size / 1e6:.2f} MB", version_dir))
     else:
+        from kzoo.evaluation.detection_parity import compare_detections
+        from kzoo.export import run_mask_rcnn_tflite
+
         side = canvas_size(config)
         _, dataset = make_pipelines(config, data, 8)
-        representative = np.concatenate([b["images"].numpy() for b in dataset.take(4)]).astype(np.uint8)
+        canvases = np.concatenate([b["images"].numpy() for b in dataset.take(6)]).astype(np.uint8)
+        # int8 calibrates on the first 32 eval canvases; parity is measured on the next 16 (or on the same ones
+        # when the eval split is smaller)
+        representative, check = canvases[:32], (canvases[32:] if len(canvases) > 32 else canvases)
+        reference = {key: value.numpy() for key, value in model(check).items()}
+        rows = [("artifact", "size", f"vs Keras on {len(check)} eval images: matched", "same class", "box IoU",
+                 "mask IoU (mean / min)", "path")]  # fmt: skip
         os.makedirs(output, exist_ok=True)
         for mode in args.quantize:
             path = os.path.join(output, f"{name}_{mode}.tflite")
             convert_mask_rcnn_tflite(model, path, (side, side), mode, representative_images=representative,
                                      input_dtype=args.input_dtype)  # fmt: skip
-            rows.append((f"TFLite {mode}", f"{os.path.getsize(path) / 1e6:.2f} MB", path))
+            parity = compare_detections(reference, run_mask_rcnn_tflite(path, check), (side, side)).summary()
+            rows.append((f"TFLite {mode}", f"{os.path.getsize(path) / 1e6:.2f} MB", f"{parity['matched']:.3f}",
+                         f"{parity['same_class']:.3f}", f"{parity['box_iou_mean']:.4f}",
+                         f"{parity['mask_iou_mean']:.4f} / {parity['mask_iou_min']:.4f}", path))  # fmt: skip
     print(_table(f"kzoo export {config.name}", rows))
     return 0
 

@@ -136,5 +136,9 @@ def test_export_mask_rcnn_saved_model_and_tflite(tmp_path, capsys):
     assert (version_dir / "assets.extra" / "tf_serving_warmup_requests").exists()
     assert main(["export", str(path), "--format", "tflite", "--quantize", "none", "dynamic"]) == 0
     out = capsys.readouterr().out
-    assert "TFLite none" in out and "TFLite dynamic" in out
+    assert "TFLite none" in out and "TFLite dynamic" in out and "vs Keras on" in out
+    # the float32 file reproduces the Keras model on the eval images: every detection matched, same classes
+    (none_row,) = [line for line in out.splitlines() if line.startswith("TFLite none")]
+    cells = [cell.strip() for cell in none_row.split("|")]
+    assert cells[2:4] == ["1.000", "1.000"] and float(cells[4]) > 0.999, none_row
     assert (tmp_path / "run" / "export" / "tiny_mask_rcnn_dynamic.tflite").exists()
