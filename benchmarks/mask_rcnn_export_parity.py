@@ -17,6 +17,7 @@ itself for an invisible change of input).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -105,6 +106,27 @@ def row(name: str, size: str, reference: dict, candidate: dict, image_size: int,
             f"{s['score_error_max']:.4f}", f"{s['mask_iou_mean']:.4f}", f"{s['mask_iou_min']:.4f}")  # fmt: skip
 
 
+def near_tie_outliers(reference: dict, candidate: dict, unsuppressed: dict, image_size: int) -> tuple[int, int]:
+    """``(outliers, near ties)``: the candidate's detections off by more than 1 pixel or with a mask IoU below 0.95
+    (or unmatched), and how many of them are another candidate of the reference model itself (within 1 pixel and
+    0.01 in score among its detections without NMS), i.e. NMS chose between two near-equal candidates."""
+    parity = compare_detections(reference, candidate, (image_size, image_size))
+    bad = (parity.box_error > 1.0) | (parity.mask_iou < 0.95)
+    rows = list(zip(parity.image_index[bad], parity.candidate_row[bad]))
+    for image in range(len(candidate["num_detections"])):
+        matched = set(parity.candidate_row[parity.image_index == image].tolist())
+        rows += [(image, row) for row in range(int(candidate["num_detections"][image])) if row not in matched]
+    ties = 0
+    for image, row in rows:
+        others = {key: value[image, : int(unsuppressed["num_detections"][image])] for key, value in unsuppressed.items()
+                  if key != "num_detections"}  # fmt: skip
+        box_error = np.abs(others["detection_boxes"] - candidate["detection_boxes"][image, row])
+        score_error = np.abs(others["detection_scores"] - candidate["detection_scores"][image, row])
+        same_class = others["detection_classes"] == candidate["detection_classes"][image, row]
+        ties += bool(np.any((box_error.max(axis=1) <= 1.0) & (score_error <= 0.01) & same_class))
+    return len(rows), ties
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=os.path.join(ROOT, "configs", "mask_rcnn_penn_fudan.yaml"))
@@ -156,6 +178,18 @@ def main() -> None:
     noise = np.random.default_rng(0).integers(-1, 2, canvases.shape)
     noisy = np.clip(canvases.astype(np.int64) + noise, 0, 255).astype(np.uint8)
     controls.append(("control: Keras, +-1 gray level noise", "-", keras_outputs(model, noisy)))
+
+    # the float32 model's candidates before NMS (NMS at IoU 1 suppresses nothing), to tell NMS near-ties apart
+    unsuppressed_model = MaskRCNNModel(dataclasses.replace(config, nms_threshold=1.0, max_detections=300))
+    unsuppressed_model(canvases[:1])
+    unsuppressed_model.set_weights(values)
+    unsuppressed = keras_outputs(unsuppressed_model, canvases)
+    rows = [("vs SavedModel", "detections", "outliers (> 1 px or mask IoU < 0.95, or unmatched)",
+             "of which NMS near-ties")]  # fmt: skip
+    for name, _, out in results + controls:
+        outliers, ties = near_tie_outliers(reference, out, unsuppressed, args.size)
+        rows.append((name, int(out["num_detections"].sum()), outliers, ties))
+    table("Outliers, and those that are another near-equal candidate of the float32 model", rows)
 
     header = ("vs SavedModel", "MB", "detections", "matched", "same class", "box IoU mean", "box IoU min",
               "box err max (px)", "score err max", "mask IoU mean", "mask IoU min")  # fmt: skip

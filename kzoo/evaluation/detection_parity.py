@@ -24,7 +24,8 @@ class DetectionParity:
 
     Each array has one entry per matched pair, in image order: ``box_iou`` (float64), ``box_error`` (the largest
     absolute coordinate difference in pixels, float64), ``score_error`` (absolute, float64), ``same_class`` (bool),
-    ``mask_iou`` (float64; 1.0 when both masks are empty).
+    ``mask_iou`` (float64; 1.0 when both masks are empty), and where the pair sits: ``image_index``,
+    ``reference_row`` and ``candidate_row`` (int64 rows of the outputs' ``D`` axis).
     """
 
     reference_count: int
@@ -34,6 +35,9 @@ class DetectionParity:
     score_error: np.ndarray
     same_class: np.ndarray
     mask_iou: np.ndarray
+    image_index: np.ndarray
+    reference_row: np.ndarray
+    candidate_row: np.ndarray
 
     @property
     def matched(self) -> int:
@@ -75,9 +79,12 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _valid(outputs: Mapping[str, np.ndarray], index: int, min_score: float) -> dict[str, np.ndarray]:
+    """One image's detections scoring at least ``min_score``, with their ``rows`` in the outputs."""
     count = int(outputs["num_detections"][index])
     keep = np.asarray(outputs["detection_scores"][index][:count]) >= min_score
-    return {key: np.asarray(outputs[key][index][:count])[keep] for key in _KEYS}
+    valid = {key: np.asarray(outputs[key][index][:count])[keep] for key in _KEYS}
+    valid["rows"] = np.flatnonzero(keep)
+    return valid
 
 
 _KEYS = ("detection_boxes", "detection_scores", "detection_classes", "detection_masks")
@@ -117,8 +124,8 @@ def compare_detections(
     if sizes.shape != (num_images, 2):
         raise ValueError(f"image_sizes must be one (height, width) or one per image ({num_images}), got {sizes.shape}")
     counts = [0, 0]
-    columns: dict[str, list[float]] = {name: [] for name in ("box_iou", "box_error", "score_error", "same_class",
-                                                             "mask_iou")}  # fmt: skip
+    columns: dict[str, list] = {name: [] for name in ("box_iou", "box_error", "score_error", "same_class", "mask_iou",
+                                                      "image_index", "reference_row", "candidate_row")}  # fmt: skip
     for index in range(num_images):
         a, b = _valid(reference, index, min_score), _valid(candidate, index, min_score)
         counts[0] += len(a["detection_scores"])
@@ -143,5 +150,9 @@ def compare_detections(
         columns["score_error"].extend(np.abs(a["detection_scores"][ia].astype(np.float64) - b["detection_scores"][ib]))
         columns["same_class"].extend(a["detection_classes"][ia] == b["detection_classes"][ib])
         columns["mask_iou"].extend(np.where(union > 0, inter / np.maximum(union, 1), 1.0))
-    arrays = {name: np.asarray(v, bool if name == "same_class" else np.float64) for name, v in columns.items()}
+        columns["image_index"].extend([index] * len(pairs))
+        columns["reference_row"].extend(a["rows"][ia])
+        columns["candidate_row"].extend(b["rows"][ib])
+    dtypes = {"same_class": bool, "image_index": np.int64, "reference_row": np.int64, "candidate_row": np.int64}
+    arrays = {name: np.asarray(v, dtypes.get(name, np.float64)) for name, v in columns.items()}
     return DetectionParity(reference_count=counts[0], candidate_count=counts[1], **arrays)

@@ -46,6 +46,7 @@ def test_shifted_box_reordered_rows_and_other_class():
     np.testing.assert_allclose(result.score_error[order], [0.0, 0.05], atol=1e-6)
     assert list(result.same_class[order]) == [True, False]
     assert result.mask_iou[order][1] == 1.0 and 0.8 < result.mask_iou[order][0] < 1.0
+    assert list(result.reference_row[order]) == [0, 1] and list(result.candidate_row[order]) == [1, 0]
 
 
 def test_unmatched_and_low_scoring_detections():
@@ -56,6 +57,7 @@ def test_unmatched_and_low_scoring_detections():
     assert result.summary()["matched"] == pytest.approx(2 / 3)
     confident = compare_detections(a, b, SIZE, min_score=0.5)
     assert (confident.reference_count, confident.candidate_count, confident.matched) == (1, 2, 1)
+    assert list(compare_detections(a, b, SIZE).candidate_row) == [0, 2]  # rows of the outputs, not of the kept
     # no pair above the IoU threshold: nothing matched, NaN statistics
     far = outputs([[0, 0, 5, 5]], [0.9], [1])
     summary = compare_detections(a, far, SIZE).summary()
@@ -74,7 +76,7 @@ def test_mask_iou_of_pasted_masks():
 def test_several_images_and_errors():
     a = outputs([[10, 10, 40, 30]], [0.9], [1])
     two = {key: np.concatenate([value, value]) for key, value in a.items()}
-    assert compare_detections(two, two, [SIZE, SIZE]).matched == 2
+    assert list(compare_detections(two, two, [SIZE, SIZE]).image_index) == [0, 1]
     with pytest.raises(ValueError, match="reference has 2 images but candidate has 1"):
         compare_detections(two, a, SIZE)
     with pytest.raises(ValueError, match="image_sizes must be one"):
