@@ -7,6 +7,8 @@ by ~1e-4: orders that float16 weights flip), and ``score_threshold=0`` so that e
 """
 
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -231,6 +233,22 @@ def test_export_errors_leave_nothing(models, tmp_path):
     with pytest.raises(TypeError, match="MaskRCNNModel"):
         export_mask_rcnn_saved_model(keras.Sequential(), tmp_path, "m")
     assert not any(name.isdigit() for d in tmp_path.iterdir() for name in os.listdir(d))
+
+
+def test_saved_model_cli_lists_signatures(exported):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    if not os.path.exists(cli):
+        pytest.skip("saved_model_cli is not installed next to this Python")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([cli, "show", "--dir", str(exported[0]), "--all"], env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("serving_default", "serving_bytes"):
+        signature = result.stdout.split(f"signature_def['{name}']:")[1].split("signature_def[")[0]
+        for output in KERAS + ("detection_full_masks", "detection_class_names"):
+            assert f"outputs['{output}']" in signature, (name, output)
+    assert "inputs['images']" in result.stdout and "inputs['image_bytes']" in result.stdout
+    assert "tag-set: 'serve'" in result.stdout
 
 
 def test_loads_and_runs_without_kzoo(models, exported, shapes_images, tmp_path):
