@@ -1,7 +1,7 @@
 """SavedModel export of Mask R-CNN in the TF Serving layout.
 
 The SavedModel (tag ``serve``) lives in ``<base_dir>/<model_name>/<version>/`` and runs with TensorFlow alone
-(no kzoo import). Two signatures, both for images of any size (one size per request):
+(no kzoo import). Two signatures, both for images of any size:
 
 - ``serving_default``: ``images`` uint8 ``[B, H, W, 3]`` RGB pixels ->
   ``detection_boxes`` float32 ``[B, D, 4]`` ``[ymin, xmin, ymax, xmax]`` in input-image pixels,
@@ -11,8 +11,10 @@ The SavedModel (tag ``serve``) lives in ``<base_dir>/<model_name>/<version>/`` a
   pasted in the graph as :func:`kzoo.ops.masks.paste_masks` does); with ``class_names``,
   ``detection_class_names`` string ``[B, D]`` (``""`` for padding). Rows at and after ``num_detections`` are 0.
 - ``serving_bytes``: ``image_bytes`` string ``[B]``, each an encoded JPEG or PNG (REST clients send
-  ``{"b64": "..."}``), decoded to RGB (grayscale and RGBA converted); all images of a request must have the same
-  size -> the same outputs.
+  ``{"b64": "..."}``), decoded to RGB (grayscale and RGBA converted), of any sizes -> the same outputs, each
+  image's boxes in its own pixels. Images of one size run as one batch, mixed sizes one image at a time, and
+  then ``detection_full_masks`` is ``[B, D, H_max, W_max]``: image ``b``'s masks in ``[:, :H_b, :W_b]``, zeros
+  beyond.
 
 Inside, an image of unknown size is resized (short side ``min_size``, long side at most ``max_size``) onto a
 static ``max_size x max_size`` canvas (:func:`kzoo.ops.resize.resize_and_pad`), so every later shape is static.
@@ -167,28 +169,55 @@ def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: l
             out["detection_full_masks"] = tf.zeros(tf.concat([[0, detections], image_size], 0), tf.uint8)
         return out
 
-    def detect(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        image_size = tf.shape(images)[1:3]
+    def run(pixels: tf.Tensor, image_size: tf.Tensor) -> dict[str, tf.Tensor]:
+        out = {key: value for key, value in model(pixels, training=False).items() if key in OUTPUT_KEYS}
+        if full_image_masks:
+            out["detection_full_masks"] = paste_masks_tf(out["detection_masks"], out["detection_boxes"], image_size)
+        return out
 
-        def run(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-            out = {key: value for key, value in model(pixels, training=False).items() if key in OUTPUT_KEYS}
-            if full_image_masks:
-                out["detection_full_masks"] = paste_masks_tf(out["detection_masks"], out["detection_boxes"], image_size)
-            return out
-
-        out = unless_empty(run, images, lambda: empty_outputs(image_size))
+    def with_class_names(out: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         if names is not None:
             present = tf.sequence_mask(out["num_detections"], detections)
             out["detection_class_names"] = tf.where(present, tf.gather(names, out["detection_classes"]), "")
         return out
 
+    def detect(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        image_size = tf.shape(images)[1:3]
+        return unless_empty(lambda pixels: run(pixels, image_size), images, lambda: empty_outputs(image_size))
+
+    def detect_each(image_bytes: tf.Tensor, sizes: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Images of different sizes, one at a time; full-image masks zero-padded to the largest height and
+        width of the request."""
+        padded_size = tf.reduce_max(sizes, axis=0)
+
+        def one(args: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+            data, index = args
+            image = decode_image(data, index)
+            out = {key: value[0] for key, value in run(image[None], tf.shape(image)[:2]).items()}
+            if full_image_masks:
+                masks = out["detection_full_masks"]
+                out["detection_full_masks"] = tf.pad(masks, [[0, 0], [0, padded_size[0] - tf.shape(masks)[1]],
+                                                             [0, padded_size[1] - tf.shape(masks)[2]]])  # fmt: skip
+            return out
+
+        spec = {key: tf.TensorSpec(value.shape[1:], value.dtype) for key, value in empty_outputs([0, 0]).items()}
+        if full_image_masks:
+            spec["detection_full_masks"] = tf.TensorSpec([detections, None, None], tf.uint8)
+        return tf.map_fn(one, (image_bytes, tf.range(tf.size(image_bytes))), fn_output_signature=spec)
+
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")], autograph=False)
     def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return detect(images)
+        return with_class_names(detect(images))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")], autograph=False)
     def serving_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        return detect(decode_batch(image_bytes))
+        def some() -> dict[str, tf.Tensor]:
+            sizes = decoded_sizes(image_bytes)
+            same = tf.reduce_all(tf.equal(sizes, sizes[:1]))
+            return tf.cond(same, lambda: detect(decode_batch(image_bytes)), lambda: detect_each(image_bytes, sizes))
+
+        nothing = lambda: empty_outputs(tf.zeros([2], tf.int32))  # noqa: E731
+        return with_class_names(tf.cond(tf.size(image_bytes) > 0, some, nothing))
 
     module.serving_default = serving_default
     module.serving_bytes = serving_bytes
@@ -214,33 +243,18 @@ def decode_image(image_bytes: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
         return tf.identity(image)
 
 
+def decoded_sizes(image_bytes: tf.Tensor) -> tf.Tensor:
+    """int32 ``[B, 2]``: the ``(height, width)`` of each encoded image ``[B]`` (decoded, with the errors of
+    :func:`decode_image`)."""
+    return tf.map_fn(
+        lambda args: tf.shape(decode_image(*args))[:2], (image_bytes, tf.range(tf.size(image_bytes))),
+        fn_output_signature=tf.TensorSpec([2], tf.int32),
+    )  # fmt: skip
+
+
 def decode_batch(image_bytes: tf.Tensor) -> tf.Tensor:
-    """Encoded images ``[B]`` -> uint8 ``[B, H, W, 3]``; every image must decode to the size of the first
-    (``InvalidArgumentError`` otherwise). An empty batch gives ``[0, 0, 0, 3]``."""
-
-    def decode_all() -> tf.Tensor:
-        first = decode_image(image_bytes[0], tf.constant(0))
-        first_size = tf.shape(first)[:2]
-
-        def decode_same_size(args: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
-            data, index = args
-            image = decode_image(data, index)
-            size = tf.shape(image)[:2]
-            text = tf.strings.format(
-                "image_bytes: all images of a request must have the same size; image_bytes[{}] is {} (height, "
-                "width) but image_bytes[0] is {}", (index, size, first_size),
-            )  # fmt: skip
-            check = tf.debugging.Assert(tf.reduce_all(tf.equal(size, first_size)), [text])
-            with tf.control_dependencies([check]):
-                return tf.identity(image)
-
-        def with_rest() -> tf.Tensor:
-            rest = tf.map_fn(
-                decode_same_size, (image_bytes[1:], tf.range(1, tf.shape(image_bytes)[0])),
-                fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
-            )  # fmt: skip
-            return tf.concat([first[None], rest], axis=0)
-
-        return tf.cond(tf.size(image_bytes) > 1, with_rest, lambda: first[None])
-
-    return tf.cond(tf.size(image_bytes) > 0, decode_all, lambda: tf.zeros([0, 0, 0, 3], tf.uint8))
+    """Encoded images ``[B]``, ``B >= 1``, all of one size (see :func:`decoded_sizes`) -> uint8 ``[B, H, W, 3]``."""
+    return tf.map_fn(
+        lambda args: decode_image(*args), (image_bytes, tf.range(tf.size(image_bytes))),
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )  # fmt: skip
