@@ -97,8 +97,9 @@ def export_classifier_saved_model(
     version_dir = new_version_dir(base_dir, model_name, version)
 
     with atomic_directory(version_dir) as temp_dir:
-        archive = _build_archive(model, (height, width, channels), class_names, input_dtype)
-        archive.write_out(temp_dir, verbose=False)
+        module = _serving_module(model, (height, width, channels), class_names, input_dtype)
+        signatures = {name: getattr(module, name) for name in ("serving_default", "serving_bytes", "class_maps")}
+        tf.saved_model.save(module, temp_dir, signatures=signatures)
         write_class_names(temp_dir, class_names)
         if warmup_examples:
             write_warmup_requests(
@@ -157,17 +158,21 @@ def _check_classifier(model: keras.Model) -> tuple[int, int, int, int]:
     return height, width, channels, int(output_shape[1])
 
 
-def _build_archive(
+def _serving_module(
     model: keras.Model, image_shape: tuple[int, int, int], class_names: list[str], input_dtype: str
-) -> keras.export.ExportArchive:
-    """An ExportArchive with the ``serving_default``, ``serving_bytes`` and ``class_maps`` endpoints."""
+) -> tf.Module:
+    """A ``tf.Module`` with the model's variables and the ``serving_default``, ``serving_bytes`` and
+    ``class_maps`` functions.
+
+    Not ``keras.export.ExportArchive``: it saves every variable twice (as the Keras variables it tracks and as the
+    TF variables the endpoints use), doubling the SavedModel.
+    """
     height, width, channels = image_shape
-    maps_model = class_map_model(model)
+    maps_model = class_map_model(model)  # the same layers, so the same variables
     names = tf.constant(class_names, dtype=tf.string)
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.track(maps_model)
+    module = tf.Module()
+    module.model_variables = [variable.value for variable in model.variables]  # the tf.Variables the graph reads
 
     num_classes = len(class_names)
     maps_shape = tuple(int(d) for d in maps_model.output_shape[1][1:])
@@ -206,9 +211,8 @@ def _build_archive(
         return {"class_maps": unless_empty(maps_of, images, zeros(*maps_shape))}
 
     images_spec = tf.TensorSpec([None, height, width, channels], tf.as_dtype(input_dtype), name="images")
-    archive.add_endpoint("serving_default", serving_default, input_signature=[images_spec])
-    archive.add_endpoint(
-        "serving_bytes", serving_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
-    )
-    archive.add_endpoint("class_maps", class_maps, input_signature=[images_spec])
-    return archive
+    bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
+    module.serving_default = tf.function(serving_default, input_signature=[images_spec], autograph=False)
+    module.serving_bytes = tf.function(serving_bytes, input_signature=[bytes_spec], autograph=False)
+    module.class_maps = tf.function(class_maps, input_signature=[images_spec], autograph=False)
+    return module
