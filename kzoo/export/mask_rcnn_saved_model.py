@@ -216,7 +216,9 @@ def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: l
             same = tf.reduce_all(tf.equal(sizes, sizes[:1]))
             return tf.cond(same, lambda: detect(decode_batch(image_bytes)), lambda: detect_each(image_bytes, sizes))
 
-        nothing = lambda: empty_outputs(tf.zeros([2], tf.int32))  # noqa: E731
+        def nothing() -> dict[str, tf.Tensor]:
+            return empty_outputs(tf.zeros([2], tf.int32))
+
         return with_class_names(tf.cond(tf.size(image_bytes) > 0, some, nothing))
 
     module.serving_default = serving_default
