@@ -15,7 +15,7 @@ import numpy as np
 
 from kzoo.ops.masks import paste_masks
 
-__all__ = ["DetectionParity", "compare_detections"]
+__all__ = ["DetectionParity", "compare_detections", "has_near_equal", "outliers"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,3 +156,42 @@ def compare_detections(
     dtypes = {"same_class": bool, "image_index": np.int64, "reference_row": np.int64, "candidate_row": np.int64}
     arrays = {name: np.asarray(v, dtypes.get(name, np.float64)) for name, v in columns.items()}
     return DetectionParity(reference_count=counts[0], candidate_count=counts[1], **arrays)
+
+
+def outliers(
+    parity: DetectionParity, candidate: Mapping[str, np.ndarray], max_box_error: float = 1.0, min_mask_iou: float = 0.95
+) -> list[tuple[int, int]]:
+    """``(image, row)`` of the candidate's detections that are off: matched with a box error above ``max_box_error``
+    pixels or a mask IoU below ``min_mask_iou``, or not matched at all (``parity`` from :func:`compare_detections`
+    with ``min_score=0``)."""
+    bad = (parity.box_error > max_box_error) | (parity.mask_iou < min_mask_iou)
+    found = list(zip(parity.image_index[bad].tolist(), parity.candidate_row[bad].tolist()))
+    for image in range(len(candidate["num_detections"])):
+        matched = set(parity.candidate_row[parity.image_index == image].tolist())
+        found += [(image, row) for row in range(int(candidate["num_detections"][image])) if row not in matched]
+    return found
+
+
+def has_near_equal(
+    others: Mapping[str, np.ndarray],
+    candidate: Mapping[str, np.ndarray],
+    image: int,
+    row: int,
+    max_box_error: float = 1.0,
+    max_score_error: float = 0.01,
+) -> bool:
+    """Whether ``others`` (outputs as in :func:`compare_detections`) holds, in image ``image``, a detection of the
+    same class within ``max_box_error`` pixels and ``max_score_error`` in score of the candidate's detection
+    ``row``.
+
+    With ``others`` the reference model's detections *without NMS* (``nms_threshold=1``), a candidate outlier that
+    has a near-equal there is an NMS near-tie: the reference model has that detection too, and NMS kept another one
+    of nearly the same score instead.
+    """
+    count = int(others["num_detections"][image])
+    box = np.asarray(candidate["detection_boxes"][image][row], np.float64)
+    box_error = np.abs(np.asarray(others["detection_boxes"][image][:count], np.float64) - box).max(axis=-1)
+    score_error = np.abs(np.asarray(others["detection_scores"][image][:count], np.float64)
+                         - float(candidate["detection_scores"][image][row]))  # fmt: skip
+    same_class = np.asarray(others["detection_classes"][image][:count]) == candidate["detection_classes"][image][row]
+    return bool(np.any((box_error <= max_box_error) & (score_error <= max_score_error) & same_class))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kzoo.evaluation.detection_parity import compare_detections
+from kzoo.evaluation.detection_parity import compare_detections, has_near_equal, outliers
 
 SIZE = (64, 80)
 
@@ -81,3 +81,21 @@ def test_several_images_and_errors():
         compare_detections(two, a, SIZE)
     with pytest.raises(ValueError, match="image_sizes must be one"):
         compare_detections(two, two, [SIZE, SIZE, SIZE])
+
+
+def test_outliers_and_near_equal_detections():
+    reference = outputs([[10, 10, 40, 30], [40, 40, 60, 60]], [0.9, 0.6], [1, 1])
+    # the first moved by 3 px, the second in place, and a third that matches nothing
+    candidate = outputs([[13, 10, 43, 30], [40, 40, 60, 60], [0, 60, 10, 79]], [0.88, 0.6, 0.3], [1, 1, 1])
+    found = outliers(compare_detections(reference, candidate, SIZE), candidate)
+    assert sorted(found) == [(0, 0), (0, 2)]
+    parity = compare_detections(reference, candidate, SIZE)
+    assert sorted(outliers(parity, candidate, max_box_error=5.0)) == [(0, 0), (0, 2)]  # its mask IoU is 0.82
+    assert outliers(parity, candidate, max_box_error=5.0, min_mask_iou=0.8) == [(0, 2)]
+    # the reference model without NMS also had the moved box (0.5 px away, score 0.005 apart): a near-tie
+    unsuppressed = outputs([[10, 10, 40, 30], [12.5, 10, 43, 30], [40, 40, 60, 60]], [0.9, 0.885, 0.6], [1, 1, 1])
+    assert has_near_equal(unsuppressed, candidate, 0, 0)
+    assert not has_near_equal(unsuppressed, candidate, 0, 2)
+    assert not has_near_equal(unsuppressed, candidate, 0, 0, max_score_error=0.001)
+    other_class = outputs([[12.5, 10, 43, 30]], [0.885], [2])
+    assert not has_near_equal(other_class, candidate, 0, 0)

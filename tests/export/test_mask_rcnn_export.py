@@ -6,6 +6,7 @@ units so that scores and masks are well separated, and the MobileNetV2's batch n
 by ~1e-4: orders that float16 weights flip), and ``score_threshold=0`` so that every image has detections.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from export_helpers import run_without_kzoo
 from tensorflow_serving.apis import prediction_log_pb2
 
 from kzoo.data.shapes import make_shapes_instances
-from kzoo.evaluation.detection_parity import compare_detections
+from kzoo.evaluation.detection_parity import compare_detections, has_near_equal, outliers
 from kzoo.export.common import QUANTIZE_MODES
 from kzoo.export.mask_rcnn_saved_model import export_mask_rcnn_saved_model
 from kzoo.export.mask_rcnn_tflite import (
@@ -355,7 +356,8 @@ PENN_FUDAN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
 
 @pytest.fixture(scope="module")
 def photographs() -> np.ndarray:
-    """6 Penn-Fudan val photographs letterboxed (aspect ratio kept, zero padding) to uint8 [6, 128, 128, 3]."""
+    """6 Penn-Fudan val photographs letterboxed (aspect ratio kept, zero padding at the bottom and right, as the
+    training pipeline pads) to uint8 [6, 128, 128, 3]."""
     if not os.path.isdir(PENN_FUDAN):
         pytest.skip(f"Penn-Fudan data not found at {PENN_FUDAN} (real data lives beside the project in "
                     "../shared/data; see its README)")  # fmt: skip
@@ -363,7 +365,8 @@ def photographs() -> np.ndarray:
     photos = []
     for name in names:
         pixels = tf.io.decode_png(tf.io.read_file(os.path.join(PENN_FUDAN, "PNGImages", name)), channels=3)
-        boxed = tf.image.resize_with_pad(tf.cast(pixels, tf.float32), SIZE, SIZE)
+        resized = tf.image.resize(tf.cast(pixels, tf.float32), [SIZE, SIZE], preserve_aspect_ratio=True)
+        boxed = tf.image.pad_to_bounding_box(resized, 0, 0, SIZE, SIZE)
         photos.append(tf.cast(tf.clip_by_value(tf.round(boxed), 0, 255), tf.uint8).numpy())
     return np.stack(photos)
 
@@ -372,15 +375,29 @@ def photographs() -> np.ndarray:
 @pytest.mark.parametrize("backbone", list(BACKBONES))
 def test_float_variants_match_the_saved_model_on_photographs(models, converted, photographs, tmp_path, backbone,
                                                              mode):  # fmt: skip
-    path = export_mask_rcnn_saved_model(models[backbone], tmp_path, "mask_rcnn")
+    # every detection within 1 px and mask IoU >= 0.95 of the SavedModel's, except NMS near-ties: detections the
+    # float32 model has too (found without NMS) that NMS dropped for another of nearly the same score, which any
+    # perturbation can flip (random tiny models with score_threshold=0 have many)
+    model = models[backbone]
+    path = export_mask_rcnn_saved_model(model, tmp_path, "mask_rcnn")
     serve = tf.saved_model.load(path).signatures["serving_default"]
     reference = {key: value.numpy() for key, value in serve(images=tf.constant(photographs)).items()}
-    result = parity(reference, converted(backbone, mode), photographs)
-    print(f"\n{backbone} {mode} on photographs: {result}")
-    assert result["reference"] == 6 * 8  # score_threshold=0: every slot holds a detection
-    assert result["matched"] >= (1.0 if mode == "none" else 7 / 8) and result["same_class"] == 1.0, result
-    assert result["box_error_max"] <= (1e-2 if mode == "none" else 1.0), result
-    assert result["mask_iou_min"] >= (0.99 if mode == "none" else 0.95), result
+    out = run_mask_rcnn_tflite(converted(backbone, mode), photographs)
+    result = compare_detections(reference, out, (SIZE, SIZE))
+    unsuppressed = MaskRCNNModel(dataclasses.replace(model.config, nms_threshold=1.0, max_detections=120))
+    unsuppressed(photographs[:1])
+    unsuppressed.set_weights(model.get_weights())
+    candidates = keras_outputs(unsuppressed, photographs)
+    off = outliers(result, out)
+    ties = [(image, row) for image, row in off if has_near_equal(candidates, out, image, row)]
+    print(f"\n{backbone} {mode} on photographs: {result.summary()}; outliers {off}, NMS near-ties {ties}")
+    assert result.reference_count == 6 * 8  # score_threshold=0: every slot holds a detection
+    assert result.summary()["matched"] >= (1.0 if mode == "none" else 7 / 8) and all(result.same_class)
+    assert off == ties and len(off) <= (0 if mode == "none" else 6), off
+    within = np.ones(len(result.box_error), bool)
+    within[[i for i, pair in enumerate(zip(result.image_index, result.candidate_row)) if tuple(pair) in ties]] = False
+    assert np.all(result.box_error[within] <= (1e-2 if mode == "none" else 1.0))
+    assert np.all(result.mask_iou[within] >= (0.99 if mode == "none" else 0.95))
 
 
 @pytest.mark.parametrize("mode", ["dynamic", "int8"])
