@@ -35,7 +35,7 @@ from kzoo.evaluation.coco import detections_to_coco, evaluate_coco  # noqa: E402
 from kzoo.evaluation.detection_parity import compare_detections, has_near_equal, outliers  # noqa: E402
 from kzoo.export.common import QUANTIZE_MODES  # noqa: E402
 from kzoo.export.mask_rcnn_saved_model import export_mask_rcnn_saved_model  # noqa: E402
-from kzoo.export.mask_rcnn_tflite import convert_mask_rcnn_tflite, run_mask_rcnn_tflite  # noqa: E402
+from kzoo.export.mask_rcnn_tflite import convert_mask_rcnn_tflite, letterbox, run_mask_rcnn_tflite  # noqa: E402
 from kzoo.models.mask_rcnn import MaskRCNNModel  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,45 +45,26 @@ NAMES = {"none": "TFLite float32", "float16": "TFLite float16", "dynamic": "TFLi
 KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections", "detection_masks")
 
 
-def letterbox(pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One photograph ``[H, W, 3]`` resized to fit ``size x size`` (aspect ratio kept), zero padding at the bottom and
-    right (as the training pipeline and the SavedModel pad; centring cost 0.026 bbox AP on Penn-Fudan, *measured*).
-
-    Returns the uint8 canvas ``[size, size, 3]`` and the geometry ``[top, left, scale_y, scale_x]`` (float64) that
-    maps a canvas point back to the photograph: ``(y - top) / scale_y``.
-    """
-    height, width = pixels.shape[:2]
-    scale = min(size / height, size / width)
-    new_h, new_w = max(round(height * scale), 1), max(round(width * scale), 1)
-    top, left = 0, 0
-    resized = tf.image.resize(tf.cast(pixels, tf.float32), (new_h, new_w)).numpy()
-    canvas = np.zeros((size, size, 3), np.uint8)
-    canvas[top : top + new_h, left : left + new_w] = np.clip(np.round(resized), 0, 255).astype(np.uint8)
-    return canvas, np.array([top, left, new_h / height, new_w / width])
-
-
 def load_photographs(annotations: str, image_dir: str, size: int, count: int | None) -> dict[str, np.ndarray]:
     """The first ``count`` images of a COCO json (by id), letterboxed: ``canvases`` uint8 ``[N, size, size, 3]``,
-    ``geometry`` ``[N, 4]`` (see :func:`letterbox`), ``image_ids`` ``[N]`` and original ``image_sizes`` ``[N, 2]``."""
+    ``scales`` ``[N]`` (see :func:`kzoo.export.letterbox`), ``image_ids`` ``[N]`` and original ``image_sizes``
+    ``[N, 2]``."""
     with open(annotations) as f:
         images = sorted(json.load(f)["images"], key=lambda image: image["id"])[:count]
-    canvases, geometry, sizes = [], [], []
+    canvases, scales, sizes = [], [], []
     for image in images:
         pixels = tf.io.decode_image(tf.io.read_file(os.path.join(image_dir, image["file_name"])), channels=3).numpy()
-        canvas, where = letterbox(pixels, size)
+        canvas, scale = letterbox(pixels, (size, size))
         canvases.append(canvas)
-        geometry.append(where)
+        scales.append(scale)
         sizes.append(pixels.shape[:2])
-    return {"canvases": np.stack(canvases), "geometry": np.stack(geometry),
+    return {"canvases": np.stack(canvases), "scales": np.array(scales),
             "image_ids": np.array([image["id"] for image in images]), "image_sizes": np.array(sizes)}  # fmt: skip
 
 
 def coco_ap(outputs: dict, photos: dict, annotations: str) -> dict[str, float]:
     """COCO bbox and segm AP of canvas detections, mapped back into the photographs (boxes and pasted masks)."""
-    top, left, scale_y, scale_x = (photos["geometry"][:, i, None] for i in range(4))
-    boxes = outputs["detection_boxes"].astype(np.float64)
-    boxes = np.stack([(boxes[..., 0] - top) / scale_y, (boxes[..., 1] - left) / scale_x,
-                      (boxes[..., 2] - top) / scale_y, (boxes[..., 3] - left) / scale_x], axis=-1)  # fmt: skip
+    boxes = outputs["detection_boxes"].astype(np.float64) / photos["scales"][:, None, None]
     limits = np.repeat(photos["image_sizes"][:, None, :], 2, axis=1).reshape(-1, 1, 4)
     boxes = np.clip(boxes, 0, limits)
     with open(annotations) as f:

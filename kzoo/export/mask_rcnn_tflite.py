@@ -41,8 +41,8 @@ from kzoo.export.common import (
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 
-__all__ = ["INPUT_DTYPES", "INT8_OPS", "convert_function_to_tflite", "convert_mask_rcnn_tflite", "run_mask_rcnn_tflite",
-           "tflite_ready_model"]  # fmt: skip
+__all__ = ["INPUT_DTYPES", "INT8_OPS", "convert_function_to_tflite", "convert_mask_rcnn_tflite", "detect_photos_tflite",
+           "letterbox", "run_mask_rcnn_tflite", "tflite_ready_model"]  # fmt: skip
 
 INPUT_DTYPES = ("float32", "uint8")
 #: the ops that get int8 kernels in the ``"int8"`` variant: the network's convolutions and matrix products
@@ -268,6 +268,69 @@ def run_mask_rcnn_tflite(
             key: np.zeros((0, *detail["shape"][1:]), np.dtype(detail["dtype"])) for key, detail in by_kind.items()
         }  # fmt: skip
     return {key: np.stack([r[key] for r in results]) for key in OUTPUT_KEYS}
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """Fit one image into a fixed input size the way kzoo's training pipeline does.
+
+    The image is resized bilinearly with its aspect ratio kept, so that it just fits ``size``, and placed at the top
+    left of a zero canvas (padding at the bottom and right, as the pipeline and the model's own resize pad).
+
+    Args:
+        image: uint8 (or float) pixels ``[H, W, 3]`` in ``0..255``.
+        size: ``(height, width)`` of the canvas, e.g. a ``.tflite`` file's input size.
+
+    Returns:
+        ``(canvas, scale)``: uint8 ``[height, width, 3]``, and the factor from image to canvas pixels (divide canvas
+        coordinates by it to get image coordinates).
+
+    Raises:
+        ValueError: ``image`` is not ``[H, W, 3]`` with ``H, W >= 1``.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise ValueError(f"image must be [H, W, 3] with H, W >= 1, got {list(image.shape)}")
+    height, width = _check_image_size(size)
+    scale = min(height / image.shape[0], width / image.shape[1])
+    new_h = min(max(round(image.shape[0] * scale), 1), height)
+    new_w = min(max(round(image.shape[1] * scale), 1), width)
+    resized = tf.image.resize(tf.cast(image, tf.float32), (new_h, new_w)).numpy()
+    canvas = np.zeros((height, width, 3), np.uint8)
+    canvas[:new_h, :new_w] = np.clip(np.round(resized), 0, 255).astype(np.uint8)
+    return canvas, scale
+
+
+def detect_photos_tflite(
+    path: str | os.PathLike, photos: Sequence[np.ndarray], num_threads: int | None = None
+) -> dict[str, np.ndarray]:
+    """Run a ``.tflite`` Mask R-CNN on images of any sizes: each is letterboxed to the file's input size
+    (:func:`letterbox`) and its boxes are mapped back into its own pixels.
+
+    Args:
+        path: the ``.tflite`` file.
+        photos: ``N`` images ``[H_i, W_i, 3]``, uint8 (or float in ``0..255``), each of its own size.
+        num_threads: LiteRT CPU threads.
+
+    Returns:
+        As :func:`run_mask_rcnn_tflite`, with ``detection_boxes`` float32 ``[N, D, 4]`` in each image's pixels
+        (clipped to it); ``detection_masks`` stay in the box frame (paste them with
+        :func:`kzoo.ops.masks.paste_masks` at each image's size).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no TFLite model at {path}")
+    (detail,) = Interpreter(model_path=path).get_input_details()
+    size = (int(detail["shape"][1]), int(detail["shape"][2]))
+    boxed = [letterbox(photo, size) for photo in photos]
+    if not boxed:
+        return run_mask_rcnn_tflite(path, np.zeros((0, *size, 3), np.uint8), num_threads)
+    out = run_mask_rcnn_tflite(path, np.stack([canvas for canvas, _ in boxed]), num_threads)
+    scales = np.array([scale for _, scale in boxed], np.float32)[:, None, None]
+    limits = np.array([[*np.shape(photo)[:2]] * 2 for photo in photos], np.float32)[:, None, :]
+    out["detection_boxes"] = np.clip(out["detection_boxes"] / scales, 0.0, limits).astype(np.float32)
+    return out
 
 
 _OUTPUT_KINDS = {  # (rank, integer dtype) -> output: unique, so outputs are found without names

@@ -26,6 +26,8 @@ from kzoo.export.mask_rcnn_saved_model import export_mask_rcnn_saved_model
 from kzoo.export.mask_rcnn_tflite import (
     convert_function_to_tflite,
     convert_mask_rcnn_tflite,
+    detect_photos_tflite,
+    letterbox,
     run_mask_rcnn_tflite,
     tflite_ready_model,
 )
@@ -365,9 +367,7 @@ def photographs() -> np.ndarray:
     photos = []
     for name in names:
         pixels = tf.io.decode_png(tf.io.read_file(os.path.join(PENN_FUDAN, "PNGImages", name)), channels=3)
-        resized = tf.image.resize(tf.cast(pixels, tf.float32), [SIZE, SIZE], preserve_aspect_ratio=True)
-        boxed = tf.image.pad_to_bounding_box(resized, 0, 0, SIZE, SIZE)
-        photos.append(tf.cast(tf.clip_by_value(tf.round(boxed), 0, 255), tf.uint8).numpy())
+        photos.append(letterbox(pixels.numpy(), (SIZE, SIZE))[0])
     return np.stack(photos)
 
 
@@ -450,6 +450,34 @@ def test_inference_graph_has_no_infinite_fill_values(models, backbone):
     assert len(floats) > 10
     huge = [name for name, value in floats if not np.all(np.abs(value) < 1e30)]
     assert not huge, huge
+
+
+def test_letterbox_keeps_the_aspect_ratio_at_the_top_left():
+    image = np.full((40, 80, 3), 200, np.uint8)
+    canvas, scale = letterbox(image, (128, 128))
+    assert canvas.shape == (128, 128, 3) and canvas.dtype == np.uint8 and scale == 1.6
+    assert (canvas[:64] == 200).all() and not canvas[64:].any()
+    canvas, scale = letterbox(np.full((300, 100, 3), 9, np.uint8), (64, 96))  # the height limits: 64 / 300
+    assert scale == pytest.approx(64 / 300) and (canvas[:, :21] == 9).all() and not canvas[:, 21:].any()
+    with pytest.raises(ValueError, match=r"image must be \[H, W, 3\]"):
+        letterbox(np.zeros((0, 5, 3), np.uint8), (64, 64))
+    with pytest.raises(ValueError, match="image_size must be positive"):
+        letterbox(image, (0, 64))
+
+
+def test_detect_photos_of_any_size_maps_boxes_back(converted, shapes_images):
+    path = converted("small_convnet", "none")
+    photos = [shapes_images[0, :64], np.repeat(np.repeat(shapes_images[1], 2, axis=0), 2, axis=1)]  # 64x128, 256x256
+    out = detect_photos_tflite(path, photos)
+    canvases = np.stack([letterbox(photo, (SIZE, SIZE))[0] for photo in photos])
+    on_canvases = run_mask_rcnn_tflite(path, canvases)
+    for key in ("detection_scores", "detection_classes", "num_detections", "detection_masks"):
+        np.testing.assert_array_equal(out[key], on_canvases[key])
+    for index, (photo, scale) in enumerate(zip(photos, (1.0, 0.5))):
+        limits = np.array([*photo.shape[:2]] * 2, np.float32)
+        expected = np.clip(on_canvases["detection_boxes"][index] / scale, 0, limits)
+        np.testing.assert_allclose(out["detection_boxes"][index], expected, rtol=1e-6)
+    assert detect_photos_tflite(path, [])["detection_boxes"].shape == (0, 8, 4)
 
 
 def test_non_builtin_op_fails_clearly():
