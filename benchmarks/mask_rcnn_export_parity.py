@@ -47,16 +47,16 @@ KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detecti
 
 def load_photographs(annotations: str, image_dir: str, size: int, count: int | None) -> dict[str, np.ndarray]:
     """The first ``count`` images of a COCO json (by id), letterboxed: ``canvases`` uint8 ``[N, size, size, 3]``,
-    ``scales`` ``[N]`` (see :func:`kzoo.export.letterbox`), ``image_ids`` ``[N]`` and original ``image_sizes``
+    ``scales`` ``[N, 2]`` (see :func:`kzoo.export.letterbox`), ``image_ids`` ``[N]`` and original ``image_sizes``
     ``[N, 2]``."""
     with open(annotations) as f:
         images = sorted(json.load(f)["images"], key=lambda image: image["id"])[:count]
     canvases, scales, sizes = [], [], []
     for image in images:
         pixels = tf.io.decode_image(tf.io.read_file(os.path.join(image_dir, image["file_name"])), channels=3).numpy()
-        canvas, scale = letterbox(pixels, (size, size))
+        canvas, factors = letterbox(pixels, (size, size))
         canvases.append(canvas)
-        scales.append(scale)
+        scales.append(factors)
         sizes.append(pixels.shape[:2])
     return {"canvases": np.stack(canvases), "scales": np.array(scales),
             "image_ids": np.array([image["id"] for image in images]), "image_sizes": np.array(sizes)}  # fmt: skip
@@ -64,7 +64,7 @@ def load_photographs(annotations: str, image_dir: str, size: int, count: int | N
 
 def coco_ap(outputs: dict, photos: dict, annotations: str) -> dict[str, float]:
     """COCO bbox and segm AP of canvas detections, mapped back into the photographs (boxes and pasted masks)."""
-    boxes = outputs["detection_boxes"].astype(np.float64) / photos["scales"][:, None, None]
+    boxes = outputs["detection_boxes"].astype(np.float64) / np.tile(photos["scales"], 2)[:, None, :]
     limits = np.repeat(photos["image_sizes"][:, None, :], 2, axis=1).reshape(-1, 1, 4)
     boxes = np.clip(boxes, 0, limits)
     with open(annotations) as f:

@@ -270,7 +270,7 @@ def run_mask_rcnn_tflite(
     return {key: np.stack([r[key] for r in results]) for key in OUTPUT_KEYS}
 
 
-def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Fit one image into a fixed input size the way kzoo's training pipeline does.
 
     The image is resized bilinearly with its aspect ratio kept, so that it just fits ``size``, and placed at the top
@@ -281,8 +281,9 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, flo
         size: ``(height, width)`` of the canvas, e.g. a ``.tflite`` file's input size.
 
     Returns:
-        ``(canvas, scale)``: uint8 ``[height, width, 3]``, and the factor from image to canvas pixels (divide canvas
-        coordinates by it to get image coordinates).
+        ``(canvas, scales)``: uint8 ``[height, width, 3]``, and float64 ``[2]``, the vertical and horizontal factors
+        from image to canvas pixels (the resized size over the image size, which rounding makes differ slightly):
+        divide canvas ``y`` and ``x`` by them to get image coordinates.
 
     Raises:
         ValueError: ``image`` is not ``[H, W, 3]`` with ``H, W >= 1``.
@@ -297,7 +298,7 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, flo
     resized = tf.image.resize(tf.cast(image, tf.float32), (new_h, new_w)).numpy()
     canvas = np.zeros((height, width, 3), np.uint8)
     canvas[:new_h, :new_w] = np.clip(np.round(resized), 0, 255).astype(np.uint8)
-    return canvas, scale
+    return canvas, np.array([new_h / image.shape[0], new_w / image.shape[1]])
 
 
 def detect_photos_tflite(
@@ -327,8 +328,8 @@ def detect_photos_tflite(
     if not boxed:
         return run_mask_rcnn_tflite(path, np.zeros((0, *size, 3), np.uint8), num_threads)
     out = run_mask_rcnn_tflite(path, np.stack([canvas for canvas, _ in boxed]), num_threads)
-    scales = np.array([scale for _, scale in boxed], np.float32)[:, None, None]
-    limits = np.array([[*np.shape(photo)[:2]] * 2 for photo in photos], np.float32)[:, None, :]
+    scales = np.array([np.tile(scales, 2) for _, scales in boxed])[:, None, :]  # [N, 1, 4]: y, x, y, x
+    limits = np.array([[*np.shape(photo)[:2]] * 2 for photo in photos], np.float64)[:, None, :]
     out["detection_boxes"] = np.clip(out["detection_boxes"] / scales, 0.0, limits).astype(np.float32)
     return out
 
