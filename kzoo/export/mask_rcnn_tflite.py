@@ -82,6 +82,7 @@ def convert_mask_rcnn_tflite(
             ``representative_images`` for ``"int8"``, ``weights`` with a model, or an op that is not a TFLite
             builtin (the message names it).
         FileNotFoundError: a missing ``weights`` file.
+        RuntimeError: ``"int8"`` on a TensorFlow release without the quantizer entry point it uses.
     """
     check_quantize(quantize)
     if input_dtype not in INPUT_DTYPES:
@@ -203,6 +204,12 @@ def _quantize_only(calibrated: bytes, int8_ops: Sequence[str]) -> bytes:
     from ai_edge_litert.interpreter import Interpreter
     from tensorflow.lite.python import convert as lite_convert
 
+    if not hasattr(lite_convert, "mlir_quantize"):
+        raise RuntimeError(
+            f"TensorFlow {tf.__version__} has no tensorflow.lite.python.convert.mlir_quantize, which kzoo's int8 "
+            "Mask R-CNN conversion uses to keep the post-processing in float32 (tested with TensorFlow 2.20-2.21); "
+            "use quantize='dynamic' or a TensorFlow release that has it"
+        )  # fmt: skip
     present = {op["op_name"] for op in Interpreter(model_content=calibrated)._get_ops_details()}
     return lite_convert.mlir_quantize(
         calibrated, disable_per_channel=False, fully_quantize=False, enable_numeric_verify=False,

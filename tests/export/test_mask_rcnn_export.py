@@ -491,6 +491,16 @@ def test_non_builtin_op_fails_clearly():
         convert_function_to_tflite(crop)
 
 
+def test_int8_without_the_quantizer_entry_point_fails_clearly(monkeypatch):
+    from tensorflow.lite.python import convert as lite_convert
+
+    from kzoo.export import mask_rcnn_tflite
+
+    monkeypatch.delattr(lite_convert, "mlir_quantize")
+    with pytest.raises(RuntimeError, match="has no tensorflow.lite.python.convert.mlir_quantize"):
+        mask_rcnn_tflite._quantize_only(b"", mask_rcnn_tflite.INT8_OPS)
+
+
 def test_convert_and_run_errors(models, converted, shapes_images, tmp_path):
     model = models["mobilenet_v2"]
     with pytest.raises(ValueError, match="quantize must be one of"):
