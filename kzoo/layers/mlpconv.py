@@ -7,6 +7,8 @@ from typing import Any
 
 import keras
 
+from kzoo.layers.initializers import independent_initializer
+
 
 @keras.saving.register_keras_serializable(package="kzoo")
 class Mlpconv(keras.layers.Layer):
@@ -92,8 +94,8 @@ class Mlpconv(keras.layers.Layer):
                     strides=strides if i == 0 else 1,
                     padding=padding if i == 0 else "valid",
                     use_bias=not use_batch_norm,
-                    kernel_initializer=self.kernel_initializer,
-                    bias_initializer=self.bias_initializer,
+                    kernel_initializer=independent_initializer(self.kernel_initializer, i),
+                    bias_initializer=independent_initializer(self.bias_initializer, i),
                     kernel_regularizer=self.kernel_regularizer,
                     bias_regularizer=self.bias_regularizer,
                     dtype=self.dtype_policy,

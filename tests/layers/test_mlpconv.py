@@ -82,6 +82,15 @@ def test_mlpconv_config_round_trip_and_keras_file(tmp_path):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6)
 
 
+def test_mlpconv_stages_start_from_independent_weights():
+    # one initializer argument for every stage must not give the same-shaped 1 x 1 convolutions identical kernels
+    for initializer in ("he_normal", keras.initializers.HeNormal(), keras.initializers.HeNormal(seed=3)):
+        layer = Mlpconv([8, 8, 8], kernel_size=3, kernel_initializer=initializer)
+        layer.build((None, 6, 6, 8))
+        kernels = [conv.kernel.numpy() for conv in layer.convs]
+        assert not np.array_equal(kernels[1], kernels[2]), initializer
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [({"filters": []}, "non-empty"), ({"filters": [3, 0]}, "positive"),

@@ -215,6 +215,17 @@ def test_resnet_frozen_stages(frozen_stages):
     assert len(model.trainable_weights) == {0: 159, 1: 159 - 3, 2: 159 - 3 - 30}[frozen_stages]
 
 
+def test_resnet_blocks_start_from_independent_weights():
+    # one initializer for every convolution must not make the repeated blocks of a stage start as copies
+    for initializer in (None, keras.initializers.HeNormal(seed=1)):
+        model = resnet_backbone(50, input_shape=(32, 32, 3), kernel_initializer=initializer)
+        kernels = {v.path: v.numpy() for v in model.weights if v.path.endswith("kernel")}
+        layer4 = [kernels[f"layer4_{block}_conv2/kernel"] for block in range(3)]
+        assert not np.array_equal(layer4[1], layer4[2]) and not np.array_equal(layer4[0], layer4[1])
+        fingerprints = {float(k.ravel()[0]) for k in kernels.values()}
+        assert len(fingerprints) == len(kernels) == 53
+
+
 def test_resnet_batch_norm_variants_and_frozen_stage_statistics():
     model = resnet_backbone(50, input_shape=(64, 64, 3), norm="batch", norm_epsilon=1e-3, frozen_stages=1)
     stem_bn, late_bn = model.get_layer("bn1"), model.get_layer("layer4_2_bn3")

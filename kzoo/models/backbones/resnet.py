@@ -42,11 +42,13 @@ C2 .. C5.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import keras
 
 from kzoo.layers.frozen_batch_norm import FrozenBatchNormalization
+from kzoo.layers.initializers import independent_initializer
 
 STAGE_BLOCKS: dict[int, tuple[int, int, int, int]] = {
     50: (3, 4, 6, 3),
@@ -154,6 +156,7 @@ def resnet_backbone(
     frozen_stages = int(frozen_stages)
     inputs = image_input(input_tensor, input_shape)
     initializer = keras.initializers.get(kernel_initializer) if kernel_initializer else _default_kernel_initializer()
+    conv_count = itertools.count()
     regularizer = keras.regularizers.get(kernel_regularizer)
 
     def conv(filters: int, size: int, stride: int, padding: str, layer_name: str, trainable: bool):
@@ -163,7 +166,7 @@ def resnet_backbone(
             strides=stride,
             padding=padding,
             use_bias=False,
-            kernel_initializer=initializer,
+            kernel_initializer=independent_initializer(initializer, next(conv_count)),
             kernel_regularizer=regularizer,
             trainable=trainable,
             name=layer_name,
