@@ -400,6 +400,22 @@ def test_float_variants_match_the_saved_model_on_photographs(models, converted, 
     assert np.all(result.mask_iou[within] >= (0.99 if mode == "none" else 0.95))
 
 
+@pytest.mark.slow
+def test_r50_fpn_converts_to_builtins_and_matches_keras(shapes_images, tmp_path):
+    # the full ResNet-50 body (its depth and widths are fixed) with tiny heads, at 128 x 128
+    keras.utils.set_random_seed(4)
+    model = MaskRCNNModel(MaskRCNNConfig(backbone="resnet50", **TINY))
+    expected = keras_outputs(model, shapes_images[:2])
+    path = convert_mask_rcnn_tflite(model, tmp_path / "r50.tflite", (SIZE, SIZE))
+    ops = {op["op_name"] for op in Interpreter(model_path=path)._get_ops_details()}
+    assert not any(op.startswith("Flex") or op in ("CUSTOM", "DELEGATE") for op in ops), ops
+    assert os.path.getsize(path) > 4 * 0.95 * model.count_params()  # every weight stored (none folded as a copy)
+    result = compare_detections(expected, run_mask_rcnn_tflite(path, shapes_images[:2]), (SIZE, SIZE)).summary()
+    print(f"\nR50-FPN none: {result}")
+    assert result["matched"] == 1.0 and result["same_class"] == 1.0, result
+    assert result["box_error_max"] <= 1e-2 and result["mask_iou_min"] >= 0.99, result
+
+
 @pytest.mark.parametrize("mode", ["dynamic", "int8"])
 @pytest.mark.parametrize("backbone", list(BACKBONES))
 def test_quantized_variants_run(models, converted, shapes_images, backbone, mode):
