@@ -57,16 +57,14 @@ class RPNHead(keras.layers.Layer):
             raise ValueError(f"RPNHead num_anchors, num_channels must be positive, got {num_anchors}, {num_channels}")
         self.num_anchors = num_anchors
         self.num_channels = num_channels
-        def conv(filters: int, size: int, name: str) -> keras.layers.Conv2D:
-            # an initializer instance per layer: one shared instance would draw every layer from the same seed
-            return keras.layers.Conv2D(
-                filters, size, padding="same", name=name, bias_initializer="zeros", dtype=self.dtype_policy,
-                kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-            )  # fmt: skip
-
-        self.conv = conv(num_channels, 3, "conv")
-        self.cls_logits = conv(num_anchors, 1, "cls_logits")
-        self.bbox_pred = conv(4 * num_anchors, 1, "bbox_pred")
+        common = dict(
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            bias_initializer="zeros",
+            dtype=self.dtype_policy,
+        )
+        self.conv = keras.layers.Conv2D(num_channels, 3, padding="same", name="conv", **common)
+        self.cls_logits = keras.layers.Conv2D(num_anchors, 1, name="cls_logits", **common)
+        self.bbox_pred = keras.layers.Conv2D(4 * num_anchors, 1, name="bbox_pred", **common)
 
     @staticmethod
     def _as_list(inputs) -> list:

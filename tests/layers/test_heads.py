@@ -133,15 +133,6 @@ def test_fpn_functional_model_and_tf_function():
 # ----------------------------------------------------------------------------------------------------- RPN
 
 
-def test_rpn_head_layers_draw_independent_weights():
-    # a shared initializer instance made cls_logits' kernel a copy of the first values of bbox_pred's and conv's
-    head = RPNHead(3, 16)
-    head.build((None, 8, 8, 16))
-    cls, box, conv = (layer.kernel.numpy().ravel() for layer in (head.cls_logits, head.bbox_pred, head.conv))
-    assert not np.array_equal(cls, box[: cls.size]) and not np.array_equal(cls, conv[: cls.size])
-    assert abs(np.std(conv) - 0.01) < 0.001  # still N(0, 0.01)
-
-
 def test_rpn_head_shapes_dtypes_names():
     levels = [np.zeros((2, h, w, 4), np.float32) for h, w in LEVEL_SHAPES + [(1, 1)]]
     head = RPNHead(num_anchors=3, num_channels=4, name="rpn")
