@@ -53,12 +53,13 @@ def test_killed_run_resumes_from_last_epoch_and_matches_uninterrupted_run(traini
 
 
 def test_diverging_run_raises(training, tmp_path):
-    """A learning rate of 1e6 blows the weights up within a few steps: a clear error, no checkpoint, no results."""
+    """A learning rate of 1e12 blows the weights up in one step (the next forward pass overflows float32, for every
+    seed tried; 1e6 can instead kill every ReLU and leave a finite loss): a clear error, no checkpoint, no results."""
     output = tmp_path / "diverge"
     config = training.config(
         output,
         data={"train_examples": 256},
-        train={"epochs": 2, "learning_rate": 1e6, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0},
+        train={"epochs": 2, "learning_rate": 1e12, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0},
     )
     with pytest.raises(TrainingDivergedError, match=r"training loss became (nan|inf) at epoch 1, step \d+; lower"):
         train(config_from_dict(config), verbose=0)
