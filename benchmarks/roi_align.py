@@ -4,6 +4,12 @@ in the same run (in a subprocess: torch and TF do not share a process here). Pri
 
     python benchmarks/roi_align.py                      # 1000 RoIs, 256 channels, outputs 7 and 14
     python benchmarks/roi_align.py --rois 50 --repeats 3 --xla
+    python benchmarks/roi_align.py --backward           # training: forward + gradient of the features
+
+``--backward`` times forward plus the gradient with respect to the feature maps (the training cost) and adds
+a column for TF's stock ``CropAndResizeGradImage`` kernel, which kzoo replaces because on CPU it loses
+updates when RoIs overlap (see ``kzoo/ops/crop_and_resize.py``); that column is for speed only, its values
+are wrong.
 
 Cases: one 200 x 200 x 256 map (P2 of an 800 x 800 image, stride 4) and a 4-level FPN (P2-P5, 200/100/50/25)
 for an 800 x 800 image with RoIs of log-uniform sizes 16-800 pixels (so every level gets some). Each cell is
@@ -28,6 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from common import median_seconds, table  # noqa: E402
 
+import kzoo.ops.roi_align_ops as roi_align_ops  # noqa: E402
 from kzoo.layers.roi_align import RoIAlign  # noqa: E402
 
 IMAGE = 800
@@ -44,6 +51,26 @@ def random_boxes(rng: np.random.Generator, count: int, min_size: float, max_size
 
 def median_ms(fn, args, warmup: int, repeats: int) -> float:
     return 1000 * median_seconds(lambda: fn(*args).numpy(), repeats, warmup)
+
+
+def stock_crop_and_resize(image, boxes, box_indices, crop_size):
+    return tf.image.crop_and_resize(image, boxes, box_indices, crop_size, extrapolation_value=0.0)
+
+
+def training_step(layer, seed: int = 0):
+    """``f(features, boxes)`` -> the gradient of ``sum(RoIAlign(features, boxes) * random)`` w.r.t. features."""
+    weights = {}
+
+    def step(features, boxes):
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            pooled = layer(features if len(features) > 1 else features[0], boxes)
+            if "w" not in weights:
+                weights["w"] = tf.random.stateless_normal(pooled.shape, [seed, 0])
+            loss = tf.reduce_sum(pooled * weights["w"])
+        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, features)])
+
+    return step
 
 
 def torchvision_times(single, pyramid, cases, args) -> dict | None:
@@ -77,7 +104,10 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--xla", action="store_true", help="also time the gather kernel with jit_compile=True")
     parser.add_argument("--no-torch", action="store_true", help="skip torchvision even if it is installed")
+    parser.add_argument("--backward", action="store_true", help="time forward + feature gradient instead")
     args = parser.parse_args(argv)
+    if args.backward:
+        args.no_torch = True
 
     rng = np.random.default_rng(0)
     single = [tf.constant(rng.normal(size=(1, 200, 200, args.channels)).astype(np.float32))]
@@ -88,6 +118,8 @@ def main(argv=None) -> None:
         ("FPN P2-P5, 800x800", pyramid, tf.constant(random_boxes(rng, args.rois, 16, 800)), {}),
     ]
     variants = [("crop_and_resize", False), ("gather", False)] + ([("gather", True)] if args.xla else [])
+    if args.backward:
+        variants.append(("crop_and_resize, stock TF gradient", False))
     theirs = torchvision_times(single, pyramid, cases, args)
     header = ("features", "output", *[f"{m}{' (XLA)' if xla else ''} ms" for m, xla in variants])
     if theirs:
@@ -98,16 +130,27 @@ def main(argv=None) -> None:
             row = [name, f"{size}x{size}"]
             times = []
             for method, xla in variants:
-                layer = RoIAlign(size, args.sampling_ratio, method=method, **extra)
-                fn = tf.function(lambda f, b, layer=layer: layer(f if len(f) > 1 else f[0], b), jit_compile=xla)
-                times.append(median_ms(fn, (features, boxes), args.warmup, args.repeats))
+                stock = method.endswith("stock TF gradient")
+                layer = RoIAlign(size, args.sampling_ratio, method=method.split(",")[0], **extra)
+                if args.backward:
+                    fn = tf.function(training_step(layer), jit_compile=xla)
+                else:
+                    fn = tf.function(lambda f, b, layer=layer: layer(f if len(f) > 1 else f[0], b), jit_compile=xla)
+                patched = roi_align_ops.crop_and_resize_bilinear
+                if stock:
+                    roi_align_ops.crop_and_resize_bilinear = stock_crop_and_resize
+                try:
+                    times.append(median_ms(fn, (features, boxes), args.warmup, args.repeats))
+                finally:
+                    roi_align_ops.crop_and_resize_bilinear = patched
                 row.append(f"{times[-1]:.1f}")
             if theirs:
                 reference = theirs[f"{key}_{size}"]
                 row += [f"{reference:.1f}", f"{times[0] / reference:.2f}", f"{times[1] / reference:.2f}"]
             rows.append(tuple(row))
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
-    table(f"RoIAlign, {args.rois} RoIs, {args.channels} channels, sampling ratio {args.sampling_ratio}, "
+    what = "forward + feature gradient" if args.backward else "forward"
+    table(f"RoIAlign {what}, {args.rois} RoIs, {args.channels} channels, sampling ratio {args.sampling_ratio}, "
           f"median of {args.repeats} after {args.warmup} warm-up ({threads} threads)", rows)  # fmt: skip
 
 

@@ -19,7 +19,8 @@ Border rules for a sample at ``(y, x)`` on an ``H x W`` map:
 
 Two kernels compute the same thing:
 
-* ``roi_align_crop_and_resize``: ``tf.image.crop_and_resize`` to ``(n, n)`` then ``s x s`` average pooling.
+* ``roi_align_crop_and_resize``: ``tf.image.crop_and_resize`` to ``(n, n)`` then ``s x s`` average pooling,
+  with a race-free image gradient (:mod:`kzoo.ops.crop_and_resize`; TF's CPU gradient kernel loses updates).
   The box is mapped to crop_and_resize's normalized coordinates so that its ``n`` evenly spaced samples
   (``y1n * (H - 1) + i * (y2n - y1n) * (H - 1) / (n - 1)``) land on RoIAlign's sample points:
   ``a = Y1 + 0.5 * h / n``, ``b = Y1 + h - 0.5 * h / n``, ``y1n = a / (H - 1)``, ``y2n = b / (H - 1)``.
@@ -37,6 +38,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import tensorflow as tf
+
+from kzoo.ops.crop_and_resize import crop_and_resize_bilinear, crop_and_resize_sample_coordinates
 
 BORDERS = ("torchvision", "zero")
 LEVEL_EPS_PLACEMENTS = ("in_log", "after_log")
@@ -192,9 +195,7 @@ def roi_align_crop_and_resize(
             crop_boxes = tf.where(on_level, crop_boxes, -1.0)
         if border == "torchvision":
             feature = tf.pad(feature, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-        crops = tf.image.crop_and_resize(
-            feature, tf.reshape(crop_boxes, [-1, 4]), box_indices, samples, method="bilinear", extrapolation_value=0.0
-        )
+        crops = crop_and_resize_bilinear(feature, tf.reshape(crop_boxes, [-1, 4]), box_indices, samples)
         pooled = _pool(crops, sampling_ratio)
         total = pooled if total is None else total + pooled
     return _restore_shape(total, boxes, output_size, features[0].shape[-1], batch, count, channels)
@@ -208,16 +209,8 @@ def _axis_samples(first, last, size, count: int, border: str):
     unpadded map, already clamped).
     """
     extent = size + (1.0 if border == "torchvision" else -1.0)  # (padded size) - 1, as crop_and_resize sees it
-    first = first[..., None]
-    last = last[..., None]
+    coord, valid = crop_and_resize_sample_coordinates(first, last, extent, count)
     extent = extent[..., None]
-    if count > 1:
-        step = (last - first) * extent / float(count - 1)
-        positions = tf.range(count, dtype=tf.float32)
-        coord = first * extent + positions * step
-    else:
-        coord = 0.5 * (first + last) * extent
-    valid = tf.logical_and(coord >= 0.0, coord <= extent)
     clamped = tf.clip_by_value(coord, 0.0, extent)  # keeps gathers in range; invalid samples are masked
     low = tf.floor(clamped)
     high = tf.math.ceil(clamped)

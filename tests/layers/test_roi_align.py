@@ -430,3 +430,37 @@ def test_matches_torchvision_multiscale_roi_align(data, method, output_size, tor
     expected = expected.reshape(2, boxes.shape[1], output_size, output_size, CHANNELS)
     out = run(RoIAlign(output_size, method=method), features, boxes)
     np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["crop_and_resize", "gather"])
+def test_feature_gradients_match_torchvision_multiscale_roi_align(data, method, torch_run):
+    """Backward pass against torchvision's (atomic, race-free) RoIAlign backward on all four levels, with the
+    overlapping RoIs of the data set: TF's stock CPU crop_and_resize gradient loses updates here."""
+    features, boxes = data
+    weights = np.random.default_rng(5).normal(size=(2, boxes.shape[1], 7, 7, CHANNELS)).astype(np.float32)
+    expected = torch_run(
+        """
+        names = [str(i) for i in range(int(inputs["levels"]))]
+        pooler = torchvision.ops.MultiScaleRoIAlign(names, 7, sampling_ratio=2)
+        with torch.enable_grad():
+            maps = {n: torch.from_numpy(inputs[f"p{n}"]).permute(0, 3, 1, 2).contiguous().requires_grad_()
+                    for n in names}
+            rois = [torch.from_numpy(b[:, [1, 0, 3, 2]].copy()) for b in inputs["boxes"]]
+            image = int(inputs["image"])
+            pooled = pooler(maps, rois, [(image, image)] * len(rois))
+            weights = torch.from_numpy(inputs["weights"].reshape(-1, *inputs["weights"].shape[2:]))
+            (pooled * weights.permute(0, 3, 1, 2)).sum().backward()
+        for n in names:
+            outputs[f"g{n}"] = maps[n].grad.permute(0, 2, 3, 1).numpy()
+        """,
+        boxes=boxes, levels=np.array(len(LEVELS)), image=np.array(IMAGE), weights=weights,
+        **{f"p{i}": f for i, f in enumerate(features)},
+    )  # fmt: skip
+    inputs = [tf.constant(f) for f in features]
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        loss = tf.reduce_sum(RoIAlign(7, method=method)(inputs, tf.constant(boxes)) * weights)
+    for index, grad in enumerate(tape.gradient(loss, inputs)):
+        reference = expected[f"g{index}"]
+        assert np.abs(reference).max() > 0.5
+        np.testing.assert_allclose(tf.convert_to_tensor(grad).numpy(), reference, atol=1e-4)

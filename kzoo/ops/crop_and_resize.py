@@ -1,0 +1,148 @@
+"""Bilinear ``tf.image.crop_and_resize`` with a race-free gradient for the image.
+
+TensorFlow's CPU kernel for the image gradient (``CropAndResizeGradImage``) splits the boxes across threads
+and adds into the image gradient without atomics: when two boxes handled by different threads sample the
+same pixel, updates are lost. Its source says so ("Sharding introduces nondeterminism when the gradients
+associated with more than two crops backprop into the same element"), but the effect is wrong values, not
+only a different summation order (*measured*, TF 2.21 on 2 cores: 400 copies of one box on a 32 x 32 map,
+gradient entries up to 47 in magnitude, errors up to 8.7 between repeated calls). Mask R-CNN's RoIs overlap
+heavily, so training on CPU with the stock gradient corrupts the feature gradients.
+
+:func:`crop_and_resize_bilinear` runs the stock forward kernel. On CPU it computes the image gradient itself:
+every sample inside the image sends its four bilinear weights times the incoming gradient to its four
+neighbouring pixels, summed with ``tf.math.unsorted_segment_sum`` (on CPU each thread owns a range of output
+rows and adds the inputs in order: race-free and deterministic). Samples outside the image (e.g. RoIs
+assigned to another pyramid level, moved outside the map) are dropped first and cost nothing. On a GPU, TF's
+own gradient kernel is kept: it adds atomically, so it is correct there, and it is faster.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def crop_and_resize_sample_coordinates(first, last, extent, count: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Sample coordinates of ``tf.image.crop_and_resize`` along one axis, in its float32 arithmetic.
+
+    ``in = first * extent + i * (last - first) * extent / (count - 1)`` for ``i < count``; the middle
+    ``0.5 * (first + last) * extent`` when ``count == 1``.
+
+    Args:
+        first, last: ``[...]`` float32 normalized box ends (``y1``, ``y2`` or ``x1``, ``x2``).
+        extent: float32 ``image size - 1``, a scalar or shaped like ``first``.
+        count: number of samples (crop size along the axis), a Python int >= 1.
+
+    Returns:
+        ``(coordinates, valid)``: float32 and bool ``[..., count]``; ``valid`` is ``0 <= in <= extent``.
+    """
+    first = first[..., None]
+    last = last[..., None]
+    extent = tf.convert_to_tensor(extent, tf.float32)
+    if extent.shape.rank:
+        extent = extent[..., None]
+    if count > 1:
+        step = (last - first) * extent / float(count - 1)
+        coordinates = first * extent + tf.range(count, dtype=tf.float32) * step
+    else:
+        coordinates = 0.5 * (first + last) * extent
+    valid = tf.logical_and(coordinates >= 0.0, coordinates <= extent)
+    return coordinates, valid
+
+
+def crop_and_resize_image_gradient(
+    grads: tf.Tensor, boxes: tf.Tensor, box_indices: tf.Tensor, image_shape: tf.Tensor
+) -> tf.Tensor:
+    """Gradient of bilinear ``crop_and_resize`` (extrapolation value 0) with respect to the image.
+
+    Args:
+        grads: ``[K, h, w, C]`` float32, the gradient of the crops.
+        boxes: ``[K, 4]`` float32 normalized ``[y1, x1, y2, x2]``.
+        box_indices: ``[K]`` int32 image of each box.
+        image_shape: int32 ``[4]``, ``[B, H, W, C]``.
+
+    Returns:
+        ``[B, H, W, C]`` float32.
+    """
+    grads = tf.convert_to_tensor(grads, tf.float32)
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    crop_h, crop_w = grads.shape[1], grads.shape[2]
+    if crop_h is None or crop_w is None:
+        raise ValueError(f"crop_and_resize_image_gradient needs a static crop size, got grads {grads.shape}")
+    batch, height, width = image_shape[0], image_shape[1], image_shape[2]
+    channels = tf.shape(grads)[3]
+    y, y_valid = crop_and_resize_sample_coordinates(boxes[:, 0], boxes[:, 2], tf.cast(height - 1, tf.float32), crop_h)
+    x, x_valid = crop_and_resize_sample_coordinates(boxes[:, 1], boxes[:, 3], tf.cast(width - 1, tf.float32), crop_w)
+    # only samples inside the image contribute: gather them first, so memory scales with those
+    inside = tf.where(tf.logical_and(y_valid[:, :, None], x_valid[:, None, :]))  # [S, 3] (box, row, col)
+    box, row, col = inside[:, 0], inside[:, 1], inside[:, 2]
+    in_y = tf.gather_nd(y, tf.stack([box, row], axis=1))
+    in_x = tf.gather_nd(x, tf.stack([box, col], axis=1))
+    grad = tf.gather_nd(grads, inside)  # [S, C]
+    top, left = tf.floor(in_y), tf.floor(in_x)
+    y_lerp = (in_y - top)[:, None]
+    x_lerp = (in_x - left)[:, None]
+    top, bottom = tf.cast(top, tf.int32), tf.cast(tf.math.ceil(in_y), tf.int32)
+    left, right = tf.cast(left, tf.int32), tf.cast(tf.math.ceil(in_x), tf.int32)
+    first_row = tf.gather(tf.cast(box_indices, tf.int32), box) * height
+    corners = (
+        (top, left, (1.0 - y_lerp) * (1.0 - x_lerp)),
+        (top, right, (1.0 - y_lerp) * x_lerp),
+        (bottom, left, y_lerp * (1.0 - x_lerp)),
+        (bottom, right, y_lerp * x_lerp),
+    )
+    flat = None
+    # one segment sum per corner, not one over the four concatenated: a quarter of the temporary memory
+    # (*measured*: 2.3x faster, +0.4 GB instead of +6 GB for 1024 RoIs of 28 x 28 x 256)
+    for rows, cols, weight in corners:
+        part = tf.math.unsorted_segment_sum(grad * weight, (first_row + rows) * width + cols, batch * height * width)
+        flat = part if flat is None else flat + part
+    return tf.reshape(flat, tf.stack([batch, height, width, channels]))
+
+
+def runs_on_gpu(tensor: tf.Tensor) -> bool:
+    """Whether ops placed beside ``tensor`` run on a GPU: its device when set (eager, or an explicit
+    ``tf.device`` in a graph), else whether TF sees a GPU (the placer then prefers it)."""
+    device = getattr(tensor, "device", "") or ""
+    if device:
+        return tf.DeviceSpec.from_string(device).device_type == "GPU"
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def crop_and_resize_bilinear(
+    image: tf.Tensor, boxes: tf.Tensor, box_indices: tf.Tensor, crop_size: tuple[int, int]
+) -> tf.Tensor:
+    """``tf.image.crop_and_resize(image, boxes, box_indices, crop_size)`` (bilinear, extrapolation 0).
+
+    The forward pass is TF's kernel. The gradient with respect to ``image`` is
+    :func:`crop_and_resize_image_gradient` on CPU (race-free, see the module docstring) and TF's
+    ``CropAndResizeGradImage`` on GPU (atomic adds there). ``boxes`` and
+    ``box_indices`` get no gradient: they are treated as constants, as RoIAlign treats its boxes
+    (torchvision's ``roi_align`` has no box gradient either).
+
+    Args:
+        image: ``[B, H, W, C]`` float32.
+        boxes: ``[K, 4]`` float32 normalized ``[y1, x1, y2, x2]``.
+        box_indices: ``[K]`` int32 in ``[0, B)``.
+        crop_size: ``(h, w)`` Python ints.
+
+    Returns:
+        ``[K, h, w, C]`` float32.
+    """
+    crop_size = (int(crop_size[0]), int(crop_size[1]))
+    boxes = tf.stop_gradient(boxes)
+
+    @tf.custom_gradient
+    def crop(image):
+        crops = tf.image.crop_and_resize(image, boxes, box_indices, crop_size, extrapolation_value=0.0)
+        crops = tf.ensure_shape(crops, [boxes.shape[0], crop_size[0], crop_size[1], image.shape[-1]])
+
+        def grad(upstream):
+            if runs_on_gpu(upstream):  # TF's GPU kernel adds atomically: correct, and faster than ours
+                return tf.raw_ops.CropAndResizeGradImage(
+                    grads=upstream, boxes=boxes, box_ind=box_indices, image_size=tf.shape(image), T=tf.float32
+                )
+            return crop_and_resize_image_gradient(upstream, boxes, box_indices, tf.shape(image))
+
+        return crops, grad
+
+    return crop(tf.convert_to_tensor(image, tf.float32))
