@@ -172,6 +172,9 @@ def roi_align_crop_and_resize(
     summed; every RoI has exactly one non-zero term, so the sum is exact. Bilinear work is done once per
     RoI; the zero fill costs ``(levels - 1) * N * n * n * C`` writes.
 
+    Gradients flow to ``features`` only (race-free on CPU, see :mod:`kzoo.ops.crop_and_resize`); ``boxes``
+    are constants.
+
     Args:
         features: ``L`` maps ``[B, H_l, W_l, C]`` float32.
         boxes: ``[B, N, 4]`` float32 image pixels.
