@@ -30,7 +30,7 @@ def _percent(value: float | None) -> str:
 
 
 def _load_config(args):
-    from kzoo.training.config import load_config
+    from kzoo.config import load_config
 
     return load_config(args.config, args.set or [])
 
@@ -400,7 +400,7 @@ def cmd_predict(args) -> int:
 
 def cmd_demo(args) -> int:
     """The main job on built-in shapes: Mask R-CNN (default config) or NIN (``--config configs/nin_shapes.yaml``)."""
-    from kzoo.training.config import load_config
+    from kzoo.config import load_config
 
     overrides = [f"output_dir={args.output_dir}"] + (args.set or [])
     config = load_config(args.config, overrides)

@@ -13,7 +13,7 @@ import yaml
 from kzoo.applications.torchvision_conversion import coco_weights_file, torchvision_config
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
-from kzoo.training.config import dataclass_from_dict
+from kzoo.config import dataclass_from_dict
 
 BACKBONES = {"resnet50_fpn": "resnet50", "resnet101_fpn": "resnet101", "mobilenet_v2_fpn": "mobilenet_v2"}
 
@@ -122,7 +122,7 @@ def load_mask_rcnn_config(path: str | os.PathLike) -> MaskRCNNConfig:
 
     Raises:
         FileNotFoundError: a missing file.
-        kzoo.training.config.ConfigError: an unknown key or a value of the wrong type (named).
+        kzoo.config.ConfigError: an unknown key or a value of the wrong type (named).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")

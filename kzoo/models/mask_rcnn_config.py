@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 ANCHOR_STRIDES = ("nominal", "torchvision")
 ROI_LEVEL_EPS = ("in_log", "after_log")
@@ -110,3 +111,92 @@ class MaskRCNNConfig:
             raise ValueError(f"nms_method must be 'padded' or 'per_image', got {self.nms_method!r}")
         if self.size_divisible % 32:
             raise ValueError(f"size_divisible must be a multiple of 32 (the stride of P5), got {self.size_divisible}")
+
+
+def torchvision_config(num_classes: int = 91, **overrides: Any) -> MaskRCNNConfig:
+    """The :class:`MaskRCNNConfig` that computes exactly what torchvision's ``maskrcnn_resnet50_fpn`` computes.
+
+    Every rule is spelled out (not left to defaults): ResNet-50 with the stride in the 3x3 conv and symmetric
+    padding; frozen BatchNorm with ``eps = 0.0`` (torchvision overwrites the eps of its COCO_V1 weights to 0;
+    pass ``norm_epsilon=1e-5`` for a model built with ``weights=None, weights_backbone=None``, whose plain
+    ``BatchNorm2d`` layers use 1e-5 in eval mode); FPN P2-P5 plus the max-pool P6; anchors 32..512 with
+    ratios 0.5/1/2, centers at ``k * stride`` and torchvision's strides ``canvas // feature size``; RPN
+    1000/1000 (test) and 2000/2000 (train) proposals, NMS 0.7, min size 1e-3; RoIAlign 7 (box) / 14 (mask),
+    sampling ratio 2, ``aligned=False``, torchvision's border rule and level mapping
+    ``floor(4 + log2(sqrt(area) / 224) + 1e-6)``; box head flattened in NCHW order, box weights 10/10/5/5,
+    score > 0.05, NMS 0.5, 100 detections, boxes >= 1e-2, every candidate into NMS
+    (``detection_pre_nms_top_k=None``); ImageNet mean/std normalization (before the resize) and the
+    800/1333 resize, padding to multiples of 32.
+
+    Args:
+        num_classes: classes including the background (91: COCO category ids).
+        **overrides: any other :class:`MaskRCNNConfig` field (``min_size``, ``score_threshold``...).
+
+    Returns:
+        A frozen :class:`MaskRCNNConfig`.
+
+    Raises:
+        ValueError: an unknown field.
+    """
+    values: dict[str, Any] = dict(
+        num_classes=num_classes,
+        backbone="resnet50",
+        stride_in_1x1=False,
+        norm="frozen",
+        norm_epsilon=0.0,
+        frozen_stages=2,  # trainable_backbone_layers=3
+        fpn_channels=256,
+        anchor_sizes=(32, 64, 128, 256, 512),
+        aspect_ratios=(0.5, 1.0, 2.0),
+        anchor_offset=0.0,
+        anchor_strides="torchvision",
+        rpn_box_weights=(1.0, 1.0, 1.0, 1.0),
+        rpn_pre_nms_top_k_train=2000,
+        rpn_pre_nms_top_k_test=1000,
+        rpn_post_nms_top_k_train=2000,
+        rpn_post_nms_top_k_test=1000,
+        rpn_nms_threshold=0.7,
+        rpn_min_size=1e-3,
+        rpn_positive_iou=0.7,
+        rpn_negative_iou=0.3,
+        rpn_samples_per_image=256,
+        rpn_positive_fraction=0.5,
+        roi_positive_iou=0.5,
+        roi_negative_iou=0.5,
+        roi_samples_per_image=512,
+        roi_positive_fraction=0.25,
+        box_roi_size=7,
+        mask_roi_size=14,
+        roi_sampling_ratio=2,
+        roi_aligned=False,
+        roi_border="torchvision",
+        canonical_size=224.0,
+        canonical_level=4,
+        roi_level_eps="after_log",
+        box_fc_dim=1024,
+        box_flatten_order="nchw",
+        box_weights=(10.0, 10.0, 5.0, 5.0),
+        score_threshold=0.05,
+        nms_threshold=0.5,
+        max_detections=100,
+        min_box_size=1e-2,
+        detection_pre_nms_top_k=None,
+        mask_num_convs=4,
+        mask_channels=256,
+        min_size=800,
+        max_size=1333,
+        size_divisible=32,
+        image_mean=(0.485, 0.456, 0.406),
+        image_std=(0.229, 0.224, 0.225),
+    )
+    fields = {f.name for f in dataclasses.fields(MaskRCNNConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown MaskRCNNConfig field(s) {unknown}")
+    values.update(overrides)
+    return MaskRCNNConfig(**values)
+
+
+#: Named starting points for a ``model:`` section (``preset: torchvision`` in a YAML config): each maps
+#: keyword overrides to a :class:`MaskRCNNConfig`.
+PRESETS = {"torchvision": torchvision_config}

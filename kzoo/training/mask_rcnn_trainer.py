@@ -24,7 +24,7 @@ from kzoo.evaluation.coco import CocoEvaluator
 from kzoo.evaluation.detection import evaluate_mask_rcnn
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.ops.resize import padded_size
-from kzoo.training.config import MaskRCNNExperimentConfig
+from kzoo.config import MaskRCNNExperimentConfig
 from kzoo.training.strategy import is_chief, make_strategy
 from kzoo.training.trainer import (
     PRECISION_POLICIES,
@@ -46,7 +46,7 @@ class DetectionData:
 
 
 def load_detection_data(config: MaskRCNNExperimentConfig) -> DetectionData:
-    """The sources of ``config.data`` (see :class:`kzoo.training.config.DetectionDataConfig`)."""
+    """The sources of ``config.data`` (see :class:`kzoo.config.DetectionDataConfig`)."""
     data = config.data
     if data.source == "shapes":
         train = make_shapes_instances(

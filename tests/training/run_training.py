@@ -36,7 +36,7 @@ def main(spec_path: str) -> None:
     import numpy as np
 
     from kzoo.training import mask_rcnn_trainer, trainer
-    from kzoo.training.config import config_from_dict
+    from kzoo.config import config_from_dict
 
     config = config_from_dict(spec["config"])
     if config.task == "mask_rcnn":

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kzoo.training.config import ConfigError, MaskRCNNExperimentConfig, config_from_dict, load_config
+from kzoo.config import ConfigError, MaskRCNNExperimentConfig, config_from_dict, load_config
 from kzoo.training.mask_rcnn_trainer import build_mask_rcnn, load_detection_data, make_pipelines
 
 # A Mask R-CNN of ~60k parameters on 64 x 64 shapes. Every anchor and every RoI candidate is sampled

@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from kzoo.training.config import config_from_dict
+from kzoo.config import config_from_dict
 from kzoo.training.trainer import train
 
 

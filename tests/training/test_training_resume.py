@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from kzoo.training.config import config_from_dict
+from kzoo.config import config_from_dict
 from kzoo.training.trainer import TrainingDivergedError, train
 
 

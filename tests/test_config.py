@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kzoo.training.config import ConfigError, load_config, parse_overrides
+from kzoo.config import ConfigError, load_config, parse_overrides
 from kzoo.training.schedules import WarmupSchedule
 
 

@@ -1,0 +1,1 @@
+"""Helpers with no model knowledge that every floor may use (files, hashes)."""

@@ -1,0 +1,131 @@
+"""The one file-writing rule: write beside the target, then rename, with the usual permissions.
+
+Everything kzoo writes for users (weights, metrics, exports, converted annotations) goes through these
+helpers, so a killed process never leaves a half-written file under the final name, and files come out as
+``0644`` and directories as ``0755`` under the usual umask ``022`` (``tempfile`` alone makes ``0600`` /
+``0700``, which TF Serving running as another user cannot read).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: ``0o666`` less the umask."""
+    return 0o666 & ~_umask()
+
+
+def directory_mode() -> int:
+    """The mode ``os.makedirs`` would give a new directory: ``0o777`` less the umask."""
+    return 0o777 & ~_umask()
+
+
+def make_readable(path: str | os.PathLike) -> None:
+    """Give ``path`` (and, for a directory, everything under it) the usual permissions: directories
+    :func:`directory_mode`, files :func:`file_mode` (plus the execute bits where the owner had one)."""
+    path = os.fspath(path)
+    dir_mode, plain_mode = directory_mode(), file_mode()
+
+    def fix_file(name: str) -> None:
+        executable = os.stat(name).st_mode & 0o100
+        os.chmod(name, dir_mode if executable else plain_mode)
+
+    if not os.path.isdir(path):
+        fix_file(path)
+        return
+    os.chmod(path, dir_mode)
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), dir_mode)
+        for name in files:
+            fix_file(os.path.join(root, name))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary file name beside ``path`` (same suffix, so writers that check it are happy); when the
+    block succeeds the file is made readable and renamed to ``path``, when it raises the file is removed.
+
+    Use it around APIs that write to a path themselves (``model.save_weights``, ``tf.io.write_file``)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    suffix = "".join(os.path.basename(path).partition(".")[1:]) if "." in os.path.basename(path) else ""
+    handle, temp_path = tempfile.mkstemp(prefix=".tmp-kzoo-", suffix=suffix, dir=directory)
+    os.close(handle)
+    os.remove(temp_path)  # writers such as h5py refuse to overwrite or expect to create the file
+    try:
+        yield temp_path
+        make_readable(temp_path)
+        os.replace(temp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temp_path)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`); returns ``path`` as a string."""
+    with atomic_path(path) as temp_path, open(temp_path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return os.fspath(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> str:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path`` as a string."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, payload: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """Write ``payload`` as JSON to ``path`` atomically; returns ``path`` as a string."""
+    return write_text(path, json.dumps(payload, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(final_dir: str | os.PathLike) -> Iterator[str]:
+    """Yield a fresh temporary directory beside ``final_dir``; when the block succeeds it is made readable
+    (:func:`make_readable`) and renamed to ``final_dir``; when the block raises it is deleted.
+
+    Raises:
+        FileExistsError: ``final_dir`` exists (before or after the block); it is never overwritten.
+    """
+    final_dir = os.fspath(final_dir)
+    if os.path.exists(final_dir):
+        raise FileExistsError(f"{final_dir} exists already; refusing to overwrite it")
+    parent = os.path.dirname(os.path.abspath(final_dir))
+    os.makedirs(parent, exist_ok=True)
+    temp_dir = tempfile.mkdtemp(prefix=".tmp-kzoo-", dir=parent)
+    try:
+        yield temp_dir
+        if os.path.exists(final_dir):
+            raise FileExistsError(f"{final_dir} appeared while it was being written; not overwriting it")
+        make_readable(temp_dir)
+        os.rename(temp_dir, final_dir)
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The full hex sha256 digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
