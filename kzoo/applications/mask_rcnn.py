@@ -11,9 +11,9 @@ import numpy as np
 import yaml
 
 from kzoo.applications.torchvision_conversion import coco_weights_file, torchvision_config
+from kzoo.config import dataclass_from_dict
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
-from kzoo.config import dataclass_from_dict
 
 BACKBONES = {"resnet50_fpn": "resnet50", "resnet101_fpn": "resnet101", "mobilenet_v2_fpn": "mobilenet_v2"}
 

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kzoo.config import MaskRCNNExperimentConfig
 from kzoo.data.coco import CocoCategories, coco_dict, load_coco_instances
 from kzoo.data.detection import load_tfds_instances, make_detection_pipeline
 from kzoo.data.shapes import SHAPES_INSTANCE_CLASSES, make_shapes_instances
@@ -24,7 +25,6 @@ from kzoo.evaluation.coco import CocoEvaluator
 from kzoo.evaluation.detection import evaluate_mask_rcnn
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.ops.resize import padded_size
-from kzoo.config import MaskRCNNExperimentConfig
 from kzoo.training.strategy import is_chief, make_strategy
 from kzoo.training.trainer import (
     PRECISION_POLICIES,

@@ -19,11 +19,11 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
+from kzoo.config import ExperimentConfig, config_to_dict
 from kzoo.data.classification import load_classification, make_pipeline
 from kzoo.evaluation.classification import evaluate_classifier
 from kzoo.models.nin import build_nin, resolve_blocks
 from kzoo.training.checkpoints import EpochCheckpointer
-from kzoo.config import ExperimentConfig, config_to_dict
 from kzoo.training.schedules import WarmupSchedule
 from kzoo.training.strategy import is_chief, make_strategy, task_id
 

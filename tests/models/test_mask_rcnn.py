@@ -6,10 +6,10 @@ import tensorflow as tf
 
 from kzoo.applications import MaskRCNN
 from kzoo.applications.mask_rcnn import load_mask_rcnn_config, preprocess_input
+from kzoo.config import ConfigError
 from kzoo.layers import FrozenBatchNormalization
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
-from kzoo.config import ConfigError
 
 TINY = dict(
     fpn_channels=16, box_fc_dim=32, mask_channels=8, mask_num_convs=2, num_classes=4,

@@ -35,8 +35,8 @@ def main(spec_path: str) -> None:
 
     import numpy as np
 
-    from kzoo.training import mask_rcnn_trainer, trainer
     from kzoo.config import config_from_dict
+    from kzoo.training import mask_rcnn_trainer, trainer
 
     config = config_from_dict(spec["config"])
     if config.task == "mask_rcnn":
