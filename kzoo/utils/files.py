@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 
@@ -129,3 +129,62 @@ def sha256_of(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def unique_output_paths(inputs: Sequence[str], output_dir: str, suffix: str) -> list[str]:
+    """One output path per input file, ``<output_dir>/<stem><suffix>``, never two alike.
+
+    Inputs whose stems clash (``a/x.png`` and ``b/x.png``; ``x.png`` and ``x.jpg``) are told apart, each clash
+    only as far as needed, in this order: the parent folder's name (``a_x``, ``b_x``), then the extension
+    (``x_png``, ``x_jpg``), then both (``a_x_png``), then a counter in input order (``a_x_png_1``, ``a_x_png_2``:
+    the same file given twice). Stems that do not clash keep their plain name, and a generated name never takes
+    one of those. Names are compared case-insensitively (``X.png`` and ``x.png`` clash), as on macOS and Windows
+    disks. The result depends only on ``inputs`` (in order), not on the file system.
+
+    Args:
+        inputs: input file paths.
+        output_dir: the folder of the outputs.
+        suffix: appended to each name, e.g. ``"_cam.png"``.
+
+    Returns:
+        ``len(inputs)`` paths, in the order of ``inputs``.
+    """
+    stems, parents, extensions = [], [], []
+    for path in inputs:
+        base = os.path.basename(os.path.normpath(os.fspath(path))) if path else ""
+        stem, extension = os.path.splitext(base)
+        stems.append(stem or "image")
+        parents.append(os.path.basename(os.path.dirname(os.path.normpath(os.fspath(path)))) if path else "")
+        extensions.append(extension.lstrip("."))
+
+    def joined(*parts: str) -> str:
+        return "_".join(part for part in parts if part)
+
+    levels = [
+        lambda i: stems[i],
+        lambda i: joined(parents[i], stems[i]),
+        lambda i: joined(stems[i], extensions[i]),
+        lambda i: joined(parents[i], stems[i], extensions[i]),
+    ]
+    names: list[str | None] = [None] * len(stems)
+    used: set[str] = set()
+    for level in levels:
+        pending = [i for i, name in enumerate(names) if name is None]
+        candidates = {i: level(i) for i in pending}
+        counts: dict[str, int] = {}
+        for candidate in candidates.values():
+            counts[candidate.casefold()] = counts.get(candidate.casefold(), 0) + 1
+        for i in pending:
+            key = candidates[i].casefold()
+            if counts[key] == 1 and key not in used:
+                names[i] = candidates[i]
+                used.add(key)
+    for i, name in enumerate(names):
+        if name is not None:
+            continue
+        base, counter = levels[-1](i), 1
+        while f"{base}_{counter}".casefold() in used:
+            counter += 1
+        names[i] = f"{base}_{counter}"
+        used.add(names[i].casefold())
+    return [os.path.join(output_dir, f"{name}{suffix}") for name in names]
