@@ -1,16 +1,56 @@
-"""Experiment configs: YAML files loaded into frozen dataclasses, validated key by key."""
+"""Experiment configs: YAML files loaded into frozen dataclasses, validated key by key.
+
+The one config loader of kzoo: every command (train, evaluate, export, predict, demo) reads its YAML file
+through :func:`load_config`, with ``--set key=value`` overrides. Every key and every choice is checked when
+the config is built, and the error names the key.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
-from kzoo.models.mask_rcnn_config import MaskRCNNConfig
+from kzoo.models.mask_rcnn_config import PRESETS, MaskRCNNConfig
+
+#: ``precision``: float32, or mixed precision with float32 variables and bfloat16 / float16 computation.
+PRECISIONS = ("float32", "bfloat16", "float16")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+STRATEGY_KINDS = ("auto", "mirrored", "multi_worker", "one_device")
+CLASSIFICATION_SOURCES = ("shapes", "fashion_mnist", "tfds")
+DETECTION_SOURCES = ("shapes", "coco", "tfds")
+#: Where ``configs/*.yaml`` live inside an installed kzoo (``setup.py`` ships the repository's ``configs/``).
+PACKAGED_CONFIGS = "kzoo.configs"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+def check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
+    """ConfigError naming ``key`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
+
+
+def check_range(key: str, value: float | None, low: float | None = None, high: float | None = None,
+                low_open: bool = False) -> None:
+    """ConfigError naming ``key`` unless ``low <= value <= high`` (``low < value`` with ``low_open``);
+    ``None`` values pass (optional keys)."""
+    if value is None:
+        return
+    if low is not None and (value <= low if low_open else value < low):
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ConfigError(f"config key '{key}' must be {bound}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"config key '{key}' must be <= {high}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +64,11 @@ class ModelConfig:
     input_shape: tuple[int, int, int] = (28, 28, 1)
     dropout_rate: float = 0.5
     use_batch_norm: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("model.family", self.family, ("nin",))
+        check_range("model.classes", self.classes, 2)
+        check_range("model.dropout_rate", self.dropout_rate, 0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +87,13 @@ class DataConfig:
     horizontal_flip: bool = False
     shuffle_buffer: int = 10_000
 
+    def __post_init__(self) -> None:
+        check_choice("data.source", self.source, CLASSIFICATION_SOURCES)
+        check_range("data.train_examples", self.train_examples, 1)
+        check_range("data.eval_examples", self.eval_examples, 1)
+        check_range("data.image_size", self.image_size, 1)
+        check_range("data.crop_padding", self.crop_padding, 0)
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -59,11 +111,26 @@ class TrainConfig:
     step_epochs: tuple[int, ...] = ()
     step_factor: float = 0.1
     label_smoothing: float = 0.0
-    mixed_precision: str = "none"  # none | bfloat16 | float16
     gradient_clip_norm: float | None = None  # clip the all-reduced gradients' global norm
     jit_compile: bool = False  # XLA for the replica step (Mask R-CNN needs model.roi_method: gather)
     eval_every_epochs: int = 0  # evaluate every n epochs during training (0: after the last only)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_range("train.epochs", self.epochs, 1)
+        check_range("train.batch_size", self.batch_size, 1)
+        check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        check_range("train.learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_range("train.momentum", self.momentum, 0.0, 1.0)
+        check_range("train.weight_decay", self.weight_decay, 0.0)
+        check_choice("train.schedule", self.schedule, SCHEDULES)
+        check_range("train.warmup_epochs", self.warmup_epochs, 0.0)
+        check_range("train.step_factor", self.step_factor, 0.0, 1.0, low_open=True)
+        check_range("train.label_smoothing", self.label_smoothing, 0.0, 1.0)
+        check_range("train.gradient_clip_norm", self.gradient_clip_norm, 0.0, low_open=True)
+        check_range("train.eval_every_epochs", self.eval_every_epochs, 0)
+        if any(epoch < 1 for epoch in self.step_epochs):
+            raise ConfigError(f"config key 'train.step_epochs' must hold epochs >= 1, got {list(self.step_epochs)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +140,9 @@ class StrategyConfig:
     kind: str = "auto"
     devices: tuple[str, ...] | None = None  # for mirrored / one_device; default: all GPUs
 
+    def __post_init__(self) -> None:
+        check_choice("strategy.kind", self.kind, STRATEGY_KINDS)
+
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
@@ -81,10 +151,14 @@ class ExperimentConfig:
     task: str = "classification"
     name: str = "experiment"
     output_dir: str = "runs/experiment"
+    precision: str = "float32"  # float32 | bfloat16 | float16 (mixed: float32 variables)
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     strategy: StrategyConfig = StrategyConfig()
+
+    def __post_init__(self) -> None:
+        check_choice("precision", self.precision, PRECISIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +193,13 @@ class DetectionDataConfig:
     horizontal_flip: bool = True
     shuffle_buffer: int = 1000
 
+    def __post_init__(self) -> None:
+        check_choice("data.source", self.source, DETECTION_SOURCES)
+        check_range("data.train_examples", self.train_examples, 1)
+        check_range("data.eval_examples", self.eval_examples, 1)
+        check_range("data.max_instances", self.max_instances, 1)
+        check_range("data.mask_size", self.mask_size, 1)
+
 
 @dataclasses.dataclass(frozen=True)
 class MaskRCNNExperimentConfig:
@@ -127,18 +208,29 @@ class MaskRCNNExperimentConfig:
     task: str = "mask_rcnn"
     name: str = "mask_rcnn"
     output_dir: str = "runs/mask_rcnn"
+    # bfloat16: the backbone, FPN and heads compute in bfloat16, box geometry in float32 (MaskRCNNConfig's
+    # compute_dtype, set from here); float16 is not offered for Mask R-CNN
+    precision: str = "float32"
     model: MaskRCNNConfig = MaskRCNNConfig()
     data: DetectionDataConfig = DetectionDataConfig()
     train: TrainConfig = TrainConfig()
     strategy: StrategyConfig = StrategyConfig()
+
+    def __post_init__(self) -> None:
+        check_choice("precision", self.precision, ("float32", "bfloat16"))
+        if self.model.compute_dtype != self.precision:
+            object.__setattr__(self, "model", dataclasses.replace(self.model, compute_dtype=self.precision))
 
 
 #: The experiment dataclass of each ``task``.
 TASKS: dict[str, type] = {"classification": ExperimentConfig, "mask_rcnn": MaskRCNNExperimentConfig}
 
 
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the key."""
+#: Keys that moved, with where they went (an old config gets an error that says so).
+MOVED_KEYS = {
+    "train.mixed_precision": "the top-level key 'precision' (float32 | bfloat16 | float16)",
+    "model.compute_dtype": "the top-level key 'precision' (float32 | bfloat16)",
+}
 
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:
@@ -159,7 +251,17 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
         item = args[0]
         return tuple(_convert(v, item, key) for v in value)
-    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if annotation is float:
+        # YAML 1.1 reads "1e-3" (no dot) as a string: accept any spelling Python reads as a finite number
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"config key '{key}' must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
         return float(value)
     if annotation in (int, str, bool, dict) and not (isinstance(value, annotation) and not (
         annotation is int and isinstance(value, bool)
@@ -178,11 +280,23 @@ def dataclass_from_dict(cls: type, values: dict, prefix: str = "") -> Any:
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
+    values = dict(values)
+    preset = values.pop("preset", None) if cls is MaskRCNNConfig else None
     for key in values:
+        if f"{prefix}{key}" in MOVED_KEYS:
+            raise ConfigError(f"config key '{prefix}{key}' has moved: use {MOVED_KEYS[prefix + key]}")
         if key not in fields:
             raise ConfigError(f"unknown config key '{prefix}{key}'; known keys here: {sorted(fields)}")
     kwargs = {name: _convert(values[name], hints[name], prefix + name) for name in values}
-    return cls(**kwargs)
+    try:
+        if preset is not None:
+            check_choice(f"{prefix}preset", preset, sorted(PRESETS))
+            return PRESETS[preset](**kwargs)
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as error:  # a dataclass's own check (e.g. MaskRCNNConfig.__post_init__)
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}': {error}") from error
 
 
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
@@ -225,23 +339,51 @@ def config_from_dict(values: dict) -> ExperimentConfig | MaskRCNNExperimentConfi
     return dataclass_from_dict(TASKS[task], values)
 
 
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped inside kzoo (``configs/*.yaml`` of the repository)."""
+    try:
+        folder = importlib.resources.files(PACKAGED_CONFIGS)
+    except ModuleNotFoundError:
+        return []
+    return sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def resolve_config_path(path: str | os.PathLike) -> str:
+    """``path`` if it is a file; else, for ``configs/NAME.yaml`` or ``NAME.yaml`` / ``NAME``, the copy shipped
+    inside kzoo (so the README's commands work after ``pip install .``, from any folder).
+
+    Raises:
+        FileNotFoundError: neither exists; the message lists the shipped configs.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return path
+    name = os.path.basename(path)
+    name = name if name.endswith(".yaml") else name + ".yaml"
+    if name in packaged_configs():
+        return str(importlib.resources.files(PACKAGED_CONFIGS) / name)
+    raise FileNotFoundError(f"config file not found: {path} (kzoo ships: {', '.join(packaged_configs())})")
+
+
 def load_config(
     path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()
 ) -> ExperimentConfig | MaskRCNNExperimentConfig:
-    """Load a YAML config file and apply ``key=value`` overrides.
+    """Load a YAML config file (or a config shipped with kzoo, see :func:`resolve_config_path`) and apply
+    ``key=value`` overrides.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ConfigError: bad YAML, an unknown key or a value of the wrong type (named).
+        ConfigError: bad YAML, an unknown key, a value of the wrong type or out of range (named).
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}")
+    path = resolve_config_path(path)
     with open(path) as f:
         try:
             values = yaml.safe_load(f) or {}
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from error
+            where = getattr(error, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"{path} is not valid YAML{at}: {problem}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
     return config_from_dict(_merge(values, parse_overrides(overrides)))
@@ -257,4 +399,7 @@ def config_to_dict(config: Any) -> dict:
             return {k: plain(v) for k, v in value.items()}
         return value
 
-    return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
+    values = {k: plain(v) for k, v in dataclasses.asdict(config).items()}
+    if isinstance(config, MaskRCNNExperimentConfig):
+        values["model"].pop("compute_dtype")  # set from the top-level precision
+    return values

@@ -1,3 +1,4 @@
+import copy
 import importlib.util
 import os
 import subprocess
@@ -47,3 +48,70 @@ def torch_run(tmp_path):
         return dict(np.load(out_path))
 
     return run
+
+
+# A Mask R-CNN of ~60k parameters on 64 x 64 shapes. Every anchor and every RoI candidate is sampled
+# (sample budgets above the candidate counts, positive fractions 1), so a step does not depend on how the
+# sampling draws and one device and two replicas must agree.
+TINY_MASK_RCNN = {
+    "task": "mask_rcnn",
+    "name": "tiny_mask_rcnn",
+    "model": {
+        "num_classes": 4,
+        "backbone": "small_convnet",
+        "backbone_width": 0.25,
+        "norm": "group",
+        "fpn_channels": 16,
+        "anchor_sizes": [8, 16, 32, 64, 128],
+        "aspect_ratios": [1.0],
+        "rpn_pre_nms_top_k_train": 50,
+        "rpn_post_nms_top_k_train": 30,
+        "rpn_pre_nms_top_k_test": 50,
+        "rpn_post_nms_top_k_test": 20,
+        "rpn_samples_per_image": 2000,
+        "rpn_positive_fraction": 1.0,
+        "roi_samples_per_image": 64,
+        "roi_positive_fraction": 1.0,
+        "box_fc_dim": 32,
+        "mask_num_convs": 1,
+        "mask_channels": 16,
+        "max_detections": 10,
+        "min_size": 64,
+        "max_size": 64,
+    },
+    "data": {
+        "source": "shapes",
+        "shapes_image_size": 64,
+        "train_examples": 8,
+        "eval_examples": 4,
+        "max_instances": 4,
+        "mask_size": 28,
+        "horizontal_flip": False,
+    },
+    "train": {
+        "epochs": 1,
+        "batch_size": 2,
+        "learning_rate": 0.01,
+        "weight_decay": 1e-4,
+        "schedule": "constant",
+        "warmup_epochs": 0.0,
+        "gradient_clip_norm": 10.0,
+        "seed": 0,
+    },
+    "strategy": {"kind": "auto"},
+}
+
+
+def _tiny_mask_rcnn(output_dir, **sections) -> dict:
+    config = copy.deepcopy(TINY_MASK_RCNN)
+    config["output_dir"] = str(output_dir)
+    for section, values in sections.items():
+        config[section].update(values)
+    return config
+
+
+@pytest.fixture
+def tiny_mask_rcnn():
+    """``tiny_mask_rcnn(output_dir, **sections) -> dict``: ``TINY_MASK_RCNN`` writing to ``output_dir``, with some
+    keys of its sections replaced."""
+    return _tiny_mask_rcnn

@@ -2,7 +2,6 @@
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,32 +76,52 @@ def test_cli_errors_name_the_problem(trained, tmp_path, capsys):
     _, config = trained
     assert main(["train", str(config), "--set", "train.epoch=2"]) == 2
     assert "unknown config key 'train.epoch'" in capsys.readouterr().err
-    assert main(["train", str(config), "--set", "data.source=fashion_mnist", "--set",
-                 f"data.data_dir={tmp_path / 'missing'}", "--set", "model.classes=10"]) == 2  # fmt: skip
+    assert main(["train", str(config), "--set", "model.classes=10"]) == 2
+    assert "holds a run of another model (model.classes was 5, now 10)" in capsys.readouterr().err
+    assert main(["train", str(config), "--set", "data.source=fashion_mnist", "--set", f"output_dir={tmp_path / 'fm'}",
+                 "--set", f"data.data_dir={tmp_path / 'missing'}", "--set", "model.classes=10"]) == 2  # fmt: skip
     assert "Fashion-MNIST directory not found" in capsys.readouterr().err
     assert main(["evaluate", str(config), "--weights", str(tmp_path / "none.weights.h5")]) == 2
     assert "weights file not found" in capsys.readouterr().err
     not_image = tmp_path / "notes.png"
     not_image.write_text("hello")
     assert main(["predict", str(not_image), "--saved-model", str(tmp_path)]) == 2
-    assert "not a JPEG, PNG, GIF or BMP image" in capsys.readouterr().err
+    assert "is not a JPEG, PNG, GIF, BMP, WebP or TIFF image" in capsys.readouterr().err
 
 
-def test_predict_with_mask_rcnn_writes_annotated_png(tmp_path, capsys):
+def test_predict_with_mask_rcnn_uses_the_runs_weights_and_class_names(tmp_path, capsys):
+    from PIL import Image
+
+    from kzoo.config import load_config
+    from kzoo.tasks.instance_segmentation import build_mask_rcnn
+
     config = tmp_path / "tiny_mask_rcnn.yaml"
-    config.write_text(yaml.safe_dump({"model": {
-        "backbone": "mobilenet_v2", "num_classes": 3, "fpn_channels": 16, "box_fc_dim": 32, "mask_channels": 8,
+    config.write_text(yaml.safe_dump({"task": "mask_rcnn", "output_dir": str(tmp_path / "run"), "model": {
+        "backbone": "mobilenet_v2", "num_classes": 4, "fpn_channels": 16, "box_fc_dim": 32, "mask_channels": 8,
         "mask_num_convs": 1, "rpn_pre_nms_top_k_test": 50, "rpn_post_nms_top_k_test": 20, "max_detections": 5,
         "min_size": 64, "max_size": 96}}))  # fmt: skip
-    image = tmp_path / "street.png"
-    tf.io.write_file(str(image), tf.io.encode_png(np.full((48, 80, 3), 90, np.uint8)))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rgb, gray, deep = tmp_path / "a" / "street.png", tmp_path / "b" / "street.png", tmp_path / "deep.png"
+    Image.fromarray(np.full((48, 80, 3), 90, np.uint8)).save(rgb)
+    Image.fromarray(np.full((40, 50), 200, np.uint8), mode="L").save(gray)  # grayscale
+    Image.fromarray(np.full((30, 60), 40000, np.uint16)).save(deep)  # 16-bit grayscale
     out_dir = tmp_path / "out"
-    assert main(["predict", str(image), "--mask-rcnn", str(config), "--output", str(out_dir),
-                 "--score-threshold", "0"]) == 0  # fmt: skip
-    assert "street.png" in capsys.readouterr().out
-    drawn = tf.io.decode_png(tf.io.read_file(str(out_dir / "street_detections.png"))).numpy()
-    assert drawn.shape == (48, 80, 3)
-    assert main(["predict", str(image)]) == 2
+    args = ["predict", str(rgb), str(gray), str(deep), "--mask-rcnn", str(config), "--output", str(out_dir),
+            "--score-threshold", "0"]  # fmt: skip
+    assert main(args) == 2  # no trained weights yet: refuse, do not draw a random model's detections
+    err = capsys.readouterr().err
+    assert "no trained weights for this config" in err and str(tmp_path / "run" / "model.weights.h5") in err
+    (tmp_path / "run").mkdir()
+    build_mask_rcnn(load_config(config)).save_weights(str(tmp_path / "run" / "model.weights.h5"))
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "street.png" in out and "deep.png" in out
+    assert any(name in out for name in ("circle", "square", "triangle"))  # the config's class names, not numbers
+    written = {p.name: tf.io.decode_png(tf.io.read_file(str(p))).numpy().shape for p in out_dir.glob("*.png")}
+    # two inputs named street.png do not overwrite each other
+    assert sorted(written.values()) == [(30, 60, 3), (40, 50, 3), (48, 80, 3)], written
+    assert main(["predict", str(rgb)]) == 2
     assert "--saved-model" in capsys.readouterr().err
 
 
@@ -115,15 +134,7 @@ def test_convert_torchvision_missing_checkpoint_is_a_clear_error(tmp_path, capsy
     assert not (tmp_path / "out.weights.h5").exists()
 
 
-def test_export_mask_rcnn_saved_model_and_tflite(tmp_path, capsys):
-    import sys
-
-    import yaml
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-    from test_mask_rcnn_training import tiny_mask_rcnn
-
-    from kzoo.cli import main
+def test_export_mask_rcnn_saved_model_and_tflite(tmp_path, capsys, tiny_mask_rcnn):
 
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_mask_rcnn(tmp_path / "run")))

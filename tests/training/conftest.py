@@ -1,6 +1,6 @@
 """Fixtures for the training tests: tiny configs and training runs in their own processes.
 
-Each run executes ``tests/training/run_training.py`` (``kzoo.training.trainer.train`` plus a record
+Each run executes ``tests/training/run_training.py`` (``kzoo.training.loop.train`` plus a record
 of the weights before and after) in a fresh Python: logical CPU devices and multi-worker collectives
 must be configured before TensorFlow runs its first op, which a shared pytest process cannot promise.
 """

@@ -1,5 +1,5 @@
-"""Run ``kzoo.training.trainer.train`` (or, for ``task: mask_rcnn`` configs,
-``kzoo.training.mask_rcnn_trainer.train_mask_rcnn``) in a fresh process and record what happened (test helper).
+"""Run ``kzoo.training.loop.train`` on the task of a config in a fresh process and record what happened
+(test helper).
 
 Usage: ``python run_training.py SPEC.json``. The spec holds:
 
@@ -36,25 +36,22 @@ def main(spec_path: str) -> None:
     import numpy as np
 
     from kzoo.config import config_from_dict
-    from kzoo.training import mask_rcnn_trainer, trainer
+    from kzoo.tasks import task_for
+    from kzoo.training import loop
 
     config = config_from_dict(spec["config"])
-    if config.task == "mask_rcnn":
-        module, names = mask_rcnn_trainer, ("build_mask_rcnn", "make_mask_rcnn_train_step", "train_mask_rcnn")
-    else:
-        module, names = trainer, ("build_model", "make_train_step", "train")
+    task = task_for(config)
     captured = {}
-    build_model, build_optimizer = getattr(module, names[0]), module.build_optimizer
-    make_train_step = getattr(module, names[1])
+    build_model, build_optimizer, make_train_step = task.build_model, loop.build_optimizer, task.make_train_step
 
-    def recording_build_model(config):
-        model = build_model(config)
+    def recording_build_model():
+        model = build_model()
         captured["model"] = model
         captured["initial"] = model.get_weights()
         return model
 
-    def recording_build_optimizer(config, steps_per_epoch):
-        captured["optimizer"] = optimizer = build_optimizer(config, steps_per_epoch)
+    def recording_build_optimizer(train_config, steps_per_epoch, **kwargs):
+        captured["optimizer"] = optimizer = build_optimizer(train_config, steps_per_epoch, **kwargs)
         captured["steps_per_epoch"] = steps_per_epoch
         return optimizer
 
@@ -72,12 +69,12 @@ def main(spec_path: str) -> None:
 
         return sleepy_step
 
-    setattr(module, names[0], recording_build_model)
-    module.build_optimizer = recording_build_optimizer
+    task.build_model = recording_build_model
+    loop.build_optimizer = recording_build_optimizer
     if spec.get("step_sleep"):
-        setattr(module, names[1], slow_make_train_step)
+        task.make_train_step = slow_make_train_step
 
-    metrics = getattr(module, names[2])(config, verbose=spec.get("verbose", 2))
+    metrics = loop.train(task, verbose=spec.get("verbose", 2))
 
     model, optimizer = captured["model"], captured["optimizer"]
     replica_spread = 0.0  # largest difference between the replicas' copies of a variable

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 
@@ -11,69 +10,11 @@ import pytest
 import tensorflow as tf
 
 from kzoo.config import ConfigError, MaskRCNNExperimentConfig, config_from_dict, load_config
-from kzoo.training.mask_rcnn_trainer import build_mask_rcnn, load_detection_data, make_pipelines
-
-# A Mask R-CNN of ~60k parameters on 64 x 64 shapes. Every anchor and every RoI candidate is sampled
-# (sample budgets above the candidate counts, positive fractions 1), so a step does not depend on how the
-# sampling draws and one device and two replicas must agree.
-TINY_MASK_RCNN = {
-    "task": "mask_rcnn",
-    "name": "tiny_mask_rcnn",
-    "model": {
-        "num_classes": 4,
-        "backbone": "small_convnet",
-        "backbone_width": 0.25,
-        "norm": "group",
-        "fpn_channels": 16,
-        "anchor_sizes": [8, 16, 32, 64, 128],
-        "aspect_ratios": [1.0],
-        "rpn_pre_nms_top_k_train": 50,
-        "rpn_post_nms_top_k_train": 30,
-        "rpn_pre_nms_top_k_test": 50,
-        "rpn_post_nms_top_k_test": 20,
-        "rpn_samples_per_image": 2000,
-        "rpn_positive_fraction": 1.0,
-        "roi_samples_per_image": 64,
-        "roi_positive_fraction": 1.0,
-        "box_fc_dim": 32,
-        "mask_num_convs": 1,
-        "mask_channels": 16,
-        "max_detections": 10,
-        "min_size": 64,
-        "max_size": 64,
-    },
-    "data": {
-        "source": "shapes",
-        "shapes_image_size": 64,
-        "train_examples": 8,
-        "eval_examples": 4,
-        "max_instances": 4,
-        "mask_size": 28,
-        "horizontal_flip": False,
-    },
-    "train": {
-        "epochs": 1,
-        "batch_size": 2,
-        "learning_rate": 0.01,
-        "weight_decay": 1e-4,
-        "schedule": "constant",
-        "warmup_epochs": 0.0,
-        "gradient_clip_norm": 10.0,
-        "seed": 0,
-    },
-    "strategy": {"kind": "auto"},
-}
+from kzoo.tasks import train
+from kzoo.tasks.instance_segmentation import build_mask_rcnn, load_detection_data, make_pipelines
 
 
-def tiny_mask_rcnn(output_dir, **sections) -> dict:
-    config = copy.deepcopy(TINY_MASK_RCNN)
-    config["output_dir"] = str(output_dir)
-    for section, values in sections.items():
-        config[section].update(values)
-    return config
-
-
-def test_task_selects_the_experiment_dataclass(tmp_path):
+def test_task_selects_the_experiment_dataclass(tmp_path, tiny_mask_rcnn):
     config = config_from_dict(tiny_mask_rcnn(tmp_path))
     assert isinstance(config, MaskRCNNExperimentConfig)
     assert config.model.backbone == "small_convnet" and config.model.anchor_sizes == (8, 16, 32, 64, 128)
@@ -89,7 +30,7 @@ def test_shipped_configs_load(name):
     assert isinstance(config, MaskRCNNExperimentConfig) and config.train.gradient_clip_norm
 
 
-def test_losses_are_finite_and_reach_every_trainable_variable(tmp_path):
+def test_losses_are_finite_and_reach_every_trainable_variable(tmp_path, tiny_mask_rcnn):
     config = config_from_dict(tiny_mask_rcnn(tmp_path))
     model = build_mask_rcnn(config)
     data = load_detection_data(config)
@@ -113,7 +54,7 @@ def test_losses_are_finite_and_reach_every_trainable_variable(tmp_path):
     assert float(again["total"]) == pytest.approx(float(losses["total"]), rel=1e-6)
 
 
-def test_training_images_must_fit_the_canvas_rule(tmp_path):
+def test_training_images_must_fit_the_canvas_rule(tmp_path, tiny_mask_rcnn):
     model = build_mask_rcnn(config_from_dict(tiny_mask_rcnn(tmp_path)))
     batch = {"images": tf.zeros([1, 60, 64, 3]), "image_size": [[60, 64]], "boxes": tf.zeros([1, 1, 4]),
              "classes": [[0]], "valid": [[False]], "is_crowd": [[False]], "masks": tf.zeros([1, 1, 28, 28])}
@@ -122,7 +63,7 @@ def test_training_images_must_fit_the_canvas_rule(tmp_path):
 
 
 @pytest.mark.slow
-def test_one_step_on_two_replicas_matches_one_device(training, tmp_path):
+def test_one_step_on_two_replicas_matches_one_device(training, tmp_path, tiny_mask_rcnn):
     """The global batch of 2 split over two logical CPUs gives the weights of one device on both images."""
     config = tiny_mask_rcnn(tmp_path / "one", train={"epochs": 1}, data={"train_examples": 2})
     one = training.start("one_device", {**config, "strategy": {"kind": "one_device"}})
@@ -145,7 +86,7 @@ def test_one_step_on_two_replicas_matches_one_device(training, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_and_matches_uninterrupted_run(training, tmp_path):
+def test_killed_run_resumes_and_matches_uninterrupted_run(training, tmp_path, tiny_mask_rcnn):
     sections = {"data": {"train_examples": 8, "horizontal_flip": True},
                 "train": {"epochs": 2, "schedule": "step", "step_epochs": [1], "warmup_epochs": 0.5}}  # fmt: skip
     uninterrupted = training.start("uninterrupted", tiny_mask_rcnn(tmp_path / "uninterrupted", **sections))
@@ -163,7 +104,7 @@ def test_killed_run_resumes_and_matches_uninterrupted_run(training, tmp_path):
     assert not (output / "metrics.json").exists()
     resumed = training.start("resumed", config)
     training.wait([uninterrupted, resumed])
-    assert "resuming from epoch 1 of 2" in resumed.stdout
+    assert "after epoch 1 of 2" in resumed.stdout
     summary, _, final = resumed.result()
     reference, _, reference_final = uninterrupted.result()
     assert summary["iterations"] == reference["iterations"] == 8
@@ -174,19 +115,18 @@ def test_killed_run_resumes_and_matches_uninterrupted_run(training, tmp_path):
         assert key in metrics
 
 
-def test_diverging_run_raises(tmp_path):
-    from kzoo.training.mask_rcnn_trainer import train_mask_rcnn
-    from kzoo.training.trainer import TrainingDivergedError
+def test_diverging_run_raises(tmp_path, tiny_mask_rcnn):
+    from kzoo.training.loop import TrainingDivergedError
 
     config = config_from_dict(
         tiny_mask_rcnn(tmp_path, train={"learning_rate": 1e8, "gradient_clip_norm": None, "momentum": 0.0})
     )
     with pytest.raises(TrainingDivergedError, match="loss became"):
-        train_mask_rcnn(config, verbose=0)
+        train(config, verbose=0)
     assert not (tmp_path / "metrics.json").exists()
 
 
-def test_cli_train_then_evaluate(tmp_path, capsys):
+def test_cli_train_then_evaluate(tmp_path, capsys, tiny_mask_rcnn):
     import yaml
 
     from kzoo.cli import main
@@ -208,19 +148,17 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
     assert "weights file not found" in capsys.readouterr().err
 
 
-def test_jit_compiled_train_step_with_the_gather_kernel(tmp_path):
-    from kzoo.training.mask_rcnn_trainer import train_mask_rcnn
-
+def test_jit_compiled_train_step_with_the_gather_kernel(tmp_path, tiny_mask_rcnn):
     config = config_from_dict(
         tiny_mask_rcnn(tmp_path, model={"roi_method": "gather"}, train={"jit_compile": True, "epochs": 1})
     )
-    metrics = train_mask_rcnn(config, verbose=0)
+    metrics = train(config, verbose=0)
     assert np.isfinite(metrics["loss_total"]) and metrics["eval_images"] == 4
     with pytest.raises(ValueError, match="roi_method: gather"):
         build_mask_rcnn(config_from_dict(tiny_mask_rcnn(tmp_path, train={"jit_compile": True})))
 
 
-def test_demo_runs_mask_rcnn_configs(tmp_path, capsys):
+def test_demo_runs_mask_rcnn_configs(tmp_path, capsys, tiny_mask_rcnn):
     import yaml
 
     from kzoo.cli import main
@@ -235,14 +173,13 @@ def test_demo_runs_mask_rcnn_configs(tmp_path, capsys):
     ]
 
 
-def test_bfloat16_mixed_precision_trains(tmp_path):
+def test_bfloat16_mixed_precision_trains(tmp_path, tiny_mask_rcnn):
     import keras
 
-    from kzoo.training.mask_rcnn_trainer import train_mask_rcnn
-
-    config = config_from_dict(tiny_mask_rcnn(tmp_path, train={"mixed_precision": "bfloat16"}))
-    metrics = train_mask_rcnn(config, verbose=0)
+    config = config_from_dict({**tiny_mask_rcnn(tmp_path), "precision": "bfloat16"})
+    assert config.model.compute_dtype == "bfloat16"  # one setting: the model computes in bfloat16
+    metrics = train(config, verbose=0)
     assert np.isfinite(metrics["loss_total"]) and metrics["eval_images"] == 4
-    assert keras.mixed_precision.global_policy().name == "float32"  # restored after training
-    with pytest.raises(ValueError, match="float16"):
-        train_mask_rcnn(config_from_dict(tiny_mask_rcnn(tmp_path, train={"mixed_precision": "float16"})))
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with pytest.raises(ConfigError, match="precision"):
+        config_from_dict({**tiny_mask_rcnn(tmp_path), "precision": "float16"})

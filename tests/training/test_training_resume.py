@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from kzoo.config import config_from_dict
-from kzoo.training.trainer import TrainingDivergedError, train
+from kzoo.tasks import train
+from kzoo.training.loop import TrainingDivergedError
 
 
 @pytest.mark.slow
@@ -37,7 +38,7 @@ def test_killed_run_resumes_from_last_epoch_and_matches_uninterrupted_run(traini
 
     resumed = training.start("resumed", config)
     training.wait([uninterrupted, resumed])
-    assert "resuming from epoch 1 of 2" in resumed.stdout
+    assert "after epoch 1 of 2" in resumed.stdout
     assert "Epoch 1/2" not in resumed.stdout and "Epoch 2/2" in resumed.stdout
     summary, _, final = resumed.result()
     reference_summary, _, reference_final = uninterrupted.result()

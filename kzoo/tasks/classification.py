@@ -1,0 +1,333 @@
+"""The image-classification task (NIN): model, data, train step, evaluation, export and prediction wiring."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kzoo.config import ExperimentConfig
+from kzoo.data.classification import ClassificationSplit, load_classification, make_pipeline
+from kzoo.data.images import read_image_file
+from kzoo.evaluation.classification import evaluate_classifier
+from kzoo.models.nin import build_nin, resolve_blocks
+from kzoo.models.weight_files import load_weights_file
+from kzoo.training import loop
+from kzoo.utils import files
+
+
+class ClassificationTask:
+    """NIN classification as ``config`` (a :class:`kzoo.config.ExperimentConfig`) describes it."""
+
+    metric_names = ("train_loss", "train_accuracy")
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        self.config = config
+        self.keras_policy = loop.PRECISION_POLICIES[config.precision]
+        self._splits: dict[str, ClassificationSplit] = {}
+
+    # -- data ------------------------------------------------------------------------------------------------
+
+    def split(self, which: str, num_examples: int | None = None) -> ClassificationSplit:
+        """The ``train`` or ``eval`` split of ``config.data`` (loaded once); ``num_examples`` caps it."""
+        data = self.config.data
+        name, default_count = (data.train_split, data.train_examples) if which == "train" else (
+            data.eval_split, data.eval_examples)  # fmt: skip
+        count = num_examples or default_count
+        key = f"{which}:{count}"
+        if key not in self._splits:
+            self._splits[key] = load_classification(data.source, name, data.data_dir, data.tfds_name, count,
+                                                    data.image_size)  # fmt: skip
+        return self._splits[key]
+
+    def eval_arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The evaluation split as arrays: images ``[N, H, W, C]`` (the source's dtype) and labels int64 ``[N]``."""
+        images, labels = zip(*self.split("eval").dataset.as_numpy_iterator())
+        images, labels = np.stack(images), np.asarray(labels)
+        return (images[:limit], labels[:limit]) if limit else (images, labels)
+
+    def training_data(self, global_batch: int) -> tuple[tf.data.Dataset, int]:
+        train = self.split("train")
+        if len(train.class_names) != self.config.model.classes:
+            raise ValueError(
+                f"model.classes is {self.config.model.classes} but the data set has {len(train.class_names)} classes"
+            )
+        steps_per_epoch = train.num_examples // global_batch
+        if steps_per_epoch < 1:
+            raise ValueError(f"{train.num_examples} training examples are fewer than one global batch ({global_batch})")
+        data = self.config.data
+        dataset = make_pipeline(
+            train, global_batch, training=True, crop_padding=data.crop_padding, horizontal_flip=data.horizontal_flip,
+            shuffle_buffer=data.shuffle_buffer, seed=self.config.train.seed,
+        ).repeat()  # fmt: skip
+        return _sharded(dataset), steps_per_epoch
+
+    # -- model and step -----------------------------------------------------------------------------------------
+
+    def build_model(self) -> keras.Model:
+        """The classifier of ``config.model`` (randomly initialized)."""
+        model_config = self.config.model
+        return build_nin(
+            keras.Input(model_config.input_shape, name="images"),
+            resolve_blocks(model_config.variant, model_config.blocks),
+            classes=model_config.classes,
+            dropout_rate=model_config.dropout_rate,
+            use_batch_norm=model_config.use_batch_norm,
+            name=f"nin_{model_config.variant}",
+        )
+
+    def make_train_step(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                        strategy: tf.distribute.Strategy, global_batch: int) -> Callable[[Iterator], tf.Tensor]:
+        return make_train_step(model, optimizer, strategy, self.config.model.classes, global_batch,
+                               label_smoothing=self.config.train.label_smoothing,
+                               scale_loss=self.config.precision == "float16")  # fmt: skip
+
+    def step_metrics(self, totals: np.ndarray, steps: int) -> dict[str, float]:
+        count = max(float(totals[2]), 1.0)
+        return {"train_loss": float(totals[0]) / count, "train_accuracy": float(totals[1]) / count}
+
+    def evaluate(self, model: keras.Model, strategy: tf.distribute.Strategy | None = None,
+                 batch_size: int = 256) -> dict[str, float]:
+        """``loss``, ``accuracy``, ``top5_accuracy`` and ``examples`` on the evaluation split."""
+        dataset = _sharded(make_pipeline(self.split("eval"), batch_size, training=False))
+        return evaluate_classifier(model, dataset, strategy)
+
+    def run_summary(self) -> dict[str, Any]:
+        return {"class_names": list(self.split("train").class_names)}
+
+    # -- after training -------------------------------------------------------------------------------------------
+
+    def weights_path(self, weights: str | None = None) -> str:
+        """``weights``, or the run's trained weights ``OUTPUT_DIR/model.weights.h5``; FileNotFoundError when absent."""
+        path = weights or os.path.join(self.config.output_dir, loop.WEIGHTS_FILE)
+        if not os.path.isfile(path):
+            hint = "" if weights else " (train first: kzoo train CONFIG, or pass --weights FILE)"
+            raise FileNotFoundError(f"weights file not found: {path}{hint}")
+        return path
+
+    def trained_model(self, weights: str | None = None) -> keras.Model:
+        """The model with trained weights loaded (see :meth:`weights_path`)."""
+        path = self.weights_path(weights)
+        model = self.build_model()
+        load_weights_file(model, path)
+        return model
+
+    def export(self, format: str, weights: str | None = None, output: str | None = None,
+               model_name: str | None = None, version: int | None = None, input_dtype: str = "float32",
+               warmup: int = 0, quantize: Sequence[str] = ("none",), eval_examples: int | None = None,
+               ) -> list[dict[str, Any]]:
+        """Export trained weights as a TF Serving SavedModel (``format="saved_model"``) or builtin-only TFLite
+        files (``"tflite"``, one per ``quantize`` mode), each checked on the evaluation split.
+
+        Returns:
+            One dict per artifact: ``path``, ``bytes``, ``accuracy``, ``examples``.
+        """
+        from kzoo.export import convert_classifier_tflite, export_classifier_saved_model, run_tflite_classifier
+        from kzoo.export.common import latest_version_dir
+
+        model = self.trained_model(weights)
+        output = output or os.path.join(self.config.output_dir, "export")
+        name = model_name or self.config.name
+        images, labels = self.eval_arrays(eval_examples)
+        artifacts = []
+        if format == "saved_model":
+            version_dir = export_classifier_saved_model(
+                model, output, name, self.split("eval").class_names, version=version, input_dtype=input_dtype,
+                warmup_examples=warmup,
+            )  # fmt: skip
+            artifacts.append(_artifact(version_dir, saved_model_accuracy(version_dir, images, labels), len(labels)))
+            return artifacts
+        calibration = None
+        if "int8" in quantize:
+            calibration = np.stack([x for x, _ in self.split("train", 512).dataset.as_numpy_iterator()])[:256]
+        latest = latest_version_dir(os.path.join(output, name))
+        if latest:
+            artifacts.append(_artifact(latest, saved_model_accuracy(latest, images, labels), len(labels)))
+        for mode in quantize:
+            path = os.path.join(output, f"{name}_{mode}.tflite")
+            convert_classifier_tflite(model, path, quantize=mode, representative_images=calibration)
+            accuracy = float(np.mean(np.argmax(run_tflite_classifier(path, images), -1) == labels))
+            artifacts.append(_artifact(path, accuracy, len(labels)))
+        return artifacts
+
+
+def _artifact(path: str, accuracy: float, examples: int) -> dict[str, Any]:
+    size = os.path.getsize(path) if os.path.isfile(path) else sum(
+        os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(path) for f in names)  # fmt: skip
+    return {"path": path, "bytes": size, "accuracy": accuracy, "examples": examples}
+
+
+def _sharded(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def make_train_step(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    strategy: tf.distribute.Strategy,
+    classes: int,
+    global_batch: int,
+    label_smoothing: float = 0.0,
+    scale_loss: bool = False,
+) -> Callable[[Iterator], tf.Tensor]:
+    """The compiled training step: ``train_step(iterator) -> [loss_sum, correct, count]`` float32 ``[3]``.
+
+    Pulls one global batch ``(images float32 [B, H, W, C], labels int64 [B])`` from a distributed iterator, runs
+    forward/backward on every replica (loss: cross-entropy averaged over the global batch, plus regularization
+    losses scaled per replica), applies the all-reduced gradients, and returns the sums over the global batch of
+    the per-example loss and of the correct predictions, and the number of examples. ``scale_loss`` applies a
+    ``LossScaleOptimizer``'s scaling (float16).
+    """
+
+    def replica_step(images, labels):
+        with tf.GradientTape() as tape:
+            probs = tf.cast(model(images, training=True), tf.float32)
+            per_example = keras.losses.categorical_crossentropy(
+                tf.one_hot(labels, classes), probs, label_smoothing=label_smoothing
+            )
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            objective = optimizer.scale_loss(loss) if scale_loss else loss
+        variables = model.trainable_variables
+        gradients = tape.gradient(objective, variables)
+        optimizer.apply_gradients(zip(gradients, variables))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, -1), labels), tf.float32))
+        count = tf.cast(tf.shape(labels)[0], tf.float32)
+        # the replica's loss is its share of the global mean; times the global batch it sums over replicas
+        return tf.stack([loss * float(global_batch), correct, count])
+
+    @tf.function
+    def train_step(iterator):
+        images, labels = next(iterator)
+        sums = strategy.run(replica_step, args=(images, labels))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
+
+    return train_step
+
+
+# -- SavedModel predictions --------------------------------------------------------------------------------------
+
+
+def _load_classifier_saved_model(saved_model: str):
+    """``(version_dir, loaded)`` of a kzoo classifier SavedModel (a TF Serving model folder or a version folder)."""
+    from kzoo.export.common import latest_version_dir
+
+    version_dir = saved_model
+    if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
+        version_dir = latest_version_dir(saved_model)
+        if version_dir is None:
+            raise FileNotFoundError(f"no SavedModel in {saved_model} (export one: kzoo export CONFIG)")
+    loaded = tf.saved_model.load(version_dir)
+    serve = loaded.signatures.get("serving_default")
+    if serve is None or "probabilities" not in serve.structured_outputs or "class_maps" not in loaded.signatures:
+        raise ValueError(f"{version_dir} is not a kzoo classifier SavedModel (no 'probabilities' output); "
+                         "for Mask R-CNN use kzoo predict IMAGE --mask-rcnn CONFIG")  # fmt: skip
+    return version_dir, loaded
+
+
+def saved_model_accuracy(version_dir: str, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> float:
+    """Top-1 accuracy of a classifier SavedModel's ``serving_default`` on ``images`` ``[N, H, W, C]``."""
+    serve = tf.saved_model.load(version_dir).signatures["serving_default"]
+    dtype = serve.structured_input_signature[1]["images"].dtype
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        batch = tf.cast(images[start : start + batch_size], dtype)
+        correct += int(np.sum(serve(images=batch)["classes"].numpy() == labels[start : start + batch_size]))
+    return correct / max(len(labels), 1)
+
+
+def predict_with_saved_model(saved_model: str, paths: Sequence[str], top: int = 3,
+                             cam_dir: str | None = None) -> list[dict[str, Any]]:
+    """Top-``top`` predictions for image files from an exported classifier SavedModel (a TF Serving model folder
+    or one version folder). A SavedModel is a program: load only the ones you trust.
+
+    Returns:
+        One dict per image: ``image`` (the path), ``top`` (``[(class index, name, probability)]``) and, with
+        ``cam_dir``, ``cam`` (the PNG of the top class's confidence map over the image).
+    """
+    from kzoo.ops.overlay import overlay_heatmap
+
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    images = [(path, read_image_file(path)[1]) for path in paths]
+    version_dir, loaded = _load_classifier_saved_model(saved_model)
+    names_file = os.path.join(version_dir, "assets.extra", "class_names.txt")
+    class_names = open(names_file).read().splitlines() if os.path.isfile(names_file) else None
+    spec = loaded.signatures["serving_default"].structured_input_signature[1]["images"]
+    height, width, channels = spec.shape[1:]
+    out_paths = files.unique_output_paths([p for p, _ in images], cam_dir, "_cam.png") if cam_dir else []
+    results = []
+    for index, (path, rgb) in enumerate(images):
+        # decoded here (Pillow reads 16-bit, palette and grayscale files alike), resized as serving_bytes does
+        pixels = rgb if channels == 3 else np.round(rgb.astype(np.float32) @ [0.299, 0.587, 0.114])[..., None]
+        resized = tf.image.resize(np.asarray(pixels, np.float32)[None], (height, width))
+        batch = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), spec.dtype)
+        probs = loaded.signatures["serving_default"](images=batch)["probabilities"].numpy()[0]
+        order = np.argsort(-probs)[: min(top, len(probs))]
+        result = {"image": path, "top": [(int(i), class_names[i] if class_names else str(i), float(probs[i]))
+                                         for i in order]}  # fmt: skip
+        if cam_dir:
+            maps = loaded.signatures["class_maps"](images=batch)["class_maps"]
+            overlay = overlay_heatmap(rgb, maps.numpy()[0, :, :, order[0]])
+            files.write_bytes(out_paths[index], tf.io.encode_png(overlay).numpy())
+            result["cam"] = out_paths[index]
+        results.append(result)
+    return results
+
+
+def run_demo(config: ExperimentConfig, fresh: bool = False) -> tuple[str, list[tuple]]:
+    """The NIN main job on built-in data: train, evaluate, export (SavedModel + int8 TFLite), predict with the
+    export on sample PNG files. Returns the final table's title and rows."""
+    import time
+
+    started = time.perf_counter()
+    task = ClassificationTask(config)
+    print(f"[1/4] train {config.name}: {config.train.epochs} epochs on the built-in '{config.data.source}' data "
+          f"(output: {config.output_dir})")  # fmt: skip
+    metrics = loop.train(task, verbose=1, fresh=fresh)
+    train_seconds = time.perf_counter() - started
+
+    print("[2/4] evaluate the Keras model")
+    keras_result = task.evaluate(task.trained_model())
+
+    print("[3/4] export: SavedModel (TF Serving layout) and TFLite (int8)")
+    export_dir = os.path.join(config.output_dir, "export")
+    saved, tflite = (task.export("saved_model", output=export_dir, warmup=1)[0],
+                     task.export("tflite", output=export_dir, quantize=("int8",))[-1])  # fmt: skip
+
+    print("[4/4] predict with the SavedModel on sample PNG files")
+    sample_dir = os.path.join(config.output_dir, "samples")
+    images, labels = task.eval_arrays(4)
+    names = task.split("eval").class_names
+    paths = []
+    for i in range(4):
+        path = os.path.join(sample_dir, f"sample{i}_{names[labels[i]]}.png")
+        files.write_bytes(path, tf.io.encode_png(images[i]).numpy())
+        paths.append(path)
+    predictions = predict_with_saved_model(os.path.dirname(saved["path"]), paths, top=1, cam_dir=sample_dir)
+
+    rows: list[tuple] = [("step", "result")]
+    if metrics.get("already_finished"):
+        rows.append(("train", f"already finished ({metrics['epochs']} epochs); --fresh trains again"))
+    else:
+        rows.append(("train", f"{metrics['epochs']} epochs, {train_seconds:.0f} s, "
+                              f"{metrics['train_images_per_second'] or 0:.0f} images/s"))  # fmt: skip
+    rows.append(("trained weights", os.path.join(config.output_dir, loop.WEIGHTS_FILE)))
+    rows.append(("Keras model, test accuracy", f"{100 * keras_result['accuracy']:.2f}%"))
+    rows.append(("SavedModel, test accuracy", f"{100 * saved['accuracy']:.2f}%  ({saved['path']})"))
+    rows.append(("TFLite int8, test accuracy", f"{100 * tflite['accuracy']:.2f}%  ({tflite['path']}, "
+                                               f"{tflite['bytes'] / 1e3:.0f} kB)"))  # fmt: skip
+    for prediction in predictions:
+        _, name, prob = prediction["top"][0]
+        rows.append((f"predict {os.path.basename(prediction['image'])}",
+                     f"{name} ({prob:.3f}), map {prediction['cam']}"))  # fmt: skip
+    rows.append(("total time", f"{time.perf_counter() - started:.0f} s"))
+    rows.append(("next", f"kzoo evaluate {os.path.join(config.output_dir, 'config.yaml')}"))
+    return "kzoo demo: NIN on built-in shapes", rows

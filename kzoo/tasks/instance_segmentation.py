@@ -1,0 +1,395 @@
+"""The instance-segmentation task (Mask R-CNN): model, data, train step, evaluation, export and predict wiring.
+
+Per step each replica computes :meth:`MaskRCNNModel.training_losses` on its share of the global batch (targets
+sampled with a stateless seed from ``(train.seed, step)``), the gradients are all-reduced, clipped by their
+global norm, and applied by the optimizer of ``config.train`` (see :func:`kzoo.training.loop.build_optimizer`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kzoo.config import MaskRCNNExperimentConfig
+from kzoo.data.coco import CocoCategories, coco_dict, load_coco_instances
+from kzoo.data.coco_categories import COCO_CATEGORIES
+from kzoo.data.detection import load_tfds_instances, make_detection_pipeline
+from kzoo.data.images import read_image_file
+from kzoo.data.shapes import SHAPES_INSTANCE_CLASSES, make_shapes_instances
+from kzoo.evaluation.coco import CocoEvaluator
+from kzoo.evaluation.detection import evaluate_mask_rcnn
+from kzoo.models.mask_rcnn import MaskRCNNModel
+from kzoo.models.weight_files import load_weights_file
+from kzoo.ops.resize import padded_size
+from kzoo.training import loop
+from kzoo.utils import files
+
+LOSS_NAMES = ("total", "rpn_objectness", "rpn_box", "classification", "box", "mask")
+
+
+@dataclasses.dataclass
+class DetectionData:
+    """The training source, the evaluation source with its COCO ground truth, and the categories."""
+
+    train: Any
+    eval: Any
+    ground_truth: Any
+    categories: CocoCategories
+    num_train: int | None
+
+
+def load_detection_data(config: MaskRCNNExperimentConfig) -> DetectionData:
+    """The sources of ``config.data`` (see :class:`kzoo.config.DetectionDataConfig`)."""
+    data = config.data
+    if data.source == "shapes":
+        train = make_shapes_instances(
+            data.train_examples or 2000, data.shapes_image_size, data.shapes_max_instances, seed=config.train.seed
+        )
+        evaluation = make_shapes_instances(
+            data.eval_examples or 200, data.shapes_image_size, data.shapes_max_instances, seed=config.train.seed + 1
+        )
+        categories = CocoCategories.from_names(SHAPES_INSTANCE_CLASSES)
+        return DetectionData(train, evaluation, coco_dict(evaluation, categories), categories, len(train))
+    if data.source == "coco":
+        for key in ("train_annotations", "train_images", "eval_annotations", "eval_images"):
+            if not getattr(data, key):
+                raise ValueError(f"data.source 'coco' needs data.{key}")
+        train = load_coco_instances(data.train_annotations, data.train_images, skip_empty=data.skip_empty)
+        evaluation = load_coco_instances(data.eval_annotations, data.eval_images)
+        if train.categories != evaluation.categories:
+            raise ValueError(
+                f"the categories of {data.train_annotations} and {data.eval_annotations} differ: "
+                f"{train.categories.names} vs {evaluation.categories.names}"
+            )
+        if data.train_examples is not None:
+            train = dataclasses.replace(train, records=train.records[: data.train_examples])
+        if data.eval_examples is not None:
+            evaluation = dataclasses.replace(evaluation, records=evaluation.records[: data.eval_examples])
+        return DetectionData(train, evaluation, data.eval_annotations, train.categories, len(train))
+    if not data.tfds_name:
+        raise ValueError("data.source 'tfds' needs data.tfds_name (e.g. coco/2017_panoptic)")
+    train = load_tfds_instances(data.tfds_name, data.train_split, data.data_dir, skip_empty=data.skip_empty)
+    evaluation = load_tfds_instances(data.tfds_name, data.eval_split, data.data_dir)
+    eval_examples = [
+        {"image": e["image"], "boxes": e["boxes"], "classes": e["classes"], "masks": e["masks"].astype(bool),
+         "is_crowd": e["is_crowd"], "image_id": int(e["image_id"])}
+        for e in evaluation.dataset.take(data.eval_examples or -1).as_numpy_iterator()
+    ]  # fmt: skip
+    num_train = data.train_examples or train.num_examples
+    ground_truth = coco_dict(eval_examples, evaluation.categories)
+    return DetectionData(train.dataset.take(data.train_examples or -1), eval_examples, ground_truth,
+                         evaluation.categories, num_train)  # fmt: skip
+
+
+def canvas_size(config: MaskRCNNExperimentConfig) -> int:
+    """The side of the square training canvas: ``max_size`` rounded up to ``size_divisible``."""
+    return int(padded_size(config.model.max_size, config.model.max_size, config.model.size_divisible)[0])
+
+
+def make_pipelines(config: MaskRCNNExperimentConfig, data: DetectionData, global_batch: int):
+    """``(train, eval)`` datasets of :func:`make_detection_pipeline` batches (train repeats forever)."""
+    model, data_config = config.model, config.data
+    common = dict(
+        image_size=canvas_size(config), min_size=model.min_size, max_size=model.max_size,
+        max_instances=data_config.max_instances, mask_size=data_config.mask_size,
+    )  # fmt: skip
+    train = make_detection_pipeline(
+        data.train, global_batch, training=True, horizontal_flip=data_config.horizontal_flip,
+        shuffle_buffer=data_config.shuffle_buffer, seed=config.train.seed, **common,
+    ).repeat()  # fmt: skip
+    evaluation = make_detection_pipeline(data.eval, global_batch, training=False, **common)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return train.with_options(options), evaluation
+
+
+def build_mask_rcnn(config: MaskRCNNExperimentConfig) -> MaskRCNNModel:
+    """The model of ``config.model``, built (variables created) on a canvas of the training size."""
+    if config.train.jit_compile and config.model.roi_method != "gather":
+        raise ValueError("train.jit_compile needs model.roi_method: gather (CropAndResize has no XLA kernel)")
+    model = MaskRCNNModel(config.model, name=config.name)
+    side = canvas_size(config)
+    model(tf.zeros([1, side, side, 3], tf.float32))
+    return model
+
+
+class InstanceSegmentationTask:
+    """Mask R-CNN as ``config`` (a :class:`kzoo.config.MaskRCNNExperimentConfig`) describes it."""
+
+    metric_names = tuple(f"loss_{name}" for name in LOSS_NAMES)
+    keras_policy = "float32"  # the model applies config.precision itself (MaskRCNNConfig.compute_dtype)
+
+    def __init__(self, config: MaskRCNNExperimentConfig) -> None:
+        self.config = config
+        self._data: DetectionData | None = None
+
+    @property
+    def data(self) -> DetectionData:
+        """The configured sources (loaded once)."""
+        if self._data is None:
+            self._data = load_detection_data(self.config)
+        return self._data
+
+    def training_data(self, global_batch: int) -> tuple[tf.data.Dataset, int]:
+        data, config = self.data, self.config
+        if data.categories.num_classes + 1 != config.model.num_classes:
+            raise ValueError(
+                f"model.num_classes is {config.model.num_classes} but the data set has {data.categories.num_classes}"
+                f" categories (+1 for the background = {data.categories.num_classes + 1})"
+            )
+        if not data.num_train:
+            raise ValueError("the size of the training set is unknown: set data.train_examples")
+        steps_per_epoch = data.num_train // global_batch
+        if steps_per_epoch < 1:
+            raise ValueError(f"{data.num_train} training images are fewer than one global batch ({global_batch})")
+        return make_pipelines(config, data, global_batch)[0], steps_per_epoch
+
+    def build_model(self) -> MaskRCNNModel:
+        return build_mask_rcnn(self.config)
+
+    def make_train_step(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                        strategy: tf.distribute.Strategy, global_batch: int) -> Callable[[Iterator], tf.Tensor]:
+        train = self.config.train
+        return make_mask_rcnn_train_step(model, optimizer, strategy, train.gradient_clip_norm, train.seed,
+                                         train.jit_compile)  # fmt: skip
+
+    def step_metrics(self, totals: np.ndarray, steps: int) -> dict[str, float]:
+        return {name: float(value) / steps for name, value in zip(self.metric_names, totals)}
+
+    def evaluate(self, model: keras.Model, strategy: tf.distribute.Strategy | None = None,
+                 verbose: int = 0) -> dict[str, float]:
+        """COCO bbox and segm AP on the evaluation split (``bbox_AP``, ..., ``segm_APl``, ``images``)."""
+        dataset = make_pipelines(self.config, self.data, self.config.train.batch_size)[1]
+        evaluator = CocoEvaluator(self.data.ground_truth, self.data.categories)
+        return evaluate_mask_rcnn(model, dataset, evaluator, verbose=verbose)
+
+    def run_summary(self) -> dict[str, Any]:
+        return {"class_names": list(self.data.categories.names)}
+
+    # -- after training -------------------------------------------------------------------------------------------
+
+    def weights_path(self, weights: str | None = None) -> str:
+        """``weights``, or the run's trained weights ``OUTPUT_DIR/model.weights.h5``; FileNotFoundError when absent."""
+        path = weights or os.path.join(self.config.output_dir, loop.WEIGHTS_FILE)
+        if not os.path.isfile(path):
+            hint = "" if weights else " (no trained weights for this config: train first with kzoo train CONFIG, " \
+                                      "or pass --weights FILE)"
+            raise FileNotFoundError(f"weights file not found: {path}{hint}")
+        return path
+
+    def trained_model(self, weights: str | None = None, **model_overrides: Any) -> MaskRCNNModel:
+        """The model with trained weights loaded; ``model_overrides`` replace :class:`MaskRCNNConfig` fields that
+        do not change the weights (``score_threshold``...)."""
+        path = self.weights_path(weights)
+        config = self.config
+        if model_overrides:
+            config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model_overrides))
+        model = build_mask_rcnn(config)
+        load_weights_file(model, path)
+        return model
+
+    def class_names(self) -> dict[int, str]:
+        """Label -> name: the trained run's ``class_names`` (metrics.json), else the data source's categories,
+        else COCO's for a 91-class model, else the label numbers."""
+        metrics = loop.read_run_metrics(self.config.output_dir) or {}
+        names = metrics.get("class_names")
+        if not names:
+            if self.config.data.source == "shapes":
+                names = list(SHAPES_INSTANCE_CLASSES)
+            elif self.config.data.source == "coco" and self.config.data.eval_annotations and os.path.isfile(
+                    self.config.data.eval_annotations):
+                with open(self.config.data.eval_annotations) as f:
+                    names = list(CocoCategories.from_coco(json.load(f).get("categories", [])).names)
+            elif self.config.model.num_classes == 91:
+                return dict(COCO_CATEGORIES)
+        names = names or []
+        return {label: names[label - 1] if label <= len(names) else str(label)
+                for label in range(1, self.config.model.num_classes)}  # fmt: skip
+
+    def evaluate_weights(self, weights: str | None = None, results: str | None = None,
+                         verbose: int = 1) -> dict[str, float]:
+        """COCO AP of trained weights on the evaluation split; ``results`` also writes the detections json and
+        ``*_metrics.json`` beside it."""
+        model = self.trained_model(weights)
+        dataset = make_pipelines(self.config, self.data, self.config.train.batch_size)[1]
+        evaluator = CocoEvaluator(self.data.ground_truth, self.data.categories)
+        metrics = evaluate_mask_rcnn(model, dataset, evaluator, verbose=verbose)
+        if results:
+            evaluator.write_results(results)
+            files.write_json(os.path.splitext(results)[0] + "_metrics.json", metrics)
+        return metrics
+
+    def export(self, format: str, weights: str | None = None, output: str | None = None,
+               model_name: str | None = None, version: int | None = None, input_dtype: str = "float32",
+               warmup: int = 0, quantize: Sequence[str] = ("none",), full_image_masks: bool = False,
+               ) -> list[dict[str, Any]]:
+        """A TF Serving SavedModel (``format="saved_model"``) or builtin-only TFLite files (``"tflite"``, one per
+        ``quantize`` mode at the training canvas size), each TFLite file compared with the Keras model on eval
+        images.
+
+        Returns:
+            One dict per artifact: ``kind``, ``path``, ``bytes`` and, for TFLite, ``parity`` (the summary of
+            :func:`kzoo.evaluation.detection_parity.compare_detections`) and ``parity_images``.
+        """
+        from kzoo.export import convert_mask_rcnn_tflite, export_mask_rcnn_saved_model
+
+        model = self.trained_model(weights)
+        output = output or os.path.join(self.config.output_dir, "export")
+        name = model_name or self.config.name
+        if format == "saved_model":
+            version_dir = export_mask_rcnn_saved_model(
+                model, output, name, version=version, full_image_masks=full_image_masks, warmup_images=warmup,
+                class_names=list(self.class_names().values()),
+            )  # fmt: skip
+            size = sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(version_dir) for f in names)
+            return [{"kind": "SavedModel (TF Serving)", "path": version_dir, "bytes": size}]
+        from kzoo.evaluation.detection_parity import compare_detections
+        from kzoo.export import run_mask_rcnn_tflite
+
+        side = canvas_size(self.config)
+        _, dataset = make_pipelines(self.config, self.data, 8)
+        canvases = np.concatenate([b["images"].numpy() for b in dataset.take(6)]).astype(np.uint8)
+        # int8 calibrates on the first 32 eval canvases; parity is measured on the next 16 (or on the same ones
+        # when the eval split is smaller)
+        representative, check = canvases[:32], (canvases[32:] if len(canvases) > 32 else canvases)
+        reference = {key: value.numpy() for key, value in model(check).items()}
+        artifacts = []
+        for mode in quantize:
+            path = os.path.join(output, f"{name}_{mode}.tflite")
+            convert_mask_rcnn_tflite(model, path, (side, side), mode, representative_images=representative,
+                                     input_dtype=input_dtype)  # fmt: skip
+            parity = compare_detections(reference, run_mask_rcnn_tflite(path, check), (side, side)).summary()
+            artifacts.append({"kind": f"TFLite {mode}", "path": path, "bytes": os.path.getsize(path),
+                              "parity": parity, "parity_images": len(check)})  # fmt: skip
+        return artifacts
+
+    def predict(self, paths: Sequence[str], output_dir: str, weights: str | None = None,
+                score_threshold: float | None = None) -> list[dict[str, Any]]:
+        """Detect and segment image files with the run's trained weights (or ``weights``); write one annotated
+        PNG per image into ``output_dir``.
+
+        Returns:
+            One dict per image: ``image``, ``output`` (the PNG) and ``detections``
+            (``[(label name, score, box [ymin, xmin, ymax, xmax] in the image's pixels)]``, best first).
+        """
+        from kzoo.ops.masks import paste_masks
+        from kzoo.ops.overlay import draw_detections
+
+        images = [(path, read_image_file(path)[1]) for path in paths]
+        overrides = {} if score_threshold is None else {"score_threshold": float(score_threshold)}
+        model = self.trained_model(weights, **overrides)
+        names = self.class_names()
+        out_paths = files.unique_output_paths([p for p, _ in images], output_dir, "_detections.png")
+        results = []
+        for (path, rgb), out_path in zip(images, out_paths):
+            out = {k: v.numpy()[0] for k, v in model(rgb[None]).items()}
+            count = int(out["num_detections"])
+            boxes, scores = out["detection_boxes"][:count], out["detection_scores"][:count]
+            classes = out["detection_classes"][:count]
+            masks = paste_masks(out["detection_masks"][:count], boxes, rgb.shape[:2])
+            drawn = draw_detections(rgb, boxes, classes, scores, masks, names)
+            files.write_bytes(out_path, tf.io.encode_png(drawn).numpy())
+            labels = [names.get(int(c), str(int(c))) for c in classes]
+            results.append({"image": path, "output": out_path,
+                            "detections": list(zip(labels, scores.tolist(), boxes))})  # fmt: skip
+        return results
+
+
+def make_mask_rcnn_train_step(
+    model: MaskRCNNModel,
+    optimizer: keras.optimizers.Optimizer,
+    strategy: tf.distribute.Strategy,
+    gradient_clip_norm: float | None = None,
+    seed: int = 0,
+    jit_compile: bool = False,
+) -> Callable[[Iterator], tf.Tensor]:
+    """The compiled step: ``train_step(iterator) -> float32 [6]``, the global batch's losses in
+    ``LOSS_NAMES`` order (each the mean over the replicas of the replica's batch loss).
+
+    Every replica's loss is divided by the number of replicas, so the summed gradients are those of the mean
+    loss. Gradients are all-reduced here, clipped by their global norm (``gradient_clip_norm``), and handed to
+    the optimizer divided by the replica count (it all-reduces with a sum again). Sampling seeds are
+    ``(seed, optimizer.iterations)``, so a resumed run samples what the uninterrupted one would.
+    """
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_step(batch):
+        step_seed = tf.stack([tf.constant(seed, tf.int32), tf.cast(optimizer.iterations, tf.int32)])
+        with tf.GradientTape() as tape:
+            losses = model.training_losses(batch, seed=step_seed)
+            loss = losses["total"] / replicas
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        variables = model.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        if gradient_clip_norm:
+            context = tf.distribute.get_replica_context()
+            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+            gradients, _ = tf.clip_by_global_norm(gradients, gradient_clip_norm)
+            gradients = [g / replicas for g in gradients]
+        optimizer.apply_gradients(zip(gradients, variables))
+        return tf.stack([losses[name] / replicas for name in LOSS_NAMES])
+
+    replica_fn = tf.function(replica_step, jit_compile=True) if jit_compile else replica_step
+
+    @tf.function
+    def train_step(iterator):
+        batch = next(iterator)
+        values = strategy.run(replica_fn, args=(batch,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None)
+
+    return train_step
+
+
+#: What the shapes demo must reach.
+SHAPES_TARGETS = {"bbox_AP50": 0.9, "segm_AP": 0.6}
+
+
+def run_demo(config: MaskRCNNExperimentConfig, fresh: bool = False) -> tuple[str, list[tuple]]:
+    """The main job: train a Mask R-CNN on built-in shapes (COCO AP at the end), then detect and segment sample
+    PNG files. Returns the final table's title and rows."""
+    import time
+
+    started = time.perf_counter()
+    task = InstanceSegmentationTask(config)
+    print(f"[1/2] train {config.name}: {config.train.epochs} epochs on {config.data.train_examples} built-in "
+          f"'{config.data.source}' images, then COCO AP on {config.data.eval_examples} held-out ones "
+          f"(output: {config.output_dir})")  # fmt: skip
+    metrics = loop.train(task, verbose=1, fresh=fresh)
+    train_seconds = time.perf_counter() - started
+
+    print("[2/2] detect and segment sample PNG files")
+    sample_dir = os.path.join(config.output_dir, "samples")
+    paths = []
+    samples = make_shapes_instances(4, config.data.shapes_image_size, config.data.shapes_max_instances, seed=12345)
+    for i, example in enumerate(samples):
+        path = os.path.join(sample_dir, f"sample{i}.png")
+        files.write_bytes(path, tf.io.encode_png(example["image"]).numpy())
+        paths.append(path)
+    predictions = task.predict(paths, sample_dir, score_threshold=0.5)
+
+    rows: list[tuple] = [("result", "value", "target")]
+    for key, target in SHAPES_TARGETS.items():
+        value = metrics[f"eval_{key}"]
+        rows.append((f"held-out {key.replace('_', ' ')}", f"{value:.3f}", f">= {target} "
+                     f"{'ok' if value >= target else 'MISSED'}"))  # fmt: skip
+    for key in ("bbox_AP", "segm_AP50"):
+        rows.append((f"held-out {key.replace('_', ' ')}", f"{metrics[f'eval_{key}']:.3f}", ""))
+    if metrics.get("already_finished"):
+        rows.append(("train", f"already finished ({metrics['epochs']} epochs)", "--fresh trains again"))
+    else:
+        rows.append(("train", f"{metrics['epochs']} epochs, {train_seconds:.0f} s", ""))
+    rows.append(("trained weights", os.path.join(config.output_dir, loop.WEIGHTS_FILE), ""))
+    for prediction in predictions:
+        found = ", ".join(f"{label} {score:.2f}" for label, score, _ in prediction["detections"]) or "-"
+        rows.append((f"predict {os.path.basename(prediction['image'])}", found, prediction["output"]))
+    rows.append(("total time", f"{time.perf_counter() - started:.0f} s", ""))
+    rows.append(("next", f"kzoo evaluate {os.path.join(config.output_dir, 'config.yaml')}", ""))
+    return "kzoo demo: Mask R-CNN on built-in shapes", rows

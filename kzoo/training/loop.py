@@ -1,0 +1,291 @@
+"""The training loop: one custom loop that serves every task and every ``tf.distribute`` strategy.
+
+Keras 3's ``model.fit`` fails under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585), so kzoo runs its
+own loop: the dataset distributed by the strategy, the task's step run by ``strategy.run`` inside a
+``tf.function``, model and optimizer created (and the optimizer built) in the strategy's scope.
+
+The loop owns what every task shares: the precision policy, the strategy and global batch, the optimizer and
+its schedule, resuming from the newest epoch checkpoint (and skipping the batches already seen), the progress
+bar, the divergence check, TensorBoard summaries, per-epoch checkpoints, evaluation every
+``train.eval_every_epochs`` epochs and after the last, and the run's files (written atomically). A task
+(:class:`TrainableTask`, see ``kzoo.tasks``) says how to build the model, the data and the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from kzoo.config import ConfigError, config_to_dict
+from kzoo.training.checkpoints import EpochCheckpointer
+from kzoo.training.schedules import WarmupSchedule
+from kzoo.training.strategy import is_chief, make_strategy, task_id
+from kzoo.utils import files
+
+#: The Keras dtype policy of each ``precision``.
+PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+#: Files of a run in its ``output_dir`` (what ``fresh=True`` removes; exports and pictures stay).
+RUN_FILES = ("checkpoints", "logs", "metrics.json", "model.weights.h5", "model.keras", "config.yaml")
+WEIGHTS_FILE = "model.weights.h5"
+METRICS_FILE = "metrics.json"
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class TrainableTask(Protocol):
+    """What the loop needs from a task (``kzoo.tasks.classification``, ``kzoo.tasks.instance_segmentation``)."""
+
+    config: Any
+    #: the Keras global dtype policy while the model is built and trained
+    keras_policy: str
+    #: the names of :meth:`step_metrics`, in order; the first is the loss
+    metric_names: tuple[str, ...]
+
+    def training_data(self, global_batch: int) -> tuple[tf.data.Dataset, int]:
+        """``(dataset, steps_per_epoch)``: batches of ``global_batch`` examples, repeating forever."""
+
+    def build_model(self) -> keras.Model:
+        """A new model with its variables created (called inside the strategy's scope)."""
+
+    def make_train_step(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                        strategy: tf.distribute.Strategy, global_batch: int) -> Callable[[Iterator], tf.Tensor]:
+        """``step(distributed_iterator) -> float32 [N]``: one global batch's sums, summed over the replicas."""
+
+    def step_metrics(self, totals: np.ndarray, steps: int) -> dict[str, float]:
+        """The epoch's running metrics (:attr:`metric_names`) from the step's summed outputs."""
+
+    def evaluate(self, model: keras.Model, strategy: tf.distribute.Strategy) -> dict[str, float]:
+        """Metrics on the evaluation split (stored with an ``eval_`` prefix)."""
+
+    def run_summary(self) -> dict[str, Any]:
+        """Extra entries for ``metrics.json`` (e.g. ``class_names``)."""
+
+
+@contextlib.contextmanager
+def keras_policy(name: str) -> Iterator[None]:
+    """Set Keras's global dtype policy for the block, then restore the previous one (it is process-wide)."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def build_optimizer(train_config: Any, steps_per_epoch: int, loss_scale: bool = False) -> keras.optimizers.Optimizer:
+    """The optimizer of ``train_config`` (a :class:`kzoo.config.TrainConfig`) with its warmup schedule; weight decay
+    skips biases and normalization parameters; ``loss_scale`` wraps it for float16 mixed precision."""
+    schedule = WarmupSchedule(
+        peak=train_config.learning_rate,
+        total_steps=max(train_config.epochs * steps_per_epoch, 1),
+        warmup_steps=int(round(train_config.warmup_epochs * steps_per_epoch)),
+        kind=train_config.schedule,
+        step_boundaries=[e * steps_per_epoch for e in train_config.step_epochs],
+        step_factor=train_config.step_factor,
+    )
+    if train_config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(
+            schedule, momentum=train_config.momentum, nesterov=train_config.nesterov,
+            weight_decay=train_config.weight_decay or None,
+        )  # fmt: skip
+    else:
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=train_config.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scale else optimizer
+
+
+def read_run_metrics(output_dir: str) -> dict | None:
+    """The ``metrics.json`` of a finished run, or ``None``."""
+    import json
+
+    path = os.path.join(output_dir, METRICS_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def clear_run(output_dir: str) -> None:
+    """Remove a run's checkpoints, logs, weights and metrics from ``output_dir`` (``--fresh``)."""
+    for name in RUN_FILES:
+        path = os.path.join(output_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def check_same_model(config: Any, output_dir: str) -> None:
+    """ConfigError when ``output_dir`` holds a run of another model (its ``config.yaml`` differs in ``task`` or
+    ``model``): resuming would restore weights of other shapes."""
+    path = os.path.join(output_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        try:
+            previous = yaml.safe_load(f) or {}
+        except yaml.YAMLError:
+            return
+    current = config_to_dict(config)
+    for section in ("task", "model"):
+        before, now = previous.get(section, current[section]), current[section]
+        if before == now:
+            continue
+        if isinstance(before, dict) and isinstance(now, dict):
+            key = next(k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k))
+            change = f"model.{key} was {before.get(key)!r}, now {now.get(key)!r}"
+        else:
+            change = f"{section} was {before!r}, now {now!r}"
+        raise ConfigError(
+            f"output directory {output_dir} holds a run of another model ({change}); "
+            "use another output_dir, or --fresh to delete that run and start over"
+        )
+
+
+def _start_run(config: Any, strategy: tf.distribute.Strategy, model: keras.Model, optimizer, verbose: int):
+    """Restore the newest epoch checkpoint (every worker reads the chief's); on the chief, open the TensorBoard
+    writer and write ``config.yaml``. Returns ``(checkpointer, start_epoch, writer)``."""
+    chief = is_chief(strategy)
+    checkpointer = EpochCheckpointer(
+        os.path.join(config.output_dir, "checkpoints"), chief, task_id(strategy), model=model, optimizer=optimizer
+    )
+    start_epoch = checkpointer.restore_latest()
+    if chief and verbose and start_epoch:
+        print(f"resuming {config.output_dir} after epoch {start_epoch} of {config.train.epochs}")
+    writer = tf.summary.create_file_writer(os.path.join(config.output_dir, "logs")) if chief else None
+    if chief:
+        files.write_text(os.path.join(config.output_dir, "config.yaml"),
+                         yaml.safe_dump(config_to_dict(config), sort_keys=False))  # fmt: skip
+    return checkpointer, start_epoch, writer
+
+
+def train(task: TrainableTask, verbose: int = 1, strategy: tf.distribute.Strategy | None = None,
+          fresh: bool = False) -> dict:
+    """Train ``task.config`` as it says, resuming from ``output_dir`` when a checkpoint is there.
+
+    Writes to ``config.output_dir`` (chief only): ``checkpoints/`` (every epoch), ``logs/`` (TensorBoard),
+    ``config.yaml``, ``model.weights.h5`` and ``metrics.json`` (atomically).
+
+    Args:
+        task: the task (model, data, step).
+        verbose: 0 silent, 1 progress bars, 2 one line per epoch.
+        strategy: a ``tf.distribute`` strategy (default: ``config.strategy``).
+        fresh: delete the run in ``output_dir`` first and start from scratch.
+
+    Returns:
+        The final metrics: the last epoch's running metrics, ``eval_*`` metrics, epochs, replicas, wall time and
+        throughput. A run that had already finished returns its stored metrics with ``already_finished=True``
+        and writes nothing.
+
+    Raises:
+        TrainingDivergedError: the loss became NaN or infinite.
+        ConfigError: ``output_dir`` holds a run of another model.
+    """
+    config = task.config
+    if fresh:
+        clear_run(config.output_dir)
+    check_same_model(config, config.output_dir)
+    with keras_policy(task.keras_policy):
+        return _train(task, verbose, strategy)
+
+
+def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy | None) -> dict:
+    config, train_config = task.config, task.config.train
+    keras.utils.set_random_seed(train_config.seed)
+    strategy = strategy or make_strategy(config.strategy.kind, config.strategy.devices)
+    chief = is_chief(strategy)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = train_config.batch_size * replicas
+    train_dataset, steps_per_epoch = task.training_data(global_batch)
+
+    with strategy.scope():
+        model = task.build_model()
+        optimizer = build_optimizer(train_config, steps_per_epoch, loss_scale=config.precision == "float16")
+        optimizer.build(model.trainable_variables)
+    os.makedirs(config.output_dir, exist_ok=True)
+    checkpointer, start_epoch, writer = _start_run(config, strategy, model, optimizer, verbose)
+    if start_epoch >= train_config.epochs:
+        finished = read_run_metrics(config.output_dir)
+        if finished is not None:
+            return {**finished, "already_finished": True}
+
+    train_step = task.make_train_step(model, optimizer, strategy, global_batch)
+    # a resumed run skips the batches of the epochs it already has, so that it sees what the uninterrupted run
+    # would (the training set is reshuffled every epoch, deterministically given the seed)
+    train_dataset = train_dataset.skip(start_epoch * steps_per_epoch)
+    iterator = iter(strategy.experimental_distribute_dataset(train_dataset))
+    history: dict[str, float] = {}
+    evaluation: dict[str, float] | None = None
+    train_seconds, trained_images = 0.0, 0
+    for epoch in range(start_epoch, train_config.epochs):
+        if chief and verbose:
+            print(f"Epoch {epoch + 1}/{train_config.epochs}")
+        progbar = keras.utils.Progbar(steps_per_epoch, verbose=verbose if chief else 0,
+                                      stateful_metrics=task.metric_names)  # fmt: skip
+        totals: np.ndarray | None = None
+        started = time.perf_counter()
+        for step in range(steps_per_epoch):
+            values = train_step(iterator).numpy()
+            totals = values if totals is None else totals + values
+            running = task.step_metrics(totals, step + 1)
+            loss = next(iter(running.values()))
+            if not math.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"training loss became {loss} at epoch {epoch + 1}, step {step + 1} "
+                    f"({ {k: round(v, 4) for k, v in running.items()} }); lower train.learning_rate, add warmup "
+                    "or set train.gradient_clip_norm"
+                )
+            progbar.update(step + 1, list(running.items()), finalize=False)
+        epoch_seconds = time.perf_counter() - started
+        train_seconds += epoch_seconds
+        trained_images += steps_per_epoch * global_batch
+        history = {**running, "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+                   "epoch_seconds": epoch_seconds}  # fmt: skip
+        last = epoch + 1 == train_config.epochs
+        every = train_config.eval_every_epochs
+        if last or (every and (epoch + 1) % every == 0):
+            evaluation = task.evaluate(model, strategy)
+            history.update({f"eval_{k}": v for k, v in evaluation.items()})
+        progbar.update(steps_per_epoch, list(running.items()), finalize=True)
+        if chief and verbose and evaluation is not None and f"eval_{next(iter(evaluation))}" in history:
+            print("  eval: " + "  ".join(f"{k} {v:.4f}" for k, v in evaluation.items() if isinstance(v, float)))
+        if writer is not None:
+            with writer.as_default(step=epoch + 1):
+                for key, value in history.items():
+                    tf.summary.scalar(key, value)
+            writer.flush()
+        checkpointer.save(epoch + 1)
+
+    if evaluation is None:  # nothing left to train and no metrics stored: evaluate the restored model
+        evaluation = task.evaluate(model, strategy)
+    metrics = {
+        "name": config.name,
+        "epochs": train_config.epochs,
+        "replicas": replicas,
+        "global_batch_size": global_batch,
+        **{k: v for k, v in history.items() if not k.startswith("eval_")},
+        **{f"eval_{k}": v for k, v in evaluation.items()},
+        "train_seconds_this_run": train_seconds,
+        "train_images_per_second": trained_images / train_seconds if train_seconds else None,
+        **task.run_summary(),
+    }
+    if chief:
+        with files.atomic_path(os.path.join(config.output_dir, WEIGHTS_FILE)) as temp_path:
+            model.save_weights(temp_path)
+        files.write_json(os.path.join(config.output_dir, METRICS_FILE), metrics, sort_keys=True)
+    return metrics
