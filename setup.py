@@ -12,7 +12,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["kzoo", "kzoo.*"]),
+    license="Apache-2.0",
+    # the repository's configs/ ship inside the package as kzoo.configs, so `kzoo demo` works after `pip install .`
+    packages=find_packages(include=["kzoo", "kzoo.*"]) + ["kzoo.configs"],
+    package_dir={"kzoo.configs": "configs"},
+    package_data={"kzoo.configs": ["*.yaml"]},
     data_files=[("share/kzoo/saved_models", glob.glob("saved_models/*.h5") + glob.glob("saved_models/*.json"))],
     install_requires=[
         "tensorflow>=2.20",
@@ -30,7 +34,7 @@ setup(
         "test": ["pytest>=8", "ruff>=0.6"],
         "gpu": ["tensorflow[and-cuda]>=2.20"],
         # torchvision parity tests and `kzoo convert torchvision` / MaskRCNN(weights="coco")'s one-time conversion
-        "torch": ["torch==2.14.1", "torchvision==0.29.1"],
+        "torch": ["torch>=2.9,<2.15", "torchvision>=0.24,<0.30"],
     },
     entry_points={"console_scripts": ["kzoo=kzoo.cli:main"]},
 )

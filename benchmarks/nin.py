@@ -26,7 +26,7 @@ from kzoo.applications import NIN  # noqa: E402
 from kzoo.data.classification import ClassificationSplit, make_pipeline  # noqa: E402
 from kzoo.export import convert_classifier_tflite, export_classifier_saved_model, run_tflite_classifier  # noqa: E402
 from kzoo.models.nin import DEFAULT_INPUT_SHAPES, VARIANTS  # noqa: E402
-from kzoo.training.trainer import make_train_step  # noqa: E402
+from kzoo.tasks.classification import make_train_step  # noqa: E402
 
 
 def sequential_nin(variant: str, input_shape, classes: int, batch_norm: bool) -> keras.Sequential:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import os
+import pathlib
 import types
 import typing
 from collections.abc import Sequence
@@ -339,18 +340,26 @@ def config_from_dict(values: dict) -> ExperimentConfig | MaskRCNNExperimentConfi
     return dataclass_from_dict(TASKS[task], values)
 
 
-def packaged_configs() -> list[str]:
-    """Names of the configs shipped inside kzoo (``configs/*.yaml`` of the repository)."""
+def _packaged_config_dir():
+    """The folder of the configs shipped with kzoo: ``kzoo.configs`` in an installed package, else the
+    repository's ``configs/`` beside the package (source checkouts and editable installs)."""
     try:
-        folder = importlib.resources.files(PACKAGED_CONFIGS)
+        return importlib.resources.files(PACKAGED_CONFIGS)
     except ModuleNotFoundError:
+        return pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped with kzoo (``configs/*.yaml`` of the repository)."""
+    folder = _packaged_config_dir()
+    if not folder.is_dir():
         return []
     return sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".yaml"))
 
 
 def resolve_config_path(path: str | os.PathLike) -> str:
     """``path`` if it is a file; else, for ``configs/NAME.yaml`` or ``NAME.yaml`` / ``NAME``, the copy shipped
-    inside kzoo (so the README's commands work after ``pip install .``, from any folder).
+    with kzoo (so the README's commands work after ``pip install .``, from any folder).
 
     Raises:
         FileNotFoundError: neither exists; the message lists the shipped configs.
@@ -361,7 +370,7 @@ def resolve_config_path(path: str | os.PathLike) -> str:
     name = os.path.basename(path)
     name = name if name.endswith(".yaml") else name + ".yaml"
     if name in packaged_configs():
-        return str(importlib.resources.files(PACKAGED_CONFIGS) / name)
+        return str(_packaged_config_dir() / name)
     raise FileNotFoundError(f"config file not found: {path} (kzoo ships: {', '.join(packaged_configs())})")
 
 

@@ -308,7 +308,7 @@ def run_demo(config: ExperimentConfig, fresh: bool = False) -> tuple[str, list[t
     names = task.split("eval").class_names
     paths = []
     for i in range(4):
-        path = os.path.join(sample_dir, f"sample{i}_{names[labels[i]]}.png")
+        path = os.path.join(sample_dir, f"sample{i}.png")
         files.write_bytes(path, tf.io.encode_png(images[i]).numpy())
         paths.append(path)
     predictions = predict_with_saved_model(os.path.dirname(saved["path"]), paths, top=1, cam_dir=sample_dir)
@@ -324,9 +324,9 @@ def run_demo(config: ExperimentConfig, fresh: bool = False) -> tuple[str, list[t
     rows.append(("SavedModel, test accuracy", f"{100 * saved['accuracy']:.2f}%  ({saved['path']})"))
     rows.append(("TFLite int8, test accuracy", f"{100 * tflite['accuracy']:.2f}%  ({tflite['path']}, "
                                                f"{tflite['bytes'] / 1e3:.0f} kB)"))  # fmt: skip
-    for prediction in predictions:
+    for prediction, label in zip(predictions, labels):
         _, name, prob = prediction["top"][0]
-        rows.append((f"predict {os.path.basename(prediction['image'])}",
+        rows.append((f"predict {os.path.basename(prediction['image'])} (a {names[label]})",
                      f"{name} ({prob:.3f}), map {prediction['cam']}"))  # fmt: skip
     rows.append(("total time", f"{time.perf_counter() - started:.0f} s"))
     rows.append(("next", f"kzoo evaluate {os.path.join(config.output_dir, 'config.yaml')}"))
