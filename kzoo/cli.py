@@ -260,8 +260,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras with file descriptor 2 pointed at /dev/null: their C++ libraries print
+    start-up lines (oneDNN, CUDA probing on CPU machines) before any log level setting applies. The runtime is
+    not initialized here (MultiWorkerMirroredStrategy must configure it first)."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _import_tensorflow_quietly()
     from kzoo.training.loop import TrainingDivergedError
 
     try:
