@@ -10,10 +10,10 @@ import keras
 import numpy as np
 import yaml
 
-from kzoo.applications.torchvision_conversion import coco_weights_file, torchvision_config
+from kzoo.applications.weights import registered_or_path, resolve_weights_file
 from kzoo.config import dataclass_from_dict
 from kzoo.models.mask_rcnn import MaskRCNNModel
-from kzoo.models.mask_rcnn_config import MaskRCNNConfig
+from kzoo.models.mask_rcnn_config import PRESETS, MaskRCNNConfig
 
 BACKBONES = {"resnet50_fpn": "resnet50", "resnet101_fpn": "resnet101", "mobilenet_v2_fpn": "mobilenet_v2"}
 
@@ -34,10 +34,11 @@ def MaskRCNN(
     Args:
         backbone: ``"resnet50_fpn"``, ``"resnet101_fpn"`` or ``"mobilenet_v2_fpn"`` (light, for edge devices).
         num_classes: classes including the background (91 for COCO's category ids).
-        weights: ``None`` (random), a ``.weights.h5`` file of this configuration, or ``"coco"``: torchvision's
-            COCO weights of ``maskrcnn_resnet50_fpn`` (box AP 37.9, mask AP 34.6; ``backbone="resnet50_fpn"``,
+        weights: ``None`` (random), a ``.weights.h5`` file of this configuration, or a name registered in
+            :mod:`kzoo.applications.weights` for family ``"mask_rcnn"``: ``"coco"``, torchvision's COCO weights of
+            ``maskrcnn_resnet50_fpn`` (box AP 37.9, mask AP 34.6; ``backbone="resnet50_fpn"``,
             ``num_classes=91``), downloaded and converted into the Keras cache on first use (which needs torch),
-            with the config defaulting to :func:`kzoo.applications.torchvision_conversion.torchvision_config`.
+            with the config defaulting to :func:`kzoo.models.mask_rcnn_config.torchvision_config`.
         input_shape: ``(height, width, 3)``; ``None`` sides accept any size. A fixed size makes every shape
             in the graph static (TFLite).
         min_size, max_size: images are resized so the short side is ``min_size`` and the long side at most
@@ -60,19 +61,22 @@ def MaskRCNN(
     unknown = set(overrides) - fields
     if unknown:
         raise ValueError(f"unknown MaskRCNN option(s) {sorted(unknown)}; see MaskRCNNConfig")
-    if weights == "coco":
-        if backbone != "resnet50_fpn" or num_classes != 91:
+    entry = registered_or_path(weights, "mask_rcnn")  # the registry of kzoo.applications.weights
+    if entry is not None:
+        needed = entry.model_kwargs
+        if backbone != needed["backbone"] or num_classes != needed["num_classes"]:
             raise ValueError(
-                "weights='coco' are torchvision's maskrcnn_resnet50_fpn COCO weights: they need "
-                f"backbone='resnet50_fpn' and num_classes=91, got {backbone!r} and {num_classes}"
+                f"weights={entry.name!r} are torchvision's maskrcnn_resnet50_fpn COCO weights: they need "
+                f"backbone={needed['backbone']!r} and num_classes={needed['num_classes']}, got {backbone!r} and "
+                f"{num_classes}"
             )
-        base = config or torchvision_config()
+        base = config or PRESETS[needed["preset"]]()
         if base.box_flatten_order != "nchw":
             raise ValueError(
-                "weights='coco' need a config like torchvision_config(), with box_flatten_order='nchw', got "
-                f"{base.box_flatten_order!r}"
+                f"weights={entry.name!r} need a config like torchvision_config(), with box_flatten_order='nchw', "
+                f"got {base.box_flatten_order!r}"
             )
-        weights = coco_weights_file()
+        weights = resolve_weights_file(entry)
     else:
         base = config or MaskRCNNConfig()
     config = dataclasses.replace(

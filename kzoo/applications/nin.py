@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
-from kzoo.applications.weights import RegisteredWeights, get_registered, register, resolve_weights_file
-from kzoo.data.fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSES
+from kzoo.applications.weights import get_registered, registered_or_path, resolve_weights_file
 from kzoo.models.nin import DEFAULT_INPUT_SHAPES, VARIANTS, build_nin, resolve_blocks
-
-register(
-    RegisteredWeights(
-        name="fashion_mnist",
-        family="nin",
-        file_name="nin_fashion_mnist.weights.h5",
-        sha256="0bad80d7d7746ec945bbfc88170c7a8b0175bd87987c01e9cdd71bb87ad6fcbb",
-        variant="mnist",
-        input_shape=(28, 28, 1),
-        class_names=FASHION_MNIST_CLASSES,
-        model_kwargs={"use_batch_norm": True},
-        # configs/nin_fashion_mnist.yaml, 30 epochs; float32 accuracy on the 10,000 test images
-        metrics={"test_accuracy": 0.9378},
-    )
-)
 
 
 def NIN(
@@ -77,11 +60,8 @@ def NIN(
         preprocessed by ``preprocess_input`` to ``(batch, classes)`` float32 scores
         (with the top), or to features (without it).
     """
-    entry: RegisteredWeights | None = None
-    if weights is not None and not os.path.isfile(str(weights)):
-        if os.sep in str(weights) or str(weights).endswith(".h5"):
-            raise FileNotFoundError(f"weights file not found: {weights}")
-        entry = get_registered(str(weights), "nin")
+    entry = registered_or_path(weights, "nin")  # the registry of kzoo.applications.weights
+    if entry is not None:
         variant, blocks = entry.variant, entry.model_kwargs.get("blocks")
         use_batch_norm = entry.model_kwargs.get("use_batch_norm", use_batch_norm)
         if include_top and classes != len(entry.class_names):

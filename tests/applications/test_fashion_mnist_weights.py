@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from kzoo.applications import NIN, nin
-from kzoo.applications.weights import REGISTRY, local_weight_dirs, sha256_of
+from kzoo.applications.weights import REGISTRY, local_weight_dirs
 from kzoo.data.fashion_mnist import DEFAULT_DIR, load_fashion_mnist
+from kzoo.utils.files import sha256_of
 
 ENTRY = REGISTRY["fashion_mnist"]
 SHIPPED = os.path.join(local_weight_dirs()[-2], ENTRY.file_name)

@@ -1,4 +1,3 @@
-import hashlib
 import os
 
 import keras
@@ -7,6 +6,7 @@ import pytest
 
 from kzoo.applications import NIN, nin
 from kzoo.applications import weights as registry
+from kzoo.utils.files import sha256_of
 
 
 def test_keras_applications_signature():
@@ -76,9 +76,10 @@ def test_registered_weights_download_path(tmp_path, monkeypatch):
     release.mkdir()
     path = release / "test_nin.weights.h5"
     source.save_weights(str(path))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    entry = registry.RegisteredWeights("test_nin", "nin", "test_nin.weights.h5", digest, "mnist", (28, 28, 1),
-                                       tuple("abcdefghij"), {"use_batch_norm": True})  # fmt: skip
+    digest = sha256_of(path)
+    entry = registry.RegisteredWeights("test_nin", "nin", "test_nin.weights.h5", digest, input_shape=(28, 28, 1),
+                                       model_kwargs={"variant": "mnist", "use_batch_norm": True},
+                                       class_names=tuple("abcdefghij"))  # fmt: skip
     monkeypatch.setitem(registry.REGISTRY, "test_nin", entry)
     monkeypatch.setattr(registry, "RELEASE_URL", release.as_uri() + "/")
     monkeypatch.setattr(registry, "local_weight_dirs", lambda: [str(tmp_path / "nowhere")])

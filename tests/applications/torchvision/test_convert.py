@@ -1,11 +1,14 @@
-"""torchvision's maskrcnn_resnet50_fpn weights in kzoo: key mapping, layouts, files, and numeric parity.
+"""kzoo.applications.torchvision.convert: state dicts and .pth files -> kzoo models and .weights.h5 files, the
+torchvision preset, numeric parity with torchvision, and ``MaskRCNN(weights="coco")`` end to end.
 
 torch runs only in subprocesses (the ``torch_run`` fixture and the converter's own child process): torch and
 TensorFlow crash when both compute in one process.
 """
 
-import hashlib
+import dataclasses
+import json
 import os
+import stat
 
 import keras
 import numpy as np
@@ -13,44 +16,36 @@ import pytest
 import tensorflow as tf
 
 from kzoo.applications import MaskRCNN, weights
-from kzoo.applications import torchvision_conversion as tvc
+from kzoo.applications import torchvision as tv
 from kzoo.applications.mask_rcnn import load_mask_rcnn_config, mask_rcnn_from_config
-from kzoo.layers import BoxHead
+from kzoo.applications.torchvision import checkpoint, convert
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 from kzoo.ops.masks import paste_masks
 from kzoo.ops.roi_align_ops import fpn_levels
+from kzoo.utils.files import sha256_of
+
+COCO = weights.REGISTRY["coco"]
 
 # ---------------------------------------------------------------- no torch needed
 
 
 def test_torchvision_config_and_yaml():
-    config = tvc.torchvision_config()
+    config = tv.torchvision_config()
     assert config == load_mask_rcnn_config("configs/mask_rcnn_r50_fpn_torchvision.yaml")
     assert (config.backbone, config.stride_in_1x1, config.norm, config.norm_epsilon) == ("resnet50", False, "frozen", 0)
     assert (config.anchor_offset, config.anchor_strides, config.roi_level_eps) == (0.0, "torchvision", "after_log")
     assert (config.box_flatten_order, config.detection_pre_nms_top_k, config.roi_aligned) == ("nchw", None, False)
     assert (config.min_size, config.max_size, config.box_weights) == (800, 1333, (10.0, 10.0, 5.0, 5.0))
-    assert tvc.torchvision_config(5, norm_epsilon=1e-5).norm_epsilon == 1e-5
+    assert tv.torchvision_config(5, norm_epsilon=1e-5).norm_epsilon == 1e-5
     with pytest.raises(ValueError, match="unknown MaskRCNNConfig field"):
-        tvc.torchvision_config(anchor_size=3)
+        tv.torchvision_config(anchor_size=3)
     # the kzoo defaults are unchanged
     assert (MaskRCNNConfig().anchor_strides, MaskRCNNConfig().roi_level_eps) == ("nominal", "in_log")
     with pytest.raises(ValueError, match="anchor_strides"):
         MaskRCNNConfig(anchor_strides="odd")
     with pytest.raises(ValueError, match="roi_level_eps"):
         MaskRCNNConfig(roi_level_eps="odd")
-
-
-def test_canonical_keys_of_the_published_checkpoint():
-    canonical = tvc.canonical_torchvision_key
-    assert canonical("backbone.fpn.inner_blocks.3.weight") == "backbone.fpn.inner_blocks.3.0.weight"
-    assert canonical("backbone.fpn.layer_blocks.0.bias") == "backbone.fpn.layer_blocks.0.0.bias"
-    assert canonical("rpn.head.conv.weight") == "rpn.head.conv.0.0.weight"
-    assert canonical("roi_heads.mask_head.mask_fcn4.bias") == "roi_heads.mask_head.3.0.bias"
-    assert canonical("module.backbone.body.conv1.weight") == "backbone.body.conv1.weight"
-    for key in ("backbone.fpn.inner_blocks.3.0.weight", "rpn.head.conv.0.0.weight", "roi_heads.mask_head.0.0.bias"):
-        assert canonical(key) == key
 
 
 def test_level_mapping_eps_after_log_is_torchvisions_rule():
@@ -79,146 +74,65 @@ def test_torchvision_anchor_strides():
     np.testing.assert_array_equal(centers[0, :, 1] + 256, np.arange(5) * 64)
 
 
-def test_fc6_nhwc_permutation_matches_nchw_head():
-    rng = np.random.default_rng(0)
-    torch_fc6 = rng.normal(size=(6, 5 * 7 * 7)).astype(np.float32)  # [F, C*S*S] in NCHW order
-    x = rng.normal(size=(2, 3, 7, 7, 5)).astype(np.float32)
-    heads = {}
-    for order in ("nchw", "nhwc"):
-        head = BoxHead(3, fc_dim=6, flatten_order=order)
-        head.build(x.shape)
-        head.fc6.kernel.assign(torch_fc6.T if order == "nchw" else tvc._fc6_nhwc(7)(torch_fc6))
-        for layer in (head.fc6, head.fc7, head.cls_score, head.bbox_pred):
-            layer.bias.assign(np.linspace(-0.5, 0.5, layer.bias.shape[0]).astype(np.float32))
-        for layer in (head.fc7, head.cls_score, head.bbox_pred):
-            layer.kernel.assign(np.linspace(-0.3, 0.3, np.prod(layer.kernel.shape)).reshape(layer.kernel.shape))
-        heads[order] = head(x)
-        if order == "nchw":
-            nchw_head = head
-    np.testing.assert_allclose(heads["nchw"][0].numpy(), heads["nhwc"][0].numpy(), rtol=1e-5, atol=1e-5)
-    # the reference: torchvision flattens each RoI's [C, S, S] features
-    numpy = {v.path.split("/", 1)[1]: keras.ops.convert_to_numpy(v) for v in nchw_head.weights}
-    hidden = np.maximum(x.transpose(0, 1, 4, 2, 3).reshape(2, 3, -1) @ torch_fc6.T + numpy["fc6/bias"], 0)
-    hidden = np.maximum(hidden @ numpy["fc7/kernel"] + numpy["fc7/bias"], 0)
-    logits = hidden @ numpy["cls_score/kernel"] + numpy["cls_score/bias"]
-    np.testing.assert_allclose(heads["nchw"][0].numpy(), logits, rtol=1e-4, atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def small_model():
-    """A torchvision-layout ResNet-50 Mask R-CNN with 5 classes (weights only; tiny input sizes)."""
-    model = MaskRCNNModel(tvc.torchvision_config(5, min_size=64, max_size=64))
-    model(np.zeros((1, 64, 64, 3), np.uint8))
-    return model
-
-
-def _torch_shape(variable) -> tuple:
-    shape = tuple(variable.shape)
-    if len(shape) == 4:  # Keras [kh, kw, I, O] (or transposed conv [kh, kw, O, I]) -> torch [O, I, kh, kw]
-        return (shape[3], shape[2], shape[0], shape[1])
-    return shape[::-1]  # Dense [I, O] -> Linear [O, I]; vectors unchanged
-
-
-def _fake_state_dict(model, seed=0, old_names=False) -> dict:
-    rng = np.random.default_rng(seed)
-    state = {}
-    for key, (variable, _) in tvc.torchvision_weight_map(model).items():
-        if old_names:
-            key = (key.replace("rpn.head.conv.0.0.", "rpn.head.conv.").replace(".0.weight", ".weight")
-                   .replace(".0.bias", ".bias") if "fpn" in key or "rpn.head.conv" in key else key)  # fmt: skip
-            if key.startswith("roi_heads.mask_head."):
-                index = int(key.split(".")[2])
-                key = f"roi_heads.mask_head.mask_fcn{index + 1}.{key.rsplit('.', 1)[1]}"
-        state[key] = rng.normal(size=_torch_shape(variable)).astype(np.float32)
-        if key.endswith("running_mean"):
-            state[key.replace("running_mean", "num_batches_tracked")] = np.array(0, np.int64)
-    return state
-
-
-def _variable(model, key):
-    return keras.ops.convert_to_numpy(tvc.torchvision_weight_map(model)[tvc.canonical_torchvision_key(key)][0])
-
-
-def test_state_dict_layouts(small_model):
-    state = _fake_state_dict(small_model)
-    assert len(tvc.torchvision_weight_map(small_model)) == len(small_model.weights)
-    tvc.convert_torchvision_state_dict(state, small_model)
-    w = state["backbone.body.conv1.weight"]  # [O, I, kh, kw] -> [kh, kw, I, O]
-    np.testing.assert_array_equal(_variable(small_model, "backbone.body.conv1.weight")[2, 5, 1, 7], w[7, 1, 2, 5])
-    np.testing.assert_array_equal(
-        _variable(small_model, "backbone.body.layer3.0.downsample.1.running_var"),
-        state["backbone.body.layer3.0.downsample.1.running_var"],
-    )
-    # RPN deltas per anchor: kzoo (ty, tx, th, tw) <- torchvision (dy, dx, dh, dw) = rows (1, 0, 3, 2)
-    rpn_kernel = _variable(small_model, "rpn.head.bbox_pred.weight")[0, 0]  # [C, 4A]
-    rpn_bias = _variable(small_model, "rpn.head.bbox_pred.bias")
-    for anchor in range(3):
-        for k, torch_k in enumerate((1, 0, 3, 2)):
-            np.testing.assert_array_equal(rpn_kernel[:, 4 * anchor + k], state["rpn.head.bbox_pred.weight"][
-                4 * anchor + torch_k, :, 0, 0])  # fmt: skip
-            assert rpn_bias[4 * anchor + k] == state["rpn.head.bbox_pred.bias"][4 * anchor + torch_k]
-    np.testing.assert_array_equal(
-        _variable(small_model, "rpn.head.cls_logits.weight")[0, 0], state["rpn.head.cls_logits.weight"][:, :, 0, 0].T
-    )
-    # box head: Linear [O, I] -> [I, O]; fc6 in NCHW order as is; bbox_pred rows permuted per class
-    np.testing.assert_array_equal(
-        _variable(small_model, "roi_heads.box_head.fc6.weight"), state["roi_heads.box_head.fc6.weight"].T
-    )
-    box_kernel = _variable(small_model, "roi_heads.box_predictor.bbox_pred.weight")
-    torch_box = state["roi_heads.box_predictor.bbox_pred.weight"]
-    for cls in range(5):
-        np.testing.assert_array_equal(box_kernel[:, 4 * cls + 0], torch_box[4 * cls + 1])  # ty <- dy
-        np.testing.assert_array_equal(box_kernel[:, 4 * cls + 3], torch_box[4 * cls + 2])  # tw <- dw
-    # transposed conv [I, O, kh, kw] -> [kh, kw, O, I]
-    w = state["roi_heads.mask_predictor.conv5_mask.weight"]
-    np.testing.assert_array_equal(_variable(small_model, "roi_heads.mask_predictor.conv5_mask.weight")[1, 0, 3, 2],
-                                  w[2, 3, 1, 0])  # fmt: skip
-    # the published checkpoint's old key names give the same model
-    old = _fake_state_dict(small_model, old_names=True)
-    assert "rpn.head.conv.weight" in old and "roi_heads.mask_head.mask_fcn1.weight" in old
-    assert "backbone.fpn.inner_blocks.0.weight" in old
-    tvc.convert_torchvision_state_dict(old, small_model)
-    np.testing.assert_array_equal(
-        _variable(small_model, "rpn.head.conv.0.0.weight"), old["rpn.head.conv.weight"].transpose(2, 3, 1, 0)
-    )
-
-
-def test_state_dict_errors_list_leftovers(small_model):
-    state = _fake_state_dict(small_model, seed=1)
+def test_state_dict_errors_list_leftovers(small_model, fake_state_dict):
+    state = fake_state_dict(small_model, seed=1)
     before = keras.ops.convert_to_numpy(small_model.rpn_head.conv.kernel).copy()
     missing = dict(state)
     del missing["backbone.body.layer2.1.bn2.running_var"], missing["roi_heads.box_head.fc7.bias"]
-    with pytest.raises(tvc.TorchvisionConversionError, match=r"2 kzoo variable\(s\) not set.*layer2\.1\.bn2"):
-        tvc.convert_torchvision_state_dict(missing, small_model)
-    with pytest.raises(tvc.TorchvisionConversionError, match=r"no kzoo counterpart: roi_heads\.keypoint"):
-        tvc.convert_torchvision_state_dict({**state, "roi_heads.keypoint_head.weight": np.zeros(3)}, small_model)
+    with pytest.raises(tv.TorchvisionConversionError, match=r"2 kzoo variable\(s\) not set.*layer2\.1\.bn2"):
+        tv.convert_torchvision_state_dict(missing, small_model)
+    with pytest.raises(tv.TorchvisionConversionError, match=r"no kzoo counterpart: roi_heads\.keypoint"):
+        tv.convert_torchvision_state_dict({**state, "roi_heads.keypoint_head.weight": np.zeros(3)}, small_model)
     duplicated = {**state, "rpn.head.conv.weight": state["rpn.head.conv.0.0.weight"]}
-    with pytest.raises(tvc.TorchvisionConversionError, match="given twice: rpn.head.conv.weight"):
-        tvc.convert_torchvision_state_dict(duplicated, small_model)
+    with pytest.raises(tv.TorchvisionConversionError, match="given twice: rpn.head.conv.weight"):
+        tv.convert_torchvision_state_dict(duplicated, small_model)
     wrong = {**state, "roi_heads.box_predictor.cls_score.weight": np.zeros((91, 1024), np.float32)}
-    with pytest.raises(tvc.TorchvisionConversionError, match=r"wrong shape: roi_heads.box_predictor.cls_score"):
-        tvc.convert_torchvision_state_dict(wrong, small_model)
+    with pytest.raises(tv.TorchvisionConversionError, match=r"wrong shape: roi_heads.box_predictor.cls_score"):
+        tv.convert_torchvision_state_dict(wrong, small_model)
     # nothing was assigned by the failed conversions
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(small_model.rpn_head.conv.kernel), before)
 
 
 def test_files_and_missing_torch_errors(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        tvc.read_torchvision_checkpoint(tmp_path / "none.pth")
+    # (reading: tests/applications/torchvision/test_checkpoint.py)
     with pytest.raises(ValueError, match=r"\.weights\.h5"):
-        tvc.convert_torchvision_checkpoint(tmp_path / "none.pth", tmp_path / "out.h5")
-    monkeypatch.setattr(tvc, "torch_available", lambda: False)
+        tv.convert_torchvision_checkpoint(tmp_path / "none.pth", tmp_path / "out.h5")
+    monkeypatch.setattr(checkpoint, "torch_available", lambda: False)
     monkeypatch.setattr(weights, "CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "model.pth").write_bytes(b"x")
-    with pytest.raises(ImportError, match="needs torch"):
-        tvc.read_torchvision_checkpoint(tmp_path / "model.pth")
     with pytest.raises(ImportError, match="weights='coco'.*needs torch"):
         MaskRCNN(weights="coco", min_size=64, max_size=64)
     with pytest.raises(ValueError, match="num_classes=91"):
         MaskRCNN(weights="coco", num_classes=5)
     with pytest.raises(ValueError, match="resnet50_fpn"):
         MaskRCNN("mobilenet_v2_fpn", weights="coco")
-    assert not (tmp_path / "cache" / "models" / "kzoo" / tvc.COCO_WEIGHTS_FILE).exists()
+    assert not (tmp_path / "cache" / weights.CACHE_SUBDIR / COCO.file_name).exists()
+
+
+def test_checkpoint_file_written_atomically_and_readable(small_model, fake_state_dict, tmp_path, monkeypatch,
+                                                         umask_022):  # fmt: skip
+    """The .weights.h5 goes through kzoo.utils.files.atomic_path: 0644 under umask 022, no temporary file left,
+    nothing at all when the conversion fails (the .pth reader is replaced: no torch needed)."""
+    state = fake_state_dict(small_model, seed=2)
+    monkeypatch.setattr(convert, "read_torchvision_checkpoint", lambda path: state)
+    output = tmp_path / "out" / "five.weights.h5"
+    assert tv.convert_torchvision_checkpoint("fake.pth", output) == str(output)
+    assert stat.S_IMODE(os.stat(output).st_mode) == 0o644
+    assert os.listdir(output.parent) == [output.name]
+    loaded = mask_rcnn_from_config(tv.torchvision_config(5, min_size=64, max_size=64), str(output))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.box_head.fc7.bias),
+                                  state["roi_heads.box_head.fc7.bias"])  # fmt: skip
+    # a failed write leaves the previous file as it was, and no temporary file
+    before = sha256_of(output)
+
+    def failing_save(self, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(keras.Model, "save_weights", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        tv.convert_torchvision_checkpoint("fake.pth", output)
+    assert sha256_of(output) == before and os.listdir(output.parent) == [output.name]
 
 
 # ---------------------------------------------------------------- torchvision in a subprocess
@@ -308,9 +222,9 @@ def test_parity_with_torchvision_maskrcnn_resnet50_fpn(torch_run):
     params = dict(seed=0, min_size=256, max_size=320, score_thresh=0.05)
     ref = torch_run(TORCH_MODEL + TORCH_STAGES, **images, **{k: np.array(v) for k, v in params.items()})
 
-    config = tvc.torchvision_config(norm_epsilon=1e-5, min_size=256, max_size=320, score_threshold=0.05)
+    config = tv.torchvision_config(norm_epsilon=1e-5, min_size=256, max_size=320, score_threshold=0.05)
     model = MaskRCNNModel(config)
-    tvc.convert_torchvision_state_dict({k[2:]: v for k, v in ref.items() if k.startswith("w:")}, model)
+    tv.convert_torchvision_state_dict({k[2:]: v for k, v in ref.items() if k.startswith("w:")}, model)
 
     worst = dict(features=0.0, proposals=0.0, proposal_scores=0.0, boxes=0.0, scores=0.0, mask_iou=1.0)
     worst["matched"] = 1.0  # fraction of torchvision's detections matched (same class, boxes within 0.01 px)
@@ -391,12 +305,8 @@ torch.save(old, str(inputs["path"]), _use_new_zipfile_serialization=False)
 """
 
 
-def _sha256(path) -> str:
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
 @pytest.mark.slow
-def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkeypatch):
+def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkeypatch, umask_022):
     """``MaskRCNN(weights="coco")`` against a local random checkpoint served from a file:// URL."""
     server = tmp_path / "server"
     server.mkdir()
@@ -404,13 +314,20 @@ def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkey
     ref = torch_run(TORCH_SAVE, path=np.array(str(pth)))
     cache = tmp_path / "cache"
     monkeypatch.setattr(weights, "CACHE_DIR", str(cache))
-    monkeypatch.setattr(tvc, "TORCHVISION_COCO_URL", pth.as_uri())
-    monkeypatch.setattr(tvc, "TORCHVISION_COCO_SHA256_PREFIX", _sha256(pth)[:8])
+    local = dataclasses.replace(COCO, source_url=pth.as_uri(), source_sha256_prefix=sha256_of(pth)[:8])
+    monkeypatch.setitem(weights.REGISTRY, "coco", local)
 
     model = MaskRCNN(weights="coco", min_size=64, max_size=64)
-    converted = cache / "models" / "kzoo" / tvc.COCO_WEIGHTS_FILE
+    converted = cache / "models" / "kzoo" / COCO.file_name
     assert converted.is_file() and (cache / "models" / "kzoo" / pth.name).is_file()
-    assert model.config == tvc.torchvision_config(min_size=64, max_size=64)
+    # the converted file: written atomically (0644 under umask 022), its full sha256 recorded beside it
+    assert stat.S_IMODE(os.stat(converted).st_mode) == 0o644
+    record = json.loads((cache / "models" / "kzoo" / (COCO.file_name + ".sha256.json")).read_text())
+    assert record["sha256"] == sha256_of(converted) and record["size"] == os.path.getsize(converted)
+    assert record["source"] == {"url": pth.as_uri(), "file": pth.name, "sha256": sha256_of(pth)}
+    assert sorted(os.listdir(cache / "models" / "kzoo")) == sorted([pth.name, converted.name,
+                                                                     converted.name + ".sha256.json"])  # fmt: skip
+    assert model.config == tv.torchvision_config(min_size=64, max_size=64)
     conv1 = keras.ops.convert_to_numpy(model.backbone.get_layer("conv1").kernel)
     np.testing.assert_array_equal(conv1, ref["backbone.body.conv1.weight"].transpose(2, 3, 1, 0))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.box_head.fc6.kernel),
@@ -431,24 +348,23 @@ def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkey
 
     # a download with the wrong hash prefix is deleted, nothing is converted
     monkeypatch.setattr(weights, "CACHE_DIR", str(tmp_path / "cache2"))
-    monkeypatch.setattr(tvc, "TORCHVISION_COCO_URL", pth.as_uri())
-    monkeypatch.setattr(tvc, "TORCHVISION_COCO_SHA256_PREFIX", "bf2d0c1e")
+    monkeypatch.setitem(weights.REGISTRY, "coco", dataclasses.replace(local, source_sha256_prefix="bf2d0c1e"))
     with pytest.raises(ValueError, match="does not start with bf2d0c1e"):
         MaskRCNN(weights="coco", min_size=64, max_size=64)
     assert os.listdir(tmp_path / "cache2" / "models" / "kzoo") == []
 
     # the CLI entry point and the converted file in a config-built model
     output = tmp_path / "out" / "tv.weights.h5"
-    message = tvc.convert_torchvision_cli(str(pth), str(output))
+    message = tv.convert_torchvision_cli(str(pth), str(output))
     assert str(output) in message and output.is_file()
     assert [p for p in os.listdir(output.parent) if p != output.name] == []  # no temporary file left
-    loaded = mask_rcnn_from_config(tvc.torchvision_config(min_size=64, max_size=64), str(output))
+    loaded = mask_rcnn_from_config(tv.torchvision_config(min_size=64, max_size=64), str(output))
     for ours, theirs in zip(loaded.weights, model.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs))
-    with pytest.raises(tvc.TorchvisionConversionError, match="predicts 91 classes"):
-        tvc.convert_torchvision_cli(str(pth), str(tmp_path / "five.weights.h5"), num_classes=5)
+    with pytest.raises(tv.TorchvisionConversionError, match="predicts 91 classes"):
+        tv.convert_torchvision_cli(str(pth), str(tmp_path / "five.weights.h5"), num_classes=5)
     assert not (tmp_path / "five.weights.h5").exists()
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read .*broken.pth"):
-        tvc.convert_torchvision_checkpoint(broken, tmp_path / "broken.weights.h5")
+        tv.convert_torchvision_checkpoint(broken, tmp_path / "broken.weights.h5")

@@ -1,0 +1,36 @@
+"""torchvision's Mask R-CNN weights in kzoo: ``maskrcnn_resnet50_fpn`` (v1) state dicts -> ``MaskRCNNModel``.
+
+* :func:`torchvision_config` (from :mod:`kzoo.models.mask_rcnn_config`): the :class:`MaskRCNNConfig` that
+  computes what torchvision's ``maskrcnn_resnet50_fpn`` computes;
+* :mod:`.keys`: torchvision key names and tensor layouts (:func:`canonical_torchvision_key`,
+  :func:`torchvision_weight_map`);
+* :mod:`.checkpoint`: ``.pth`` files read by torch in a child process (:func:`read_torchvision_checkpoint`;
+  torch and TensorFlow crash when both compute in one process);
+* :mod:`.convert`: :func:`convert_torchvision_state_dict` (into a model) and :func:`convert_torchvision_checkpoint`
+  (``.pth`` -> Keras ``.weights.h5``), the ``kzoo convert torchvision`` entry point.
+
+``MaskRCNN(weights="coco")`` downloads torchvision's COCO checkpoint and converts it once into the Keras cache:
+see the ``"coco"`` entry of :mod:`kzoo.applications.weights`.
+"""
+
+from kzoo.applications.torchvision.checkpoint import read_torchvision_checkpoint, torch_available
+from kzoo.applications.torchvision.convert import (
+    TorchvisionConversionError,
+    convert_torchvision_checkpoint,
+    convert_torchvision_cli,
+    convert_torchvision_state_dict,
+)
+from kzoo.applications.torchvision.keys import canonical_torchvision_key, torchvision_weight_map
+from kzoo.models.mask_rcnn_config import torchvision_config
+
+__all__ = [
+    "TorchvisionConversionError",
+    "canonical_torchvision_key",
+    "convert_torchvision_checkpoint",
+    "convert_torchvision_cli",
+    "convert_torchvision_state_dict",
+    "read_torchvision_checkpoint",
+    "torch_available",
+    "torchvision_config",
+    "torchvision_weight_map",
+]

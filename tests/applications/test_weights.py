@@ -1,0 +1,143 @@
+"""kzoo.applications.weights: one registry for NIN and Mask R-CNN, and the sha256 record of converted files.
+
+The converted-file tests replace the converter (no torch, no Mask R-CNN): what is checked is the cache logic.
+The real conversion: tests/applications/torchvision/test_convert.py::test_coco_weights_download_convert_cache_and_cli.
+"""
+
+import dataclasses
+import json
+import os
+import stat
+
+import keras
+import pytest
+
+from kzoo.applications import NIN, MaskRCNN, nin, weights
+from kzoo.applications.torchvision import checkpoint
+from kzoo.utils.files import sha256_of, write_bytes
+
+
+def test_one_registry_for_both_families():
+    assert weights.REGISTRY["fashion_mnist"].family == "nin"
+    assert weights.REGISTRY["coco"].family == "mask_rcnn"
+    assert weights.get_registered("coco", "mask_rcnn").source_sha256_prefix == "bf2d0c1e"
+    assert weights.get_registered("coco", "mask_rcnn").url.endswith("maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth")
+    assert weights.get_registered("fashion_mnist", "nin").variant == "mnist"
+    assert weights.sha256_of is sha256_of  # the one sha256 of kzoo.utils.files
+    nin_names = r"unknown weights 'coco': pass None, a file path, or one of \['fashion_mnist'\]"
+    with pytest.raises(ValueError, match=nin_names):
+        weights.get_registered("coco", "nin")
+    with pytest.raises(ValueError, match=r"unknown weights 'fashion_mnist': .* one of \['coco'\]"):
+        weights.get_registered("fashion_mnist", "mask_rcnn")
+    with pytest.raises(ValueError, match="registered already"):
+        weights.register(dataclasses.replace(weights.REGISTRY["coco"], family="nin", sha256="0" * 64, source_url=None))
+    with pytest.raises(ValueError, match="family must be one of"):
+        dataclasses.replace(weights.REGISTRY["coco"], family="yolo")
+    with pytest.raises(ValueError, match="either sha256"):
+        dataclasses.replace(weights.REGISTRY["coco"], sha256="0" * 64)
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown weights 'imagenet': pass None, a file path, or one of \['coco'\]"):
+        MaskRCNN(weights="imagenet")
+    with pytest.raises(ValueError, match=r"unknown weights 'imagenet': pass None, a file path, or one of "
+                                         r"\['fashion_mnist'\]"):  # fmt: skip
+        NIN(weights="imagenet")
+    with pytest.raises(ValueError, match=r"unknown weights 'fashion_mnist': .* one of \['coco'\]"):
+        MaskRCNN(weights="fashion_mnist")
+    with pytest.raises(ValueError, match=r"unknown weights 'coco': .* one of \['fashion_mnist'\]"):
+        NIN(weights="coco")
+    with pytest.raises(ValueError, match=r"unknown weights 'coco'"):
+        nin.decode_predictions([[0.5, 0.5]], class_names="coco")
+    for build in (NIN, MaskRCNN):
+        with pytest.raises(FileNotFoundError, match="weights file not found: missing.weights.h5"):
+            build(weights="missing.weights.h5")
+
+
+@pytest.fixture
+def fake_coco(tmp_path, monkeypatch):
+    """The "coco" entry pointed at a local file:// checkpoint, torch "installed", and a converter that writes
+    ``converted:`` + the checkpoint's bytes atomically; returns the list of conversions made."""
+    server = tmp_path / "server"
+    server.mkdir()
+    pth = server / "fake_coco-00000000.pth"
+    pth.write_bytes(b"a torchvision checkpoint" * 100)
+    entry = dataclasses.replace(weights.REGISTRY["coco"], source_url=pth.as_uri(),
+                                source_sha256_prefix=sha256_of(pth)[:8])  # fmt: skip
+    monkeypatch.setitem(weights.REGISTRY, "coco", entry)
+    monkeypatch.setattr(weights, "CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(checkpoint, "torch_available", lambda: True)
+    conversions = []
+
+    def convert(source, output, num_classes=None):
+        assert output.endswith(".weights.h5") and num_classes == 91
+        conversions.append(source)
+        with open(source, "rb") as f:
+            return write_bytes(output, b"converted:" + f.read())
+
+    monkeypatch.setattr(weights, "convert_torchvision_checkpoint", convert)
+    return entry, conversions
+
+
+def test_converted_file_is_recorded_and_verified(fake_coco, tmp_path, monkeypatch, umask_022):
+    entry, conversions = fake_coco
+    folder = tmp_path / "cache" / "models" / "kzoo"
+    converted = folder / entry.file_name
+    record_file = folder / (entry.file_name + ".sha256.json")
+    source = folder / "fake_coco-00000000.pth"
+
+    assert weights.resolve_weights_file(entry) == str(converted)
+    assert conversions == [str(source)]
+    record = json.loads(record_file.read_text())
+    assert record["sha256"] == sha256_of(converted) and len(record["sha256"]) == 64  # the full digest
+    assert record["source"] == {"url": entry.url, "file": source.name, "sha256": sha256_of(source)}
+    assert (record["weights"], record["file"], record["size"]) == ("coco", entry.file_name, converted.stat().st_size)
+    for path in (converted, record_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert sorted(os.listdir(folder)) == sorted([converted.name, record_file.name, source.name])
+
+    # a file that matches its record is used as is: no download, no conversion
+    def no_download(*args, **kwargs):
+        raise AssertionError("downloaded again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.utils, "get_file", no_download)
+        assert weights.resolve_weights_file(entry) == str(converted)
+    assert len(conversions) == 1
+
+    # truncated: converted again (from the cached checkpoint), with a warning naming the file
+    good = converted.read_bytes()
+    converted.write_bytes(good[:10])
+    with pytest.warns(UserWarning, match=f"{converted}.*does not match its record.*truncated or replaced"):
+        assert weights.resolve_weights_file(entry) == str(converted)
+    assert len(conversions) == 2 and converted.read_bytes() == good
+    assert json.loads(record_file.read_text())["sha256"] == sha256_of(converted)
+
+    # no record (a cache of an older kzoo): converted again
+    record_file.unlink()
+    with pytest.warns(UserWarning, match="has no sha256 record"):
+        weights.resolve_weights_file(entry)
+    assert len(conversions) == 3 and record_file.is_file()
+
+    # replaced, and no torch to convert it again: a clear error naming the file; nothing is touched
+    converted.write_bytes(b"something else")
+    monkeypatch.setattr(checkpoint, "torch_available", lambda: False)
+    with pytest.raises(ValueError, match=f"cached weights {converted} does not match its record.*delete it"):
+        weights.resolve_weights_file(entry)
+    assert converted.read_bytes() == b"something else" and len(conversions) == 3
+    record_file.write_text("{not json")
+    with pytest.raises(ValueError, match="unreadable sha256 record"):
+        weights.resolve_weights_file(entry)
+
+
+def test_converted_file_needs_torch_and_the_right_source(fake_coco, tmp_path, monkeypatch):
+    entry, conversions = fake_coco
+    folder = tmp_path / "cache" / "models" / "kzoo"
+    monkeypatch.setattr(checkpoint, "torch_available", lambda: False)
+    with pytest.raises(ImportError, match="weights='coco' is converted .* needs torch"):
+        weights.resolve_weights_file(entry)
+    monkeypatch.setattr(checkpoint, "torch_available", lambda: True)
+    wrong = dataclasses.replace(entry, source_sha256_prefix="bf2d0c1e")
+    with pytest.raises(ValueError, match="does not start with bf2d0c1e: the file was deleted"):
+        weights.resolve_weights_file(wrong)
+    assert os.listdir(folder) == [] and conversions == []
