@@ -15,14 +15,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from kzoo.utils import files
 
 LOG = logging.getLogger(__name__)
 
@@ -536,15 +536,5 @@ def write_coco_json(
         The written dict. Annotation ids run 1, 2, ... (pycocotools' evaluation treats id 0 as unmatched).
     """
     data = coco_dict(examples, categories, segmentation_format)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temp = tempfile.mkstemp(suffix=".json.tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(data, file)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temp)
-        raise
+    files.write_json(path, data, indent=None)
     return data

@@ -15,15 +15,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from kzoo.data.coco import CocoCategories, mask_to_rle
 from kzoo.ops.masks import paste_masks
+from kzoo.utils import files
 
 IOU_TYPES = ("bbox", "segm")
 #: The first six entries of ``COCOeval.stats``, in order (AP at IoU .50:.95, .50, .75; small, medium, large).
@@ -270,14 +269,4 @@ class CocoEvaluator:
 
     def write_results(self, path: str) -> None:
         """Write the accumulated results as a COCO results json (atomically: temp file, then rename)."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        handle, temp = tempfile.mkstemp(suffix=".json.tmp", dir=directory)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                json.dump(self.results, file)
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(temp)
-            raise
+        files.write_json(path, self.results, indent=None)
