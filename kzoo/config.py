@@ -11,14 +11,16 @@ import dataclasses
 import importlib.resources
 import os
 import pathlib
-import types
-import typing
-from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
-from kzoo.models.mask_rcnn_config import PRESETS, MaskRCNNConfig
+from kzoo.models.mask_rcnn_config import MaskRCNNConfig
+from kzoo.models.nin import BlockSpec
+from kzoo.utils.structs import ConfigError, check_choice, check_range, dataclass_from_dict
+
+__all__ = ["ConfigError", "ExperimentConfig", "MaskRCNNExperimentConfig", "config_from_dict", "config_to_dict",
+           "dataclass_from_dict", "load_config", "parse_overrides"]
 
 #: ``precision``: float32, or mixed precision with float32 variables and bfloat16 / float16 computation.
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -31,36 +33,13 @@ DETECTION_SOURCES = ("shapes", "coco", "tfds")
 PACKAGED_CONFIGS = "kzoo.configs"
 
 
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the key."""
-
-
-def check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
-    """ConfigError naming ``key`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
-
-
-def check_range(key: str, value: float | None, low: float | None = None, high: float | None = None,
-                low_open: bool = False) -> None:
-    """ConfigError naming ``key`` unless ``low <= value <= high`` (``low < value`` with ``low_open``);
-    ``None`` values pass (optional keys)."""
-    if value is None:
-        return
-    if low is not None and (value <= low if low_open else value < low):
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise ConfigError(f"config key '{key}' must be {bound}, got {value!r}")
-    if high is not None and value > high:
-        raise ConfigError(f"config key '{key}' must be <= {high}, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Which network to build (see ``kzoo.models.nin``)."""
 
     family: str = "nin"
     variant: str = "mnist"
-    blocks: tuple[dict, ...] | None = None
+    blocks: tuple[BlockSpec, ...] | None = None
     classes: int = 10
     input_shape: tuple[int, int, int] = (28, 28, 1)
     dropout_rate: float = 0.5
@@ -234,72 +213,6 @@ MOVED_KEYS = {
 }
 
 
-def _convert(value: Any, annotation: Any, key: str) -> Any:
-    """Check and convert a YAML value to a field's annotated type."""
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
-        return dataclass_from_dict(annotation, value, key + ".")
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], key)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
-        item = args[0]
-        return tuple(_convert(v, item, key) for v in value)
-    if annotation is float:
-        # YAML 1.1 reads "1e-3" (no dot) as a string: accept any spelling Python reads as a finite number
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"config key '{key}' must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
-        return float(value)
-    if annotation in (int, str, bool, dict) and not (isinstance(value, annotation) and not (
-        annotation is int and isinstance(value, bool)
-    )):
-        raise ConfigError(f"config key '{key}' must be {annotation.__name__}, got {value!r}")
-    return value
-
-
-def dataclass_from_dict(cls: type, values: dict, prefix: str = "") -> Any:
-    """Build the (frozen) dataclass ``cls`` from a nested dict, checking every key and value type.
-
-    Raises:
-        ConfigError: an unknown key or a value of the wrong type, named with ``prefix``.
-    """
-    if not isinstance(values, dict):
-        raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    values = dict(values)
-    preset = values.pop("preset", None) if cls is MaskRCNNConfig else None
-    for key in values:
-        if f"{prefix}{key}" in MOVED_KEYS:
-            raise ConfigError(f"config key '{prefix}{key}' has moved: use {MOVED_KEYS[prefix + key]}")
-        if key not in fields:
-            raise ConfigError(f"unknown config key '{prefix}{key}'; known keys here: {sorted(fields)}")
-    kwargs = {name: _convert(values[name], hints[name], prefix + name) for name in values}
-    try:
-        if preset is not None:
-            check_choice(f"{prefix}preset", preset, sorted(PRESETS))
-            return PRESETS[preset](**kwargs)
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as error:  # a dataclass's own check (e.g. MaskRCNNConfig.__post_init__)
-        raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}': {error}") from error
-
-
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = tree
@@ -337,7 +250,7 @@ def config_from_dict(values: dict) -> ExperimentConfig | MaskRCNNExperimentConfi
     task = values.get("task", "classification")
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r} (config key 'task'); known tasks: {sorted(TASKS)}")
-    return dataclass_from_dict(TASKS[task], values)
+    return dataclass_from_dict(TASKS[task], values, moved_keys=MOVED_KEYS)
 
 
 def _packaged_config_dir():

@@ -28,8 +28,9 @@ from kzoo.models.backbones import build_backbone
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 from kzoo.ops.anchors import generate_anchors, num_anchors_per_location
 from kzoo.ops.losses import box_losses, mask_loss, rpn_losses
-from kzoo.ops.resize import resize_and_pad
+from kzoo.ops.resize import boxes_to_input, resize_and_pad
 from kzoo.ops.targets import mask_targets, roi_targets, rpn_targets
+from kzoo.utils.structs import dataclass_from_dict
 
 PYRAMID_STRIDES = (4, 8, 16, 32, 64)  # P2..P6
 
@@ -78,7 +79,7 @@ class MaskRCNNModel(keras.Model):
     def __init__(self, config: MaskRCNNConfig | dict | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(config, dict):
-            config = MaskRCNNConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+            config = dataclass_from_dict(MaskRCNNConfig, config)  # from get_config() (lists for tuples)
         self.config = config = config or MaskRCNNConfig()
         backbone_kwargs: dict[str, Any] = {}
         if config.backbone.startswith("resnet"):
@@ -280,12 +281,11 @@ class MaskRCNNModel(keras.Model):
     # -- the whole graph ----------------------------------------------------------------------------------
 
     def call(self, images, training: bool = False) -> dict:
-        input_size = tf.cast(tf.shape(images)[1:3], tf.float32)
+        input_size = tf.shape(images)[1:3]
         canvas, image_size = self.preprocess(images)
         batch_image_size = tf.tile(image_size[None], [tf.shape(canvas)[0], 1])
         out = self.detect_resized(canvas, batch_image_size, normalized=True)
-        ratio = input_size / tf.cast(image_size, tf.float32)  # resized -> input pixels, per axis
-        out["detection_boxes"] = out["detection_boxes"] * tf.tile(ratio, [2])
+        out["detection_boxes"] = boxes_to_input(out["detection_boxes"], image_size, input_size)
         return out
 
     def detect_resized(self, images, image_size, normalized: bool = False) -> dict:

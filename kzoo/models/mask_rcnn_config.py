@@ -200,3 +200,4 @@ def torchvision_config(num_classes: int = 91, **overrides: Any) -> MaskRCNNConfi
 #: Named starting points for a ``model:`` section (``preset: torchvision`` in a YAML config): each maps
 #: keyword overrides to a :class:`MaskRCNNConfig`.
 PRESETS = {"torchvision": torchvision_config}
+MaskRCNNConfig.presets = PRESETS  # read by kzoo.utils.structs.dataclass_from_dict ("preset: torchvision")

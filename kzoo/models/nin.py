@@ -9,6 +9,7 @@ from typing import Any
 import keras
 
 from kzoo.layers import GlobalAveragePoolingHead, Mlpconv
+from kzoo.utils.structs import dataclass_from_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,15 +34,12 @@ class BlockSpec:
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any] | BlockSpec) -> BlockSpec:
+        """A block from a mapping such as ``{"filters": [192, 160, 96], "kernel_size": 5}`` (keys checked)."""
         if isinstance(spec, BlockSpec):
             return spec
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(spec) - known
-        if unknown:
-            raise ValueError(f"unknown NIN block key(s) {sorted(unknown)}; known keys: {sorted(known)}")
-        if "filters" not in spec:
-            raise ValueError(f"NIN block {dict(spec)} has no 'filters'")
-        return cls(**{**spec, "filters": tuple(int(f) for f in spec["filters"])})
+        if not isinstance(spec, Mapping) or "filters" not in spec:
+            raise ValueError(f"NIN block {spec!r} has no 'filters'")
+        return dataclass_from_dict(cls, spec, "block.")
 
 
 # The author's published configurations; the class stage of the last block is added by the model.

@@ -48,7 +48,7 @@ def test_custom_blocks_batch_norm_and_class_maps():
 
 
 def test_block_spec_errors():
-    with pytest.raises(ValueError, match="unknown NIN block key"):
+    with pytest.raises(ValueError, match="unknown config key 'block."):
         BlockSpec.from_dict({"filters": [3], "size": 3})
     with pytest.raises(ValueError, match="no 'filters'"):
         BlockSpec.from_dict({"kernel_size": 3})

@@ -1,0 +1,115 @@
+"""Frozen dataclasses from nested mappings (YAML), every key and value checked: the one such loader in kzoo.
+
+``kzoo.config`` builds experiment configs with it; models use it for their own specs (``BlockSpec``,
+``MaskRCNNConfig`` from a saved Keras config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+def check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
+    """ConfigError naming ``key`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
+
+
+def check_range(key: str, value: float | None, low: float | None = None, high: float | None = None,
+                low_open: bool = False) -> None:
+    """ConfigError naming ``key`` unless ``low <= value <= high`` (``low < value`` with ``low_open``);
+    ``None`` values pass (optional keys)."""
+    if value is None:
+        return
+    if low is not None and (value <= low if low_open else value < low):
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ConfigError(f"config key '{key}' must be {bound}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"config key '{key}' must be <= {high}, got {value!r}")
+
+
+def _convert(value: Any, annotation: Any, key: str, moved_keys: Mapping[str, str]) -> Any:
+    """Check and convert a YAML value to a field's annotated type."""
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return dataclass_from_dict(annotation, value, key + ".", moved_keys)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key, moved_keys)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        item = args[0]
+        return tuple(_convert(v, item, key, moved_keys) for v in value)
+    if annotation is float:
+        # YAML 1.1 reads "1e-3" (no dot) as a string: accept any spelling Python reads as a finite number
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"config key '{key}' must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+        return float(value)
+    if annotation in (int, str, bool, dict) and not (isinstance(value, annotation) and not (
+        annotation is int and isinstance(value, bool)
+    )):
+        raise ConfigError(f"config key '{key}' must be {annotation.__name__}, got {value!r}")
+    return value
+
+
+def dataclass_from_dict(cls: type, values: Mapping[str, Any], prefix: str = "",
+                        moved_keys: Mapping[str, str] | None = None) -> Any:
+    """Build the (frozen) dataclass ``cls`` from a nested mapping, checking every key and value type.
+
+    A ``preset`` key picks a starting point from ``cls.presets`` (a mapping of names to functions taking the
+    other keys as keyword overrides), e.g. ``MaskRCNNConfig``'s ``preset: torchvision``.
+
+    Args:
+        cls: the dataclass; nested dataclass fields are built from nested mappings.
+        values: the keys and values (YAML-parsed).
+        prefix: the dotted path of ``values`` in the file, for error messages (e.g. ``"model."``).
+        moved_keys: dotted keys that no longer exist -> where they went (named in the error).
+
+    Raises:
+        ConfigError: an unknown or moved key, a value of the wrong type, or one the dataclass refuses, named
+            with its dotted path.
+    """
+    moved_keys = moved_keys or {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = dict(values)
+    presets = getattr(cls, "presets", None)
+    preset = values.pop("preset", None) if presets else None
+    for key in values:
+        if f"{prefix}{key}" in moved_keys:
+            raise ConfigError(f"config key '{prefix}{key}' has moved: use {moved_keys[prefix + key]}")
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{prefix}{key}'; known keys here: {sorted(fields)}")
+    kwargs = {name: _convert(values[name], hints[name], prefix + name, moved_keys) for name in values}
+    try:
+        if preset is not None:
+            check_choice(f"{prefix}preset", preset, sorted(presets))
+            return presets[preset](**kwargs)
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as error:  # a dataclass's own check (e.g. MaskRCNNConfig.__post_init__)
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}': {error}") from error
