@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from kzoo.data.coco import CocoCategories, CocoInstances, CocoRecord
 from kzoo.data.coco_categories import COCO_CATEGORIES
+from kzoo.ops.resize import resize_scale, resized_size, scale_boxes
 
 #: One unbatched example as it enters the common transform.
 INSTANCE_SPEC = {
@@ -193,18 +194,12 @@ def crop_masks_to_boxes(masks: tf.Tensor, boxes: tf.Tensor, mask_size: int, samp
     return tf.reduce_mean(crops, axis=[2, 4])
 
 
-def _resized_size(height_width: tf.Tensor, min_size: int, max_size: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """:func:`kzoo.ops.resize.resized_size` in the graph: ``(size int32 [2], scale float64)``."""
-    shape = tf.cast(height_width, tf.float64)
-    scale = tf.minimum(min_size / tf.reduce_min(shape), max_size / tf.reduce_max(shape))
-    return tf.maximum(tf.cast(tf.floor(shape * scale), tf.int32), 1), scale
-
-
 def _prepare(example: dict, flip: tf.Tensor, cfg: _Config) -> dict:
     image = example["image"]
     original = tf.shape(image)[:2]
     tf.debugging.assert_positive(tf.reduce_min(original), message="cannot resize an empty image")
-    size, scale = _resized_size(original, cfg.min_size, cfg.max_size)
+    scale = resize_scale(original[0], original[1], cfg.min_size, cfg.max_size)
+    size = resized_size(original[0], original[1], cfg.min_size, cfg.max_size)
     tf.debugging.assert_less_equal(
         size, tf.constant(cfg.canvas, tf.int32),
         message=f"resized image larger than the canvas {cfg.canvas}: use a square image_size >= max_size",
@@ -216,8 +211,7 @@ def _prepare(example: dict, flip: tf.Tensor, cfg: _Config) -> dict:
     limits = tf.concat([original_f, original_f], 0)
     boxes = tf.minimum(tf.maximum(example["boxes"][:count], 0.0), limits)
     masks = crop_masks_to_boxes(example["masks"][:count], boxes, cfg.mask_size, cfg.mask_samples)
-    ratio = tf.cast(size, tf.float32) / original_f  # per axis, as the image content moved
-    boxes = boxes * tf.concat([ratio, ratio], 0)
+    boxes = scale_boxes(boxes, original, size)  # per axis, as the image content moved
     classes = example["classes"][:count]
     is_crowd = example["is_crowd"][:count]
 

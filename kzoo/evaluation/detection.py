@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.evaluation.coco import CocoEvaluator
+from kzoo.ops.resize import boxes_to_input
 
 
 def predict_batches(model: keras.Model, dataset: tf.data.Dataset, verbose: int = 0):
@@ -18,11 +19,13 @@ def predict_batches(model: keras.Model, dataset: tf.data.Dataset, verbose: int =
     pipeline's resized, padded canvases (one trace for the whole set).
     """
     detect = tf.function(model.detect_resized)
-    progbar = keras.utils.Progbar(None, verbose=verbose, unit_name="batch")
+    batches = int(dataset.cardinality())
+    progbar = keras.utils.Progbar(batches if batches >= 0 else None, verbose=verbose, unit_name="batch")
     for index, batch in enumerate(dataset):
         outputs = {k: v.numpy() for k, v in detect(batch["images"], batch["image_size"]).items()}
-        scale = batch["image_size"].numpy().astype(np.float64) / np.maximum(batch["original_size"].numpy(), 1)
-        outputs["detection_boxes"] = outputs["detection_boxes"] / np.tile(scale, 2)[:, None, :]
+        outputs["detection_boxes"] = boxes_to_input(
+            outputs["detection_boxes"], batch["image_size"].numpy(), batch["original_size"].numpy()
+        )
         progbar.update(index + 1)
         yield outputs, {k: v.numpy() for k, v in batch.items()}
 

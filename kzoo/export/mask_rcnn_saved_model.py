@@ -30,8 +30,8 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.export.common import (
+    MASK_RCNN_OUTPUT_KEYS,
     WARMUP_FILE,
-    atomic_directory,
     is_jpeg_or_png,
     new_version_dir,
     unless_empty,
@@ -40,11 +40,9 @@ from kzoo.export.common import (
 )
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.ops.masks import paste_masks_tf
+from kzoo.utils.files import atomic_directory
 
 __all__ = ["export_mask_rcnn_saved_model", "mask_rcnn_warmup_requests"]
-
-OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections", "detection_masks")
-
 
 def export_mask_rcnn_saved_model(
     model: MaskRCNNModel,
@@ -170,7 +168,7 @@ def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: l
         return out
 
     def run(pixels: tf.Tensor, image_size: tf.Tensor) -> dict[str, tf.Tensor]:
-        out = {key: value for key, value in model(pixels, training=False).items() if key in OUTPUT_KEYS}
+        out = {key: value for key, value in model(pixels, training=False).items() if key in MASK_RCNN_OUTPUT_KEYS}
         if full_image_masks:
             out["detection_full_masks"] = paste_masks_tf(out["detection_masks"], out["detection_boxes"], image_size)
         return out

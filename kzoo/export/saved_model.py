@@ -25,7 +25,6 @@ import tensorflow as tf
 from kzoo.export.common import (
     CLASS_NAMES_FILE,
     WARMUP_FILE,
-    atomic_directory,
     is_jpeg_or_png,
     latest_version_dir,
     new_version_dir,
@@ -35,6 +34,7 @@ from kzoo.export.common import (
 )
 from kzoo.models.nin import class_map_model
 from kzoo.ops.images import normalize_images
+from kzoo.utils.files import atomic_directory
 
 __all__ = [
     "CLASS_NAMES_FILE",

@@ -16,27 +16,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
-from export_helpers import run_without_kzoo
 from tensorflow_serving.apis import prediction_log_pb2
 
 from kzoo.data.shapes import make_shapes_instances
 from kzoo.evaluation.detection_parity import compare_detections, has_near_equal, outliers
-from kzoo.export.common import QUANTIZE_MODES
+from kzoo.export.litert import detect_photos_tflite, letterbox, run_mask_rcnn_tflite
 from kzoo.export.mask_rcnn_saved_model import export_mask_rcnn_saved_model
-from kzoo.export.mask_rcnn_tflite import (
-    convert_function_to_tflite,
-    convert_mask_rcnn_tflite,
-    detect_photos_tflite,
-    letterbox,
-    run_mask_rcnn_tflite,
-    tflite_ready_model,
-)
+from kzoo.export.mask_rcnn_tflite import convert_mask_rcnn_tflite, tflite_ready_model
+from kzoo.export.tflite import QUANTIZE_MODES
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 from kzoo.ops.masks import paste_masks
 
 SIZE = 128
-CLASS_NAMES = ["circle", "square", "triangle"]
+class_names = ["circle", "square", "triangle"]
 TINY = dict(
     num_classes=4, fpn_channels=16, box_fc_dim=32, mask_channels=8, mask_num_convs=2, rpn_pre_nms_top_k_test=100,
     rpn_post_nms_top_k_test=40, max_detections=8, min_size=SIZE, max_size=SIZE, score_threshold=0.0,
@@ -109,7 +102,7 @@ def exported(models, tmp_path_factory):
     """(path, loaded) of the mobilenet model's SavedModel with full-image masks, class names and warmup."""
     path = export_mask_rcnn_saved_model(
         models["mobilenet_v2"], tmp_path_factory.mktemp("serving"), "mask_rcnn", full_image_masks=True,
-        warmup_images=[np.full((40, 50, 3), 90, np.uint8)], class_names=CLASS_NAMES,
+        warmup_images=[np.full((40, 50, 3), 90, np.uint8)], class_names=class_names,
     )  # fmt: skip
     return path, tf.saved_model.load(path)
 
@@ -131,7 +124,7 @@ def test_serving_default_matches_keras(models, exported, side):
     np.testing.assert_allclose(out["detection_masks"], expected["detection_masks"], atol=1e-4)
     assert out["detection_boxes"][..., 2:].max() <= side + 1e-3
     assert out["detection_full_masks"].shape == (2, 8, side, side) and out["detection_full_masks"].dtype == np.uint8
-    names = np.array(["", *CLASS_NAMES], dtype=object)[out["detection_classes"]].astype(bytes)
+    names = np.array(["", *class_names], dtype=object)[out["detection_classes"]].astype(bytes)
     np.testing.assert_array_equal(out["detection_class_names"], names)
 
 
@@ -224,7 +217,7 @@ def test_empty_batches(exported):
 def test_warmup_requests_and_class_names(exported):
     path, loaded = exported
     with open(os.path.join(path, "assets.extra", "class_names.txt")) as f:
-        assert f.read().splitlines() == ["background", *CLASS_NAMES]
+        assert f.read().splitlines() == ["background", *class_names]
     records = list(tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests")))
     signatures = []
     for record in records:
@@ -272,7 +265,7 @@ def test_saved_model_cli_lists_signatures(exported):
     assert "tag-set: 'serve'" in result.stdout
 
 
-def test_loads_and_runs_without_kzoo(models, exported, shapes_images, tmp_path):
+def test_loads_and_runs_without_kzoo(run_without_kzoo, models, exported, shapes_images, tmp_path):
     path = exported[0]
     np.save(tmp_path / "images.npy", shapes_images[:2])
     run_without_kzoo(
@@ -376,15 +369,19 @@ def photographs() -> np.ndarray:
 def test_float_variants_match_the_saved_model_on_photographs(models, converted, photographs, tmp_path, backbone,
                                                              mode):  # fmt: skip
     # every detection within 1 px and mask IoU >= 0.95 of the SavedModel's, except NMS near-ties: detections the
-    # float32 model has too (found without NMS) that NMS dropped for another of nearly the same score, which any
-    # perturbation can flip (random tiny models with score_threshold=0 have many)
+    # float32 model has too (found without NMS, neither the RPN's nor the detector's) that NMS dropped for another of
+    # nearly the same score, which any perturbation can flip (random tiny models with score_threshold=0 have many;
+    # with the floor letterbox, small_convnet float16 has one from a proposal that the RPN's NMS flipped)
     model = models[backbone]
     path = export_mask_rcnn_saved_model(model, tmp_path, "mask_rcnn")
     serve = tf.saved_model.load(path).signatures["serving_default"]
     reference = {key: value.numpy() for key, value in serve(images=tf.constant(photographs)).items()}
     out = run_mask_rcnn_tflite(converted(backbone, mode), photographs)
     result = compare_detections(reference, out, (SIZE, SIZE))
-    unsuppressed = MaskRCNNModel(dataclasses.replace(model.config, nms_threshold=1.0, max_detections=120))
+    unsuppressed = MaskRCNNModel(dataclasses.replace(
+        model.config, nms_threshold=1.0, max_detections=400, rpn_nms_threshold=1.0,
+        rpn_post_nms_top_k_test=model.config.rpn_pre_nms_top_k_test,
+    ))  # fmt: skip
     unsuppressed(photographs[:1])
     unsuppressed.set_weights(model.get_weights())
     candidates = keras_outputs(unsuppressed, photographs)
@@ -474,7 +471,7 @@ def test_letterbox_keeps_the_aspect_ratio_at_the_top_left():
     assert canvas.shape == (128, 128, 3) and canvas.dtype == np.uint8 and list(scales) == [1.6, 1.6]
     assert (canvas[:64] == 200).all() and not canvas[64:].any()
     canvas, scales = letterbox(np.full((300, 100, 3), 9, np.uint8), (64, 96))  # the height limits: 64 / 300
-    assert list(scales) == [64 / 300, 21 / 100]  # 100 * 64 / 300 = 21.3 rounds to 21 columns
+    assert list(scales) == [64 / 300, 21 / 100]  # 100 * 64 / 300 = 21.3: floor, 21 columns (kzoo.ops.resize)
     assert (canvas[:, :21] == 9).all() and not canvas[:, 21:].any()
     with pytest.raises(ValueError, match=r"image must be \[H, W, 3\]"):
         letterbox(np.zeros((0, 5, 3), np.uint8), (64, 64))
@@ -495,26 +492,6 @@ def test_detect_photos_of_any_size_maps_boxes_back(converted, shapes_images):
         expected = np.clip(on_canvases["detection_boxes"][index] / scale, 0, limits)  # exact scales here
         np.testing.assert_allclose(out["detection_boxes"][index], expected, rtol=1e-6)
     assert detect_photos_tflite(path, [])["detection_boxes"].shape == (0, 8, 4)
-
-
-def test_non_builtin_op_fails_clearly():
-    @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
-    def crop(images):
-        boxes = tf.constant([[0.1, 0.1, 0.8, 0.9]])
-        return {"crops": tf.image.crop_and_resize(images, boxes, tf.zeros([1], tf.int32), [7, 7])}
-
-    with pytest.raises(ValueError, match="not TFLite builtins.*CropAndResize"):
-        convert_function_to_tflite(crop)
-
-
-def test_int8_without_the_quantizer_entry_point_fails_clearly(monkeypatch):
-    from tensorflow.lite.python import convert as lite_convert
-
-    from kzoo.export import mask_rcnn_tflite
-
-    monkeypatch.delattr(lite_convert, "mlir_quantize")
-    with pytest.raises(RuntimeError, match="has no tensorflow.lite.python.convert.mlir_quantize"):
-        mask_rcnn_tflite._quantize_only(b"", mask_rcnn_tflite.INT8_OPS)
 
 
 def test_convert_and_run_errors(models, converted, shapes_images, tmp_path):
@@ -542,3 +519,12 @@ def test_convert_and_run_errors(models, converted, shapes_images, tmp_path):
     one = run_mask_rcnn_tflite(path, shapes_images[0])  # one image [H, W, 3]
     assert one["detection_boxes"].shape == (1, 8, 4)
     assert run_mask_rcnn_tflite(path, shapes_images[:0])["detection_masks"].shape == (0, 8, 28, 28)
+
+
+def test_exports_are_readable_by_others(exported, converted, file_modes):
+    from kzoo.utils.files import directory_mode, file_mode
+
+    path = exported[0]
+    for name, mode in file_modes(path).items():
+        assert mode == (directory_mode() if os.path.isdir(os.path.join(path, name)) else file_mode()), name
+    assert os.stat(converted("mobilenet_v2", "none")).st_mode & 0o777 == file_mode()

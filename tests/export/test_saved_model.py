@@ -6,7 +6,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_helpers import CLASS_NAMES, keras_probabilities, run_without_kzoo, tiny_nin
 from tensorflow_serving.apis import prediction_log_pb2
 
 import kzoo.export.saved_model as saved_model_module
@@ -15,12 +14,12 @@ from kzoo.models.nin import build_nin, resolve_blocks
 
 
 @pytest.fixture(scope="module")
-def exports(model, tmp_path_factory):
+def exports(class_names, model, tmp_path_factory):
     """One export per input dtype: {dtype: (version_dir, loaded SavedModel)}."""
     base = tmp_path_factory.mktemp("serving")
     result = {}
     for dtype in ("float32", "uint8"):
-        path = export_classifier_saved_model(model, base, f"nin_{dtype}", CLASS_NAMES, input_dtype=dtype,
+        path = export_classifier_saved_model(model, base, f"nin_{dtype}", class_names, input_dtype=dtype,
                                              warmup_examples=3)
         result[dtype] = (path, tf.saved_model.load(path))
     return result
@@ -34,7 +33,7 @@ def test_variables_are_saved_once(model, exports):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "uint8"])
-def test_serving_default_matches_keras(model, images, exports, dtype):
+def test_serving_default_matches_keras(class_names, keras_probabilities, model, images, exports, dtype):
     _, loaded = exports[dtype]
     signature = loaded.signatures["serving_default"]
     assert signature.structured_input_signature[1]["images"].dtype == tf.as_dtype(dtype)
@@ -45,10 +44,10 @@ def test_serving_default_matches_keras(model, images, exports, dtype):
     assert outputs["classes"].dtype == tf.int64
     np.testing.assert_array_equal(outputs["classes"].numpy(), expected.argmax(axis=1))
     names = [name.decode() for name in outputs["class_names"].numpy()]
-    assert names == [CLASS_NAMES[i] for i in expected.argmax(axis=1)]
+    assert names == [class_names[i] for i in expected.argmax(axis=1)]
 
 
-def test_any_batch_size(model, images, exports):
+def test_any_batch_size(keras_probabilities, model, images, exports):
     signature = exports["uint8"][1].signatures["serving_default"]
     for batch in (1, 5):
         probabilities = signature(images=tf.constant(images[:batch]))["probabilities"].numpy()
@@ -107,10 +106,10 @@ def test_serving_bytes_rejects_non_images(exports, images):
         signature(image_bytes=tf.constant([good[:20]]))
 
 
-def test_class_maps(model, images, exports):
+def test_class_maps(class_names, keras_probabilities, model, images, exports):
     loaded = exports["uint8"][1]
     maps = loaded.signatures["class_maps"](images=tf.constant(images[:4]))["class_maps"].numpy()
-    assert maps.shape == (4, 8, 8, len(CLASS_NAMES)) and maps.dtype == np.float32
+    assert maps.shape == (4, 8, 8, len(class_names)) and maps.dtype == np.float32
     head_input = keras.Model(model.input, model.get_layer("head").input)
     expected = keras.ops.convert_to_numpy(head_input(images[:4].astype(np.float32) / 127.5 - 1.0))
     np.testing.assert_allclose(maps, expected, atol=1e-5)
@@ -119,9 +118,9 @@ def test_class_maps(model, images, exports):
                                atol=1e-5)
 
 
-def test_grayscale_model(tmp_path):
+def test_grayscale_model(class_names, tiny_nin, keras_probabilities, tmp_path):
     gray_model = tiny_nin(channels=1)
-    path = export_classifier_saved_model(gray_model, tmp_path, "gray", CLASS_NAMES, input_dtype="uint8")
+    path = export_classifier_saved_model(gray_model, tmp_path, "gray", class_names, input_dtype="uint8")
     loaded = tf.saved_model.load(path)
     rgb = np.random.default_rng(2).integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)
     encoded = [tf.io.encode_png(image).numpy() for image in rgb]
@@ -131,7 +130,7 @@ def test_grayscale_model(tmp_path):
     np.testing.assert_allclose(outputs["probabilities"].numpy(), keras_probabilities(gray_model, gray), atol=1e-5)
 
 
-def test_warmup_requests(images, exports):
+def test_warmup_requests(class_names, images, exports):
     path, loaded = exports["uint8"]
     warmup = os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
     records = list(tf.data.TFRecordDataset(warmup).as_numpy_iterator())
@@ -145,25 +144,25 @@ def test_warmup_requests(images, exports):
         batch = tf.make_ndarray(request.inputs["images"])
         assert batch.dtype == np.uint8 and batch.shape[1:] == (16, 16, 3)
         outputs = loaded.signatures["serving_default"](images=tf.constant(batch))
-        assert outputs["probabilities"].shape == (batch.shape[0], len(CLASS_NAMES))
+        assert outputs["probabilities"].shape == (batch.shape[0], len(class_names))
 
 
-def test_no_warmup_file_by_default_but_class_names(model, tmp_path):
-    path = export_classifier_saved_model(model, tmp_path, "nin", CLASS_NAMES)
+def test_no_warmup_file_by_default_but_class_names(class_names, model, tmp_path):
+    path = export_classifier_saved_model(model, tmp_path, "nin", class_names)
     assert os.listdir(os.path.join(path, "assets.extra")) == ["class_names.txt"]
     with open(os.path.join(path, "assets.extra", "class_names.txt")) as f:
-        assert f.read().splitlines() == list(CLASS_NAMES)
+        assert f.read().splitlines() == list(class_names)
 
 
-def test_version_numbering(model, tmp_path):
+def test_version_numbering(class_names, model, tmp_path):
     (tmp_path / "nin" / "notes").mkdir(parents=True)
-    first = export_classifier_saved_model(model, tmp_path, "nin", CLASS_NAMES)
-    second = export_classifier_saved_model(model, tmp_path, "nin", CLASS_NAMES)
+    first = export_classifier_saved_model(model, tmp_path, "nin", class_names)
+    second = export_classifier_saved_model(model, tmp_path, "nin", class_names)
     assert first == os.path.join(tmp_path, "nin", "1") and second == os.path.join(tmp_path, "nin", "2")
-    assert export_classifier_saved_model(model, tmp_path, "nin", CLASS_NAMES, version=7).endswith(os.sep + "7")
-    assert export_classifier_saved_model(model, tmp_path, "nin", CLASS_NAMES).endswith(os.sep + "8")
+    assert export_classifier_saved_model(model, tmp_path, "nin", class_names, version=7).endswith(os.sep + "7")
+    assert export_classifier_saved_model(model, tmp_path, "nin", class_names).endswith(os.sep + "8")
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
-        export_classifier_saved_model(model, tmp_path, "nin", CLASS_NAMES, version=2)
+        export_classifier_saved_model(model, tmp_path, "nin", class_names, version=2)
     assert sorted(os.listdir(tmp_path / "nin")) == ["1", "2", "7", "8", "notes"]
 
 
@@ -185,32 +184,32 @@ def _fail_in_warmup(monkeypatch):
 
 
 @pytest.mark.parametrize("break_export", [_fail_after_saving, _fail_in_warmup])
-def test_failed_export_leaves_nothing(model, tmp_path, monkeypatch, break_export):
-    export_classifier_saved_model(model, tmp_path, "nin", CLASS_NAMES)
+def test_failed_export_leaves_nothing(class_names, model, tmp_path, monkeypatch, break_export):
+    export_classifier_saved_model(model, tmp_path, "nin", class_names)
     break_export(monkeypatch)
     with pytest.raises(RuntimeError, match="disk full"):
-        export_classifier_saved_model(model, tmp_path, "nin", CLASS_NAMES, warmup_examples=1)
+        export_classifier_saved_model(model, tmp_path, "nin", class_names, warmup_examples=1)
     assert os.listdir(tmp_path / "nin") == ["1"]
 
 
-def test_bad_arguments(model, tmp_path):
+def test_bad_arguments(class_names, model, tmp_path):
     with pytest.raises(ValueError, match="3 classes but 2 class_names"):
-        export_classifier_saved_model(model, tmp_path, "nin", CLASS_NAMES[:2])
+        export_classifier_saved_model(model, tmp_path, "nin", class_names[:2])
     with pytest.raises(ValueError, match="input_dtype"):
-        export_classifier_saved_model(model, tmp_path, "nin", CLASS_NAMES, input_dtype="float16")
+        export_classifier_saved_model(model, tmp_path, "nin", class_names, input_dtype="float16")
     with pytest.raises(ValueError, match="version must be a positive integer"):
-        export_classifier_saved_model(model, tmp_path, "nin", CLASS_NAMES, version=0)
+        export_classifier_saved_model(model, tmp_path, "nin", class_names, version=0)
     blocks = resolve_blocks("custom", [{"filters": [8], "pool": False, "dropout": False}])
     headless = build_nin(keras.Input((16, 16, 3)), blocks, classes=3, include_top=False, pooling="avg")
     with pytest.raises(ValueError, match="include_top=True"):
         export_classifier_saved_model(headless, tmp_path, "headless", ["a"] * 8)
     variable_size = build_nin(keras.Input((None, None, 3)), blocks, classes=3)
     with pytest.raises(ValueError, match="known sizes"):
-        export_classifier_saved_model(variable_size, tmp_path, "variable", CLASS_NAMES)
+        export_classifier_saved_model(variable_size, tmp_path, "variable", class_names)
     assert not any(name.isdigit() for d in tmp_path.iterdir() for name in os.listdir(d))
 
 
-def test_loads_without_kzoo(model, images, exports, tmp_path):
+def test_loads_without_kzoo(keras_probabilities, run_without_kzoo, model, images, exports, tmp_path):
     path = exports["uint8"][0]
     np.save(tmp_path / "images.npy", images[:4])
     run_without_kzoo(
@@ -246,3 +245,16 @@ def test_saved_model_cli_lists_signatures(exports):
                      "outputs['probabilities']", "outputs['classes']", "outputs['class_names']",
                      "outputs['class_maps']", "tag-set: 'serve'"):
         assert expected in result.stdout, expected
+
+
+def test_export_is_readable_by_others(class_names, model, tmp_path, umask_022, file_modes):
+    # atomic_directory's temporary directory is 0700 and its files 0600 by default: TF Serving running as another
+    # user could not read them; the export makes directories 0755 and files 0644
+    path = export_classifier_saved_model(model, tmp_path, "nin", class_names, warmup_examples=1)
+    modes = file_modes(path)
+    assert {"variables", os.path.join("assets.extra", "tf_serving_warmup_requests"),
+            os.path.join("assets.extra", "class_names.txt"), "saved_model.pb"} <= set(modes)  # fmt: skip
+    for name, mode in modes.items():
+        expected = 0o755 if os.path.isdir(os.path.join(path, name)) else 0o644
+        assert mode == expected, (name, oct(mode))
+    assert os.stat(os.path.join(tmp_path, "nin")).st_mode & 0o777 == 0o755

@@ -1,102 +1,79 @@
-import os
+"""The generic TFLite converter (kzoo.export.tflite): signature names, builtin ops only, int8 op selection."""
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
-from export_helpers import keras_probabilities, tiny_nin
 
-import kzoo.export.tflite as tflite_module
-from kzoo.export import QUANTIZE_MODES, convert_classifier_tflite, run_tflite_classifier
+from kzoo.export import tflite
+from kzoo.export.tflite import QUANTIZE_MODES, convert_function_to_tflite, representative_dataset
 
-# Probability tolerance and minimum top-1 agreement with the Keras model, per variant, about 10x the measured
-# worst error on these 32 random images of the random 3k-parameter NIN (measured max |dp|: none 1.8e-7,
-# float16 9.8e-5, dynamic 3.1e-3, int8 4.6e-3; top-1 agreement 32/32 for every variant).
-TOLERANCES = {"none": (1e-5, 1.0), "float16": (1e-3, 1.0), "dynamic": (0.05, 0.9), "int8": (0.05, 0.9)}
+
+def _conv_function() -> tf.types.experimental.GenericFunction:
+    kernel = tf.Variable(np.random.default_rng(0).normal(size=(3, 3, 3, 4)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32, name="pixels")])
+    def function(pixels):
+        features = tf.nn.conv2d(pixels, kernel, 1, "SAME")
+        return {"features": features, "total": tf.reduce_sum(tf.sigmoid(features), axis=[1, 2, 3])}
+
+    return function
 
 
 @pytest.fixture(scope="module")
-def tflite_model():
-    """Wide enough (a 3x3x16x16 kernel) that dynamic-range quantization quantizes a weight (>= 1024 elements)."""
-    return tiny_nin(width=16)
+def calibration():
+    return representative_dataset(np.random.default_rng(1).uniform(0, 1, size=(4, 8, 8, 3)).astype(np.float32))
 
 
-@pytest.fixture(scope="module")
-def converted(tflite_model, images, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tflite")
-    return {
-        mode: convert_classifier_tflite(tflite_model, directory / f"nin_{mode}.tflite", mode,
-                                        representative_images=images)
-        for mode in QUANTIZE_MODES
-    }
+def _interpreter(flatbuffer: bytes) -> Interpreter:
+    return Interpreter(model_content=flatbuffer)
 
 
 @pytest.mark.parametrize("mode", QUANTIZE_MODES)
-def test_builtin_ops_only(converted, mode):
-    interpreter = Interpreter(model_path=converted[mode])
-    ops = {op["op_name"] for op in interpreter._get_ops_details()}
-    assert "CONV_2D" in ops
-    assert not any(op.startswith("Flex") or op in ("CUSTOM", "DELEGATE") for op in ops), ops
-    (input_detail,) = interpreter.get_input_details()
-    (output_detail,) = interpreter.get_output_details()
-    assert list(input_detail["shape"]) == [1, 16, 16, 3] and input_detail["dtype"] == np.float32
-    assert list(output_detail["shape"]) == [1, 3] and output_detail["dtype"] == np.float32
+def test_keeps_the_signature_names_and_the_values(mode, calibration):
+    function = _conv_function()
+    interpreter = _interpreter(convert_function_to_tflite(function, mode, calibration))
+    assert interpreter.get_signature_list()["serving_default"] == {"inputs": ["pixels"],
+                                                                   "outputs": ["features", "total"]}  # fmt: skip
+    pixels = np.random.default_rng(2).uniform(0, 1, size=(1, 8, 8, 3)).astype(np.float32)
+    out = interpreter.get_signature_runner("serving_default")(pixels=pixels)
+    expected = function(tf.constant(pixels))
+    tolerance = {"none": 1e-5, "float16": 0.05, "dynamic": 0.5, "int8": 0.5}[mode]
+    np.testing.assert_allclose(out["features"], expected["features"].numpy(), atol=tolerance)
 
 
-@pytest.mark.parametrize("mode", QUANTIZE_MODES)
-def test_matches_keras(tflite_model, images, converted, mode):
-    atol, min_agreement = TOLERANCES[mode]
-    expected = keras_probabilities(tflite_model, images)
-    probabilities = run_tflite_classifier(converted[mode], images)
-    assert probabilities.shape == (32, 3) and probabilities.dtype == np.float32
-    np.testing.assert_allclose(probabilities, expected, atol=atol)
-    assert np.mean(probabilities.argmax(axis=1) == expected.argmax(axis=1)) >= min_agreement
+def test_int8_ops_selects_the_quantized_op_types(calibration):
+    function = _conv_function()
+    selected = _interpreter(convert_function_to_tflite(function, "int8", calibration, int8_ops=("CONV_2D",)))
+    everything = _interpreter(convert_function_to_tflite(function, "int8", calibration, int8_ops="all"))
+
+    def int8_ops(interpreter):
+        tensors = {d["index"]: d["dtype"] for d in interpreter.get_tensor_details()}
+        return {op["op_name"] for op in interpreter._get_ops_details()
+                if any(tensors.get(i) == np.int8 for i in op["outputs"])}  # fmt: skip
+
+    assert int8_ops(selected) - {"QUANTIZE"} == {"CONV_2D"}  # the input is quantized for the conv
+    assert {"CONV_2D", "LOGISTIC"} <= int8_ops(everything)
 
 
-def test_quantized_weights(converted):
-    def weight_dtypes(path):
-        interpreter = Interpreter(model_path=path)
-        return {d["dtype"] for d in interpreter.get_tensor_details() if "convolution" in d["name"]}
+def test_non_builtin_op_fails_clearly():
+    @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
+    def crop(images):
+        boxes = tf.constant([[0.1, 0.1, 0.8, 0.9]])
+        return {"crops": tf.image.crop_and_resize(images, boxes, tf.zeros([1], tf.int32), [7, 7])}
 
-    assert weight_dtypes(converted["none"]) == {np.float32}
-    assert np.int8 in weight_dtypes(converted["dynamic"])
-    assert np.int8 in weight_dtypes(converted["int8"])
-    sizes = {mode: os.path.getsize(path) for mode, path in converted.items()}
-    assert sizes["float16"] < sizes["none"] and sizes["dynamic"] < sizes["none"] and sizes["int8"] < sizes["none"]
+    with pytest.raises(ValueError, match="not TFLite builtins.*CropAndResize"):
+        convert_function_to_tflite(crop)
 
 
-def test_batching_and_dtypes(converted, images):
-    path = converted["int8"]
-    one_by_one = run_tflite_classifier(path, images, batch_size=1)
-    np.testing.assert_allclose(run_tflite_classifier(path, images, batch_size=7), one_by_one, atol=1e-6)
-    np.testing.assert_allclose(run_tflite_classifier(path, images.astype(np.float64), batch_size=64), one_by_one,
-                               atol=1e-6)
-    assert run_tflite_classifier(path, images[:0]).shape == (0, 3)
+def test_int8_without_the_quantizer_entry_point_fails_clearly(monkeypatch):
+    from tensorflow.lite.python import convert as lite_convert
+
+    monkeypatch.delattr(lite_convert, "mlir_quantize")
+    with pytest.raises(RuntimeError, match="has no tensorflow.lite.python.convert.mlir_quantize"):
+        tflite.quantize_only(b"", ("CONV_2D",))
 
 
-def test_run_errors(converted, images, tmp_path):
-    with pytest.raises(ValueError, match=r"images must have shape \[N, 16, 16, 3\]"):
-        run_tflite_classifier(converted["none"], images[:, :8])
-    with pytest.raises(ValueError, match="images must have shape"):
-        run_tflite_classifier(converted["none"], images[0])
-    with pytest.raises(FileNotFoundError, match="no TFLite model"):
-        run_tflite_classifier(tmp_path / "missing.tflite", images)
-
-
-def test_convert_errors(model, images, tmp_path):
+def test_unknown_quantize_mode():
     with pytest.raises(ValueError, match="quantize must be one of"):
-        convert_classifier_tflite(model, tmp_path / "m.tflite", "int4")
-    with pytest.raises(ValueError, match="needs representative_images"):
-        convert_classifier_tflite(model, tmp_path / "m.tflite", "int8")
-    with pytest.raises(ValueError, match=r"representative_images must have shape \[N, 16, 16, 3\]"):
-        convert_classifier_tflite(model, tmp_path / "m.tflite", "int8", representative_images=images[:, :8])
-    assert os.listdir(tmp_path) == []
-
-
-def test_atomic_write(model, tmp_path, monkeypatch):
-    def fail(*args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(tflite_module.os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        convert_classifier_tflite(model, tmp_path / "m.tflite")
-    assert os.listdir(tmp_path) == []
+        convert_function_to_tflite(_conv_function(), "int4")
