@@ -28,7 +28,8 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 STRATEGY_KINDS = ("auto", "mirrored", "multi_worker", "one_device")
 CLASSIFICATION_SOURCES = ("shapes", "fashion_mnist", "tfds")
-DETECTION_SOURCES = ("shapes", "coco", "tfds")
+DETECTION_SOURCES = ("shapes", "coco", "tfds", "labelme", "via", "yolo")
+CHECK_IMAGES = ("exists", "header", "full")
 #: Where ``configs/*.yaml`` live inside an installed kzoo (``setup.py`` ships the repository's ``configs/``).
 PACKAGED_CONFIGS = "kzoo.configs"
 
@@ -147,18 +148,26 @@ class DetectionDataConfig:
     ``min_size``/``max_size`` rule and padded to a square canvas of ``max_size`` rounded up to ``size_divisible``.
 
     ``source``: ``shapes`` (built-in, generated from ``seed``), ``coco`` (a COCO-format json and an image folder
-    per split) or ``tfds`` (``tfds_name`` with masks, e.g. ``coco/2017_panoptic``).
+    per split), ``tfds`` (``tfds_name`` with masks, e.g. ``coco/2017_panoptic``), or the files annotation tools
+    write: ``labelme`` (``*_annotations``: a folder of labelme json files), ``via`` (``*_annotations``: a VGG Image
+    Annotator 2.x project json, ``*_images``: its image folder) or ``yolo`` (``*_annotations``: a folder of YOLO
+    segmentation txt files, ``*_images``: the image folder, class names from ``yolo_data_yaml`` or ``class_names``).
     """
 
     source: str = "shapes"
     # shapes
     shapes_image_size: int = 128
     shapes_max_instances: int = 4
-    # coco
+    # coco, labelme, via, yolo
     train_annotations: str | None = None
     train_images: str | None = None
     eval_annotations: str | None = None
     eval_images: str | None = None
+    # labelme / via / yolo: the class of each label, in label order (None: labelme/via discover the labels and
+    # sort them; yolo reads the names of yolo_data_yaml)
+    class_names: tuple[str, ...] | None = None
+    yolo_data_yaml: str | None = None
+    check_images: str = "header"  # exists | header (size and format) | full (decode every image once)
     # tfds
     tfds_name: str | None = None
     data_dir: str | None = None
@@ -170,15 +179,35 @@ class DetectionDataConfig:
     skip_empty: bool = False  # drop training images without instances
     max_instances: int = 100
     mask_size: int = 56
-    horizontal_flip: bool = True
     shuffle_buffer: int = 1000
+    # augmentation (training only)
+    horizontal_flip: bool = True
+    # random scale factor range of the image fitted to the canvas, then a random crop / pad back to the canvas
+    # (TF Model Garden: [0.5, 2.0]; torchvision's large-scale jitter: [0.1, 2.0]); None: no scale jitter
+    scale_jitter: tuple[float, float] | None = None
+    min_box_size: float = 2.0  # instances cut by the crop to a box side below this (pixels) are dropped
+    # photometric jitter, as torchvision's ColorJitter: brightness/contrast/saturation factors drawn from
+    # [1 - x, 1 + x], hue shifted by up to x (<= 0.5) of the color wheel; 0: off
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice("data.source", self.source, DETECTION_SOURCES)
+        check_choice("data.check_images", self.check_images, CHECK_IMAGES)
         check_range("data.train_examples", self.train_examples, 1)
         check_range("data.eval_examples", self.eval_examples, 1)
         check_range("data.max_instances", self.max_instances, 1)
         check_range("data.mask_size", self.mask_size, 1)
+        check_range("data.min_box_size", self.min_box_size, 0.0)
+        for key in ("brightness", "contrast", "saturation"):
+            check_range(f"data.{key}", getattr(self, key), 0.0, 1.0)
+        check_range("data.hue", self.hue, 0.0, 0.5)
+        if self.scale_jitter is not None and not (len(self.scale_jitter) == 2
+                                                  and 0 < self.scale_jitter[0] <= self.scale_jitter[1]):
+            raise ConfigError(f"config key 'data.scale_jitter' must be [low, high] with 0 < low <= high, "
+                              f"got {list(self.scale_jitter)}")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
