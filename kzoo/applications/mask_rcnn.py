@@ -14,6 +14,7 @@ from kzoo.applications.weights import registered_or_path, resolve_weights_file
 from kzoo.config import dataclass_from_dict
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import PRESETS, MaskRCNNConfig
+from kzoo.models.weight_files import load_weights_transferring
 
 BACKBONES = {"resnet50_fpn": "resnet50", "resnet101_fpn": "resnet101", "mobilenet_v2_fpn": "mobilenet_v2"}
 
@@ -34,11 +35,14 @@ def MaskRCNN(
     Args:
         backbone: ``"resnet50_fpn"``, ``"resnet101_fpn"`` or ``"mobilenet_v2_fpn"`` (light, for edge devices).
         num_classes: classes including the background (91 for COCO's category ids).
-        weights: ``None`` (random), a ``.weights.h5`` file of this configuration, or a name registered in
+        weights: ``None`` (random), a ``.weights.h5`` file of this architecture, or a name registered in
             :mod:`kzoo.applications.weights` for family ``"mask_rcnn"``: ``"coco"``, torchvision's COCO weights of
-            ``maskrcnn_resnet50_fpn`` (box AP 37.9, mask AP 34.6; ``backbone="resnet50_fpn"``,
-            ``num_classes=91``), downloaded and converted into the Keras cache on first use (which needs torch),
-            with the config defaulting to :func:`kzoo.models.mask_rcnn_config.torchvision_config`.
+            ``maskrcnn_resnet50_fpn`` (box AP 37.9, mask AP 34.6; ``backbone="resnet50_fpn"``), downloaded and
+            converted into the Keras cache on first use (which needs torch), with the config defaulting to
+            :func:`kzoo.models.mask_rcnn_config.torchvision_config`. Weights of any class count load into a model
+            of any ``num_classes``: when they differ, the class-specific predictors (box classifier, box
+            regressor, mask predictor) keep their fresh initial values and a one-line summary is printed.
+            Weights of another architecture are an error naming the first layer that differs.
         input_shape: ``(height, width, 3)``; ``None`` sides accept any size. A fixed size makes every shape
             in the graph static (TFLite).
         min_size, max_size: images are resized so the short side is ``min_size`` and the long side at most
@@ -64,11 +68,10 @@ def MaskRCNN(
     entry = registered_or_path(weights, "mask_rcnn")  # the registry of kzoo.applications.weights
     if entry is not None:
         needed = entry.model_kwargs
-        if backbone != needed["backbone"] or num_classes != needed["num_classes"]:
+        if backbone != needed["backbone"]:
             raise ValueError(
                 f"weights={entry.name!r} are torchvision's maskrcnn_resnet50_fpn COCO weights: they need "
-                f"backbone={needed['backbone']!r} and num_classes={needed['num_classes']}, got {backbone!r} and "
-                f"{num_classes}"
+                f"backbone={needed['backbone']!r}, got {backbone!r}"
             )
         base = config or PRESETS[needed["preset"]]()
         if base.box_flatten_order != "nchw":
@@ -97,12 +100,9 @@ def mask_rcnn_from_config(
     height, width = input_shape[0] or 64, input_shape[1] or 64
     model(np.zeros((1, height, width, 3), np.uint8))  # build every weight
     if weights is not None:
-        if not os.path.isfile(str(weights)):
-            raise FileNotFoundError(f"weights file not found: {weights}")
-        try:
-            model.load_weights(str(weights))
-        except Exception as error:
-            raise ValueError(f"cannot load weights file {weights} into {name}: {error}") from error
+        report = load_weights_transferring(model, str(weights))
+        if report.reset:
+            print(f"MaskRCNN: {report.summary()}")
     return model
 
 

@@ -1,10 +1,16 @@
-"""Loading a ``.weights.h5`` file into a built model: one clear error naming the file and the first problem."""
+"""Loading ``.weights.h5`` files into built models: all or nothing (:func:`load_weights_file`), or transferring
+what fits to a model with another class count (:func:`load_weights_transferring`); one clear error naming the
+file and the first problem."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
+import tempfile
 import warnings
+from collections.abc import Callable
 
 import keras
 
@@ -38,3 +44,130 @@ def load_weights_file(model: keras.Model, path: str | os.PathLike) -> None:
     if mismatch:
         first = mismatch[0].strip().splitlines()[0]
         raise ValueError(f"weights file {path} does not fit model '{model.name}': {first}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferReport:
+    """What :func:`load_weights_transferring` did.
+
+    Attributes:
+        path: the weights file.
+        loaded: how many weight tensors were loaded from it.
+        reset: the weight paths (``box_head/cls_score/vars/0``...) kept freshly initialized because their shape
+            differs (class-specific layers of a model with another class count).
+    """
+
+    path: str
+    loaded: int
+    reset: tuple[str, ...]
+
+    def summary(self) -> str:
+        """One line: what was loaded and what was reset."""
+        if not self.reset:
+            return f"loaded all {self.loaded} weights from {self.path}"
+        layers = sorted({name.rsplit("/vars/", 1)[0] for name in self.reset})
+        return (f"loaded {self.loaded} weights from {self.path}; freshly initialized (other class count): "
+                f"{', '.join(layers)}")  # fmt: skip
+
+
+def _tensor_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """``{dataset path: shape}`` of every tensor in a ``.weights.h5`` file, in file order."""
+    import h5py
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, item: shapes.__setitem__(name, tuple(item.shape))
+                         if isinstance(item, h5py.Dataset) else None)  # fmt: skip
+    except OSError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"cannot read weights file {path} (not a readable Keras .weights.h5 file): {first}") from None
+    return shapes
+
+
+def load_weights_transferring(
+    model: keras.Model, path: str | os.PathLike, resettable: Callable[[str], bool] | None = None
+) -> TransferReport:
+    """Load every weight of ``path`` into ``model`` (built) whose path and shape fit; weights for which
+    ``resettable(path)`` is true and whose shape differs keep their fresh initial values (the class-specific
+    predictors of a model with another class count). Anything else that differs is an error: the file holds
+    another architecture.
+
+    Args:
+        model: a built model.
+        path: a ``.weights.h5`` file (``model.save_weights``) of the same architecture, any class count.
+        resettable: says which weight paths (e.g. ``"box_head/cls_score/vars/0"``) may differ in shape; default:
+            the class-specific predictors of a Mask R-CNN (:func:`mask_rcnn_class_specific`) or of a NIN
+            (:func:`nin_class_specific`).
+
+    Returns:
+        A :class:`TransferReport`.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a readable weights file, or another architecture: the message names the first weight
+            (in file order) that differs, with the model's shape and the file's.
+    """
+    import h5py
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {path}")
+    source = _tensor_shapes(path)
+    with tempfile.TemporaryDirectory(prefix="kzoo-transfer-") as temp_dir:
+        merged = os.path.join(temp_dir, "merged.weights.h5")
+        model.save_weights(merged)
+        target = _tensor_shapes(merged)
+        if resettable is None:
+            from kzoo.models.mask_rcnn import MaskRCNNModel
+
+            resettable = mask_rcnn_class_specific if isinstance(model, MaskRCNNModel) else nin_class_specific(
+                list(target))  # fmt: skip
+        reset = []
+        for name in list(target) + [n for n in source if n not in target]:
+            have, given = target.get(name), source.get(name)
+            if have == given:
+                continue
+            if have is not None and given is not None and resettable(name):
+                reset.append(name)
+                continue
+            layer = name.rsplit("/vars/", 1)[0]
+            raise ValueError(
+                f"weights file {path} holds another architecture than model '{model.name}': first difference at "
+                f"layer '{layer}' ({name}): the model has {_shape_text(have)}, the file {_shape_text(given)}"
+            )
+        with h5py.File(path, "r") as f, h5py.File(merged, "r+") as out:
+            for name in target:
+                if name not in reset:
+                    out[name][...] = f[name][...]
+        load_weights_file(model, merged)
+    return TransferReport(path, len(target) - len(reset), tuple(reset))
+
+
+def _shape_text(shape: tuple[int, ...] | None) -> str:
+    return "no such weight" if shape is None else f"shape {list(shape)}"
+
+
+#: The class-specific predictors of Mask R-CNN (K+1 class scores, 4K box deltas, K mask channels), as weight paths.
+MASK_RCNN_CLASS_SPECIFIC = ("box_head/cls_score/", "box_head/bbox_pred/", "mask_head/mask_fcn_logits/")
+_NIN_STAGE = re.compile(
+    r"^layers/mlpconv(?:_(\d+))?/(convs|norms)/(?:conv2d|[a-z]+_normalization)(?:_(\d+))?/vars/\d+$"
+)
+
+
+def mask_rcnn_class_specific(name: str) -> bool:
+    """Whether weight path ``name`` belongs to a class-specific predictor of Mask R-CNN."""
+    return any(part in name for part in MASK_RCNN_CLASS_SPECIFIC)
+
+
+def nin_class_specific(names: list[str]) -> Callable[[str], bool]:
+    """For a NIN's weight paths, a predicate true for the class stage (the last 1 x 1 convolution of the last
+    mlpconv block, and its normalization), the only weights whose shape depends on the class count."""
+    stages = [(int(m[1] or 0), m[2], int(m[3] or 0), name) for name in names if (m := _NIN_STAGE.match(name))]
+    if not stages:
+        return lambda name: False
+    last_block = max(block for block, _, _, _ in stages)
+    kinds = {kind for block, kind, _, _ in stages if block == last_block}
+    last_stage = {kind: max(s for b, k, s, _ in stages if b == last_block and k == kind) for kind in kinds}
+    chosen = {name for block, kind, stage, name in stages if block == last_block and stage == last_stage.get(kind)}
+    return chosen.__contains__

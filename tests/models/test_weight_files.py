@@ -40,3 +40,66 @@ def test_bad_files_give_one_line_naming_the_file(tmp_path, problem, capfd):
     message = str(info.value)
     assert str(path) in message and "\n" not in message, message
     assert len(capfd.readouterr().err) < 2000  # no pages of Keras warnings before the error
+
+
+# -- transfer to another class count ------------------------------------------------------------------------------
+
+
+def _mask_rcnn(tmp_path, tiny_mask_rcnn, **model):
+    from kzoo.config import config_from_dict
+    from kzoo.tasks.instance_segmentation import build_mask_rcnn
+
+    config = tiny_mask_rcnn(tmp_path)
+    config["model"].update(model)
+    return build_mask_rcnn(config_from_dict(config))
+
+
+def test_mask_rcnn_weights_load_into_another_class_count(tmp_path, tiny_mask_rcnn):
+    from kzoo.models.weight_files import load_weights_transferring
+
+    source = _mask_rcnn(tmp_path, tiny_mask_rcnn)  # 4 classes
+    source.save_weights(tmp_path / "four.weights.h5")
+    target = _mask_rcnn(tmp_path, tiny_mask_rcnn, num_classes=3)
+    fresh = {v.path: keras.ops.convert_to_numpy(v) for v in target.weights}
+    report = load_weights_transferring(target, tmp_path / "four.weights.h5")
+    assert sorted({name.rsplit("/vars/", 1)[0] for name in report.reset}) == [
+        "box_head/bbox_pred", "box_head/cls_score", "layers/mask_head/mask_fcn_logits"]
+    assert "freshly initialized (other class count)" in report.summary()
+    by_path = {v.path: keras.ops.convert_to_numpy(v) for v in source.weights}
+    class_specific = ("cls_score", "box_head/bbox_pred", "mask_fcn_logits")
+    for variable in target.weights:
+        value = keras.ops.convert_to_numpy(variable)
+        if any(part in variable.path for part in class_specific):
+            np.testing.assert_array_equal(value, fresh[variable.path])  # kept its fresh initial value
+        else:
+            np.testing.assert_array_equal(value, by_path[variable.path])  # loaded
+    # the same class count loads everything
+    same = _mask_rcnn(tmp_path, tiny_mask_rcnn)
+    assert load_weights_transferring(same, tmp_path / "four.weights.h5").reset == ()
+
+
+def test_another_architecture_names_the_first_layer_and_both_shapes(tmp_path, tiny_mask_rcnn):
+    from kzoo.models.weight_files import load_weights_transferring
+
+    _mask_rcnn(tmp_path, tiny_mask_rcnn, mask_num_convs=2).save_weights(tmp_path / "two.weights.h5")
+    with pytest.raises(ValueError, match=r"another architecture .* first difference at layer "
+                                         r"'layers/mask_head/convs/conv2d_1' .* the model has no such weight, "
+                                         r"the file shape \[3, 3, 16, 16\]"):  # fmt: skip
+        load_weights_transferring(_mask_rcnn(tmp_path, tiny_mask_rcnn, mask_num_convs=1), tmp_path / "two.weights.h5")
+    _mask_rcnn(tmp_path, tiny_mask_rcnn, fpn_channels=8).save_weights(tmp_path / "narrow.weights.h5")
+    with pytest.raises(ValueError, match=r"first difference at layer 'box_head/fc6' .*: the model has shape "
+                                         r"\[784, 32\], the file shape \[392, 32\]"):  # fmt: skip
+        load_weights_transferring(_mask_rcnn(tmp_path, tiny_mask_rcnn), tmp_path / "narrow.weights.h5")
+
+
+def test_nin_weights_load_into_another_class_count(tmp_path):
+    from kzoo.models.nin import build_nin, resolve_blocks
+    from kzoo.models.weight_files import load_weights_transferring
+
+    def nin(classes):
+        blocks = resolve_blocks("custom", [{"filters": [8, 8]}, {"filters": [8], "pool": False}])
+        return build_nin(keras.Input((16, 16, 3)), blocks, classes=classes, use_batch_norm=True)
+
+    nin(5).save_weights(tmp_path / "five.weights.h5")
+    report = load_weights_transferring(nin(3), tmp_path / "five.weights.h5")
+    assert report.reset and all("mlpconv_1/" in name for name in report.reset), report.reset

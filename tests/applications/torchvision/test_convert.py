@@ -101,8 +101,6 @@ def test_files_and_missing_torch_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(ImportError, match="weights='coco'.*needs torch"):
         MaskRCNN(weights="coco", min_size=64, max_size=64)
-    with pytest.raises(ValueError, match="num_classes=91"):
-        MaskRCNN(weights="coco", num_classes=5)
     with pytest.raises(ValueError, match="resnet50_fpn"):
         MaskRCNN("mobilenet_v2_fpn", weights="coco")
     assert not (tmp_path / "cache" / weights.CACHE_SUBDIR / COCO.file_name).exists()
@@ -306,7 +304,7 @@ torch.save(old, str(inputs["path"]), _use_new_zipfile_serialization=False)
 
 
 @pytest.mark.slow
-def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkeypatch, umask_022):
+def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkeypatch, umask_022, capsys):
     """``MaskRCNN(weights="coco")`` against a local random checkpoint served from a file:// URL."""
     server = tmp_path / "server"
     server.mkdir()
@@ -344,6 +342,14 @@ def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkey
     again = MaskRCNN(weights="coco", min_size=64, max_size=64, score_threshold=0.5)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(again.fpn.layer_blocks[2].bias),
                                   ref["backbone.fpn.layer_blocks.2.0.bias"])  # fmt: skip
+    # COCO weights into a 3-class model (background + 2): all but the class-specific predictors are loaded
+    mine = MaskRCNN(weights="coco", num_classes=3, min_size=64, max_size=64)
+    assert "freshly initialized (other class count): box_head/bbox_pred, box_head/cls_score, " \
+           "layers/mask_head/mask_fcn_logits" in capsys.readouterr().out
+    assert mine.box_head.cls_score.kernel.shape[-1] == 3 and mine.mask_head.mask_fcn_logits.kernel.shape[-1] == 3
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine.box_head.fc6.kernel),
+                                  ref["roi_heads.box_head.fc6.weight"].T)  # fmt: skip
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine.backbone.get_layer("conv1").kernel), conv1)
     monkeypatch.undo()
 
     # a download with the wrong hash prefix is deleted, nothing is converted
