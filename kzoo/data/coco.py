@@ -18,7 +18,7 @@ import io
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -180,7 +180,7 @@ class CocoInstances:
             and the problems (each also logged as one warning): ``missing_images``, ``corrupt_images``,
             ``skipped_empty_images``, ``degenerate_boxes``, ``outside_image``, ``unknown_category``,
             ``bad_segmentation``.
-        annotation_file: the json it came from.
+        annotation_file: the json it came from (``""`` when loaded from an in-memory COCO dict).
     """
 
     records: list[CocoRecord]
@@ -208,7 +208,10 @@ def segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
     if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in segmentation], height, width))
+        polygons = [_clipped_polygon(p, height, width) for p in segmentation]
+        if any(p is None for p in polygons):
+            raise ValueError("cannot draw a polygon with non-numeric or non-finite coordinates (or an odd count)")
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     elif isinstance(segmentation.get("counts"), list):
         rle = mask_utils.frPyObjects(segmentation, height, width)
     else:
@@ -221,10 +224,37 @@ def segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
     return mask
 
 
+def _clipped_polygon(polygon, height: int, width: int) -> list[float] | None:
+    """A polygon ``[x0, y0, x1, y1, ...]`` as floats with its coordinates clipped to ``[-1, width + 1] x
+    [-1, height + 1]``, or ``None`` when it has non-numeric or non-finite coordinates (or an odd count).
+
+    Checked before any rasterization: pycocotools crashes the process (segfault, or memory exhausted) on
+    coordinates far outside the image. Clipping a vertex moves it along the border; inside the image the
+    polygon is unchanged wherever its edges do not leave the image.
+    """
+    try:
+        values = np.asarray(polygon, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return None
+    if values.size % 2 or not np.all(np.isfinite(values)):
+        return None
+    points = values.reshape(-1, 2)
+    points = np.clip(points, (-1.0, -1.0), (width + 1.0, height + 1.0))
+    return points.reshape(-1).tolist()
+
+
 def _valid_segmentation(segmentation, height: int, width: int):
-    """The segmentation, cleaned (polygons under 3 points removed), or ``None`` when unusable."""
+    """The segmentation, cleaned (polygons under 3 points removed, coordinates clipped near the image), or
+    ``None`` when unusable (also: any polygon with non-finite or non-numeric coordinates)."""
     if isinstance(segmentation, list):
-        polygons = [p for p in segmentation if isinstance(p, (list, tuple)) and len(p) >= 6 and len(p) % 2 == 0]
+        polygons = []
+        for polygon in segmentation:
+            if not isinstance(polygon, (list, tuple)) or len(polygon) < 6 or len(polygon) % 2:
+                continue
+            clipped = _clipped_polygon(polygon, height, width)
+            if clipped is None:
+                return None
+            polygons.append(clipped)
         return polygons or None
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         if [int(s) for s in segmentation["size"]] != [height, width]:
@@ -255,7 +285,7 @@ def _check_image(path: str, height: int, width: int, check: str) -> str | None:
 
 
 def load_coco_instances(
-    annotation_file: str,
+    annotation_file: str | os.PathLike | Mapping,
     image_dir: str,
     skip_empty: bool = False,
     check_images: str = "header",
@@ -271,12 +301,16 @@ def load_coco_instances(
     - an instance whose box does not overlap the image (``outside_image``); boxes crossing the border are
       clipped to it;
     - an instance of a category the json does not list (``unknown_category``), or with a missing or
-      malformed segmentation (``bad_segmentation``: polygons under 3 points, RLE of the wrong size);
+      malformed segmentation (``bad_segmentation``: polygons under 3 points, non-finite or non-numeric
+      polygon coordinates, RLE of the wrong size); finite polygon coordinates far outside the image are
+      clipped to ``[-1, width + 1] x [-1, height + 1]`` before anything is rasterized;
     - an image whose file is missing (``missing_images``) or unreadable (``corrupt_images``: not an image,
       a format ``tf.io.decode_image`` cannot read, or not of the size the json gives).
 
     Args:
-        annotation_file: the COCO json.
+        annotation_file: the COCO json, or the COCO dict itself (e.g. converted from another format; not
+            copied: leave it unchanged while the result is in use). ``CocoInstances.annotation_file`` is
+            ``""`` for a dict.
         image_dir: the folder ``file_name`` is relative to.
         skip_empty: drop images without instances (counted as ``skipped_empty_images``).
         check_images: ``"exists"`` (the file is there), ``"header"`` (also: PIL reads its header, the format
@@ -292,7 +326,9 @@ def load_coco_instances(
     """
     if check_images not in CHECK_IMAGES:
         raise ValueError(f"unknown check_images {check_images!r}; choose one of {CHECK_IMAGES}")
-    if not os.path.isfile(annotation_file):
+    in_memory = isinstance(annotation_file, Mapping)
+    name = "COCO dict" if in_memory else os.fspath(annotation_file)
+    if not in_memory and not os.path.isfile(annotation_file):
         raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
     if not os.path.isdir(image_dir):
         raise FileNotFoundError(f"image folder not found: {image_dir}")
@@ -300,9 +336,14 @@ def load_coco_instances(
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints progress
-            coco = COCO(annotation_file)
+            if in_memory:
+                coco = COCO()
+                coco.dataset = dict(annotation_file)
+                coco.createIndex()
+            else:
+                coco = COCO(name)
     except (ValueError, KeyError, TypeError, AssertionError) as error:
-        raise ValueError(f"{annotation_file} is not a COCO instances json: {error!r}") from error
+        raise ValueError(f"{name} is not a COCO instances {'dict' if in_memory else 'json'}: {error!r}") from error
     categories = CocoCategories.from_coco(coco.dataset.get("categories", []))
     known = set(categories.ids)
     counts = dict.fromkeys((*_COUNT_KEYS, *_PROBLEMS), 0)
@@ -365,8 +406,8 @@ def load_coco_instances(
     counts["images"] = len(records)
     for key, description in _PROBLEMS.items():
         if counts[key]:
-            LOG.warning("%s: %d %s, e.g. %s", annotation_file, counts[key], description, examples[key])
-    return CocoInstances(records, categories, counts, annotation_file)
+            LOG.warning("%s: %d %s, e.g. %s", name, counts[key], description, examples[key])
+    return CocoInstances(records, categories, counts, "" if in_memory else name)
 
 
 # ----------------------------------------------------------------------------------------------- writing

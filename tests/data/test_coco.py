@@ -183,3 +183,45 @@ def test_missing_annotation_file(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a COCO"):
         load_coco_instances(str(tmp_path / "bad.json"), str(tmp_path))
+
+
+def test_load_from_an_in_memory_dict(coco_set):
+    path, images, _ = coco_set
+    data = json.loads(open(path).read())
+    from_dict = load_coco_instances(data, images)
+    from_file = load_coco_instances(path, images)
+    assert from_dict.annotation_file == "" and from_file.annotation_file == path
+    assert from_dict.counts == from_file.counts and from_dict.categories == from_file.categories
+    for a, b in zip(from_dict.records, from_file.records, strict=True):
+        assert a.image_id == b.image_id and a.file_path == b.file_path
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.masks(), b.masks())
+    with pytest.raises(ValueError, match="not a COCO"):
+        load_coco_instances({"images": [{"id": 1}], "annotations": [{"id": 1}]}, images)
+
+
+def test_polygon_coordinates_checked_before_rasterizing(tmp_path):
+    ex = _example(1, [])
+    Image.fromarray(ex["image"]).save(tmp_path / "img1.png")
+    far = [[5, 5, 1e9, 5, 5, 30]]  # pycocotools alone: a segfault or memory exhausted
+    anns = [
+        {"bbox": [5, 5, 51, 25], "segmentation": far},
+        {"bbox": [5, 5, 20, 20], "segmentation": [[5, 5, float("nan"), 5, 5, 20]]},
+        {"bbox": [5, 5, 20, 20], "segmentation": [[5, 5, 25, 5, 25, 25], [1, 1, float("inf"), 1, 1, 9]]},
+    ]
+    data = {
+        "images": [{"id": 1, "file_name": "img1.png", "height": H, "width": W}],
+        "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 1.0, **a}
+                        for i, a in enumerate(anns)],
+        "categories": CATEGORIES.to_coco(),
+    }  # fmt: skip
+    loaded = load_coco_instances(data, str(tmp_path))
+    assert loaded.num_instances == 1 and loaded.counts["bad_segmentation"] == 2  # non-finite: the whole instance
+    (polygon,) = loaded.records[0].segmentations[0]
+    assert max(polygon[0::2]) == W + 1 and max(polygon[1::2]) <= H + 1
+    mask = loaded.records[0].masks()[0]
+    np.testing.assert_array_equal(mask, segmentation_to_mask([[5, 5, W + 1, 5, 5, 30]], H, W))
+    assert mask[5, W - 1] == 1 and mask.sum() > 0
+    np.testing.assert_array_equal(segmentation_to_mask(far, H, W), mask)  # the direct call clips too
+    with pytest.raises(ValueError, match="non-finite"):
+        segmentation_to_mask([[5, 5, float("nan"), 5, 5, 20]], H, W)
