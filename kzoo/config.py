@@ -30,6 +30,10 @@ STRATEGY_KINDS = ("auto", "mirrored", "multi_worker", "one_device")
 CLASSIFICATION_SOURCES = ("shapes", "fashion_mnist", "tfds")
 DETECTION_SOURCES = ("shapes", "coco", "tfds", "labelme", "via", "yolo")
 CHECK_IMAGES = ("exists", "header", "full")
+#: ``train.trainable_layers`` presets (matterport's ``layers=``, torchvision's ``trainable_backbone_layers``):
+#: ``heads`` the RPN, box and mask heads (NIN: the last mlpconv block); ``3+`` / ``4+`` / ``5+`` ResNet stages from
+#: that one up (res3 = torchvision's layer2), plus the FPN and the heads; ``all`` every layer the model trains.
+TRAINABLE_LAYERS = ("all", "heads", "3+", "4+", "5+")
 #: Where ``configs/*.yaml`` live inside an installed kzoo (``setup.py`` ships the repository's ``configs/``).
 PACKAGED_CONFIGS = "kzoo.configs"
 
@@ -45,6 +49,9 @@ class ModelConfig:
     input_shape: tuple[int, int, int] = (28, 28, 1)
     dropout_rate: float = 0.5
     use_batch_norm: bool = False
+    # the weights training starts from: a registered name (fashion_mnist) or a .weights.h5 file of this
+    # architecture with any class count (the class stage is reset when it differs); None: random
+    init_weights: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("model.family", self.family, ("nin",))
@@ -77,6 +84,20 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PhaseConfig:
+    """One phase of a run that changes what trains (e.g. 10 epochs ``heads``, then 20 ``all`` at a lower rate)."""
+
+    epochs: int
+    trainable_layers: str = "all"
+    learning_rate: float | None = None  # peak of this phase (None: train.learning_rate)
+
+    def __post_init__(self) -> None:
+        check_range("train.phases.epochs", self.epochs, 1)
+        check_choice("train.phases.trainable_layers", self.trainable_layers, TRAINABLE_LAYERS)
+        check_range("train.phases.learning_rate", self.learning_rate, 0.0, low_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Optimization: batch, schedule, regularization, precision."""
 
@@ -96,8 +117,15 @@ class TrainConfig:
     jit_compile: bool = False  # XLA for the replica step (Mask R-CNN needs model.roi_method: gather)
     eval_every_epochs: int = 0  # evaluate every n epochs during training (0: after the last only)
     seed: int = 0
+    trainable_layers: str = "all"  # see TRAINABLE_LAYERS
+    # phases: each its own trainable layers and peak learning rate (schedule and step_epochs applied within each
+    # phase, warmup in the first); train.epochs becomes the sum of the phases' epochs
+    phases: tuple[PhaseConfig, ...] = ()
 
     def __post_init__(self) -> None:
+        check_choice("train.trainable_layers", self.trainable_layers, TRAINABLE_LAYERS)
+        if self.phases:
+            object.__setattr__(self, "epochs", sum(phase.epochs for phase in self.phases))
         check_range("train.epochs", self.epochs, 1)
         check_range("train.batch_size", self.batch_size, 1)
         check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
@@ -140,7 +168,10 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         check_choice("precision", self.precision, PRECISIONS)
-
+        stages = {phase.trainable_layers for phase in self.train.phases} | {self.train.trainable_layers}
+        if stages - {"all", "heads"}:
+            raise ConfigError(f"config key 'train.trainable_layers': NIN trains 'heads' (its last block) or 'all', "
+                              f"got {sorted(stages - {'all', 'heads'})}")
 
 @dataclasses.dataclass(frozen=True)
 class DetectionDataConfig:
@@ -227,6 +258,10 @@ class MaskRCNNExperimentConfig:
 
     def __post_init__(self) -> None:
         check_choice("precision", self.precision, ("float32", "bfloat16"))
+        stages = {phase.trainable_layers for phase in self.train.phases} | {self.train.trainable_layers}
+        if stages & {"3+", "4+", "5+"} and not self.model.backbone.startswith("resnet"):
+            raise ConfigError(f"config key 'train.trainable_layers': {sorted(stages & {'3+', '4+', '5+'})} name "
+                              f"ResNet stages, but model.backbone is {self.model.backbone!r} (use heads or all)")
         if self.model.compute_dtype != self.precision:
             object.__setattr__(self, "model", dataclasses.replace(self.model, compute_dtype=self.precision))
 

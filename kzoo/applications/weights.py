@@ -288,3 +288,12 @@ def _download_source(entry: RegisteredWeights, root: str) -> str:
             f"{entry.source_sha256_prefix}: the file was deleted; try again"
         )
     return path
+
+
+def weights_file(weights: str | None, family: str) -> str | None:
+    """A local file for a ``weights=`` value of ``family``: a path as it is, a registered name resolved (shipped
+    copy, cache or download; see :func:`resolve_weights_file`), ``None`` for ``None``."""
+    entry = registered_or_path(weights, family)
+    if entry is None:
+        return None if weights is None else str(weights)
+    return resolve_weights_file(entry)

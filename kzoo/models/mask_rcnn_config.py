@@ -88,6 +88,9 @@ class MaskRCNNConfig:
     size_divisible: int = 32
     image_mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # of pixels scaled to [0, 1], RGB
     image_std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    # training configs: the weights training starts from, "coco" or a .weights.h5 file of this architecture with
+    # any class count (the class-specific predictors are reset when it differs); the model itself ignores it
+    init_weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:

@@ -10,12 +10,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kzoo.applications.weights import weights_file
 from kzoo.config import ExperimentConfig
 from kzoo.data.classification import ClassificationSplit, load_classification, make_pipeline
 from kzoo.data.images import read_image_file
 from kzoo.evaluation.classification import evaluate_classifier
 from kzoo.models.nin import build_nin, resolve_blocks
-from kzoo.models.weight_files import load_weights_file
+from kzoo.models.weight_files import load_weights_file, load_weights_transferring
 from kzoo.training import loop
 from kzoo.utils import files
 
@@ -69,9 +70,9 @@ class ClassificationTask:
     # -- model and step -----------------------------------------------------------------------------------------
 
     def build_model(self) -> keras.Model:
-        """The classifier of ``config.model`` (randomly initialized)."""
+        """The classifier of ``config.model``: random, or starting from ``model.init_weights`` (any class count)."""
         model_config = self.config.model
-        return build_nin(
+        model = build_nin(
             keras.Input(model_config.input_shape, name="images"),
             resolve_blocks(model_config.variant, model_config.blocks),
             classes=model_config.classes,
@@ -79,6 +80,16 @@ class ClassificationTask:
             use_batch_norm=model_config.use_batch_norm,
             name=f"nin_{model_config.variant}",
         )
+        if model_config.init_weights:
+            report = load_weights_transferring(model, weights_file(model_config.init_weights, "nin"))
+            print(f"model.init_weights: {report.summary()}")
+        return model
+
+    def set_trainable(self, model: keras.Model, preset: str) -> None:
+        """``all`` trains every layer, ``heads`` only the last mlpconv block (the one holding the class stage)."""
+        blocks = [layer for layer in model.layers if layer.weights]
+        for layer in blocks:
+            layer.trainable = preset == "all" or layer is blocks[-1]
 
     def make_train_step(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                         strategy: tf.distribute.Strategy, global_batch: int) -> Callable[[Iterator], tf.Tensor]:

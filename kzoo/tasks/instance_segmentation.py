@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kzoo.applications.weights import weights_file
 from kzoo.config import MaskRCNNExperimentConfig
 from kzoo.data.coco import CocoCategories, coco_dict, load_coco_instances
 from kzoo.data.coco_categories import COCO_CATEGORIES
@@ -26,7 +27,7 @@ from kzoo.data.shapes import SHAPES_INSTANCE_CLASSES, make_shapes_instances
 from kzoo.evaluation.coco import CocoEvaluator
 from kzoo.evaluation.detection import evaluate_mask_rcnn
 from kzoo.models.mask_rcnn import MaskRCNNModel
-from kzoo.models.weight_files import load_weights_file
+from kzoo.models.weight_files import load_weights_file, load_weights_transferring
 from kzoo.ops.resize import padded_size
 from kzoo.training import loop
 from kzoo.utils import files
@@ -110,14 +111,39 @@ def make_pipelines(config: MaskRCNNExperimentConfig, data: DetectionData, global
     return train.with_options(options), evaluation
 
 
-def build_mask_rcnn(config: MaskRCNNExperimentConfig) -> MaskRCNNModel:
-    """The model of ``config.model``, built (variables created) on a canvas of the training size."""
+def build_mask_rcnn(config: MaskRCNNExperimentConfig, init_weights: bool = False) -> MaskRCNNModel:
+    """The model of ``config.model``, built (variables created) on a canvas of the training size; with
+    ``init_weights``, loaded from ``model.init_weights`` (``coco`` or a file, any class count: the class-specific
+    predictors are reset when it differs; a one-line summary is printed)."""
     if config.train.jit_compile and config.model.roi_method != "gather":
         raise ValueError("train.jit_compile needs model.roi_method: gather (CropAndResize has no XLA kernel)")
     model = MaskRCNNModel(config.model, name=config.name)
     side = canvas_size(config)
     model(tf.zeros([1, side, side, 3], tf.float32))
+    if init_weights and config.model.init_weights:
+        report = load_weights_transferring(model, weights_file(config.model.init_weights, "mask_rcnn"))
+        print(f"model.init_weights: {report.summary()}")
     return model
+
+
+#: Backbone layer name prefixes of each ResNet stage (res2..res5 = torchvision's layer1..layer4).
+RESNET_STAGE_PREFIXES = {2: "layer1_", 3: "layer2_", 4: "layer3_", 5: "layer4_"}
+
+
+def set_mask_rcnn_trainable(model: MaskRCNNModel, preset: str, defaults: dict[str, bool]) -> None:
+    """Freeze what ``preset`` does not train (see ``kzoo.config.TRAINABLE_LAYERS``). ``defaults`` holds each
+    backbone layer's own ``trainable`` flag (``frozen_stages``, frozen BatchNorm stay frozen whatever the preset)."""
+    first_stage = {"3+": 3, "4+": 4, "5+": 5}.get(preset)
+    trained_prefixes = tuple(p for stage, p in RESNET_STAGE_PREFIXES.items() if first_stage and stage >= first_stage)
+    for layer in model.backbone.layers:
+        if preset == "all":
+            wanted = True
+        elif preset == "heads":
+            wanted = False
+        else:
+            wanted = layer.name.startswith(trained_prefixes)
+        layer.trainable = defaults.get(layer.name, True) and wanted
+    model.fpn.trainable = preset != "heads"
 
 
 class InstanceSegmentationTask:
@@ -129,6 +155,7 @@ class InstanceSegmentationTask:
     def __init__(self, config: MaskRCNNExperimentConfig) -> None:
         self.config = config
         self._data: DetectionData | None = None
+        self._backbone_defaults: dict[str, bool] | None = None
 
     @property
     def data(self) -> DetectionData:
@@ -152,7 +179,12 @@ class InstanceSegmentationTask:
         return make_pipelines(config, data, global_batch)[0], steps_per_epoch
 
     def build_model(self) -> MaskRCNNModel:
-        return build_mask_rcnn(self.config)
+        return build_mask_rcnn(self.config, init_weights=True)
+
+    def set_trainable(self, model: keras.Model, preset: str) -> None:
+        if self._backbone_defaults is None:  # the flags the model was built with, before any preset
+            self._backbone_defaults = {layer.name: layer.trainable for layer in model.backbone.layers}
+        set_mask_rcnn_trainable(model, preset, self._backbone_defaults)
 
     def make_train_step(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                         strategy: tf.distribute.Strategy, global_batch: int) -> Callable[[Iterator], tf.Tensor]:

@@ -28,7 +28,7 @@ import yaml
 
 from kzoo.config import ConfigError, config_to_dict
 from kzoo.training.checkpoints import EpochCheckpointer
-from kzoo.training.schedules import WarmupSchedule
+from kzoo.training.schedules import PhasedSchedule, WarmupSchedule
 from kzoo.training.strategy import is_chief, make_strategy, task_id
 from kzoo.utils import files
 
@@ -66,6 +66,9 @@ class TrainableTask(Protocol):
     def step_metrics(self, totals: np.ndarray, steps: int) -> dict[str, float]:
         """The epoch's running metrics (:attr:`metric_names`) from the step's summed outputs."""
 
+    def set_trainable(self, model: keras.Model, preset: str) -> None:
+        """Make the layers of ``preset`` (one of ``kzoo.config.TRAINABLE_LAYERS``) trainable, freeze the others."""
+
     def evaluate(self, model: keras.Model, strategy: tf.distribute.Strategy) -> dict[str, float]:
         """Metrics on the evaluation split (stored with an ``eval_`` prefix)."""
 
@@ -84,17 +87,46 @@ def keras_policy(name: str) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
+def phases(train_config: Any) -> list[Any]:
+    """The phases of a run (:class:`kzoo.config.PhaseConfig`): ``train.phases``, or one phase of ``train.epochs``
+    with ``train.trainable_layers``."""
+    from kzoo.config import PhaseConfig
+
+    return list(train_config.phases) or [PhaseConfig(train_config.epochs, train_config.trainable_layers)]
+
+
+def phase_of(train_config: Any, epoch: int) -> tuple[int, Any]:
+    """``(index, phase)`` of the phase that 0-based ``epoch`` belongs to."""
+    end = 0
+    for index, phase in enumerate(phases(train_config)):
+        end += phase.epochs
+        if epoch < end:
+            return index, phase
+    return index, phase
+
+
+def learning_rate_schedule(train_config: Any, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """The warmup schedule of ``train_config``; with phases, one per phase (``step_epochs`` counted within the
+    phase, warmup in the first) joined by a :class:`PhasedSchedule`."""
+    schedules, starts, start = [], [], 0
+    for index, phase in enumerate(phases(train_config)):
+        schedules.append(WarmupSchedule(
+            peak=phase.learning_rate or train_config.learning_rate,
+            total_steps=max(phase.epochs * steps_per_epoch, 1),
+            warmup_steps=int(round(train_config.warmup_epochs * steps_per_epoch)) if index == 0 else 0,
+            kind=train_config.schedule,
+            step_boundaries=[e * steps_per_epoch for e in train_config.step_epochs if e < phase.epochs],
+            step_factor=train_config.step_factor,
+        ))  # fmt: skip
+        starts.append(start)
+        start += phase.epochs * steps_per_epoch
+    return schedules[0] if len(schedules) == 1 else PhasedSchedule(starts, schedules)
+
+
 def build_optimizer(train_config: Any, steps_per_epoch: int, loss_scale: bool = False) -> keras.optimizers.Optimizer:
-    """The optimizer of ``train_config`` (a :class:`kzoo.config.TrainConfig`) with its warmup schedule; weight decay
-    skips biases and normalization parameters; ``loss_scale`` wraps it for float16 mixed precision."""
-    schedule = WarmupSchedule(
-        peak=train_config.learning_rate,
-        total_steps=max(train_config.epochs * steps_per_epoch, 1),
-        warmup_steps=int(round(train_config.warmup_epochs * steps_per_epoch)),
-        kind=train_config.schedule,
-        step_boundaries=[e * steps_per_epoch for e in train_config.step_epochs],
-        step_factor=train_config.step_factor,
-    )
+    """The optimizer of ``train_config`` (a :class:`kzoo.config.TrainConfig`) with its warmup schedule(s); weight
+    decay skips biases and normalization parameters; ``loss_scale`` wraps it for float16 mixed precision."""
+    schedule = learning_rate_schedule(train_config, steps_per_epoch)
     if train_config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(
             schedule, momentum=train_config.momentum, nesterov=train_config.nesterov,
@@ -144,6 +176,8 @@ def check_same_model(config: Any, output_dir: str) -> None:
     current = config_to_dict(config)
     for section in ("task", "model"):
         before, now = previous.get(section, current[section]), current[section]
+        if isinstance(before, dict) and isinstance(now, dict):  # where the weights started is not the model
+            before, now = ({k: v for k, v in d.items() if k != "init_weights"} for d in (before, now))
         if before == now:
             continue
         if isinstance(before, dict) and isinstance(now, dict):
@@ -216,6 +250,8 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
     with strategy.scope():
         model = task.build_model()
         optimizer = build_optimizer(train_config, steps_per_epoch, loss_scale=config.precision == "float16")
+        # built on every variable any phase trains, so that its slots (and checkpoints) do not depend on the phase
+        task.set_trainable(model, "all")
         optimizer.build(model.trainable_variables)
     os.makedirs(config.output_dir, exist_ok=True)
     checkpointer, start_epoch, writer = _start_run(config, strategy, model, optimizer, verbose)
@@ -224,7 +260,7 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
         if finished is not None:
             return {**finished, "already_finished": True}
 
-    train_step = task.make_train_step(model, optimizer, strategy, global_batch)
+    phase_index, train_step = None, None
     # a resumed run skips the batches of the epochs it already has, so that it sees what the uninterrupted run
     # would (the training set is reshuffled every epoch, deterministically given the seed)
     train_dataset = train_dataset.skip(start_epoch * steps_per_epoch)
@@ -233,6 +269,14 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
     evaluation: dict[str, float] | None = None
     train_seconds, trained_images = 0.0, 0
     for epoch in range(start_epoch, train_config.epochs):
+        index, phase = phase_of(train_config, epoch)
+        if index != phase_index:  # a new phase (or the one a resumed run is in): new trainable set, new step
+            task.set_trainable(model, phase.trainable_layers)
+            train_step = task.make_train_step(model, optimizer, strategy, global_batch)
+            phase_index = index
+            if chief and verbose and train_config.phases:
+                print(f"phase {index + 1}/{len(train_config.phases)}: {phase.epochs} epochs, trainable layers "
+                      f"{phase.trainable_layers}, learning rate {phase.learning_rate or train_config.learning_rate}")
         if chief and verbose:
             print(f"Epoch {epoch + 1}/{train_config.epochs}")
         progbar = keras.utils.Progbar(steps_per_epoch, verbose=verbose if chief else 0,

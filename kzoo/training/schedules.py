@@ -61,3 +61,30 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "step_boundaries": self.step_boundaries,
             "step_factor": self.step_factor,
         }
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class PhasedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """One schedule per phase of a run: phase ``i`` runs ``schedules[i]`` on its own step count, from step
+    ``starts[i]`` (``starts[0] == 0``) to the next phase's start."""
+
+    def __init__(self, starts: Sequence[int], schedules: Sequence[keras.optimizers.schedules.LearningRateSchedule]):
+        if not starts or int(starts[0]) != 0 or len(starts) != len(schedules) or list(starts) != sorted(starts):
+            raise ValueError(f"need increasing phase starts from 0, one per schedule; got {list(starts)}")
+        self.starts = [int(s) for s in starts]
+        self.schedules = list(schedules)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        rate = self.schedules[0](step)
+        for start, schedule in zip(self.starts[1:], self.schedules[1:]):
+            rate = keras.ops.where(step >= start, schedule(step - start), rate)
+        return rate
+
+    def get_config(self) -> dict:
+        return {"starts": self.starts,
+                "schedules": [keras.saving.serialize_keras_object(s) for s in self.schedules]}  # fmt: skip
+
+    @classmethod
+    def from_config(cls, config: dict) -> PhasedSchedule:
+        return cls(config["starts"], [keras.saving.deserialize_keras_object(s) for s in config["schedules"]])
