@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from kzoo.data import augment
 from kzoo.data.coco import CocoCategories, CocoInstances, CocoRecord
 from kzoo.data.coco_categories import COCO_CATEGORIES
 from kzoo.ops.resize import resize_scale, resized_size, scale_boxes
@@ -194,7 +195,7 @@ def crop_masks_to_boxes(masks: tf.Tensor, boxes: tf.Tensor, mask_size: int, samp
     return tf.reduce_mean(crops, axis=[2, 4])
 
 
-def _prepare(example: dict, flip: tf.Tensor, cfg: _Config) -> dict:
+def _prepare(example: dict, key: tf.Tensor, flip: tf.Tensor, cfg: _Config) -> dict:
     image = example["image"]
     original = tf.shape(image)[:2]
     tf.debugging.assert_positive(tf.reduce_min(original), message="cannot resize an empty image")
@@ -204,16 +205,44 @@ def _prepare(example: dict, flip: tf.Tensor, cfg: _Config) -> dict:
         size, tf.constant(cfg.canvas, tf.int32),
         message=f"resized image larger than the canvas {cfg.canvas}: use a square image_size >= max_size",
     )  # fmt: skip
-    resized = tf.image.resize(image, size, method="bilinear", antialias=False)
-
-    count = tf.minimum(tf.shape(example["classes"])[0], cfg.max_instances)
-    original_f = tf.cast(original, tf.float32)
-    limits = tf.concat([original_f, original_f], 0)
-    boxes = tf.minimum(tf.maximum(example["boxes"][:count], 0.0), limits)
-    masks = crop_masks_to_boxes(example["masks"][:count], boxes, cfg.mask_size, cfg.mask_samples)
-    boxes = scale_boxes(boxes, original, size)  # per axis, as the image content moved
-    classes = example["classes"][:count]
-    is_crowd = example["is_crowd"][:count]
+    if cfg.scale_jitter is None:
+        resized = tf.image.resize(image, size, method="bilinear", antialias=False)
+        count = tf.minimum(tf.shape(example["classes"])[0], cfg.max_instances)
+        original_f = tf.cast(original, tf.float32)
+        limits = tf.concat([original_f, original_f], 0)
+        boxes = tf.minimum(tf.maximum(example["boxes"][:count], 0.0), limits)
+        masks = crop_masks_to_boxes(example["masks"][:count], boxes, cfg.mask_size, cfg.mask_samples)
+        boxes = scale_boxes(boxes, original, size)  # per axis, as the image content moved
+        classes = example["classes"][:count]
+        is_crowd = example["is_crowd"][:count]
+    else:
+        jitter = augment.random_scale_window(
+            tf.random.experimental.stateless_fold_in(key, 1), original, cfg.min_size, cfg.max_size, cfg.canvas,
+            cfg.scale_jitter,
+        )  # fmt: skip
+        scale, size = jitter.scale, jitter.window
+        resized = tf.image.resize(image, jitter.scaled_size, method="bilinear", antialias=False)
+        resized = tf.slice(resized, tf.concat([jitter.offset, [0]], 0), tf.concat([jitter.window, [3]], 0))
+        # instances are cut in the input's pixels, on the full masks: a cut one gets its mask's tight box in the
+        # window, and its box-cropped mask is cropped from the full mask to that box
+        region = augment.window_in_input(jitter.offset, jitter.window, jitter.scaled_size, original)
+        original_f = tf.cast(original, tf.float32)
+        limits = tf.concat([original_f, original_f], 0)
+        boxes = tf.minimum(tf.maximum(example["boxes"], 0.0), limits)
+        boxes, cut = augment.clip_instances_to_window(boxes, example["masks"], region)
+        offset = tf.cast(tf.tile(jitter.offset, [2]), tf.float32)
+        window = tf.cast(tf.tile(jitter.window, [2]), tf.float32)
+        moved = tf.minimum(tf.maximum(scale_boxes(boxes, original, jitter.scaled_size) - offset, 0.0), window)
+        sides = tf.minimum(moved[:, 2] - moved[:, 0], moved[:, 3] - moved[:, 1])
+        keep = tf.logical_not(cut) | ((sides > 0.0) & (sides >= cfg.min_box_size))
+        kept = tf.where(keep)[:, 0][: cfg.max_instances]
+        count = tf.shape(kept)[0]
+        masks = crop_masks_to_boxes(
+            tf.gather(example["masks"], kept), tf.gather(boxes, kept), cfg.mask_size, cfg.mask_samples
+        )
+        boxes = tf.gather(moved, kept)
+        classes = tf.gather(example["classes"], kept)
+        is_crowd = tf.gather(example["is_crowd"], kept)
 
     width = tf.cast(size[1], tf.float32)
     ymin, xmin, ymax, xmax = tf.unstack(boxes, num=4, axis=-1)
@@ -221,6 +250,10 @@ def _prepare(example: dict, flip: tf.Tensor, cfg: _Config) -> dict:
     resized = tf.cond(flip, lambda: tf.reverse(resized, [1]), lambda: resized)
     boxes = tf.cond(flip, lambda: flipped, lambda: boxes)
     masks = tf.cond(flip, lambda: tf.reverse(masks, [2]), lambda: masks)
+    if cfg.color_jitter:
+        resized = augment.color_jitter(
+            resized, tf.random.experimental.stateless_fold_in(key, 2), *cfg.color_jitter, max_value=255.0
+        )
 
     pad = cfg.max_instances - count
     out = {
@@ -235,8 +268,8 @@ def _prepare(example: dict, flip: tf.Tensor, cfg: _Config) -> dict:
         "masks": tf.pad(masks, [[0, pad], [0, 0], [0, 0]]),
         "image_id": tf.cast(example["image_id"], tf.int64),
     }
-    for key, shape in _output_shapes(cfg).items():
-        out[key] = tf.ensure_shape(out[key], shape)
+    for name, shape in _output_shapes(cfg).items():
+        out[name] = tf.ensure_shape(out[name], shape)
     return out
 
 
@@ -273,6 +306,10 @@ class _Config:
     max_instances: int
     mask_size: int
     mask_samples: int
+    # training augmentation (None / () when off)
+    scale_jitter: tuple[float, float] | None = None
+    min_box_size: float = 2.0
+    color_jitter: tuple[float, float, float, float] | tuple[()] = ()
 
 
 def make_detection_pipeline(
@@ -289,6 +326,13 @@ def make_detection_pipeline(
     shuffle_buffer: int = 1000,
     seed: int = 0,
     pad_last_batch: bool = True,
+    *,
+    scale_jitter: Sequence[float] | None = None,
+    min_box_size: float = 2.0,
+    brightness: float = 0.0,
+    contrast: float = 0.0,
+    saturation: float = 0.0,
+    hue: float = 0.0,
 ) -> tf.data.Dataset:
     """Batches of padded images and padded ground truth, with box-cropped instance masks.
 
@@ -307,6 +351,16 @@ def make_detection_pipeline(
     (``image_id`` -1, ``valid`` all False, ``image_size`` the canvas) so every batch has the same static
     shape. Random flips are reproducible from ``seed`` (different in each epoch).
 
+    Training augmentation (off by default, never in evaluation; all in the graph, reproducible from ``seed`` and
+    different in each epoch, see :mod:`kzoo.data.augment`): ``scale_jitter`` resizes the image by the rule with
+    ``min_size`` and ``max_size`` times a random ``s`` in ``[low, high]``, then cuts a canvas-sized window at a
+    random place from it (``s > 1``) or pads it (``s < 1``). Instances cut by the window get the tight box of their
+    mask's part inside it and their box-cropped mask is cropped to that box from the full mask; cut instances
+    left with a box side below ``min_box_size`` pixels (or nothing) are dropped, before the ``max_instances``
+    cut. ``image_size`` is then the part of the canvas the image covers, ``scale`` the applied resize factor, and
+    ``original_size`` the input's size. The flip is applied inside that part, then the color jitter
+    (torchvision's ``ColorJitter``: ``brightness``, ``contrast``, ``saturation``, ``hue``) to it, in ``[0, 255]``.
+
     Args:
         source: see the module docstring.
         batch_size: images per batch ``B``.
@@ -323,6 +377,10 @@ def make_detection_pipeline(
         shuffle_buffer: shuffle buffer for sources that are datasets or generators.
         seed: shuffle and flip seed.
         pad_last_batch: in evaluation, fill the last batch up to ``batch_size``.
+        scale_jitter: ``(low, high)`` training scale jitter range (TF Model Garden: ``(0.5, 2.0)``), or ``None``.
+        min_box_size: cut instances with a box side (canvas pixels) below this are dropped.
+        brightness, contrast, saturation: training color jitter, factors from ``[1 - x, 1 + x]``; 0 is off.
+        hue: training hue shift of up to ``hue`` (``<= 0.5``) of the color wheel; 0 is off.
 
     Returns:
         A dataset of dicts: ``images`` float32 ``[B, Hc, Wc, 3]`` (pixels 0..255, not normalized),
@@ -347,26 +405,39 @@ def make_detection_pipeline(
             f"need batch_size, max_instances, mask_size, mask_samples >= 1, "
             f"got {batch_size}, {max_instances}, {mask_size}, {mask_samples}"
         )
-    cfg = _Config(canvas, min_size, max_size, max_instances, mask_size, mask_samples)
+    if scale_jitter is not None:
+        scale_jitter = tuple(float(v) for v in scale_jitter)
+        if len(scale_jitter) != 2 or not 0 < scale_jitter[0] <= scale_jitter[1]:
+            raise ValueError(f"scale_jitter must be (low, high) with 0 < low <= high, got {scale_jitter!r}")
+    if min_box_size < 0:
+        raise ValueError(f"min_box_size must be >= 0, got {min_box_size}")
+    colors = (float(brightness), float(contrast), float(saturation), float(hue))
+    if min(colors) < 0 or hue > 0.5:
+        raise ValueError(f"need brightness, contrast, saturation >= 0 and 0 <= hue <= 0.5, got {colors}")
+    augmented = training and (scale_jitter is not None or any(colors))
+    cfg = _Config(
+        canvas, min_size, max_size, max_instances, mask_size, mask_samples,
+        scale_jitter=scale_jitter if training else None, min_box_size=float(min_box_size),
+        color_jitter=colors if training and any(colors) else (),
+    )  # fmt: skip
     dataset, loader, count = _source(source)
     if training:
         buffer = count if loader is not None else min(shuffle_buffer, count or shuffle_buffer)
         dataset = dataset.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
-    if training and horizontal_flip:
-        flips = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    if training and (horizontal_flip or augmented):
+        randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     else:
-        flips = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
+        randoms = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
     do_flip = training and horizontal_flip
 
     def transform(element, random):
         example = loader(element) if loader is not None else element
-        if do_flip:
-            flip = tf.random.stateless_uniform([], seed=tf.stack([random, tf.constant(seed, tf.int64)])) < 0.5
-        else:
-            flip = tf.constant(False)
-        return _prepare(example, flip, cfg)
+        # the element's key: the flip draws from it, the other augmentations from keys folded from it
+        key = tf.stack([random, tf.constant(seed, tf.int64)])
+        flip = tf.random.stateless_uniform([], seed=key) < 0.5 if do_flip else tf.constant(False)
+        return _prepare(example, key, flip, cfg)
 
-    dataset = tf.data.Dataset.zip(dataset, flips)
+    dataset = tf.data.Dataset.zip(dataset, randoms)
     dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=training)
     if not training and pad_last_batch:
