@@ -184,10 +184,26 @@ def cmd_demo(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    """``kzoo convert torchvision PTH OUTPUT``: torchvision Mask R-CNN weights -> Keras weights."""
-    from kzoo.applications.torchvision import convert_torchvision_cli
+    """``kzoo convert torchvision PTH OUTPUT`` (torchvision Mask R-CNN weights -> Keras weights) and
+    ``kzoo convert labelme|via|yolo SRC --output instances.json`` (annotations -> COCO instances json)."""
+    output = args.output or args.output_option
+    if not output:
+        raise ValueError("give the file to write: kzoo convert SOURCE SRC OUTPUT (or --output OUTPUT)")
+    if args.source == "torchvision":
+        from kzoo.applications.torchvision import convert_torchvision_cli
 
-    print(convert_torchvision_cli(args.pth, args.output, args.num_classes))
+        print(convert_torchvision_cli(args.src, output, args.num_classes))
+        return 0
+    from kzoo.data.annotation_tools import write_coco_from_tool
+
+    names = tuple(n.strip() for n in args.class_names.split(",")) if args.class_names else None
+    summary = write_coco_from_tool(args.source, args.src, output, images=args.images, class_names=names,
+                                   yolo_data_yaml=args.data_yaml)  # fmt: skip
+    rows = [("item", "value"), ("COCO json", summary["output"]), ("images folder", summary["image_dir"]),
+            ("images", summary["images"]), ("instances", summary["instances"]),
+            ("categories", ", ".join(summary["categories"]))]  # fmt: skip
+    rows += [(f"dropped: {kind}", count) for kind, count in sorted(summary["problems"].items())]
+    _print_table(f"kzoo convert {args.source} {args.src}", rows)
     return 0
 
 
@@ -243,11 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     with_overrides(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("convert", help="convert pretrained weights from another library")
-    p.add_argument("source", choices=["torchvision"], help="the library the checkpoint comes from")
-    p.add_argument("pth", help="torchvision maskrcnn_resnet50_fpn checkpoint (.pth)")
-    p.add_argument("output", help="Keras weights file to write (.weights.h5)")
-    p.add_argument("--num-classes", type=int, default=91, help="classes including the background")
+    p = sub.add_parser("convert", help="convert torchvision weights, or labelme / VIA / YOLO annotations to COCO json")
+    p.add_argument("source", choices=["torchvision", "labelme", "via", "yolo"], help="what SRC comes from")
+    p.add_argument("src", help="torchvision: a maskrcnn_resnet50_fpn checkpoint (.pth); labelme: a folder of json "
+                               "files; via: a VIA project json; yolo: a folder of label txt files")  # fmt: skip
+    p.add_argument("output", nargs="?", help="file to write (.weights.h5 for torchvision, .json for annotations)")
+    p.add_argument("--output", dest="output_option", metavar="OUTPUT", help="the same as the OUTPUT argument")
+    p.add_argument("--num-classes", type=int, default=91, help="torchvision: classes including the background")
+    p.add_argument("--images", help="via / yolo: the image folder (labelme: a fallback folder)")
+    p.add_argument("--class-names", help="labelme / via / yolo: comma-separated classes in label order (default: "
+                                         "the labels found, sorted; yolo: the names of --data-yaml)")  # fmt: skip
+    p.add_argument("--data-yaml", help="yolo: the data.yaml with the class names")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="train, evaluate and predict on built-in shapes (Mask R-CNN; NIN: --config "

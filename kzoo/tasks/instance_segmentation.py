@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from kzoo.applications.weights import weights_file
 from kzoo.config import MaskRCNNExperimentConfig
+from kzoo.data.annotation_tools import coco_ground_truth, load_annotation_tool_instances
 from kzoo.data.coco import CocoCategories, coco_dict, load_coco_instances
 from kzoo.data.coco_categories import COCO_CATEGORIES
 from kzoo.data.detection import load_tfds_instances, make_detection_pipeline
@@ -62,8 +63,9 @@ def load_detection_data(config: MaskRCNNExperimentConfig) -> DetectionData:
         for key in ("train_annotations", "train_images", "eval_annotations", "eval_images"):
             if not getattr(data, key):
                 raise ValueError(f"data.source 'coco' needs data.{key}")
-        train = load_coco_instances(data.train_annotations, data.train_images, skip_empty=data.skip_empty)
-        evaluation = load_coco_instances(data.eval_annotations, data.eval_images)
+        train = load_coco_instances(data.train_annotations, data.train_images, skip_empty=data.skip_empty,
+                                    check_images=data.check_images)  # fmt: skip
+        evaluation = load_coco_instances(data.eval_annotations, data.eval_images, check_images=data.check_images)
         if train.categories != evaluation.categories:
             raise ValueError(
                 f"the categories of {data.train_annotations} and {data.eval_annotations} differ: "
@@ -74,6 +76,8 @@ def load_detection_data(config: MaskRCNNExperimentConfig) -> DetectionData:
         if data.eval_examples is not None:
             evaluation = dataclasses.replace(evaluation, records=evaluation.records[: data.eval_examples])
         return DetectionData(train, evaluation, data.eval_annotations, train.categories, len(train))
+    if data.source in ("labelme", "via", "yolo"):
+        return _annotation_tool_data(config)
     if not data.tfds_name:
         raise ValueError("data.source 'tfds' needs data.tfds_name (e.g. coco/2017_panoptic)")
     train = load_tfds_instances(data.tfds_name, data.train_split, data.data_dir, skip_empty=data.skip_empty)
@@ -87,6 +91,32 @@ def load_detection_data(config: MaskRCNNExperimentConfig) -> DetectionData:
     ground_truth = coco_dict(eval_examples, evaluation.categories)
     return DetectionData(train.dataset.take(data.train_examples or -1), eval_examples, ground_truth,
                          evaluation.categories, num_train)  # fmt: skip
+
+
+def _annotation_tool_data(config: MaskRCNNExperimentConfig) -> DetectionData:
+    """labelme / VIA / YOLO files, read into the COCO reader's records (images that need converting, e.g. labelme's
+    embedded images, are cached under ``OUTPUT_DIR/image_cache``)."""
+    data = config.data
+    needed = ("train_annotations", "eval_annotations") + (("train_images", "eval_images") if data.source != "labelme"
+                                                          else ())  # fmt: skip
+    for key in needed:
+        if not getattr(data, key):
+            raise ValueError(f"data.source {data.source!r} needs data.{key}")
+    common = dict(class_names=data.class_names, yolo_data_yaml=data.yolo_data_yaml, check_images=data.check_images,
+                  cache_dir=os.path.join(config.output_dir, "image_cache"))  # fmt: skip
+    train = load_annotation_tool_instances(data.source, data.train_annotations, data.train_images,
+                                           skip_empty=data.skip_empty, **common)  # fmt: skip
+    evaluation = load_annotation_tool_instances(data.source, data.eval_annotations, data.eval_images, **common)
+    if train.categories != evaluation.categories:
+        raise ValueError(
+            f"the classes of {data.train_annotations} and {data.eval_annotations} differ: {train.categories.names} vs "
+            f"{evaluation.categories.names}; list them in data.class_names"
+        )
+    if data.train_examples is not None:
+        train = dataclasses.replace(train, records=train.records[: data.train_examples])
+    if data.eval_examples is not None:
+        evaluation = dataclasses.replace(evaluation, records=evaluation.records[: data.eval_examples])
+    return DetectionData(train, evaluation, coco_ground_truth(evaluation), train.categories, len(train))
 
 
 def canvas_size(config: MaskRCNNExperimentConfig) -> int:
