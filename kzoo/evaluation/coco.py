@@ -6,7 +6,8 @@ boxes become ``[x, y, width, height]``, labels become category ids through :clas
 are pasted into the image (:func:`kzoo.ops.masks.paste_masks`, threshold 0.5) and run-length encoded.
 
 - :func:`detections_to_coco`: one batch of model outputs -> a list of COCO result dicts;
-- :func:`evaluate_coco`: ground truth + results -> ``{"bbox_AP", ..., "segm_APl"}``;
+- :func:`evaluate_coco`: ground truth + results -> ``{"bbox_AP", ..., "segm_APl"}`` and per-class AP
+  ``{"bbox_AP/<class name>", "segm_AP/<class name>"}`` (:func:`per_class_ap`);
 - :class:`CocoEvaluator`: accumulates batches (``update``), then ``evaluate`` and ``write_results``.
 """
 
@@ -28,6 +29,8 @@ IOU_TYPES = ("bbox", "segm")
 #: The first six entries of ``COCOeval.stats``, in order (AP at IoU .50:.95, .50, .75; small, medium, large).
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 MASK_THRESHOLD = 0.5
+#: Separates the metric from the class name in per-class keys: ``bbox_AP/<class name>``.
+PER_CLASS_SEPARATOR = "/"
 
 
 def _quiet(verbose: bool):
@@ -145,6 +148,40 @@ def _load_results(coco_gt, results: Sequence[dict], iou_type: str):
     return coco_gt.loadRes(results)
 
 
+def per_class_ap(coco_eval) -> dict[int, float]:
+    """Each category's AP from an accumulated ``COCOeval``: ``eval["precision"]`` ``[T, R, K, A, M]`` at area
+    ``all`` and ``maxDets`` 100, averaged over the IoU thresholds .50:.95 and the recall points, -1 entries left
+    out (what ``COCOeval.summarize`` averages for ``AP``, restricted to one category).
+
+    Returns:
+        ``{category id: AP}`` for the categories of ``coco_eval.params.catIds`` that have ground truth on the
+        evaluated images; a category without any (non-crowd) ground truth there has only -1 entries and is
+        omitted.
+    """
+    params = coco_eval.params
+    precision = np.asarray(coco_eval.eval["precision"])  # [T, R, K, A, M]
+    area = list(params.areaRngLbl).index("all")
+    max_dets = list(params.maxDets).index(100)
+    out = {}
+    for k, category_id in enumerate(params.catIds):
+        values = precision[:, :, k, area, max_dets]
+        values = values[values > -1]
+        if values.size:
+            out[int(category_id)] = float(np.mean(values))
+    return out
+
+
+def _class_names(coco_gt) -> dict[int, str]:
+    """Category id -> name from the ground truth's categories (``name``, else the id); a name that two
+    categories share gets its id appended (``name#id``) so the keys stay apart."""
+    categories = coco_gt.dataset.get("categories", [])
+    names = {int(c["id"]): str(c.get("name", c["id"])) for c in categories}
+    counts: dict[str, int] = {}
+    for name in names.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {i: name if counts[name] == 1 else f"{name}#{i}" for i, name in names.items()}
+
+
 def evaluate_coco(
     ground_truth,
     results: Sequence[dict],
@@ -169,7 +206,10 @@ def evaluate_coco(
     Returns:
         ``{f"{iou_type}_{name}": float}`` for ``name`` in ``AP, AP50, AP75, APs, APm, APl`` (the first six
         entries of ``COCOeval.stats``); -1 where COCO has no ground truth to score (e.g. no large objects),
-        0 where there is ground truth but no matching detection.
+        0 where there is ground truth but no matching detection. Then per-class AP (IoU .50:.95, all areas,
+        100 detections; :func:`per_class_ap`): ``f"{iou_type}_AP/{class name}"`` (names from the ground truth's
+        categories) for every category with ground truth on the evaluated images; a category without ground truth
+        there has no key (neither -1 nor NaN, so the values are plain JSON numbers).
 
     Raises:
         ValueError: a result on an image the ground truth does not have, or a ``"segm"`` evaluation of
@@ -183,7 +223,9 @@ def evaluate_coco(
     if unknown:
         raise ValueError(f"results on image ids the ground truth does not have: {sorted(unknown)[:10]}")
     image_ids = None if image_ids is None else sorted({int(i) for i in image_ids})
-    metrics = {}
+    metrics: dict[str, float] = {}
+    per_class: dict[str, float] = {}
+    names = _class_names(coco_gt)
     for iou_type in iou_types:
         if image_ids is not None and not image_ids:
             metrics.update({f"{iou_type}_{name}": -1.0 for name in STAT_NAMES})
@@ -196,7 +238,9 @@ def evaluate_coco(
             coco_eval.accumulate()
             coco_eval.summarize()
         metrics.update({f"{iou_type}_{name}": float(v) for name, v in zip(STAT_NAMES, coco_eval.stats[:6])})
-    return metrics
+        per_class.update({f"{iou_type}_AP{PER_CLASS_SEPARATOR}{names.get(i, str(i))}": ap
+                          for i, ap in per_class_ap(coco_eval).items()})  # fmt: skip
+    return {**metrics, **per_class}
 
 
 class CocoEvaluator:
@@ -264,7 +308,8 @@ class CocoEvaluator:
         self.image_ids.update(int(i) for i in image_ids.tolist() if i >= 0)
 
     def evaluate(self) -> dict[str, float]:
-        """COCO AP over the images seen by :meth:`update` (see :func:`evaluate_coco` for the keys)."""
+        """COCO AP, overall and per class, over the images seen by :meth:`update` (see :func:`evaluate_coco` for
+        the keys)."""
         return evaluate_coco(self.coco_gt, self.results, self.iou_types, self.image_ids, self.verbose)
 
     def write_results(self, path: str) -> None:

@@ -34,6 +34,9 @@ from kzoo.utils.structs import dataclass_from_dict
 
 PYRAMID_STRIDES = (4, 8, 16, 32, 64)  # P2..P6
 
+#: The losses of :meth:`MaskRCNNModel.training_losses` that ``model.fit`` reports (the metrics' names, in order).
+LOSS_NAMES = ("total", "rpn_objectness", "rpn_box", "classification", "box", "mask")
+
 
 @contextlib.contextmanager
 def _policy_scope(policy: str | None):
@@ -74,6 +77,11 @@ class MaskRCNNModel(keras.Model):
         ``[B, D, 28, 28]`` (probabilities of the detected class, in the box's frame; paste them with
         :func:`kzoo.ops.masks.paste_masks`). Rows at and after ``num_detections`` are zeros.
         ``D = config.max_detections``.
+
+    Training with Keras' ``fit`` (see :meth:`compile` and :meth:`train_step`): build the model by calling it on
+    images (under the strategy's scope for a ``tf.distribute`` strategy), ``model.compile(optimizer=...)``, then
+    ``model.fit(dataset, ...)`` on batches of :func:`kzoo.data.detection.make_detection_pipeline` (dicts).
+    Every loss of ``LOSS_NAMES`` is a metric (progress bar, ``History``; ``monitor="total"`` for callbacks).
     """
 
     def __init__(self, config: MaskRCNNConfig | dict | None = None, **kwargs: Any) -> None:
@@ -277,6 +285,101 @@ class MaskRCNNModel(keras.Model):
         }
         losses["total"] = tf.add_n(list(losses.values()))
         return losses
+
+    # -- Keras fit ----------------------------------------------------------------------------------------
+
+    def compile(self, optimizer="rmsprop", *, seed: int = 0, gradient_clip_norm: float | None = None,
+                **kwargs: Any) -> None:
+        """Configure ``model.fit`` training: Keras' ``compile`` plus two Mask R-CNN arguments.
+
+        Args:
+            optimizer: a Keras optimizer (or its name).
+            seed: the anchor and RoI sampling seeds of step ``i`` are ``(seed, i)`` with ``i`` the optimizer's
+                iteration count, as in :func:`kzoo.tasks.instance_segmentation.make_mask_rcnn_train_step`.
+            gradient_clip_norm: clip the global batch's gradient (all-reduced over the replicas) by its global
+                norm. On one device the optimizer's ``global_clipnorm`` does the same; under a multi-replica
+                strategy Keras 3 clips each replica's gradient before the all-reduce instead (a different
+                update), so use this argument there.
+            **kwargs: Keras ``compile`` arguments (``run_eagerly``, ``steps_per_execution``, ``jit_compile``...);
+                ``loss`` and ``metrics`` are not supported: the model computes its own losses. ``jit_compile``
+                defaults to ``False`` (Keras' ``"auto"`` turns XLA on where a GPU is, and XLA needs
+                ``roi_method: gather``), as the custom loop's ``train.jit_compile`` does.
+        """
+        for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            if kwargs.get(key) is not None:
+                raise ValueError(f"MaskRCNNModel.compile: '{key}' is not supported (the model computes its losses "
+                                 f"itself: {', '.join(LOSS_NAMES)})")
+        if gradient_clip_norm is not None and not gradient_clip_norm > 0:
+            raise ValueError(f"gradient_clip_norm must be positive or None, got {gradient_clip_norm}")
+        if kwargs.get("jit_compile", "auto") == "auto":
+            kwargs["jit_compile"] = False
+        super().compile(optimizer=optimizer, **kwargs)
+        self._train_seed = int(seed)
+        self._gradient_clip_norm = float(gradient_clip_norm) if gradient_clip_norm else None
+        with self.distribute_strategy.scope():
+            trackers = [keras.metrics.Mean(name=name) for name in LOSS_NAMES]
+        # like Keras' own loss tracker: not part of the model's tracked state (weights, checkpoints)
+        object.__setattr__(self, "_loss_trackers", trackers)
+
+    def get_compile_config(self) -> dict | None:
+        config = super().get_compile_config()
+        if config is not None:
+            config = {**config, "seed": self._train_seed, "gradient_clip_norm": self._gradient_clip_norm}
+        return config
+
+    def compile_from_config(self, config: dict) -> None:
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    @property
+    def metrics(self) -> list:
+        """One ``keras.metrics.Mean`` per loss of ``LOSS_NAMES`` (after :meth:`compile`; Keras resets them every
+        epoch)."""
+        return list(getattr(self, "_loss_trackers", None) or [])
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None) -> None:
+        # Keras 3 (TF backend) builds a model created under a strategy's scope by calling it symbolically on the
+        # first batch of fit's data; this model's inputs are images and fit's batches are dicts of training
+        # targets, so the model must be built beforehand (called on images); only the optimizer is built here.
+        if not self.built:
+            raise ValueError("build MaskRCNNModel before fit: call it on images first (see "
+                             "kzoo.tasks.instance_segmentation.build_mask_rcnn)")
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+    def train_step(self, data: dict) -> dict[str, tf.Tensor]:
+        """One replica's step of ``model.fit`` on a batch of :func:`kzoo.data.detection.make_detection_pipeline`.
+
+        The step of :func:`kzoo.tasks.instance_segmentation.make_mask_rcnn_train_step`: the replica's total loss
+        (plus ``model.losses``) divided by the replica count is differentiated; with ``gradient_clip_norm``
+        (:meth:`compile`) the gradients are all-reduced, clipped by their global norm and divided by the replica
+        count before the optimizer applies them (it all-reduces with a sum again). Sampling seeds are
+        ``(seed, optimizer.iterations)``. Returns the metrics' running means (the mean over the replicas).
+        """
+        if isinstance(data, (list, tuple)):
+            data = data[0]  # (x,) or (x, None) as Keras may pack a dict
+        optimizer = self.optimizer
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        step_seed = tf.stack([tf.constant(self._train_seed, tf.int32), tf.cast(optimizer.iterations, tf.int32)])
+        with tf.GradientTape() as tape:
+            losses = self.training_losses(data, seed=step_seed)
+            loss = losses["total"] / replicas
+            if self.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+        variables = self.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        if self._gradient_clip_norm:
+            context = tf.distribute.get_replica_context()
+            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+            gradients, _ = tf.clip_by_global_norm(gradients, self._gradient_clip_norm)
+            gradients = [g / replicas for g in gradients]
+        optimizer.apply_gradients(zip(gradients, variables))
+        for tracker in self._loss_trackers:
+            tracker.update_state(losses[tracker.name])
+        return {tracker.name: tracker.result() for tracker in self._loss_trackers}
 
     # -- the whole graph ----------------------------------------------------------------------------------
 

@@ -97,8 +97,11 @@ def test_ground_truth_as_results_scores_one(form, tmp_path):
         for name in ("AP", "AP50", "AP75", "APs"):
             assert metrics[f"{iou_type}_{name}"] == pytest.approx(1.0, abs=1e-6), (iou_type, name)
         assert metrics[f"{iou_type}_APm"] == metrics[f"{iou_type}_APl"] == -1.0  # no medium or large objects
-    assert sorted(metrics) == sorted(f"{t}_{n}" for t in ("bbox", "segm") for n in ("AP", "AP50", "AP75", "APs",
+    overall = [key for key in metrics if "/" not in key]
+    assert sorted(overall) == sorted(f"{t}_{n}" for t in ("bbox", "segm") for n in ("AP", "AP50", "AP75", "APs",
                                                                                       "APm", "APl"))  # fmt: skip
+    assert sorted(set(metrics) - set(overall)) == sorted(f"{t}_AP/{n}" for t in ("bbox", "segm")
+                                                          for n in _present_names(examples))  # fmt: skip
 
 
 def test_evaluator_update_with_roi_masks_and_tf_tensors():
@@ -140,6 +143,7 @@ def test_no_detections_score_zero_without_crashing():
     examples, gt = _scene()
     expected = {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "APs": 0.0, "APm": -1.0, "APl": -1.0}
     expected = {f"{t}_{n}": v for t in ("bbox", "segm") for n, v in expected.items()}
+    expected.update({f"{t}_AP/{n}": 0.0 for t in ("bbox", "segm") for n in _present_names(examples)})
     assert evaluate_coco(gt, []) == expected
 
     evaluator = CocoEvaluator(gt, CATEGORIES)
@@ -227,3 +231,107 @@ def test_quiet_unless_verbose(capsys):
     assert capsys.readouterr().out == ""
     evaluate_coco(gt, _results_from_gt(examples), ["bbox"], verbose=True)
     assert "Average Precision" in capsys.readouterr().out
+
+
+# -- per-class AP -------------------------------------------------------------------------------------------------
+
+
+def _present_names(examples):
+    """The names of the classes with ground truth in ``examples`` (the scene of seed 2 has no circle)."""
+    labels = {int(c) for example in examples for c in example["classes"]}
+    return [name for label, name in enumerate(CATEGORIES.names, 1) if label in labels]
+
+
+def _ap_of_one_category(gt, results, iou_type, category_id):
+    """AP of one category by its own COCOeval (``params.catIds = [category_id]``): the independent reference."""
+    import contextlib
+    import copy
+    import io
+
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(gt)
+        coco_gt.createIndex()
+        dt_results = [dict(r) for r in results]
+        if iou_type == "segm":
+            dt_results = [{k: v for k, v in r.items() if k != "bbox"} for r in dt_results]
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(dt_results), iouType=iou_type)
+        coco_eval.params.catIds = [category_id]
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return float(coco_eval.stats[0])
+
+
+def _mixed_results(examples):
+    """Results of uneven quality per class: shifted boxes and masks, a missed object, a false positive, a wrong
+    class, and scores that differ, so the classes' APs differ and lie strictly between 0 and 1."""
+    results = []
+    rng = np.random.default_rng(0)
+    for index, result in enumerate(_results_from_gt(examples, shift=0.0)):
+        shift = float(rng.uniform(0.0, 4.0))
+        result["bbox"] = [result["bbox"][0] + shift] + result["bbox"][1:]
+        mask = segmentation_to_mask(result["segmentation"], SIZE, SIZE)
+        result["segmentation"] = mask_to_rle(np.roll(mask, int(round(shift)), axis=1))
+        result["score"] = float(rng.uniform(0.1, 1.0))
+        if index % 5 == 3:
+            continue  # missed
+        if index % 7 == 2:
+            result = {**result, "category_id": CATEGORIES.ids[(CATEGORIES.ids.index(result["category_id"]) + 1) % 3]}
+        results.append(result)
+    # a confident false positive in an empty corner
+    results.append({"image_id": FIRST_ID, "category_id": CATEGORIES.ids[0], "bbox": [0.0, 0.0, 5.0, 5.0],
+                    "score": 0.99, "segmentation": mask_to_rle(np.pad(np.ones((5, 5), np.uint8),
+                                                                      ((0, SIZE - 5), (0, SIZE - 5))))})  # fmt: skip
+    return results
+
+
+def test_per_class_ap_matches_one_cocoeval_per_category():
+    examples, gt = _scene()
+    results = _mixed_results(examples)
+    metrics = evaluate_coco(gt, results)
+    for iou_type in ("bbox", "segm"):
+        values = []
+        for category_id, name in zip(CATEGORIES.ids, CATEGORIES.names):
+            reference = _ap_of_one_category(gt, results, iou_type, category_id)
+            if reference == -1.0:  # no ground truth of this class: no key
+                assert name not in _present_names(examples) and f"{iou_type}_AP/{name}" not in metrics
+                continue
+            assert abs(metrics[f"{iou_type}_AP/{name}"] - reference) <= 1e-9, (iou_type, name)
+            values.append(reference)
+        assert len(values) == len(_present_names(examples)) >= 2
+        assert all(0.0 < v < 1.0 for v in values), values  # a real test: neither trivial 0 nor 1
+        assert len(set(values)) > 1
+        # COCO's AP is the mean of the APs of the classes with ground truth
+        assert metrics[f"{iou_type}_AP"] == pytest.approx(np.mean(values), abs=1e-9)
+
+
+def test_per_class_ap_omits_classes_without_ground_truth_and_follows_the_updated_images():
+    examples, gt = _scene()
+    gt["categories"] = gt["categories"] + [{"id": 9, "name": "hexagon", "supercategory": "shape"}]  # no objects
+    results = _mixed_results(examples)
+    metrics = evaluate_coco(gt, results, ["bbox"])
+    assert "bbox_AP/hexagon" not in metrics and "segm_AP/hexagon" not in metrics
+    assert {k.split("/", 1)[1] for k in metrics if "/" in k} == set(_present_names(examples))
+    assert all(np.isfinite(v) for v in metrics.values()) and json.loads(json.dumps(metrics)) == metrics
+
+    # on one image only the classes present there get a key
+    present = set(_present_names(examples[1:2]))
+    assert present == {"triangle"} != set(_present_names(examples))  # the second image has triangles only
+    subset = evaluate_coco(gt, results, ["bbox"], image_ids=[FIRST_ID + 1])
+    assert {k.split("/", 1)[1] for k in subset if "/" in k} == present
+    assert evaluate_coco(gt, results, ["bbox"], image_ids=[]) == {f"bbox_{n}": -1.0 for n in
+                                                                  ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+
+
+def test_evaluator_reports_per_class_ap():
+    examples, gt = _scene()
+    evaluator = CocoEvaluator(gt, CATEGORIES)
+    evaluator.update(_model_outputs(examples), _ids(examples), _sizes(examples))
+    metrics = evaluator.evaluate()
+    for name in _present_names(examples):
+        assert metrics[f"bbox_AP/{name}"] == pytest.approx(1.0, abs=1e-6)
+        assert 0.0 < metrics[f"segm_AP/{name}"] <= 1.0
+    assert list(metrics)[:6] == [f"bbox_{n}" for n in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
