@@ -189,6 +189,7 @@ class DetectionDataConfig:
     # shapes
     shapes_image_size: int = 128
     shapes_max_instances: int = 4
+    shapes_classes: tuple[str, ...] = ("circle", "square", "triangle")  # any of circle square triangle cross ring
     # coco, labelme, via, yolo
     train_annotations: str | None = None
     train_images: str | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 SHAPE_NAMES = ("circle", "square", "triangle", "cross", "ring")
@@ -93,8 +95,15 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray:
     return np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1], np.float32)
 
 
-def make_shapes_instances(num_images: int, image_size: int = 128, max_instances: int = 4, seed: int = 0) -> list[dict]:
-    """An instance-segmentation set: the classic "shapes" scene of circles, squares and triangles.
+def make_shapes_instances(
+    num_images: int,
+    image_size: int = 128,
+    max_instances: int = 4,
+    seed: int = 0,
+    classes: Sequence[str] = SHAPES_INSTANCE_CLASSES,
+) -> list[dict]:
+    """An instance-segmentation set: the classic "shapes" scene of circles, squares and triangles (``classes``:
+    any of :data:`SHAPE_NAMES`, e.g. crosses and rings for a set whose classes another model never saw).
 
     Each image has 1..``max_instances`` shapes of random class, size (radius 8% to 22% of the side), color
     and position (shapes may be cut by the border) on a random background, with Gaussian noise over the
@@ -106,9 +115,12 @@ def make_shapes_instances(num_images: int, image_size: int = 128, max_instances:
     Returns:
         ``num_images`` dicts with ``image`` uint8 ``[H, W, 3]``, ``boxes`` float32 ``[n, 4]`` (the tight
         ``[ymin, xmin, ymax, xmax]`` box of each visible mask, absolute pixel edges, see
-        :func:`mask_to_box`), ``classes`` int32 ``[n]`` in 1..3 (``SHAPES_INSTANCE_CLASSES``) and
+        :func:`mask_to_box`), ``classes`` int32 ``[n]`` in 1..K (label ``k`` is ``classes[k - 1]``) and
         ``masks`` bool ``[n, H, W]``.
     """
+    unknown = [name for name in classes if name not in SHAPE_NAMES]
+    if unknown or not classes:
+        raise ValueError(f"shape classes must be some of {SHAPE_NAMES}, got {list(classes)}")
     if num_images < 1 or image_size < 32 or max_instances < 1:
         raise ValueError(
             f"need num_images >= 1, image_size >= 32 and max_instances >= 1, "
@@ -122,19 +134,19 @@ def make_shapes_instances(num_images: int, image_size: int = 128, max_instances:
         background = _random_colors(rng, 1)[0]
         image = np.broadcast_to(background, (*size, 3)).copy()
         visible: list[np.ndarray] = []
-        classes: list[int] = []
+        labels: list[int] = []
         for _ in range(count):
-            label = int(rng.integers(1, len(SHAPES_INSTANCE_CLASSES) + 1))
+            label = int(rng.integers(1, len(classes) + 1))
             color = _random_colors(rng, 1)[0]
             while np.abs(background - color).max() < 80:
                 color = _random_colors(rng, 1)[0]
             radius = rng.uniform(0.08, 0.22) * image_size
             center = rng.uniform(radius / 2, image_size - radius / 2, size=2)
-            mask = render_shape(SHAPES_INSTANCE_CLASSES[label - 1], (center[0], center[1]), radius, size)
+            mask = render_shape(classes[label - 1], (center[0], center[1]), radius, size)
             for earlier in visible:
                 earlier &= ~mask
             visible.append(mask)
-            classes.append(label)
+            labels.append(label)
             image[mask] = color
         image += rng.normal(0, 10, size=image.shape)
         keep = [i for i, mask in enumerate(visible) if mask.sum() >= MIN_VISIBLE_AREA]
@@ -142,7 +154,7 @@ def make_shapes_instances(num_images: int, image_size: int = 128, max_instances:
         examples.append({
             "image": np.clip(image, 0, 255).astype(np.uint8),
             "boxes": np.stack([mask_to_box(mask) for mask in masks]).astype(np.float32),
-            "classes": np.array([classes[i] for i in keep], np.int32),
+            "classes": np.array([labels[i] for i in keep], np.int32),
             "masks": masks,
         })
     return examples

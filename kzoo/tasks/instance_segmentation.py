@@ -24,7 +24,7 @@ from kzoo.data.coco import CocoCategories, coco_dict, load_coco_instances
 from kzoo.data.coco_categories import COCO_CATEGORIES
 from kzoo.data.detection import load_tfds_instances, make_detection_pipeline
 from kzoo.data.images import read_image_file
-from kzoo.data.shapes import SHAPES_INSTANCE_CLASSES, make_shapes_instances
+from kzoo.data.shapes import make_shapes_instances
 from kzoo.evaluation.coco import CocoEvaluator
 from kzoo.evaluation.detection import evaluate_mask_rcnn
 from kzoo.models.mask_rcnn import MaskRCNNModel
@@ -51,13 +51,11 @@ def load_detection_data(config: MaskRCNNExperimentConfig) -> DetectionData:
     """The sources of ``config.data`` (see :class:`kzoo.config.DetectionDataConfig`)."""
     data = config.data
     if data.source == "shapes":
-        train = make_shapes_instances(
-            data.train_examples or 2000, data.shapes_image_size, data.shapes_max_instances, seed=config.train.seed
-        )
-        evaluation = make_shapes_instances(
-            data.eval_examples or 200, data.shapes_image_size, data.shapes_max_instances, seed=config.train.seed + 1
-        )
-        categories = CocoCategories.from_names(SHAPES_INSTANCE_CLASSES)
+        shapes = dict(image_size=data.shapes_image_size, max_instances=data.shapes_max_instances,
+                      classes=data.shapes_classes)  # fmt: skip
+        train = make_shapes_instances(data.train_examples or 2000, seed=config.train.seed, **shapes)
+        evaluation = make_shapes_instances(data.eval_examples or 200, seed=config.train.seed + 1, **shapes)
+        categories = CocoCategories.from_names(data.shapes_classes)
         return DetectionData(train, evaluation, coco_dict(evaluation, categories), categories, len(train))
     if data.source == "coco":
         for key in ("train_annotations", "train_images", "eval_annotations", "eval_images"):
@@ -133,7 +131,9 @@ def make_pipelines(config: MaskRCNNExperimentConfig, data: DetectionData, global
     )  # fmt: skip
     train = make_detection_pipeline(
         data.train, global_batch, training=True, horizontal_flip=data_config.horizontal_flip,
-        shuffle_buffer=data_config.shuffle_buffer, seed=config.train.seed, **common,
+        shuffle_buffer=data_config.shuffle_buffer, seed=config.train.seed, scale_jitter=data_config.scale_jitter,
+        min_box_size=data_config.min_box_size, brightness=data_config.brightness, contrast=data_config.contrast,
+        saturation=data_config.saturation, hue=data_config.hue, **common,
     ).repeat()  # fmt: skip
     evaluation = make_detection_pipeline(data.eval, global_batch, training=False, **common)
     options = tf.data.Options()
@@ -264,7 +264,7 @@ class InstanceSegmentationTask:
         names = metrics.get("class_names")
         if not names:
             if self.config.data.source == "shapes":
-                names = list(SHAPES_INSTANCE_CLASSES)
+                names = list(self.config.data.shapes_classes)
             elif self.config.data.source == "coco" and self.config.data.eval_annotations and os.path.isfile(
                     self.config.data.eval_annotations):
                 with open(self.config.data.eval_annotations) as f:
@@ -430,7 +430,8 @@ def run_demo(config: MaskRCNNExperimentConfig, fresh: bool = False) -> tuple[str
     print("[2/2] detect and segment sample PNG files")
     sample_dir = os.path.join(config.output_dir, "samples")
     paths = []
-    samples = make_shapes_instances(4, config.data.shapes_image_size, config.data.shapes_max_instances, seed=12345)
+    samples = make_shapes_instances(4, config.data.shapes_image_size, config.data.shapes_max_instances, seed=12345,
+                                    classes=config.data.shapes_classes)  # fmt: skip
     for i, example in enumerate(samples):
         path = os.path.join(sample_dir, f"sample{i}.png")
         files.write_bytes(path, tf.io.encode_png(example["image"]).numpy())

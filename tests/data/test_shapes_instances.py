@@ -89,3 +89,19 @@ def test_bad_arguments():
 def test_classification_generator_unchanged():
     images, labels = make_shapes_classification(4, 32, seed=0)
     assert images.shape == (4, 32, 32, 3) and labels.dtype == np.int64
+
+
+def test_other_shape_classes_for_held_out_sets():
+    from kzoo.data.shapes import render_shape
+
+    examples = make_shapes_instances(20, 64, 3, seed=3, classes=("cross", "ring"))
+    labels = np.concatenate([e["classes"] for e in examples])
+    assert set(labels.tolist()) == {1, 2}
+    # the default classes draw exactly what they drew before the argument existed
+    default, explicit = make_shapes_instances(3, seed=5), make_shapes_instances(3, seed=5, classes=("circle", "square",
+                                                                                                     "triangle"))
+    for a, b in zip(default, explicit):
+        np.testing.assert_array_equal(a["image"], b["image"])
+    assert render_shape("ring", (32, 32), 12, (64, 64)).sum() > 0
+    with pytest.raises(ValueError, match="shape classes must be some of"):
+        make_shapes_instances(1, classes=("hexagon",))
