@@ -34,9 +34,14 @@ def _is_mask_rcnn(config) -> bool:
 
 
 def _ap_rows(metrics: dict, prefix: str = "") -> list[tuple]:
+    """COCO AP rows (bbox and segm), then one ``AP <class>`` row per class with ground truth."""
     rows = [("metric", "bbox", "segm")]
     for key in AP_KEYS:
         rows.append((key, *(f"{metrics[f'{prefix}{kind}_{key}']:.3f}" for kind in ("bbox", "segm"))))
+    classes = [key.split("/", 1)[1] for key in metrics if key.startswith(f"{prefix}bbox_AP/")]
+    for name in classes:
+        rows.append((f"AP {name}", *(f"{metrics[f'{prefix}{kind}_AP/{name}']:.3f}" if f"{prefix}{kind}_AP/{name}"
+                                     in metrics else "-" for kind in ("bbox", "segm"))))  # fmt: skip
     return rows
 
 

@@ -307,7 +307,8 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
             history.update({f"eval_{k}": v for k, v in evaluation.items()})
         progbar.update(steps_per_epoch, list(running.items()), finalize=True)
         if chief and verbose and evaluation is not None and f"eval_{next(iter(evaluation))}" in history:
-            print("  eval: " + "  ".join(f"{k} {v:.4f}" for k, v in evaluation.items() if isinstance(v, float)))
+            print("  eval: " + "  ".join(f"{k} {v:.4f}" for k, v in evaluation.items()
+                                         if isinstance(v, float) and "/" not in k))  # fmt: skip
         if writer is not None:
             with writer.as_default(step=epoch + 1):
                 for key, value in history.items():

@@ -140,8 +140,10 @@ def test_cli_train_then_evaluate(tmp_path, capsys, tiny_mask_rcnn):
     assert main(["evaluate", str(path), "--results", str(results)]) == 0
     out = capsys.readouterr().out
     assert "kzoo evaluate tiny_mask_rcnn" in out and "APl" in out
+    assert any(f"AP {name}" in out for name in ("circle", "square", "triangle"))  # per-class AP rows
     assert isinstance(json.loads(results.read_text()), list)
     metrics = json.loads((tmp_path / "results_metrics.json").read_text())
+    assert any(key.startswith("segm_AP/") for key in metrics)
     trained = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["bbox_AP"] == pytest.approx(trained["eval_bbox_AP"], abs=1e-9)
     assert main(["evaluate", str(path), "--weights", str(tmp_path / "missing.h5")]) == 2
