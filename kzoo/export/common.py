@@ -30,6 +30,16 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # -- TF Serving layout --------------------------------------------------------------------------------------------
 
 
+def check_model_name(model_name: str) -> str:
+    """``model_name`` if it is a plain file name (no folder part, not ``.``/``..``, no NUL): exports named after it
+    stay inside their output folder. ValueError otherwise."""
+    name = str(model_name)
+    if not name or name in (".", "..") or "\0" in name or os.path.basename(name) != name or "/" in name or (
+            os.altsep and os.altsep in name):
+        raise ValueError(f"model name must be a plain name without folders, got {model_name!r}")
+    return name
+
+
 def new_version_dir(base_dir: str | os.PathLike, model_name: str, version: int | None = None) -> str:
     """The version directory an export will create: ``base_dir/model_name/<version>`` (not created yet).
 
@@ -40,8 +50,7 @@ def new_version_dir(base_dir: str | os.PathLike, model_name: str, version: int |
         ValueError: ``model_name`` is not a plain directory name, or ``version`` is not a positive int.
         FileExistsError: the version directory exists already.
     """
-    if not model_name or os.sep in model_name or model_name in (".", ".."):
-        raise ValueError(f"model_name must be a plain directory name, got {model_name!r}")
+    check_model_name(model_name)
     model_dir = os.path.join(os.fspath(base_dir), model_name)
     if version is not None and (isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1):
         raise ValueError(f"version must be a positive integer, got {version!r}")

@@ -138,11 +138,11 @@ class ClassificationTask:
             One dict per artifact: ``path``, ``bytes``, ``accuracy``, ``examples``.
         """
         from kzoo.export import convert_classifier_tflite, export_classifier_saved_model, run_tflite_classifier
-        from kzoo.export.common import latest_version_dir
+        from kzoo.export.common import check_model_name, latest_version_dir
 
         model = self.trained_model(weights)
         output = output or os.path.join(self.config.output_dir, "export")
-        name = model_name or self.config.name
+        name = check_model_name(model_name or self.config.name)
         images, labels = self.eval_arrays(eval_examples)
         artifacts = []
         if format == "saved_model":

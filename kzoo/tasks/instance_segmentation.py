@@ -301,10 +301,11 @@ class InstanceSegmentationTask:
             :func:`kzoo.evaluation.detection_parity.compare_detections`) and ``parity_images``.
         """
         from kzoo.export import convert_mask_rcnn_tflite, export_mask_rcnn_saved_model
+        from kzoo.export.common import check_model_name
 
         model = self.trained_model(weights)
         output = output or os.path.join(self.config.output_dir, "export")
-        name = model_name or self.config.name
+        name = check_model_name(model_name or self.config.name)
         if format == "saved_model":
             version_dir = export_mask_rcnn_saved_model(
                 model, output, name, version=version, full_image_masks=full_image_masks, warmup_images=warmup,

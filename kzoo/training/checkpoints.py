@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import tensorflow as tf
@@ -26,11 +27,39 @@ class EpochCheckpointer:
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=max_to_keep)
 
     def restore_latest(self) -> int:
-        """Restore the newest checkpoint, if any; returns the number of completed epochs (0 for none)."""
+        """Restore the newest intact checkpoint, if any; returns the number of completed epochs (0 for none).
+
+        Checkpoints are found by their files (``ckpt-N.index``), not only through the ``checkpoint`` state file,
+        so a missing or stale state file neither restarts the run nor lets older checkpoints be rotated away. A
+        damaged newest checkpoint (truncated, garbage) is named and skipped for the previous intact one.
+        """
+        candidates = self._candidates()
+        for number, prefix in candidates:
+            try:
+                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+            except Exception as error:  # a damaged file fails in the reader with many error types
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                print(f"checkpoint {prefix} (epoch {number}) cannot be read ({first[:200]}); trying the one before")
+                continue
+            return int(self.epoch.numpy())
+        if candidates:  # the model may hold parts of a damaged checkpoint: never train on from there
+            raise ValueError(f"no intact checkpoint in {self.restore_directory} ({len(candidates)} damaged); "
+                             "pass --fresh to delete the run and start over")
+        return 0
+
+    def _candidates(self) -> list[tuple[int, str]]:
+        """``(epoch, prefix)`` of every checkpoint in the folder, newest first."""
+        if not os.path.isdir(self.restore_directory):
+            return []
+        found = {}
+        for name in os.listdir(self.restore_directory):
+            match = re.fullmatch(r"ckpt-(\d+)\.index", name)
+            if match:
+                found[int(match[1])] = os.path.join(self.restore_directory, f"ckpt-{match[1]}")
         latest = tf.train.latest_checkpoint(self.restore_directory)
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return int(self.epoch.numpy())
+        if latest and re.search(r"ckpt-(\d+)$", latest):
+            found.setdefault(int(re.search(r"ckpt-(\d+)$", latest)[1]), latest)
+        return sorted(found.items(), reverse=True)
 
     def save(self, completed_epochs: int) -> None:
         self.epoch.assign(completed_epochs)
