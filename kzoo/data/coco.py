@@ -42,6 +42,7 @@ _PROBLEMS = {
     "outside_image": "instances whose box lies outside the image (dropped)",
     "unknown_category": "instances of a category id the json does not list (dropped)",
     "bad_segmentation": "instances with a missing or malformed segmentation (dropped)",
+    "duplicate_annotations": "annotations repeating an earlier annotation's id (dropped: kept once)",
 }
 
 
@@ -355,6 +356,7 @@ def load_coco_instances(
             examples[key].append(what)
 
     records = []
+    seen_annotations: set = set()
     for image_id in sorted(coco.imgs):
         info = coco.imgs[image_id]
         height, width = int(info["height"]), int(info["width"])
@@ -365,6 +367,10 @@ def load_coco_instances(
             continue
         boxes, classes, crowd, segmentations, ann_ids = [], [], [], [], []
         for ann in sorted(coco.imgToAnns.get(image_id, []), key=lambda a: a["id"]):
+            if ann["id"] in seen_annotations:
+                problem("duplicate_annotations", ann["id"])
+                continue
+            seen_annotations.add(ann["id"])
             x, y, w, h = (float(v) for v in ann.get("bbox", (math.nan,) * 4))
             if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
                 problem("degenerate_boxes", ann["id"])

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -24,6 +26,8 @@ import numpy as np
 from kzoo.data.coco import CocoCategories, mask_to_rle
 from kzoo.ops.masks import paste_masks
 from kzoo.utils import files
+
+LOG = logging.getLogger(__name__)
 
 IOU_TYPES = ("bbox", "segm")
 #: The first six entries of ``COCOeval.stats``, in order (AP at IoU .50:.95, .50, .75; small, medium, large).
@@ -41,21 +45,35 @@ def _quiet(verbose: bool):
 def load_ground_truth(ground_truth, verbose: bool = False):
     """A pycocotools ``COCO`` object from a ``COCO`` object (returned as is), a COCO dict or a json path.
 
-    A dict is deep-copied first: ``COCOeval`` rewrites ground-truth segmentations in place.
+    A dict is deep-copied first: ``COCOeval`` rewrites ground-truth segmentations in place. Annotations that repeat
+    an id are kept once (pycocotools would count such an instance twice), with a warning.
     """
     from pycocotools.coco import COCO
 
     if isinstance(ground_truth, COCO):
         return ground_truth
+    if isinstance(ground_truth, (str, os.PathLike)):
+        with open(ground_truth) as f:
+            ground_truth = json.load(f)
+    if not isinstance(ground_truth, Mapping):
+        raise TypeError(f"ground truth must be a pycocotools COCO, a COCO dict or a json path, "
+                        f"got {type(ground_truth)}")
+    dataset = copy.deepcopy(dict(ground_truth))
+    annotations, seen = [], set()
+    for annotation in dataset.get("annotations", []):
+        if annotation.get("id") in seen:
+            continue
+        seen.add(annotation.get("id"))
+        annotations.append(annotation)
+    if len(annotations) < len(dataset.get("annotations", [])):
+        LOG.warning("ground truth: %d annotations repeat an id and were kept once",
+                    len(dataset["annotations"]) - len(annotations))  # fmt: skip
+        dataset["annotations"] = annotations
     with _quiet(verbose):
-        if isinstance(ground_truth, Mapping):
-            coco = COCO()
-            coco.dataset = copy.deepcopy(dict(ground_truth))
-            coco.createIndex()
-            return coco
-        if isinstance(ground_truth, (str, os.PathLike)):
-            return COCO(os.fspath(ground_truth))
-    raise TypeError(f"ground truth must be a pycocotools COCO, a COCO dict or a json path, got {type(ground_truth)}")
+        coco = COCO()
+        coco.dataset = dataset
+        coco.createIndex()
+    return coco
 
 
 def _check_iou_types(iou_types: Iterable[str]) -> tuple[str, ...]:

@@ -225,3 +225,21 @@ def test_polygon_coordinates_checked_before_rasterizing(tmp_path):
     np.testing.assert_array_equal(segmentation_to_mask(far, H, W), mask)  # the direct call clips too
     with pytest.raises(ValueError, match="non-finite"):
         segmentation_to_mask([[5, 5, float("nan"), 5, 5, 20]], H, W)
+
+
+def test_repeated_annotation_ids_count_once_in_training_and_evaluation(tmp_path):
+    from kzoo.data.coco import coco_dict
+    from kzoo.data.shapes import SHAPES_INSTANCE_CLASSES, make_shapes_instances
+    from kzoo.evaluation.coco import load_ground_truth
+
+    examples = make_shapes_instances(2, 64, 2, seed=4)
+    images = tmp_path / "images"
+    images.mkdir()
+    for index, example in enumerate(examples):
+        Image.fromarray(example["image"]).save(images / f"{index + 1:012d}.png")
+    data = coco_dict(examples, CocoCategories.from_names(SHAPES_INSTANCE_CLASSES))
+    count = len(data["annotations"])
+    data["annotations"].append(dict(data["annotations"][0]))  # the same annotation twice (same id)
+    loaded = load_coco_instances(data, str(images))
+    assert loaded.num_instances == count and loaded.counts["duplicate_annotations"] == 1
+    assert len(load_ground_truth(data).getAnnIds()) == count
