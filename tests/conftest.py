@@ -115,3 +115,13 @@ def tiny_mask_rcnn():
     """``tiny_mask_rcnn(output_dir, **sections) -> dict``: ``TINY_MASK_RCNN`` writing to ``output_dir``, with some
     keys of its sections replaced."""
     return _tiny_mask_rcnn
+
+
+@pytest.fixture
+def umask_022():
+    """Run the test under the usual umask 022 (files 0644, folders 0755), whatever the runner's umask."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)

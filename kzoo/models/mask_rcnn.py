@@ -361,25 +361,38 @@ class MaskRCNNModel(keras.Model):
         """
         if isinstance(data, (list, tuple)):
             data = data[0]  # (x,) or (x, None) as Keras may pack a dict
-        optimizer = self.optimizer
+        losses = self.apply_training_step(data, self.optimizer, self._train_seed, self._gradient_clip_norm)
+        for tracker in self._loss_trackers:
+            tracker.update_state(losses[tracker.name])
+        return {tracker.name: tracker.result() for tracker in self._loss_trackers}
+
+    def apply_training_step(self, batch: dict, optimizer: keras.optimizers.Optimizer, seed: int = 0,
+                            gradient_clip_norm: float | None = None) -> dict[str, tf.Tensor]:
+        """One replica's training step, shared by ``fit`` (:meth:`train_step`) and kzoo's custom loop: the replica's
+        total loss (plus ``model.losses``) divided by the replica count is differentiated; with
+        ``gradient_clip_norm`` the gradients are all-reduced, clipped by their global norm and divided by the replica
+        count before the optimizer applies them (it all-reduces with a sum again). Sampling seeds are
+        ``(seed, optimizer.iterations)``, so a resumed run samples what the uninterrupted one would.
+
+        Returns:
+            The replica's losses (:data:`LOSS_NAMES`, float32 scalars) on ``batch``.
+        """
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        step_seed = tf.stack([tf.constant(self._train_seed, tf.int32), tf.cast(optimizer.iterations, tf.int32)])
+        step_seed = tf.stack([tf.constant(seed, tf.int32), tf.cast(optimizer.iterations, tf.int32)])
         with tf.GradientTape() as tape:
-            losses = self.training_losses(data, seed=step_seed)
+            losses = self.training_losses(batch, seed=step_seed)
             loss = losses["total"] / replicas
             if self.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
         variables = self.trainable_variables
         gradients = tape.gradient(loss, variables)
-        if self._gradient_clip_norm:
+        if gradient_clip_norm:
             context = tf.distribute.get_replica_context()
             gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-            gradients, _ = tf.clip_by_global_norm(gradients, self._gradient_clip_norm)
+            gradients, _ = tf.clip_by_global_norm(gradients, gradient_clip_norm)
             gradients = [g / replicas for g in gradients]
         optimizer.apply_gradients(zip(gradients, variables))
-        for tracker in self._loss_trackers:
-            tracker.update_state(losses[tracker.name])
-        return {tracker.name: tracker.result() for tracker in self._loss_trackers}
+        return losses
 
     # -- the whole graph ----------------------------------------------------------------------------------
 

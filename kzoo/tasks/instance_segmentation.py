@@ -27,13 +27,11 @@ from kzoo.data.images import read_image_file
 from kzoo.data.shapes import make_shapes_instances
 from kzoo.evaluation.coco import CocoEvaluator
 from kzoo.evaluation.detection import evaluate_mask_rcnn
-from kzoo.models.mask_rcnn import MaskRCNNModel
+from kzoo.models.mask_rcnn import LOSS_NAMES, MaskRCNNModel
 from kzoo.models.weight_files import load_weights_file, load_weights_transferring
 from kzoo.ops.resize import padded_size
 from kzoo.training import loop
 from kzoo.utils import files
-
-LOSS_NAMES = ("total", "rpn_objectness", "rpn_box", "classification", "box", "mask")
 
 
 @dataclasses.dataclass
@@ -57,25 +55,8 @@ def load_detection_data(config: MaskRCNNExperimentConfig) -> DetectionData:
         evaluation = make_shapes_instances(data.eval_examples or 200, seed=config.train.seed + 1, **shapes)
         categories = CocoCategories.from_names(data.shapes_classes)
         return DetectionData(train, evaluation, coco_dict(evaluation, categories), categories, len(train))
-    if data.source == "coco":
-        for key in ("train_annotations", "train_images", "eval_annotations", "eval_images"):
-            if not getattr(data, key):
-                raise ValueError(f"data.source 'coco' needs data.{key}")
-        train = load_coco_instances(data.train_annotations, data.train_images, skip_empty=data.skip_empty,
-                                    check_images=data.check_images)  # fmt: skip
-        evaluation = load_coco_instances(data.eval_annotations, data.eval_images, check_images=data.check_images)
-        if train.categories != evaluation.categories:
-            raise ValueError(
-                f"the categories of {data.train_annotations} and {data.eval_annotations} differ: "
-                f"{train.categories.names} vs {evaluation.categories.names}"
-            )
-        if data.train_examples is not None:
-            train = dataclasses.replace(train, records=train.records[: data.train_examples])
-        if data.eval_examples is not None:
-            evaluation = dataclasses.replace(evaluation, records=evaluation.records[: data.eval_examples])
-        return DetectionData(train, evaluation, data.eval_annotations, train.categories, len(train))
-    if data.source in ("labelme", "via", "yolo"):
-        return _annotation_tool_data(config)
+    if data.source in ("coco", "labelme", "via", "yolo"):
+        return _annotation_file_data(config)
     if not data.tfds_name:
         raise ValueError("data.source 'tfds' needs data.tfds_name (e.g. coco/2017_panoptic)")
     train = load_tfds_instances(data.tfds_name, data.train_split, data.data_dir, skip_empty=data.skip_empty)
@@ -91,30 +72,39 @@ def load_detection_data(config: MaskRCNNExperimentConfig) -> DetectionData:
                          evaluation.categories, num_train)  # fmt: skip
 
 
-def _annotation_tool_data(config: MaskRCNNExperimentConfig) -> DetectionData:
-    """labelme / VIA / YOLO files, read into the COCO reader's records (images that need converting, e.g. labelme's
-    embedded images, are cached under ``OUTPUT_DIR/image_cache``)."""
+def _annotation_file_data(config: MaskRCNNExperimentConfig) -> DetectionData:
+    """COCO json, labelme, VIA or YOLO files, read into the COCO reader's records (images the tools' files need
+    converted, e.g. labelme's embedded images, are cached under ``OUTPUT_DIR/image_cache``)."""
     data = config.data
     needed = ("train_annotations", "eval_annotations") + (("train_images", "eval_images") if data.source != "labelme"
                                                           else ())  # fmt: skip
     for key in needed:
         if not getattr(data, key):
             raise ValueError(f"data.source {data.source!r} needs data.{key}")
-    common = dict(class_names=data.class_names, yolo_data_yaml=data.yolo_data_yaml, check_images=data.check_images,
-                  cache_dir=os.path.join(config.output_dir, "image_cache"))  # fmt: skip
-    train = load_annotation_tool_instances(data.source, data.train_annotations, data.train_images,
-                                           skip_empty=data.skip_empty, **common)  # fmt: skip
-    evaluation = load_annotation_tool_instances(data.source, data.eval_annotations, data.eval_images, **common)
+
+    def load(annotations: str, images: str | None, skip_empty: bool = False):
+        if data.source == "coco":
+            return load_coco_instances(annotations, images, skip_empty=skip_empty, check_images=data.check_images)
+        return load_annotation_tool_instances(
+            data.source, annotations, images, class_names=data.class_names, yolo_data_yaml=data.yolo_data_yaml,
+            skip_empty=skip_empty, check_images=data.check_images,
+            cache_dir=os.path.join(config.output_dir, "image_cache"),
+        )  # fmt: skip
+
+    train = load(data.train_annotations, data.train_images, data.skip_empty)
+    evaluation = load(data.eval_annotations, data.eval_images)
     if train.categories != evaluation.categories:
         raise ValueError(
-            f"the classes of {data.train_annotations} and {data.eval_annotations} differ: {train.categories.names} vs "
-            f"{evaluation.categories.names}; list them in data.class_names"
+            f"the categories of {data.train_annotations} and {data.eval_annotations} differ: {train.categories.names}"
+            f" vs {evaluation.categories.names}" + ("" if data.source == "coco" else "; list them in data.class_names")
         )
     if data.train_examples is not None:
         train = dataclasses.replace(train, records=train.records[: data.train_examples])
     if data.eval_examples is not None:
         evaluation = dataclasses.replace(evaluation, records=evaluation.records[: data.eval_examples])
-    return DetectionData(train, evaluation, coco_ground_truth(evaluation), train.categories, len(train))
+    # the evaluator scores the images it is given, so the whole json serves as ground truth for a capped split
+    ground_truth = data.eval_annotations if data.source == "coco" else coco_ground_truth(evaluation)
+    return DetectionData(train, evaluation, ground_truth, train.categories, len(train))
 
 
 def canvas_size(config: MaskRCNNExperimentConfig) -> int:
@@ -374,30 +364,13 @@ def make_mask_rcnn_train_step(
     jit_compile: bool = False,
 ) -> Callable[[Iterator], tf.Tensor]:
     """The compiled step: ``train_step(iterator) -> float32 [6]``, the global batch's losses in
-    ``LOSS_NAMES`` order (each the mean over the replicas of the replica's batch loss).
-
-    Every replica's loss is divided by the number of replicas, so the summed gradients are those of the mean
-    loss. Gradients are all-reduced here, clipped by their global norm (``gradient_clip_norm``), and handed to
-    the optimizer divided by the replica count (it all-reduces with a sum again). Sampling seeds are
-    ``(seed, optimizer.iterations)``, so a resumed run samples what the uninterrupted one would.
+    ``LOSS_NAMES`` order (each the mean over the replicas of the replica's batch loss); each replica runs
+    :meth:`MaskRCNNModel.apply_training_step` (the step ``model.fit`` runs too).
     """
     replicas = strategy.num_replicas_in_sync
 
     def replica_step(batch):
-        step_seed = tf.stack([tf.constant(seed, tf.int32), tf.cast(optimizer.iterations, tf.int32)])
-        with tf.GradientTape() as tape:
-            losses = model.training_losses(batch, seed=step_seed)
-            loss = losses["total"] / replicas
-            if model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-        variables = model.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        if gradient_clip_norm:
-            context = tf.distribute.get_replica_context()
-            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-            gradients, _ = tf.clip_by_global_norm(gradients, gradient_clip_norm)
-            gradients = [g / replicas for g in gradients]
-        optimizer.apply_gradients(zip(gradients, variables))
+        losses = model.apply_training_step(batch, optimizer, seed, gradient_clip_norm)
         return tf.stack([losses[name] / replicas for name in LOSS_NAMES])
 
     replica_fn = tf.function(replica_step, jit_compile=True) if jit_compile else replica_step

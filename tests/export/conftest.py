@@ -97,16 +97,6 @@ def images() -> np.ndarray:
     return np.random.default_rng(1).integers(0, 256, size=(32, 16, 16, 3), dtype=np.uint8)
 
 
-@pytest.fixture
-def umask_022():
-    """The usual umask ``022`` for the test (restored after)."""
-    previous = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(previous)
-
-
 def tree_modes(root) -> dict[str, int]:
     """Permission bits of ``root`` and everything under it, by path relative to ``root``."""
     modes = {".": os.stat(root).st_mode & 0o777}

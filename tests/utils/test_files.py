@@ -11,13 +11,6 @@ from kzoo.utils import files
 from kzoo.utils.files import unique_output_paths
 
 
-@pytest.fixture
-def umask_022():
-    previous = os.umask(0o022)
-    yield
-    os.umask(previous)
-
-
 def _mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
