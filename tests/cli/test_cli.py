@@ -83,6 +83,17 @@ def test_cli_errors_name_the_problem(trained, tmp_path, capsys):
     assert "Fashion-MNIST directory not found" in capsys.readouterr().err
     assert main(["evaluate", str(config), "--weights", str(tmp_path / "none.weights.h5")]) == 2
     assert "weights file not found" in capsys.readouterr().err
+    # weights of another model: the same one-line error, naming the file, in every command
+    import keras
+
+    from kzoo.models.nin import build_nin, resolve_blocks
+
+    other = tmp_path / "other.weights.h5"
+    build_nin(keras.Input((16, 16, 3)), resolve_blocks("custom", [{"filters": [4]}]), classes=5).save_weights(other)
+    for command in (["evaluate", str(config)], ["export", str(config), "--format", "saved_model"]):
+        assert main([*command, "--weights", str(other)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(other) in err and len(err) < 600, err
     not_image = tmp_path / "notes.png"
     not_image.write_text("hello")
     assert main(["predict", str(not_image), "--saved-model", str(tmp_path)]) == 2
