@@ -140,9 +140,9 @@ class ClassificationTask:
         from kzoo.export import convert_classifier_tflite, export_classifier_saved_model, run_tflite_classifier
         from kzoo.export.common import check_model_name, latest_version_dir
 
+        name = check_model_name(model_name or self.config.name)  # before any work: exports stay inside output
         model = self.trained_model(weights)
         output = output or os.path.join(self.config.output_dir, "export")
-        name = check_model_name(model_name or self.config.name)
         images, labels = self.eval_arrays(eval_examples)
         artifacts = []
         if format == "saved_model":

@@ -293,9 +293,9 @@ class InstanceSegmentationTask:
         from kzoo.export import convert_mask_rcnn_tflite, export_mask_rcnn_saved_model
         from kzoo.export.common import check_model_name
 
+        name = check_model_name(model_name or self.config.name)  # before any work: exports stay inside output
         model = self.trained_model(weights)
         output = output or os.path.join(self.config.output_dir, "export")
-        name = check_model_name(model_name or self.config.name)
         if format == "saved_model":
             version_dir = export_mask_rcnn_saved_model(
                 model, output, name, version=version, full_image_masks=full_image_masks, warmup_images=warmup,

@@ -14,6 +14,7 @@ bar, the divergence check, TensorBoard summaries, per-epoch checkpoints, evaluat
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -140,8 +141,6 @@ def build_optimizer(train_config: Any, steps_per_epoch: int, loss_scale: bool = 
 
 def read_run_metrics(output_dir: str) -> dict | None:
     """The ``metrics.json`` of a finished run, or ``None``."""
-    import json
-
     path = os.path.join(output_dir, METRICS_FILE)
     if not os.path.isfile(path):
         return None
