@@ -32,10 +32,22 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from common import median_seconds, table  # noqa: E402
+from common import matmul_gflops, median_seconds, table, write_results  # noqa: E402
 
 
-def kzoo_case(size: int, forced: bool, repeats: int, warmup: int, backbone: str, compute_dtype: str) -> dict:
+def graph_gflop(function, *args) -> float:
+    """Floating-point operations (GFLOP) of one call of the ``tf.function`` ``function`` on ``args``, counted by
+    TF's profiler from the traced graph's static shapes (convolutions, matmuls, element-wise ops)."""
+    import tensorflow as tf
+
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    graph = function.get_concrete_function(*args).graph
+    return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops / 1e9
+
+
+def inference_model(size: int, forced: bool = True, backbone: str = "resnet50_fpn", compute_dtype: str = "float32"):
+    """kzoo's Mask R-CNN for ``size x size`` images and one random uint8 image ``[1, size, size, 3]``."""
     import numpy as np
     import tensorflow as tf
 
@@ -45,31 +57,53 @@ def kzoo_case(size: int, forced: bool, repeats: int, warmup: int, backbone: str,
     model = MaskRCNN(backbone, input_shape=(size, size, 3), min_size=size, max_size=max(size, 1333),
                      score_threshold=threshold, compute_dtype=compute_dtype)  # fmt: skip
     image = tf.constant(np.random.default_rng(0).integers(0, 256, (1, size, size, 3)).astype(np.uint8))
+    return model, image
+
+
+def inference_step(size: int, compute_dtype: str = "float32", backbone: str = "resnet50_fpn"):
+    """A function running kzoo's whole inference graph once (mask branch on 100 forced detections)."""
+    import tensorflow as tf
+
+    model, image = inference_model(size, True, backbone, compute_dtype)
+    whole = tf.function(model.call)
+    return lambda: whole(image)["num_detections"].numpy()
+
+
+def kzoo_case(size: int, forced: bool, repeats: int, warmup: int, backbone: str, compute_dtype: str) -> dict:
+    import tensorflow as tf
+
+    model, image = inference_model(size, forced, backbone, compute_dtype)
     whole = tf.function(model.call)
 
     # the stages of MaskRCNNModel.call, each compiled on its own, fed with the previous stage's outputs
     preprocess = tf.function(model.preprocess)
     canvas, image_size = preprocess(image)
+    batch_size = tf.tile(image_size[None], [1, 1])
     backbone_fn = tf.function(lambda x: model.backbone(x))
     c = backbone_fn(canvas)
     fpn_fn = tf.function(lambda c: model.fpn([c["C2"], c["C3"], c["C4"], c["C5"]]))
     features = fpn_fn(c)
     propose = tf.function(model.propose)
-    proposals = propose(features, image_size)
+    proposals = propose(features, batch_size)
     detect = tf.function(model.detect)
-    detections = detect(features, proposals, image_size)
+    detections = detect(features, proposals, batch_size)
     segment = tf.function(model.segment)
     stages = {
-        "preprocess (resize, normalize, pad)": lambda: preprocess(image),
-        "backbone": lambda: backbone_fn(canvas),
-        "FPN": lambda: fpn_fn(c),
-        "RPN head + proposals": lambda: propose(features, image_size),
-        "box branch + detections": lambda: detect(features, proposals, image_size),
-        "mask branch": lambda: segment(features, detections["boxes"], detections["classes"]),
+        "preprocess (resize, normalize, pad)": (preprocess, (image,)),
+        "backbone": (backbone_fn, (canvas,)),
+        "FPN": (fpn_fn, (c,)),
+        "RPN head + proposals": (propose, (features, batch_size)),
+        "box branch + detections": (detect, (features, proposals, batch_size)),
+        "mask branch": (segment, (features, detections["boxes"], detections["classes"])),
     }
-    result = {"end_to_end": median_seconds(lambda: whole(image)["num_detections"].numpy(), repeats, warmup)}
-    for name, fn in stages.items():
-        result[name] = median_seconds(lambda fn=fn: tf.nest.map_structure(lambda t: t.numpy(), fn()), repeats, 1)
+    result = {"end_to_end": median_seconds(lambda: whole(image)["num_detections"].numpy(), repeats, warmup),
+              "stages": {}}  # fmt: skip
+    for name, (fn, fn_args) in stages.items():
+        def run(fn=fn, fn_args=fn_args):
+            return tf.nest.map_structure(lambda t: t.numpy(), fn(*fn_args))
+
+        seconds = median_seconds(run, repeats, 1)
+        result["stages"][name] = {"seconds": seconds, "gflop": graph_gflop(fn, *fn_args)}
     result["detections"] = int(whole(image)["num_detections"][0])
     return result
 
@@ -98,14 +132,16 @@ def _train_examples(size: int) -> list[dict]:
     return make_shapes_instances(TRAIN_BATCH, image_size=size, max_instances=4, seed=7)
 
 
-def kzoo_train_case(size: int, repeats: int, warmup: int, backbone: str) -> dict:
+def training_step(size: int, compute_dtype: str = "float32", backbone: str = "resnet50_fpn"):
+    """A function running one kzoo training step (batch 2 of shapes images, SGD with momentum) and returning
+    the total loss; the step of kzoo's training loop (:meth:`MaskRCNNModel.apply_training_step`)."""
     import keras
     import tensorflow as tf
 
     from kzoo.applications import MaskRCNN
     from kzoo.data.detection import make_detection_pipeline
 
-    model = MaskRCNN(backbone, num_classes=4, min_size=size, max_size=size)
+    model = MaskRCNN(backbone, num_classes=4, min_size=size, max_size=size, compute_dtype=compute_dtype)
     model(tf.zeros([1, size, size, 3]))
     batch = next(iter(make_detection_pipeline(_train_examples(size), TRAIN_BATCH, training=False, image_size=size,
                                               max_instances=8, mask_size=56)))  # fmt: skip
@@ -113,13 +149,13 @@ def kzoo_train_case(size: int, repeats: int, warmup: int, backbone: str) -> dict
 
     @tf.function
     def step(batch):
-        with tf.GradientTape() as tape:
-            losses = model.training_losses(batch)
-        gradients = tape.gradient(losses["total"], model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return losses["total"]
+        return model.apply_training_step(batch, optimizer)["total"]
 
-    return {"step": median_seconds(lambda: step(batch).numpy(), repeats, warmup)}
+    return lambda: step(batch).numpy()
+
+
+def kzoo_train_case(size: int, repeats: int, warmup: int, backbone: str, compute_dtype: str) -> dict:
+    return {"step": median_seconds(training_step(size, compute_dtype, backbone), repeats, warmup)}
 
 
 def torchvision_train_case(size: int, repeats: int, warmup: int) -> dict:
@@ -149,32 +185,93 @@ def torchvision_train_case(size: int, repeats: int, warmup: int) -> dict:
 
 
 def run_single(args) -> None:
-    if args.train:
-        case = kzoo_train_case if args.framework == "kzoo" else torchvision_train_case
+    if args.matmul:
+        result = {dtype: matmul_gflops(dtype) for dtype in ("float32", "bfloat16")}
+    elif args.train:
+        if args.framework == "kzoo":
+            result = kzoo_train_case(args.size, args.repeats, args.warmup, args.backbone, args.compute_dtype)
+        else:
+            result = torchvision_train_case(args.size, args.repeats, args.warmup)
+    elif args.framework == "kzoo":
+        result = kzoo_case(args.size, args.forced, args.repeats, args.warmup, args.backbone, args.compute_dtype)
     else:
-        case = kzoo_case if args.framework == "kzoo" else torchvision_case
-    kwargs = {"backbone": args.backbone} if args.framework == "kzoo" else {}
-    if args.train:
-        result = case(args.size, args.repeats, args.warmup, **kwargs)
-    else:
-        kwargs.update({"compute_dtype": args.compute_dtype} if args.framework == "kzoo" else {})
-        result = case(args.size, args.forced, args.repeats, args.warmup, **kwargs)
+        result = torchvision_case(args.size, args.forced, args.repeats, args.warmup)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result))
 
 
-def spawn(framework: str, size: int, forced: bool, args, train: bool = False, dtype: str = "float32") -> dict | None:
+def spawn(framework: str, size: int, forced: bool, args, train: bool = False, dtype: str = "float32",
+          matmul: bool = False) -> dict | None:
+    """Run one configuration in a fresh Python (its own peak RSS); its result dict, or None when it failed."""
     command = [sys.executable, __file__, "--single", "--framework", framework, "--size", str(size),
                "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--backbone", args.backbone,
                "--compute-dtype", dtype]
     command += ["--forced"] if forced else []
-    command += ["--train"] if train else []  # fmt: skip
+    command += ["--train"] if train else []
+    command += ["--matmul"] if matmul else []  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
     print(f"{framework} {size} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
     return None
+
+
+def _ratio(ours: dict | None, theirs: dict | None, key: str) -> str:
+    return f"{ours[key] / theirs[key]:.2f}" if ours and theirs else "-"
+
+
+def train_table(args, with_torch: bool) -> dict:
+    """The training step of kzoo (each compute dtype) and torchvision, side by side."""
+    results = {f"kzoo_{dtype}": spawn("kzoo", args.train_size, False, args, train=True, dtype=dtype)
+               for dtype in args.compute_dtypes}  # fmt: skip
+    results["torchvision"] = spawn("torchvision", args.train_size, False, args, train=True) if with_torch else None
+    theirs = results["torchvision"]
+    rows = [("framework", "step (s)", "images/s", "peak RSS (MB)", "step / torchvision", "RSS / torchvision")]
+    for name, result in results.items():
+        if result is None:
+            continue
+        rows.append((name.replace("_", " "), f"{result['step']:.3f}", f"{TRAIN_BATCH / result['step']:.2f}",
+                     f"{result['peak_rss_mb']:.0f}", _ratio(result, theirs, "step"),
+                     _ratio(result, theirs, "peak_rss_mb")))  # fmt: skip
+    table(f"Mask R-CNN training step, batch {TRAIN_BATCH}, {args.train_size}x{args.train_size}", rows)
+    return results
+
+
+def inference_tables(args, with_torch: bool, matmul: dict | None) -> dict:
+    """Inference latency and peak memory of kzoo (each compute dtype) and torchvision, and kzoo's stages."""
+    rows = [("image", "mask branch on", "kzoo dtype", "kzoo (s)", "detections", "peak RSS (MB)", "torchvision (s)",
+             "torchvision RSS (MB)", "time ratio", "RSS ratio")]  # fmt: skip
+    stage_rows = [("image", "dtype", "stage", "ms", "GFLOP", "GFLOP/s", "of matmul rate")]
+    results = {}
+    for size in args.sizes:
+        for forced in (True, False):
+            label = "100 (threshold 0)" if forced else "default threshold 0.05"
+            theirs = spawn("torchvision", size, forced, args) if with_torch else None
+            results[f"{size}_{'forced' if forced else 'default'}_torchvision"] = theirs
+            for dtype in args.compute_dtypes:
+                ours = spawn("kzoo", size, forced, args, dtype=dtype)
+                results[f"{size}_{'forced' if forced else 'default'}_kzoo_{dtype}"] = ours
+                if ours is None:
+                    continue
+                rows.append((
+                    f"{size}x{size}", label, dtype, f"{ours['end_to_end']:.3f}", ours["detections"],
+                    f"{ours['peak_rss_mb']:.0f}", f"{theirs['end_to_end']:.3f}" if theirs else "-",
+                    f"{theirs['peak_rss_mb']:.0f}" if theirs else "-", _ratio(ours, theirs, "end_to_end"),
+                    _ratio(ours, theirs, "peak_rss_mb"),
+                ))  # fmt: skip
+                if not forced:
+                    continue
+                for name, stage in ours["stages"].items():
+                    rate = stage["gflop"] / stage["seconds"]
+                    peak = f"{100 * rate / matmul[dtype]:.0f}%" if matmul else "-"
+                    stage_rows.append((f"{size}x{size}", dtype, name, f"{1000 * stage['seconds']:.0f}",
+                                       f"{stage['gflop']:.1f}", f"{rate:.0f}", peak))  # fmt: skip
+    table("Mask R-CNN inference latency, batch 1 (random weights)", rows)
+    matmul_note = ", ".join(f"{d} {r:.0f} GFLOP/s" for d, r in (matmul or {}).items() if d != "peak_rss_mb")
+    table(f"kzoo per-stage time and FLOP rate (each stage compiled alone; mask branch on 100 detections); "
+          f"4096x4096 matmul: {matmul_note or '-'}", stage_rows)  # fmt: skip
+    return results
 
 
 def main() -> None:
@@ -186,10 +283,12 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip torchvision even if it is installed")
     parser.add_argument("--mode", choices=["inference", "train", "both", "export"], default="both")
     parser.add_argument("--compute-dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
-                        help="kzoo's model.compute_dtype for inference")  # fmt: skip
+                        help="kzoo's model.compute_dtype (inference and training)")  # fmt: skip
     parser.add_argument("--compute-dtype", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--train-size", type=int, default=512, help="training step image side")
+    parser.add_argument("--output", help="results JSON (default benchmarks/results/mask_rcnn_<mode>.json)")
     parser.add_argument("--train", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--matmul", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--framework", default="kzoo", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=800, help=argparse.SUPPRESS)
@@ -210,42 +309,15 @@ def main() -> None:
         with_torch = False
     print(f"{os.cpu_count()} CPU cores; {args.backbone}; median of {args.repeats} after {args.warmup} warm-up runs"
           + ("" if with_torch else "; torchvision not installed: no comparison"))  # fmt: skip
+    matmul = spawn("kzoo", 0, False, args, matmul=True)
+    results = {"matmul_gflops": matmul, "settings": {
+        "repeats": args.repeats, "warmup": args.warmup, "backbone": args.backbone, "train_size": args.train_size,
+        "train_batch": TRAIN_BATCH, "sizes": args.sizes}}  # fmt: skip
     if args.mode in ("train", "both"):
-        ours = spawn("kzoo", args.train_size, False, args, train=True)
-        theirs = spawn("torchvision", args.train_size, False, args, train=True) if with_torch else None
-        if ours is not None:
-            table(f"Mask R-CNN training step, batch {TRAIN_BATCH}, {args.train_size}x{args.train_size}", [
-                ("framework", "step (s)", "images/s", "peak RSS (MB)", "kzoo / torchvision"),
-                ("kzoo", f"{ours['step']:.3f}", f"{TRAIN_BATCH / ours['step']:.2f}", f"{ours['peak_rss_mb']:.0f}",
-                 f"{ours['step'] / theirs['step']:.2f}" if theirs else "-"),
-                *([("torchvision", f"{theirs['step']:.3f}", f"{TRAIN_BATCH / theirs['step']:.2f}",
-                    f"{theirs['peak_rss_mb']:.0f}", "")] if theirs else []),
-            ])  # fmt: skip
-    if args.mode == "train":
-        return
-    rows = [("image", "mask branch on", "kzoo dtype", "kzoo (s)", "detections", "peak RSS (MB)", "torchvision (s)",
-             "torchvision RSS (MB)", "kzoo / torchvision")]  # fmt: skip
-    stage_rows = []
-    for size in args.sizes:
-        for forced in (True, False):
-            theirs = spawn("torchvision", size, forced, args) if with_torch else None
-            label = "100 (threshold 0)" if forced else "default threshold 0.05"
-            for dtype in args.compute_dtypes:
-                ours = spawn("kzoo", size, forced, args, dtype=dtype)
-                if ours is None:
-                    continue
-                rows.append((
-                    f"{size}x{size}", label, dtype, f"{ours['end_to_end']:.3f}", ours["detections"],
-                    f"{ours['peak_rss_mb']:.0f}", f"{theirs['end_to_end']:.3f}" if theirs else "-",
-                    f"{theirs['peak_rss_mb']:.0f}" if theirs else "-",
-                    f"{ours['end_to_end'] / theirs['end_to_end']:.2f}" if theirs else "-",
-                ))  # fmt: skip
-                if forced:
-                    stages = [name for name in ours if name not in ("end_to_end", "detections", "peak_rss_mb")]
-                    stage_rows += [(f"{size}x{size}", dtype, name, f"{1000 * ours[name]:.0f}") for name in stages]
-    table("Mask R-CNN inference latency, batch 1 (random weights)", rows)
-    table("kzoo per-stage time (each stage compiled alone; mask branch on 100 detections)",
-          [("image", "dtype", "stage", "ms")] + stage_rows)  # fmt: skip
+        results["train"] = train_table(args, with_torch)
+    if args.mode in ("inference", "both"):
+        results["inference"] = inference_tables(args, with_torch, matmul)
+    write_results(f"mask_rcnn_{args.mode}", results, args.output)
 
 
 if __name__ == "__main__":

@@ -97,8 +97,7 @@ def mask_rcnn_from_config(
 ) -> MaskRCNNModel:
     """Build (and optionally load) a Mask R-CNN exactly as ``config`` describes; see :func:`MaskRCNN`."""
     model = MaskRCNNModel(config, name=name)
-    height, width = input_shape[0] or 64, input_shape[1] or 64
-    model(np.zeros((1, height, width, 3), np.uint8))  # build every weight
+    model.build((None, *input_shape))
     if weights is not None:
         report = load_weights_transferring(model, str(weights))
         if report.reset:

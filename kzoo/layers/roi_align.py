@@ -68,8 +68,8 @@ class RoIAlign(keras.layers.Layer):
 
     * ``"crop_and_resize"`` (default): ``tf.image.crop_and_resize`` to ``(s * m, s * m)`` then ``s x s``
       average pooling, with the box mapping ``a = Y1 + 0.5 * h / n``, ``b = Y1 + h - 0.5 * h / n``,
-      ``y1n = a / (H' - 1)``, ``y2n = b / (H' - 1)`` (``H'`` the padded height). One call per level; RoIs
-      of other levels are moved outside that map so the kernel only writes zeros for them.
+      ``y1n = a / (H' - 1)``, ``y2n = b / (H' - 1)`` (``H'`` the padded height). One call per level on
+      that level's RoIs only (partitioned by level, put back in order afterwards).
       ``CropAndResize`` is not a TFLite builtin op. Its feature gradient on CPU is kzoo's own
       (:mod:`kzoo.ops.crop_and_resize`): TF's CPU gradient kernel loses updates when RoIs overlap.
     * ``"gather"``: explicit bilinear sampling by gathers from the flattened pyramid, each RoI reading its

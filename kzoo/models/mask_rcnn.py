@@ -60,6 +60,32 @@ def _mean_over_images(loss_fn, *tensors: tf.Tensor) -> tuple[tf.Tensor, ...]:
     return tuple(tf.add_n(list(values)) / batch for values in zip(*per_image))
 
 
+def _in_xla_context() -> bool:
+    """Whether the graph being traced is compiled by XLA (``jit_compile=True``), which needs static shapes."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # private module moved: stay on the static-shape path
+        return True
+    return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(
+        tf.compat.v1.get_default_graph()
+    )
+
+
+def _mask_branch_rois(positive: tf.Tensor, samples_per_image: int, positive_fraction: float) -> int | tf.Tensor:
+    """How many of the positives-first sampled RoIs ``[B, R]`` the mask branch runs on during training.
+
+    The most positives any image of the batch has (at least 1), so the mask head's work scales with the positives
+    as in torchvision; under XLA, which needs static shapes, the whole prefix that can hold them
+    (``int(R * positive_fraction)``). The loss is the same either way: slots after an image's positives are
+    masked out of it.
+    """
+    prefix = max(1, int(samples_per_image * positive_fraction))
+    if _in_xla_context():
+        return prefix
+    count = tf.reduce_max(tf.reduce_sum(tf.cast(positive[:, :prefix], tf.int32), axis=1))
+    return tf.maximum(count, 1)
+
+
 @keras.saving.register_keras_serializable(package="kzoo")
 class MaskRCNNModel(keras.Model):
     """Mask R-CNN inference model.
@@ -135,6 +161,22 @@ class MaskRCNNModel(keras.Model):
             self.mask_head = MaskHead(
                 config.num_classes, config.mask_num_convs, config.mask_channels, name="mask_head"
             )
+
+    def build(self, input_shape=None) -> None:
+        """Create every weight, whatever ``input_shape`` (``[B, H, W, 3]``; the weights do not depend on it).
+
+        The backbone, FPN and RPN head run once on a zero ``128 x 128`` canvas and the box and mask heads on one
+        zero RoI, so building costs no full-size forward pass (calling the model on an image resized to
+        ``min_size`` would, and its buffers would stay in the process's peak memory).
+        """
+        if self.built:
+            return
+        features = self.pyramid(tf.zeros([1, 128, 128, 3]))
+        self.rpn_head(features)
+        channels = self.config.fpn_channels
+        self.box_head(tf.zeros([1, 1, self.config.box_roi_size, self.config.box_roi_size, channels]))
+        self.mask_head(tf.zeros([1, 1, self.config.mask_roi_size, self.config.mask_roi_size, channels]))
+        self.built = True
 
     # -- stages -------------------------------------------------------------------------------------------
 
@@ -265,8 +307,7 @@ class MaskRCNNModel(keras.Model):
             box_losses, class_logits, box_deltas, rois.labels, rois.box_targets, rois.sampled
         )
 
-        # positives come first: the mask branch runs on the prefix that can hold them
-        prefix = max(1, int(config.roi_samples_per_image * config.roi_positive_fraction))
+        prefix = _mask_branch_rois(rois.positive, config.roi_samples_per_image, config.roi_positive_fraction)
         mask_rois = rois.rois[:, :prefix]
         targets = mask_targets(
             mask_rois, rois.matched_gt_index[:, :prefix], gt_boxes, tf.cast(batch["masks"], tf.float32),

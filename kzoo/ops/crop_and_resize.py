@@ -11,8 +11,8 @@ heavily, so training on CPU with the stock gradient corrupts the feature gradien
 :func:`crop_and_resize_bilinear` runs the stock forward kernel. On CPU it computes the image gradient itself:
 every sample inside the image sends its four bilinear weights times the incoming gradient to its four
 neighbouring pixels, summed with ``tf.math.unsorted_segment_sum`` (on CPU each thread owns a range of output
-rows and adds the inputs in order: race-free and deterministic). Samples outside the image (e.g. RoIs
-assigned to another pyramid level, moved outside the map) are dropped first and cost nothing. On a GPU, TF's
+rows and adds the inputs in order: race-free and deterministic). Samples outside the image are dropped
+first and cost nothing. On a GPU, TF's
 own gradient kernel is kept: it adds atomically, so it is correct there, and it is faster.
 """
 

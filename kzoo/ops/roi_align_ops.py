@@ -165,12 +165,10 @@ def roi_align_crop_and_resize(
 ) -> tf.Tensor:
     """RoIAlign with ``tf.image.crop_and_resize`` (the fast TF kernel; not a TFLite builtin).
 
-    Multi-level cost choice: one crop_and_resize call per level over all ``N`` RoIs, but a RoI that is not
-    assigned to a level is moved entirely outside that level's map (normalized box ``[-1, -1, -1, -1]``), so
-    the kernel only writes zeros for it (crop_and_resize skips a row whose sample lies outside the map
-    before reading any pixel) and the gradient sends nothing there. The pooled per-level results are
-    summed; every RoI has exactly one non-zero term, so the sum is exact. Bilinear work is done once per
-    RoI; the zero fill costs ``(levels - 1) * N * n * n * C`` writes.
+    Multi-level cost choice: the RoIs are partitioned by level (``tf.dynamic_partition``), each level's map is
+    sampled for its own RoIs only (one crop_and_resize call per level) and the pooled results are put back in
+    the RoIs' order (``tf.dynamic_stitch``). Bilinear work and the ``n x n`` crops exist once per RoI, never for
+    the other levels, so time and peak memory do not grow with the number of levels.
 
     Gradients flow to ``features`` only (race-free on CPU, see :mod:`kzoo.ops.crop_and_resize`); ``boxes``
     are constants.
@@ -188,19 +186,22 @@ def roi_align_crop_and_resize(
     batch = tf.shape(boxes)[0]
     count = tf.shape(boxes)[1]
     channels = features[0].shape[-1] if features[0].shape[-1] is not None else tf.shape(features[0])[-1]
+    flat_boxes = tf.reshape(boxes, [-1, 4])
     box_indices = tf.reshape(tf.repeat(tf.range(batch, dtype=tf.int32), count), [-1])
-    total = None
-    for index, (feature, scale) in enumerate(zip(features, scales)):
+    if levels is not None and len(features) > 1:
+        positions = tf.dynamic_partition(tf.range(batch * count), tf.reshape(levels, [-1]), len(features))
+    else:
+        positions = [tf.range(batch * count)]
+    pooled = []
+    for feature, scale, where in zip(features, scales, positions):
         height, width = _static_or_dynamic_hw(feature)
-        crop_boxes = normalized_sample_boxes(boxes, scale, height, width, samples, aligned, border)
-        if levels is not None and len(features) > 1:
-            on_level = tf.equal(levels, index)[..., None]
-            crop_boxes = tf.where(on_level, crop_boxes, -1.0)
+        crop_boxes = normalized_sample_boxes(tf.gather(flat_boxes, where), scale, height, width, samples, aligned,
+                                             border)  # fmt: skip
         if border == "torchvision":
             feature = tf.pad(feature, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-        crops = crop_and_resize_bilinear(feature, tf.reshape(crop_boxes, [-1, 4]), box_indices, samples)
-        pooled = _pool(crops, sampling_ratio)
-        total = pooled if total is None else total + pooled
+        crops = crop_and_resize_bilinear(feature, crop_boxes, tf.gather(box_indices, where), samples)
+        pooled.append(_pool(crops, sampling_ratio))
+    total = pooled[0] if len(pooled) == 1 else tf.dynamic_stitch(positions, pooled)
     return _restore_shape(total, boxes, output_size, features[0].shape[-1], batch, count, channels)
 
 

@@ -54,6 +54,36 @@ def test_losses_are_finite_and_reach_every_trainable_variable(tmp_path, tiny_mas
     assert float(again["total"]) == pytest.approx(float(losses["total"]), rel=1e-6)
 
 
+def test_mask_branch_runs_on_the_positives(tmp_path, tiny_mask_rcnn, monkeypatch):
+    """Training's mask branch runs on as many RoIs as the image with the most positives has (outside XLA), or on
+    the whole positives-first prefix (XLA, static shapes): the losses and the gradients are the same."""
+    from kzoo.models import mask_rcnn as mask_rcnn_module
+
+    positive = tf.constant([[True] * 3 + [False] * 5, [True] + [False] * 7])
+    assert int(mask_rcnn_module._mask_branch_rois(positive, 8, 0.5)) == 3
+    assert int(mask_rcnn_module._mask_branch_rois(tf.zeros([2, 8], tf.bool), 8, 0.5)) == 1
+    under_xla = tf.function(lambda p: tf.constant(mask_rcnn_module._mask_branch_rois(p, 8, 0.5)), jit_compile=True)
+    assert int(under_xla(positive)) == 4
+
+    config = config_from_dict(tiny_mask_rcnn(tmp_path))
+    model = build_mask_rcnn(config)
+    batch = next(iter(make_pipelines(config, load_detection_data(config), global_batch=2)[0]))
+
+    def losses_and_gradients():
+        with tf.GradientTape() as tape:
+            losses = model.training_losses(batch, seed=tf.constant([3, 4]))
+        return losses, tape.gradient(losses["total"], model.trainable_variables)
+
+    positives, gradients = tf.function(losses_and_gradients)()
+    monkeypatch.setattr(mask_rcnn_module, "_in_xla_context", lambda: True)
+    prefix, prefix_gradients = tf.function(losses_and_gradients)()
+    assert positives["mask"].numpy() > 0
+    for name in positives:
+        np.testing.assert_allclose(positives[name].numpy(), prefix[name].numpy(), rtol=1e-5, err_msg=name)
+    for ours, theirs in zip(gradients, prefix_gradients):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_training_images_must_fit_the_canvas_rule(tmp_path, tiny_mask_rcnn):
     model = build_mask_rcnn(config_from_dict(tiny_mask_rcnn(tmp_path)))
     batch = {"images": tf.zeros([1, 60, 64, 3]), "image_size": [[60, 64]], "boxes": tf.zeros([1, 1, 4]),
