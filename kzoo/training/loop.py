@@ -76,6 +76,9 @@ class TrainableTask(Protocol):
     def run_summary(self) -> dict[str, Any]:
         """Extra entries for ``metrics.json`` (e.g. ``class_names``)."""
 
+    # optional: ``explain_data_error(error: tf.errors.OpError) -> Exception | None``, a clearer exception for an
+    # error the training data raised (e.g. naming an image file that cannot be decoded), or None
+
 
 @contextlib.contextmanager
 def keras_policy(name: str) -> Iterator[None]:
@@ -199,7 +202,8 @@ def _start_run(config: Any, strategy: tf.distribute.Strategy, model: keras.Model
     )
     start_epoch = checkpointer.restore_latest()
     if chief and verbose and start_epoch:
-        print(f"resuming {config.output_dir} after epoch {start_epoch} of {config.train.epochs}")
+        print(f"resuming {config.output_dir} after epoch {start_epoch} of {config.train.epochs} "
+              f"(checkpoint {checkpointer.restored})")
     writer = tf.summary.create_file_writer(os.path.join(config.output_dir, "logs")) if chief else None
     if chief:
         files.write_text(os.path.join(config.output_dir, "config.yaml"),
@@ -283,7 +287,13 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
         totals: np.ndarray | None = None
         started = time.perf_counter()
         for step in range(steps_per_epoch):
-            values = train_step(iterator).numpy()
+            try:
+                values = train_step(iterator).numpy()
+            except tf.errors.OpError as error:  # e.g. an image file that cannot be decoded: let the task name it
+                explained = task.explain_data_error(error) if hasattr(task, "explain_data_error") else None
+                if explained is None:
+                    raise
+                raise explained from error
             totals = values if totals is None else totals + values
             running = task.step_metrics(totals, step + 1)
             loss = next(iter(running.values()))
