@@ -237,6 +237,7 @@ def train(task: TrainableTask, verbose: int = 1, strategy: tf.distribute.Strateg
     if fresh:
         clear_run(config.output_dir)
     check_same_model(config, config.output_dir)
+    files.make_directory(config.output_dir)  # before any work: a file in the way or no permission fails now
     with keras_policy(task.keras_policy):
         return _train(task, verbose, strategy)
 
@@ -256,7 +257,6 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
         # built on every variable any phase trains, so that its slots (and checkpoints) do not depend on the phase
         task.set_trainable(model, "all")
         optimizer.build(model.trainable_variables)
-    os.makedirs(config.output_dir, exist_ok=True)
     checkpointer, start_epoch, writer = _start_run(config, strategy, model, optimizer, verbose)
     if start_epoch >= train_config.epochs:
         finished = read_run_metrics(config.output_dir)

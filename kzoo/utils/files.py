@@ -125,22 +125,47 @@ def _write_error(path: str, error: OSError) -> OSError:
     return os_error(type(error), error.errno, f"cannot write {path}: {reason}")
 
 
-def _make_parent(path: str) -> str:
-    """Create the folder that will hold ``path``; an OSError naming it (e.g. a part of it is a file) otherwise."""
-    directory = os.path.dirname(os.path.abspath(path))
+def _create_folder(directory: str) -> tuple[type[OSError], int | None, str] | None:
+    """``os.makedirs(directory, exist_ok=True)``; ``None``, or ``(class, errno, reason)`` of the failure."""
     try:
         os.makedirs(directory, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as error:
+    except (FileExistsError, NotADirectoryError):
         blocking = directory
         while blocking and not os.path.exists(blocking):
             blocking = os.path.dirname(blocking)
-        raise os_error(NotADirectoryError, errno.ENOTDIR,
-                       f"cannot write {path}: {blocking} is a file, not a folder") from error
+        return NotADirectoryError, errno.ENOTDIR, f"{blocking} is a file, not a folder"
     except OSError as error:
-        raise _write_error(path, error) from error
-    if not os.path.isdir(directory):
-        raise os_error(NotADirectoryError, errno.ENOTDIR, f"cannot write {path}: {directory} is not a folder")
+        return type(error), error.errno, str(error.strerror or error)
+    return None
+
+
+def make_directory(directory: str | os.PathLike) -> str:
+    """``os.makedirs(directory, exist_ok=True)`` with one-line errors naming ``directory``: a file in the way
+    (``NotADirectoryError``), no permission (``PermissionError``)... Returns ``directory`` as a string."""
+    directory = os.fspath(directory)
+    problem = _create_folder(directory)
+    if problem is not None:
+        kind, code, reason = problem
+        raise os_error(kind, code, f"cannot create the folder {directory}: {reason}")
     return directory
+
+
+def _make_parent(path: str) -> str:
+    """Create the folder that will hold ``path``; an OSError naming ``path`` otherwise."""
+    directory = os.path.dirname(os.path.abspath(path))
+    problem = _create_folder(directory)
+    if problem is not None:
+        kind, code, reason = problem
+        raise os_error(kind, code, f"cannot write {path}: {reason}")
+    return directory
+
+
+def _space_error(path: str, error: BaseException) -> OSError | None:
+    """A full disk reported by a library that does not raise OSError (TF's file system, h5py...), as an OSError
+    naming ``path``; ``None`` for anything else."""
+    if os.strerror(errno.ENOSPC) in str(error):
+        return os_error(OSError, errno.ENOSPC, f"cannot write {path}: {os.strerror(errno.ENOSPC)}")
+    return None
 
 
 @contextlib.contextmanager
@@ -176,18 +201,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.remove(temp_path)
         raise _write_error(path, error) from error
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.remove(temp_path)
+        full = _space_error(path, error)
+        if full is not None:
+            raise full from error
         raise
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """The low-level write: ``data`` into the new file ``path``, flushed to the disk."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> str:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_path`); returns ``path`` as a string."""
-    with atomic_path(path) as temp_path, open(temp_path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    with atomic_path(path) as temp_path:
+        _write_file(temp_path, data)
     return os.fspath(path)
 
 
@@ -234,8 +268,11 @@ def atomic_directory(final_dir: str | os.PathLike) -> Iterator[str]:
     except OSError as error:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise _write_error(final_dir, error) from error
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(temp_dir, ignore_errors=True)
+        full = _space_error(final_dir, error)
+        if full is not None:
+            raise full from error
         raise
 
 
