@@ -81,12 +81,21 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
+#: Folders this process has already cleared of stale temporaries (once each: writing many files into one folder
+#: must not list it every time).
+_CLEARED: set[str] = set()
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, again: bool = False) -> list[str]:
     """Delete the temporary files and folders that a killed kzoo process (of this host) left in ``directory``
-    (:func:`atomic_path`, :func:`atomic_directory`); those of running processes stay. Returns the removed paths."""
-    directory = os.fspath(directory)
+    (:func:`atomic_path`, :func:`atomic_directory`); those of running processes stay. Each folder is looked at
+    once per process unless ``again``. Returns the removed paths."""
+    directory = os.path.abspath(os.fspath(directory))
+    removed: list[str] = []
+    if directory in _CLEARED and not again:
+        return removed
+    _CLEARED.add(directory)
     mine = f"{TEMP_PREFIX}{_host()}-"
-    removed = []
     try:
         names = os.listdir(directory)
     except OSError:

@@ -425,3 +425,19 @@ def test_full_disk_keeps_the_previous_files(trained, tmp_path, capsys, monkeypat
     _one_line_error(capsys, f"cannot write {run / 'model.weights.h5'}: No space left on device")
     assert (run / "model.weights.h5").read_bytes() == weights_before
     assert (run / "metrics.json").read_text() == metrics_before and _leftovers(run) == []
+
+
+def test_leftovers_of_dead_processes_are_removed_those_of_live_ones_kept(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = files._host()
+    stale_file = tmp_path / f"{files.TEMP_PREFIX}{host}-{dead.pid}-abc.json"
+    stale_dir = tmp_path / f"{files.TEMP_PREFIX}{host}-{dead.pid}-def"
+    live = tmp_path / f"{files.TEMP_PREFIX}{host}-{os.getpid()}-ghi.json"
+    other_host = tmp_path / f"{files.TEMP_PREFIX}otherhost-{dead.pid}-jkl.json"
+    for path in (stale_file, live, other_host):
+        path.write_text("partial")
+    stale_dir.mkdir()
+    (stale_dir / "saved_model.pb").write_bytes(b"partial")
+    files.write_json(tmp_path / "metrics.json", {"ok": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["metrics.json", live.name, other_host.name])
