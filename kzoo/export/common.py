@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from kzoo.utils.files import atomic_path, write_text
+from kzoo.utils.files import atomic_path, make_directory, write_text
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 CLASS_NAMES_FILE = os.path.join("assets.extra", "class_names.txt")  # one name per line, in class order
@@ -54,7 +54,7 @@ def new_version_dir(base_dir: str | os.PathLike, model_name: str, version: int |
     model_dir = os.path.join(os.fspath(base_dir), model_name)
     if version is not None and (isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1):
         raise ValueError(f"version must be a positive integer, got {version!r}")
-    os.makedirs(model_dir, exist_ok=True)
+    make_directory(model_dir)
     if version is None:
         version = next_version(model_dir)
     version_dir = os.path.join(model_dir, str(int(version)))

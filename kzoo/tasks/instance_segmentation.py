@@ -22,7 +22,12 @@ from kzoo.config import MaskRCNNExperimentConfig
 from kzoo.data.annotation_tools import coco_ground_truth, load_annotation_tool_instances
 from kzoo.data.coco import CocoCategories, coco_dict, load_coco_instances
 from kzoo.data.coco_categories import COCO_CATEGORIES
-from kzoo.data.detection import load_tfds_instances, make_detection_pipeline
+from kzoo.data.detection import (
+    explain_image_error,
+    load_tfds_instances,
+    make_detection_pipeline,
+    naming_undecodable_images,
+)
 from kzoo.data.images import read_image_file
 from kzoo.data.shapes import make_shapes_instances
 from kzoo.evaluation.coco import CocoEvaluator
@@ -220,7 +225,12 @@ class InstanceSegmentationTask:
         """COCO bbox and segm AP on the evaluation split (``bbox_AP``, ..., ``segm_APl``, ``images``)."""
         dataset = make_pipelines(self.config, self.data, self.config.train.batch_size)[1]
         evaluator = CocoEvaluator(self.data.ground_truth, self.data.categories)
-        return evaluate_mask_rcnn(model, dataset, evaluator, verbose=verbose)
+        with naming_undecodable_images(self.data.eval, "evaluation"):
+            return evaluate_mask_rcnn(model, dataset, evaluator, verbose=verbose)
+
+    def explain_data_error(self, error: tf.errors.OpError) -> Exception | None:
+        """An :class:`kzoo.data.detection.ImageDecodeError` naming the training image TF could not decode, or None."""
+        return explain_image_error(self.data.train, error, "training")
 
     def run_summary(self) -> dict[str, Any]:
         return {"class_names": list(self.data.categories.names)}
@@ -272,7 +282,8 @@ class InstanceSegmentationTask:
         model = self.trained_model(weights)
         dataset = make_pipelines(self.config, self.data, self.config.train.batch_size)[1]
         evaluator = CocoEvaluator(self.data.ground_truth, self.data.categories)
-        metrics = evaluate_mask_rcnn(model, dataset, evaluator, verbose=verbose)
+        with naming_undecodable_images(self.data.eval, "evaluation"):
+            metrics = evaluate_mask_rcnn(model, dataset, evaluator, verbose=verbose)
         if results:
             evaluator.write_results(results)
             files.write_json(os.path.splitext(results)[0] + "_metrics.json", metrics)
@@ -308,7 +319,8 @@ class InstanceSegmentationTask:
 
         side = canvas_size(self.config)
         _, dataset = make_pipelines(self.config, self.data, 8)
-        canvases = np.concatenate([b["images"].numpy() for b in dataset.take(6)]).astype(np.uint8)
+        with naming_undecodable_images(self.data.eval, "evaluation"):
+            canvases = np.concatenate([b["images"].numpy() for b in dataset.take(6)]).astype(np.uint8)
         # int8 calibrates on the first 32 eval canvases; parity is measured on the next 16 (or on the same ones
         # when the eval split is smaller)
         representative, check = canvases[:32], (canvases[32:] if len(canvases) > 32 else canvases)

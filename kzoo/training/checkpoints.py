@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -24,7 +25,47 @@ class EpochCheckpointer:
         self.chief = chief
         self.restore_directory = directory
         self.directory = directory if chief else os.path.join(directory, f".worker_{task_id}_tmp")
+        #: the prefix of the checkpoint :meth:`restore_latest` restored (``None`` before, or when there was none)
+        self.restored: str | None = None
+        if chief:
+            self._remove_interrupted_saves()
+            self._check_state_file()
+        else:  # a killed worker's private folder
+            shutil.rmtree(self.directory, ignore_errors=True)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=max_to_keep)
+
+    def _remove_interrupted_saves(self) -> None:
+        """Delete what a save killed half-way leaves: TF's ``ckpt-N_temp`` shard folders, ``*.tempstate*`` index
+        files and ``checkpoint.tmp*`` state files. Checkpoints (``ckpt-N.index`` / ``.data-*``) are never touched."""
+        if not os.path.isdir(self.directory):
+            return
+        for name in os.listdir(self.directory):
+            interrupted = re.fullmatch(r"ckpt-\d+_temp.*", name) or ".tempstate" in name
+            if not (interrupted or name.startswith("checkpoint.tmp")):
+                continue
+            path = os.path.join(self.directory, name)
+            with contextlib.suppress(OSError):
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+
+    def _check_state_file(self) -> None:
+        """A ``checkpoint`` state file that cannot be parsed (empty, garbage) is named and removed: checkpoints are
+        found by their files (:meth:`_candidates`) and the next save writes a new state file."""
+        path = os.path.join(self.directory, "checkpoint")
+        if not os.path.isfile(path):
+            return
+        try:
+            state = tf.train.get_checkpoint_state(self.directory)
+        except Exception as error:  # noqa: BLE001 - text_format and TF raise several types
+            problem = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        else:
+            if state is not None and state.model_checkpoint_path:
+                return
+            problem = "no checkpoint named in it"
+        print(f"checkpoint state file {path} is damaged ({problem}); finding the checkpoints by their files")
+        os.remove(path)
 
     def restore_latest(self) -> int:
         """Restore the newest intact checkpoint, if any; returns the number of completed epochs (0 for none).
@@ -41,6 +82,7 @@ class EpochCheckpointer:
                 first = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 print(f"checkpoint {prefix} (epoch {number}) cannot be read ({first[:200]}); trying the one before")
                 continue
+            self.restored = prefix
             return int(self.epoch.numpy())
         if candidates:  # the model may hold parts of a damaged checkpoint: never train on from there
             raise ValueError(f"no intact checkpoint in {self.restore_directory} ({len(candidates)} damaged); "

@@ -76,6 +76,9 @@ class TrainableTask(Protocol):
     def run_summary(self) -> dict[str, Any]:
         """Extra entries for ``metrics.json`` (e.g. ``class_names``)."""
 
+    # optional: ``explain_data_error(error: tf.errors.OpError) -> Exception | None``, a clearer exception for an
+    # error the training data raised (e.g. naming an image file that cannot be decoded), or None
+
 
 @contextlib.contextmanager
 def keras_policy(name: str) -> Iterator[None]:
@@ -199,7 +202,8 @@ def _start_run(config: Any, strategy: tf.distribute.Strategy, model: keras.Model
     )
     start_epoch = checkpointer.restore_latest()
     if chief and verbose and start_epoch:
-        print(f"resuming {config.output_dir} after epoch {start_epoch} of {config.train.epochs}")
+        print(f"resuming {config.output_dir} after epoch {start_epoch} of {config.train.epochs} "
+              f"(checkpoint {checkpointer.restored})")
     writer = tf.summary.create_file_writer(os.path.join(config.output_dir, "logs")) if chief else None
     if chief:
         files.write_text(os.path.join(config.output_dir, "config.yaml"),
@@ -233,6 +237,7 @@ def train(task: TrainableTask, verbose: int = 1, strategy: tf.distribute.Strateg
     if fresh:
         clear_run(config.output_dir)
     check_same_model(config, config.output_dir)
+    files.make_directory(config.output_dir)  # before any work: a file in the way or no permission fails now
     with keras_policy(task.keras_policy):
         return _train(task, verbose, strategy)
 
@@ -252,7 +257,6 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
         # built on every variable any phase trains, so that its slots (and checkpoints) do not depend on the phase
         task.set_trainable(model, "all")
         optimizer.build(model.trainable_variables)
-    os.makedirs(config.output_dir, exist_ok=True)
     checkpointer, start_epoch, writer = _start_run(config, strategy, model, optimizer, verbose)
     if start_epoch >= train_config.epochs:
         finished = read_run_metrics(config.output_dir)
@@ -283,7 +287,13 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
         totals: np.ndarray | None = None
         started = time.perf_counter()
         for step in range(steps_per_epoch):
-            values = train_step(iterator).numpy()
+            try:
+                values = train_step(iterator).numpy()
+            except tf.errors.OpError as error:  # e.g. an image file that cannot be decoded: let the task name it
+                explained = task.explain_data_error(error) if hasattr(task, "explain_data_error") else None
+                if explained is None:
+                    raise
+                raise explained from error
             totals = values if totals is None else totals + values
             running = task.step_metrics(totals, step + 1)
             loss = next(iter(running.values()))
