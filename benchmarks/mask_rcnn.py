@@ -15,7 +15,14 @@ Training step: both models start from random weights (frozen BatchNorm, first st
 library's default), the same two generated shapes images with the same ground truth (boxes, classes, masks),
 SGD with momentum; the time covers forward, targets, losses, backward and the update.
 
-Every configuration runs in its own subprocess so that its peak resident memory is its own. Latencies are
+``python benchmarks/mask_rcnn.py`` (mode ``both``) is the full side-by-side set: the machine's 4096x4096 matmul
+rate (float32, bfloat16), the training step (kzoo float32 and bfloat16 mixed precision, torchvision), inference
+at 800x800 and 512x512 (kzoo float32 and bfloat16, torchvision) and kzoo's per-stage time with the stage's
+GFLOP (counted from the traced graph) and achieved GFLOP/s against the matmul rate. The results go to
+``benchmarks/results/mask_rcnn_<mode>.json`` with the machine, the library versions and the date.
+
+Every configuration runs in its own subprocess so that its peak resident memory is its own (for inference,
+the peak after the whole graph's runs, before the per-stage timings). Latencies are
 medians over ``--repeats`` runs after ``--warmup`` runs; all models have random weights (torchvision's
 initialization for both), so "forced" (score threshold 0) makes both run the mask branch on 100 detections.
 RoIAlign kernels: see benchmarks/roi_align.py.
@@ -33,6 +40,11 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from common import matmul_gflops, median_seconds, table, write_results  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def graph_gflop(function, *args) -> float:
@@ -97,14 +109,14 @@ def kzoo_case(size: int, forced: bool, repeats: int, warmup: int, backbone: str,
         "mask branch": (segment, (features, detections["boxes"], detections["classes"])),
     }
     result = {"end_to_end": median_seconds(lambda: whole(image)["num_detections"].numpy(), repeats, warmup),
-              "stages": {}}  # fmt: skip
+              "detections": int(whole(image)["num_detections"][0]), "stages": {}}  # fmt: skip
+    result["peak_rss_mb"] = peak_rss_mb()  # the whole graph's; the stages below are compiled separately
     for name, (fn, fn_args) in stages.items():
         def run(fn=fn, fn_args=fn_args):
             return tf.nest.map_structure(lambda t: t.numpy(), fn(*fn_args))
 
         seconds = median_seconds(run, repeats, 1)
         result["stages"][name] = {"seconds": seconds, "gflop": graph_gflop(fn, *fn_args)}
-    result["detections"] = int(whole(image)["num_detections"][0])
     return result
 
 
@@ -141,8 +153,8 @@ def training_step(size: int, compute_dtype: str = "float32", backbone: str = "re
     from kzoo.applications import MaskRCNN
     from kzoo.data.detection import make_detection_pipeline
 
-    model = MaskRCNN(backbone, num_classes=4, min_size=size, max_size=size, compute_dtype=compute_dtype)
-    model(tf.zeros([1, size, size, 3]))
+    model = MaskRCNN(backbone, num_classes=4, input_shape=(size, size, 3), min_size=size, max_size=size,
+                     compute_dtype=compute_dtype)  # fmt: skip
     batch = next(iter(make_detection_pipeline(_train_examples(size), TRAIN_BATCH, training=False, image_size=size,
                                               max_instances=8, mask_size=56)))  # fmt: skip
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
@@ -196,7 +208,7 @@ def run_single(args) -> None:
         result = kzoo_case(args.size, args.forced, args.repeats, args.warmup, args.backbone, args.compute_dtype)
     else:
         result = torchvision_case(args.size, args.forced, args.repeats, args.warmup)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.setdefault("peak_rss_mb", peak_rss_mb())
     print("RESULT " + json.dumps(result))
 
 

@@ -9,11 +9,11 @@ gradient entries up to 47 in magnitude, errors up to 8.7 between repeated calls)
 heavily, so training on CPU with the stock gradient corrupts the feature gradients.
 
 :func:`crop_and_resize_bilinear` runs the stock forward kernel. On CPU it computes the image gradient itself:
-every sample inside the image sends its four bilinear weights times the incoming gradient to its four
-neighbouring pixels, summed with ``tf.math.unsorted_segment_sum`` (on CPU each thread owns a range of output
-rows and adds the inputs in order: race-free and deterministic). Samples outside the image are dropped
-first and cost nothing. On a GPU, TF's
-own gradient kernel is kept: it adds atomically, so it is correct there, and it is faster.
+every sample sends its four bilinear weights times the incoming gradient to its four neighbouring pixels,
+summed with ``tf.math.unsorted_segment_sum`` (on CPU each thread owns a range of output rows and adds the
+inputs in order: race-free and deterministic). A sample outside the image has weight 0 (the crops of one
+RoIAlign level lie inside its map, so compacting the few outside samples away would cost more than it saves).
+On a GPU, TF's own gradient kernel is kept: it adds atomically, so it is correct there, and it is faster.
 """
 
 from __future__ import annotations
@@ -72,31 +72,33 @@ def crop_and_resize_image_gradient(
     channels = tf.shape(grads)[3]
     y, y_valid = crop_and_resize_sample_coordinates(boxes[:, 0], boxes[:, 2], tf.cast(height - 1, tf.float32), crop_h)
     x, x_valid = crop_and_resize_sample_coordinates(boxes[:, 1], boxes[:, 3], tf.cast(width - 1, tf.float32), crop_w)
-    # only samples inside the image contribute: gather them first, so memory scales with those
-    inside = tf.where(tf.logical_and(y_valid[:, :, None], x_valid[:, None, :]))  # [S, 3] (box, row, col)
-    box, row, col = inside[:, 0], inside[:, 1], inside[:, 2]
-    in_y = tf.gather_nd(y, tf.stack([box, row], axis=1))
-    in_x = tf.gather_nd(x, tf.stack([box, col], axis=1))
-    grad = tf.gather_nd(grads, inside)  # [S, C]
-    top, left = tf.floor(in_y), tf.floor(in_x)
-    y_lerp = (in_y - top)[:, None]
-    x_lerp = (in_x - left)[:, None]
-    top, bottom = tf.cast(top, tf.int32), tf.cast(tf.math.ceil(in_y), tf.int32)
-    left, right = tf.cast(left, tf.int32), tf.cast(tf.math.ceil(in_x), tf.int32)
-    first_row = tf.gather(tf.cast(box_indices, tf.int32), box) * height
-    corners = (
-        (top, left, (1.0 - y_lerp) * (1.0 - x_lerp)),
-        (top, right, (1.0 - y_lerp) * x_lerp),
-        (bottom, left, y_lerp * (1.0 - x_lerp)),
-        (bottom, right, y_lerp * x_lerp),
-    )
+    # separable bilinear weights; a sample outside the image gets weight 0 (its indices are clamped into range)
+    y_lerp, top, bottom = _axis_neighbours(y, height)
+    x_lerp, left, right = _axis_neighbours(x, width)
+    y_on, x_on = tf.cast(y_valid, tf.float32), tf.cast(x_valid, tf.float32)
+    rows = ((top, (1.0 - y_lerp) * y_on), (bottom, y_lerp * y_on))  # each [K, h]
+    cols = ((left, (1.0 - x_lerp) * x_on), (right, x_lerp * x_on))  # each [K, w]
+    first_row = (tf.cast(box_indices, tf.int32) * height)[:, None, None]
     flat = None
     # one segment sum per corner, not one over the four concatenated: a quarter of the temporary memory
-    # (*measured*: 2.3x faster, +0.4 GB instead of +6 GB for 1024 RoIs of 28 x 28 x 256)
-    for rows, cols, weight in corners:
-        part = tf.math.unsorted_segment_sum(grad * weight, (first_row + rows) * width + cols, batch * height * width)
-        flat = part if flat is None else flat + part
+    for row, row_weight in rows:
+        for col, col_weight in cols:
+            index = (first_row + row[:, :, None]) * width + col[:, None, :]  # [K, h, w]
+            weight = (row_weight[:, :, None] * col_weight[:, None, :])[..., None]
+            part = tf.math.unsorted_segment_sum(grads * weight, index, batch * height * width)
+            flat = part if flat is None else flat + part
     return tf.reshape(flat, tf.stack([batch, height, width, channels]))
+
+
+def _axis_neighbours(coordinates: tf.Tensor, size: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """``(lerp, low, high)`` of sample coordinates ``[K, n]`` on an axis of ``size`` pixels, as crop_and_resize
+    reads them: ``low = floor``, ``high = ceil`` (int32, clamped to ``[0, size - 1]`` for samples outside)."""
+    low = tf.floor(coordinates)
+    lerp = coordinates - low
+    last = size - 1
+    low_index = tf.clip_by_value(tf.cast(low, tf.int32), 0, last)
+    high_index = tf.clip_by_value(tf.cast(tf.math.ceil(coordinates), tf.int32), 0, last)
+    return lerp, low_index, high_index
 
 
 def runs_on_gpu(tensor: tf.Tensor) -> bool:

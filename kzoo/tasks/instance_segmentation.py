@@ -137,14 +137,14 @@ def make_pipelines(config: MaskRCNNExperimentConfig, data: DetectionData, global
 
 
 def build_mask_rcnn(config: MaskRCNNExperimentConfig, init_weights: bool = False) -> MaskRCNNModel:
-    """The model of ``config.model``, built (variables created) on a canvas of the training size; with
+    """The model of ``config.model``, built (variables created, :meth:`MaskRCNNModel.build`); with
     ``init_weights``, loaded from ``model.init_weights`` (``coco`` or a file, any class count: the class-specific
     predictors are reset when it differs; a one-line summary is printed)."""
     if config.train.jit_compile and config.model.roi_method != "gather":
         raise ValueError("train.jit_compile needs model.roi_method: gather (CropAndResize has no XLA kernel)")
     model = MaskRCNNModel(config.model, name=config.name)
     side = canvas_size(config)
-    model(tf.zeros([1, side, side, 3], tf.float32))
+    model.build((None, side, side, 3))
     if init_weights and config.model.init_weights:
         report = load_weights_transferring(model, weights_file(config.model.init_weights, "mask_rcnn"))
         print(f"model.init_weights: {report.summary()}")
