@@ -165,13 +165,14 @@ def check_images_np(
     allow_empty: bool = False,
     value_range: tuple[float, float] = PIXEL_RANGE,
     refuse_unit_range: bool = True,
+    hint: str = "",
 ) -> np.ndarray:
     """The NumPy twin of :func:`check_image_spec` plus :func:`assert_image_values`, for code outside TF graphs
     (the LiteRT helpers).
 
     Args:
         images: ``[batch, height, width, channels]`` array-like.
-        channels, height, width, name, allow_empty: as :func:`check_image_spec`.
+        channels, height, width, name, allow_empty, hint: as :func:`check_image_spec`.
         value_range, refuse_unit_range: as :func:`assert_image_values`.
 
     Returns:
@@ -183,7 +184,7 @@ def check_images_np(
     images = np.asarray(images)
     dtype_name = images.dtype.name if images.dtype.kind in "uifb" else str(images.dtype)
     check_image_spec(images.shape, dtype_name, channels=channels, height=height, width=width, name=name,
-                     allow_empty=allow_empty)  # fmt: skip
+                     allow_empty=allow_empty, hint=hint)  # fmt: skip
     check_values_np(images, name=name, value_range=value_range, refuse_unit_range=refuse_unit_range)
     return images
 
