@@ -166,8 +166,9 @@ def encoded_image_size(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 def is_webp(image_bytes: tf.Tensor) -> tf.Tensor:
     """bool tensor of ``image_bytes``' shape: each string starts like a WebP file (``RIFF....WEBP``)."""
-    riff = tf.equal(tf.strings.substr(image_bytes, 0, 4), b"RIFF")
-    return tf.logical_and(riff, tf.equal(tf.strings.substr(image_bytes, 8, 4), b"WEBP"))
+    padded = tf.strings.join([image_bytes, tf.constant(b"\0" * 12)])
+    riff = tf.equal(tf.strings.substr(padded, 0, 4), b"RIFF")
+    return tf.logical_and(riff, tf.equal(tf.strings.substr(padded, 8, 4), b"WEBP"))
 
 
 #: The default cap on an encoded image's pixels (height x width) in the ``serving_bytes`` signatures.

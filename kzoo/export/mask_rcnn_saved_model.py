@@ -42,6 +42,7 @@ from kzoo.export.common import (
     write_prediction_logs,
 )
 from kzoo.models.mask_rcnn import MaskRCNNModel
+from kzoo.ops.image_checks import assert_image_shape
 from kzoo.ops.masks import paste_masks_tf
 from kzoo.utils.files import atomic_directory
 
@@ -214,7 +215,7 @@ def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: l
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")], autograph=False)
     def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return with_class_names(detect(images))
+        return with_class_names(detect(assert_image_shape(images, channels=3)))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")], autograph=False)
     def serving_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:

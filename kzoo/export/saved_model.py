@@ -41,7 +41,7 @@ from kzoo.export.common import (
     write_prediction_logs,
 )
 from kzoo.models.nin import class_map_model
-from kzoo.ops.image_checks import assert_image_values
+from kzoo.ops.image_checks import assert_image_shape, assert_image_values
 from kzoo.ops.images import normalize_images
 from kzoo.utils.files import atomic_directory
 
@@ -209,8 +209,12 @@ def _serving_module(
         image = decode_image(*args, channels=channels, max_pixels=max_pixels)
         return tf.image.resize(image, [height, width], method="bilinear")
 
+    def checked(images: tf.Tensor) -> tf.Tensor:
+        images = assert_image_shape(images, channels=channels, height=height, width=width)
+        return assert_image_values(images)
+
     def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return classify(assert_image_values(images))
+        return classify(checked(images))
 
     def serving_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         pixels = tf.map_fn(
@@ -220,7 +224,7 @@ def _serving_module(
         return classify(pixels)
 
     def class_maps(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"class_maps": unless_empty(maps_of, assert_image_values(images), zeros(*maps_shape))}
+        return {"class_maps": unless_empty(maps_of, checked(images), zeros(*maps_shape))}
 
     images_spec = tf.TensorSpec([None, height, width, channels], tf.as_dtype(input_dtype), name="images")
     bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")

@@ -36,6 +36,7 @@ __all__ = [
     "PIXEL_DTYPES",
     "PIXEL_RANGE",
     "UNIT_RANGE",
+    "assert_image_shape",
     "assert_image_values",
     "check_image_spec",
     "check_images_np",
@@ -96,6 +97,41 @@ def check_image_spec(
             raise ValueError(f"{name} must be {expected}, got {side} {got} (shape {dims}){hint}")
     if not allow_empty and dims[0] == 0:
         raise ValueError(f"{name} is an {EMPTY_BATCH} (0 images, shape {dims}); pass at least one image")
+
+
+def assert_image_shape(
+    images: tf.Tensor,
+    *,
+    channels: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    name: str = "images",
+) -> tf.Tensor:
+    """The run-time twin of :func:`check_image_spec`'s shape rules, for inputs whose static shape is a promise the
+    caller may not keep (SavedModel signatures: a loaded signature called with another shape runs the graph on it).
+
+    Args:
+        images: a tensor meant to be ``[batch, height, width, channels]``.
+        channels, height, width: the sizes the model needs (``None``: any).
+        name: the input's name in the message.
+
+    Returns:
+        ``images`` with static shape ``[None, height, width, channels]``, after the check when the graph runs.
+
+    Raises:
+        tf.errors.InvalidArgumentError: when run, for another rank or size; the message names the layout expected
+            and the observed shape.
+    """
+    shape = tf.shape(images)
+    padded = tf.concat([shape, [-1, -1, -1, -1]], 0)[:4]
+    ok = tf.equal(tf.size(shape), 4)
+    for axis, want in ((1, height), (2, width), (3, channels)):
+        if want is not None:
+            ok = tf.logical_and(ok, tf.equal(padded[axis], want))
+    check = tf.debugging.Assert(ok, [f"{name} must be a batch of images {_layout(channels, height, width)}; got shape",
+                                     shape], summarize=8)  # fmt: skip
+    with tf.control_dependencies([check]):
+        return tf.ensure_shape(tf.identity(images), [None, height, width, channels])
 
 
 def assert_image_values(
