@@ -512,7 +512,7 @@ def test_convert_and_run_errors(models, converted, shapes_images, tmp_path):
         convert_mask_rcnn_tflite(model.config, tmp_path / "m.tflite", (SIZE, SIZE), weights=tmp_path / "missing.h5")
     assert os.listdir(tmp_path) == []
     path = converted("mobilenet_v2", "none")
-    with pytest.raises(ValueError, match=r"images must have shape \[N, 128, 128, 3\]"):
+    with pytest.raises(ValueError, match=r"images must be \[batch, 128, 128, 3\], got height 64"):
         run_mask_rcnn_tflite(path, shapes_images[:, :64])
     with pytest.raises(FileNotFoundError, match="no TFLite model"):
         run_mask_rcnn_tflite(tmp_path / "missing.tflite", shapes_images)
