@@ -10,6 +10,7 @@ import numpy as np
 
 from kzoo.applications.weights import get_registered, registered_or_path, resolve_weights_file
 from kzoo.models.nin import DEFAULT_INPUT_SHAPES, VARIANTS, build_nin, resolve_blocks
+from kzoo.ops.image_checks import PIXEL_DTYPES, assert_image_values, check_values_np
 
 
 def NIN(
@@ -141,6 +142,10 @@ def _copy_prefix_weights(source: keras.Model, target: keras.Model) -> None:
 def preprocess_input(x: Any, data_format: str | None = None) -> Any:
     """Scale pixels from ``[0, 255]`` to ``[-1, 1]``, the range kzoo's NINs are trained on.
 
+    The input contract (README "Input contract", :mod:`kzoo.ops.image_checks`): uint8 pixels, or float pixels in
+    ``[0, 255]``, finite; a float batch that looks like ``[0, 1]`` pixels is refused (multiply it by 255), and so
+    is a batch preprocessed already (negative values).
+
     Args:
         x: images ``(..., height, width, channels)`` (or channels-first), numpy
             array or tensor, uint8 or float, RGB or grayscale.
@@ -149,11 +154,27 @@ def preprocess_input(x: Any, data_format: str | None = None) -> Any:
 
     Returns:
         float32 images of the same shape (numpy in, numpy out).
+
+    Raises:
+        ValueError: a dtype other than uint8 or float, or (NumPy input) values breaking the contract.
+        tf.errors.InvalidArgumentError: values breaking the contract (TensorFlow tensors).
     """
     del data_format
     if isinstance(x, np.ndarray) or np.isscalar(x):
+        x = np.asarray(x)
+        _check_pixel_dtype(x.dtype.name if x.dtype.kind in "uifb" else str(x.dtype))
+        check_values_np(x, name="preprocess_input")
         return np.asarray(x, np.float32) / 127.5 - 1.0
+    if keras.backend.backend() == "tensorflow" and not keras.backend.is_keras_tensor(x):
+        x = keras.ops.convert_to_tensor(x)
+        _check_pixel_dtype(keras.backend.standardize_dtype(x.dtype))
+        x = assert_image_values(x, name="preprocess_input")
     return keras.ops.cast(x, "float32") / 127.5 - 1.0
+
+
+def _check_pixel_dtype(dtype: str) -> None:
+    if dtype not in PIXEL_DTYPES:
+        raise ValueError(f"preprocess_input takes {' or '.join(PIXEL_DTYPES)} pixels in [0, 255], got dtype {dtype}")
 
 
 def decode_predictions(

@@ -4,7 +4,8 @@
   temporary directory and renamed into place (:func:`kzoo.utils.files.atomic_directory`: ``0755`` directories,
   ``0644`` files), so a failed export leaves nothing behind.
 - TF Serving warmup files: a TFRecord of ``PredictionLog`` records (``tensorflow-serving-api`` protos).
-- Encoded-image checks for the ``serving_bytes`` signatures.
+- The one decoder of the ``serving_bytes`` signatures (formats, a pixel cap read from the header, errors naming
+  the image's index).
 - The Mask R-CNN outputs every export keeps, and the check of a fixed input size.
 
 The TFLite converter and its quantization settings are :mod:`kzoo.export.tflite`'s.
@@ -131,6 +132,112 @@ def is_jpeg_or_png(image_bytes: tf.Tensor) -> tf.Tensor:
     """bool tensor of ``image_bytes``' shape: each string starts like a JPEG or a PNG file."""
     is_png = tf.equal(tf.strings.substr(image_bytes, 0, len(_PNG_SIGNATURE)), _PNG_SIGNATURE)
     return tf.logical_or(tf.io.is_jpeg(image_bytes), is_png)
+
+
+def _header_uint(padded: tf.Tensor, offset: int, size: int, little_endian: bool) -> tf.Tensor:
+    """int64 scalar: the unsigned integer of ``size`` bytes at ``offset`` of a scalar string."""
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, offset, size), tf.uint8), tf.int64)
+    weights = tf.constant([256**i for i in range(size)][:: 1 if little_endian else -1], tf.int64)
+    return tf.reduce_sum(tf.reshape(raw, [size]) * weights)
+
+
+def encoded_image_size(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(known, [height, width])`` of one encoded image (a scalar string) read from its header, before decoding:
+    JPEG (``tf.image.extract_jpeg_shape``), PNG (IHDR), GIF (logical screen), BMP (info header). ``known`` is a bool
+    scalar, false for other data (the size is then ``[0, 0]``); the size is int64 ``[2]``."""
+    padded = tf.strings.join([image_bytes, tf.constant(b"\0" * 32)])
+    head = tf.strings.substr(padded, 0, 8)
+    is_jpeg = tf.io.is_jpeg(image_bytes)
+    is_png = tf.equal(head, _PNG_SIGNATURE)
+    is_gif = tf.equal(tf.strings.substr(head, 0, 4), b"GIF8")
+    is_bmp = tf.equal(tf.strings.substr(head, 0, 2), b"BM")
+
+    def header_size() -> tf.Tensor:
+        png = tf.stack([_header_uint(padded, 20, 4, False), _header_uint(padded, 16, 4, False)])
+        gif = tf.stack([_header_uint(padded, 8, 2, True), _header_uint(padded, 6, 2, True)])
+        bmp_height = _header_uint(padded, 22, 4, True)
+        bmp_height = tf.where(bmp_height >= 2**31, 2**32 - bmp_height, bmp_height)  # top-down BMPs: negative
+        bmp = tf.stack([bmp_height, _header_uint(padded, 18, 4, True)])
+        return tf.where(is_png, png, tf.where(is_gif, gif, tf.where(is_bmp, bmp, tf.zeros([2], tf.int64))))
+
+    size = tf.cond(is_jpeg, lambda: tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64), header_size)
+    return tf.reduce_any(tf.stack([is_jpeg, is_png, is_gif, is_bmp])), size
+
+
+def is_webp(image_bytes: tf.Tensor) -> tf.Tensor:
+    """bool tensor of ``image_bytes``' shape: each string starts like a WebP file (``RIFF....WEBP``)."""
+    padded = tf.strings.join([image_bytes, tf.constant(b"\0" * 12)])
+    riff = tf.equal(tf.strings.substr(padded, 0, 4), b"RIFF")
+    return tf.logical_and(riff, tf.equal(tf.strings.substr(padded, 8, 4), b"WEBP"))
+
+
+#: The default cap on an encoded image's pixels (height x width) in the ``serving_bytes`` signatures.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
+
+
+def decode_image(
+    image_bytes: tf.Tensor, index: tf.Tensor, channels: int = 3, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> tf.Tensor:
+    """One encoded image (scalar string) -> uint8 ``[H, W, channels]``: the one decoder of the ``serving_bytes``
+    signatures (NIN and Mask R-CNN).
+
+    JPEG, PNG, GIF (first frame), BMP and WebP; ``channels`` 3 (grayscale and RGBA converted to RGB) or 1
+    (color converted to gray). Before decoding, the height and width in the header (JPEG, PNG, GIF, BMP) are
+    checked against ``max_pixels``; WebP is checked after decoding.
+
+    Raises:
+        tf.errors.InvalidArgumentError: when run, naming ``image_bytes[index]`` and the problem: empty input, an
+            unknown format, an image over ``max_pixels`` (its size and the cap), an image with no pixels, or the
+            decoder's own error for corrupt data.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    max_pixels = int(max_pixels)
+
+    def message(text: str, *values: tf.Tensor) -> list[tf.Tensor]:
+        return [tf.strings.format("image_bytes[{}] " + text, (index, *values))]
+
+    empty = tf.equal(tf.strings.length(image_bytes), 0)
+    webp = is_webp(image_bytes)
+    known, size = encoded_image_size(image_bytes)
+    pixels = size[0] * size[1]
+    checks = [
+        tf.debugging.Assert(tf.logical_not(empty), message("is empty")),
+        tf.debugging.Assert(empty | known | webp, message(f"is not a {IMAGE_FORMATS} image")),
+        tf.debugging.Assert(tf.logical_not(known) | (pixels <= max_pixels), message(
+            f"is {{}}x{{}} (height x width) = {{}} pixels, over the cap of {max_pixels} pixels (max_image_pixels)",
+            size[0], size[1], pixels)),
+    ]  # fmt: skip
+
+    def decode(decode_channels: int) -> tf.Tensor:
+        image = tf.io.decode_image(image_bytes, channels=decode_channels, dtype=tf.uint8, expand_animations=False)
+        return tf.ensure_shape(image, [None, None, decode_channels])
+
+    with tf.control_dependencies(checks):
+        if channels == 3:
+            image = decode(3)
+        else:  # GIF, BMP and WebP decode to RGB only
+            image = tf.cond(is_jpeg_or_png(image_bytes), lambda: decode(1), lambda: tf.cast(
+                tf.round(tf.image.rgb_to_grayscale(tf.cast(decode(3), tf.float32))), tf.uint8))  # fmt: skip
+    image = tf.ensure_shape(image, [None, None, channels])
+    decoded = tf.shape(image, out_type=tf.int64)[:2]
+    checks = [
+        tf.debugging.Assert(tf.reduce_min(decoded) > 0, message("decodes to an empty image")),
+        tf.debugging.Assert(decoded[0] * decoded[1] <= max_pixels, message(
+            f"decodes to {{}}x{{}} (height x width), over the cap of {max_pixels} pixels (max_image_pixels)",
+            decoded[0], decoded[1])),
+    ]  # fmt: skip
+    with tf.control_dependencies(checks):
+        return tf.identity(image)
+
+
+def check_max_image_pixels(max_image_pixels: int) -> int:
+    """``max_image_pixels`` as a positive int, or a ValueError naming it."""
+    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, (int, np.integer)) or (
+            max_image_pixels < 1):
+        raise ValueError(f"max_image_pixels must be a positive int, got {max_image_pixels!r}")
+    return int(max_image_pixels)
 
 
 def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:

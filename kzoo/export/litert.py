@@ -14,6 +14,9 @@ import numpy as np
 
 from kzoo.export.common import MASK_RCNN_OUTPUT_KEYS, check_image_size
 from kzoo.ops import resize
+from kzoo.ops.image_checks import check_images_np
+
+_FIXED_SIZE_HINT = " (the .tflite file's fixed input size: resize the images, or letterbox photographs, first)"
 
 __all__ = ["detect_photos_tflite", "letterbox", "run_mask_rcnn_tflite", "run_tflite_classifier"]
 
@@ -35,7 +38,8 @@ def run_tflite_classifier(path: str | os.PathLike, images: np.ndarray, batch_siz
 
     Args:
         path: the ``.tflite`` file.
-        images: uint8 or float pixels ``[N, H, W, C]`` in ``0..255``.
+        images: uint8 or float pixels ``[N, H, W, C]`` in ``0..255``, of the file's input size (the input
+            contract of :mod:`kzoo.ops.image_checks`; ``N = 0`` gives ``[0, K]``).
         batch_size: images per interpreter call (the input tensor is resized to it); if the model
             refuses the resize, images run one at a time.
 
@@ -44,16 +48,17 @@ def run_tflite_classifier(path: str | os.PathLike, images: np.ndarray, batch_siz
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: ``images`` do not match the model's ``[H, W, C]``, or the model's input is not float32.
+        ValueError: ``images`` break the input contract (rank, dtype, values) or do not match the model's
+            ``[H, W, C]`` (both sizes named), or the model's input is not float32.
     """
     interpreter = _interpreter(path)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     input_detail = interpreter.get_input_details()[0]
     expected = tuple(int(d) for d in input_detail["shape"][1:])
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != expected:
-        raise ValueError(f"images must have shape [N, {', '.join(map(str, expected))}], got {list(images.shape)}")
+    height, width, channels = expected
+    images = check_images_np(images, channels=channels, height=height, width=width, allow_empty=True,
+                             hint=_FIXED_SIZE_HINT)  # fmt: skip
     if input_detail["dtype"] != np.float32:
         raise ValueError(f"the TFLite model's input must be float32 pixels, got {np.dtype(input_detail['dtype'])}")
     images = images.astype(np.float32)
@@ -93,8 +98,9 @@ def run_mask_rcnn_tflite(
 
     Args:
         path: the ``.tflite`` file.
-        images: pixels ``[N, H, W, 3]`` (or one image ``[H, W, 3]``) in ``0..255``, uint8 or float, of the
-            model's input size; cast (rounded and clipped, for a uint8 input) to the model's input dtype.
+        images: pixels ``[N, H, W, 3]`` (or one image ``[H, W, 3]``) in ``0..255``, uint8 or float (the input
+            contract of :mod:`kzoo.ops.image_checks`), of the model's input size (other sizes are refused: see
+            :func:`detect_photos_tflite`); cast (rounded, for a uint8 input) to the model's input dtype.
         num_threads: LiteRT CPU threads (``None``: its default).
 
     Returns:
@@ -105,7 +111,8 @@ def run_mask_rcnn_tflite(
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: ``images`` do not match the model's input size.
+        ValueError: ``images`` break the input contract (rank, channels, dtype, values) or do not match the
+            model's input size (both sizes named).
     """
     interpreter = _interpreter(path, num_threads=num_threads)
     interpreter.allocate_tensors()
@@ -114,8 +121,9 @@ def run_mask_rcnn_tflite(
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[np.newaxis]
-    if images.ndim != 4 or images.shape[1:] != expected:
-        raise ValueError(f"images must have shape [N, {', '.join(map(str, expected))}], got {list(images.shape)}")
+    height, width, channels = expected
+    check_images_np(images, channels=channels, height=height, width=width, allow_empty=True,
+                    hint=_FIXED_SIZE_HINT)  # fmt: skip
     dtype = np.dtype(input_detail["dtype"])
     if dtype == np.uint8 and images.dtype != np.uint8:
         images = np.clip(np.round(images), 0, 255)
@@ -173,6 +181,7 @@ def _letterbox(image: np.ndarray, size, min_size=None, max_size=None) -> tuple[n
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
         raise ValueError(f"image must be [H, W, 3] with H, W >= 1, got {list(image.shape)}")
+    check_images_np(image[np.newaxis], channels=3, name="image")
     padded, resized = resize.letterbox(image.astype(np.float32), check_image_size(size), min_size, max_size)
     return np.clip(np.round(padded.numpy()), 0, 255).astype(np.uint8), resized
 
@@ -189,7 +198,8 @@ def detect_photos_tflite(
 
     Args:
         path: the ``.tflite`` file.
-        photos: ``N`` images ``[H_i, W_i, 3]``, uint8 (or float in ``0..255``), each of its own size.
+        photos: ``N`` images ``[H_i, W_i, 3]``, uint8 (or float in ``0..255``), each of its own size (the input
+            contract of :mod:`kzoo.ops.image_checks`, checked per photo: errors name ``photos[i]``).
         num_threads: LiteRT CPU threads.
         min_size, max_size: :func:`letterbox`'s resize rule (default: each photo just fits the input).
 
@@ -197,9 +207,17 @@ def detect_photos_tflite(
         As :func:`run_mask_rcnn_tflite`, with ``detection_boxes`` float32 ``[N, D, 4]`` in each image's pixels
         (clipped to it); ``detection_masks`` stay in the box frame (paste them with
         :func:`kzoo.ops.masks.paste_masks` at each image's size).
+
+    Raises:
+        ValueError: a photo that breaks the input contract, named by its index.
     """
     (detail,) = _interpreter(path).get_input_details()
     size = (int(detail["shape"][1]), int(detail["shape"][2]))
+    for index, photo in enumerate(photos):
+        photo = np.asarray(photo)
+        if photo.ndim != 3:
+            raise ValueError(f"photos[{index}] must be one image [height, width, 3], got shape {list(photo.shape)}")
+        check_images_np(photo[np.newaxis], channels=3, name=f"photos[{index}]")
     boxed = [_letterbox(photo, size, min_size, max_size) for photo in photos]
     if not boxed:
         return run_mask_rcnn_tflite(path, np.zeros((0, *size, 3), np.uint8), num_threads)

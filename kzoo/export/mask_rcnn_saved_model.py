@@ -10,8 +10,9 @@ The SavedModel (tag ``serve``) lives in ``<base_dir>/<model_name>/<version>/`` a
   of the detected class); with ``full_image_masks``, ``detection_full_masks`` uint8 ``[B, D, H, W]`` (0/1,
   pasted in the graph as :func:`kzoo.ops.masks.paste_masks` does); with ``class_names``,
   ``detection_class_names`` string ``[B, D]`` (``""`` for padding). Rows at and after ``num_detections`` are 0.
-- ``serving_bytes``: ``image_bytes`` string ``[B]``, each an encoded JPEG or PNG (REST clients send
-  ``{"b64": "..."}``), decoded to RGB (grayscale and RGBA converted), of any sizes -> the same outputs, each
+- ``serving_bytes``: ``image_bytes`` string ``[B]``, each an encoded JPEG, PNG, GIF, BMP or WebP (REST clients
+  send ``{"b64": "..."}``), decoded to RGB (grayscale and RGBA converted; :func:`kzoo.export.common.decode_image`,
+  which refuses images over ``max_image_pixels`` before decoding them), of any sizes -> the same outputs, each
   image's boxes in its own pixels. Images of one size run as one batch, mixed sizes one image at a time, and
   then ``detection_full_masks`` is ``[B, D, H_max, W_max]``: image ``b``'s masks in ``[:, :H_b, :W_b]``, zeros
   beyond.
@@ -30,15 +31,18 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.export.common import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     MASK_RCNN_OUTPUT_KEYS,
     WARMUP_FILE,
-    is_jpeg_or_png,
+    check_max_image_pixels,
+    decode_image,
     new_version_dir,
     unless_empty,
     write_class_names,
     write_prediction_logs,
 )
 from kzoo.models.mask_rcnn import MaskRCNNModel
+from kzoo.ops.image_checks import assert_image_shape
 from kzoo.ops.masks import paste_masks_tf
 from kzoo.utils.files import atomic_directory
 
@@ -52,6 +56,7 @@ def export_mask_rcnn_saved_model(
     full_image_masks: bool = False,
     warmup_images: int | Sequence[np.ndarray] = 0,
     class_names: Sequence[str] | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> str:
     """Export a Mask R-CNN as a SavedModel in the TF Serving layout (see the module docstring for the signatures).
 
@@ -72,13 +77,16 @@ def export_mask_rcnn_saved_model(
         class_names: optional class names, ``K`` (index = class id, the background first) or ``K - 1`` (classes
             ``1..K-1``; the background is then named ``"background"``). Written to ``assets.extra/class_names.txt``
             (``K`` lines) and served as ``detection_class_names``.
+        max_image_pixels: ``serving_bytes`` refuses an image whose height x width (read from its header before
+            decoding; WebP after) exceeds this, with an error naming its index, size and the cap.
 
     Returns:
         The version directory, ``export_dir/model_name/<version>``.
 
     Raises:
         TypeError: ``model`` is not a MaskRCNNModel.
-        ValueError: bad ``model_name``, ``version``, ``class_names`` count or ``warmup_images``.
+        ValueError: bad ``model_name``, ``version``, ``class_names`` count, ``warmup_images`` or
+            ``max_image_pixels``.
         FileExistsError: the version directory exists already.
     """
     if not isinstance(model, MaskRCNNModel):
@@ -86,10 +94,11 @@ def export_mask_rcnn_saved_model(
     config = model.config
     names = _class_names(class_names, config.num_classes)
     warmup = _warmup_images(warmup_images, config.min_size)
+    max_image_pixels = check_max_image_pixels(max_image_pixels)
     version_dir = new_version_dir(export_dir, model_name, version)
 
     with atomic_directory(version_dir) as temp_dir:
-        module = _serving_module(model, full_image_masks, names)
+        module = _serving_module(model, full_image_masks, names, max_image_pixels)
         signatures = {"serving_default": module.serving_default, "serving_bytes": module.serving_bytes}
         tf.saved_model.save(module, temp_dir, signatures=signatures)
         if names is not None:
@@ -141,7 +150,8 @@ def _warmup_images(warmup_images: int | Sequence[np.ndarray], min_size: int) -> 
     return images
 
 
-def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: list[str] | None) -> tf.Module:
+def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: list[str] | None,
+                    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tf.Module:
     """A ``tf.Module`` with the model's variables and the ``serving_default`` and ``serving_bytes`` functions.
 
     Not ``keras.export.ExportArchive``: it saves every variable twice (as the Keras variables it tracks and as the
@@ -190,7 +200,7 @@ def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: l
 
         def one(args: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
             data, index = args
-            image = decode_image(data, index)
+            image = decode_image(data, index, max_pixels=max_pixels)
             out = {key: value[0] for key, value in run(image[None], tf.shape(image)[:2]).items()}
             if full_image_masks:
                 masks = out["detection_full_masks"]
@@ -205,14 +215,15 @@ def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: l
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")], autograph=False)
     def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return with_class_names(detect(images))
+        return with_class_names(detect(assert_image_shape(images, channels=3)))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")], autograph=False)
     def serving_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         def some() -> dict[str, tf.Tensor]:
-            sizes = decoded_sizes(image_bytes)
+            sizes = decoded_sizes(image_bytes, max_pixels)
             same = tf.reduce_all(tf.equal(sizes, sizes[:1]))
-            return tf.cond(same, lambda: detect(decode_batch(image_bytes)), lambda: detect_each(image_bytes, sizes))
+            return tf.cond(same, lambda: detect(decode_batch(image_bytes, max_pixels)),
+                           lambda: detect_each(image_bytes, sizes))
 
         def nothing() -> dict[str, tf.Tensor]:
             return empty_outputs(tf.zeros([2], tf.int32))
@@ -224,37 +235,18 @@ def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: l
     return module
 
 
-def decode_image(image_bytes: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-    """One encoded JPEG/PNG -> uint8 RGB ``[H, W, 3]``, with an ``InvalidArgumentError`` naming the problem and
-    the index for empty input, input that is not a JPEG or PNG, or an image with no pixels."""
-    def message(text: str, *values: tf.Tensor) -> list[tf.Tensor]:
-        return [tf.strings.format("image_bytes[{}] " + text, (index, *values))]
-
-    checks = [
-        tf.debugging.Assert(tf.strings.length(image_bytes) > 0, message("is empty")),
-        tf.debugging.Assert(is_jpeg_or_png(image_bytes), message("is not a JPEG or PNG image")),
-    ]
-    with tf.control_dependencies(checks):
-        image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
-    image = tf.ensure_shape(image, [None, None, 3])
-    size = tf.shape(image)[:2]
-    check = tf.debugging.Assert(tf.reduce_min(size) > 0, message("decodes to an empty image"))
-    with tf.control_dependencies([check]):
-        return tf.identity(image)
-
-
-def decoded_sizes(image_bytes: tf.Tensor) -> tf.Tensor:
+def decoded_sizes(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tf.Tensor:
     """int32 ``[B, 2]``: the ``(height, width)`` of each encoded image ``[B]`` (decoded, with the errors of
-    :func:`decode_image`)."""
+    :func:`kzoo.export.common.decode_image`)."""
     return tf.map_fn(
-        lambda args: tf.shape(decode_image(*args))[:2], (image_bytes, tf.range(tf.size(image_bytes))),
-        fn_output_signature=tf.TensorSpec([2], tf.int32),
+        lambda args: tf.shape(decode_image(*args, max_pixels=max_pixels))[:2],
+        (image_bytes, tf.range(tf.size(image_bytes))), fn_output_signature=tf.TensorSpec([2], tf.int32),
     )  # fmt: skip
 
 
-def decode_batch(image_bytes: tf.Tensor) -> tf.Tensor:
+def decode_batch(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tf.Tensor:
     """Encoded images ``[B]``, ``B >= 1``, all of one size (see :func:`decoded_sizes`) -> uint8 ``[B, H, W, 3]``."""
     return tf.map_fn(
-        lambda args: decode_image(*args), (image_bytes, tf.range(tf.size(image_bytes))),
+        lambda args: decode_image(*args, max_pixels=max_pixels), (image_bytes, tf.range(tf.size(image_bytes))),
         fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
     )  # fmt: skip

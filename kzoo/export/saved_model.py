@@ -2,13 +2,19 @@
 
 The exported SavedModel (tag ``serve``) lives in ``<base_dir>/<model_name>/<version>/`` and has three
 signatures, all taking raw pixels (``0..255``) and normalizing inside the graph, so it runs with
-TensorFlow alone (no kzoo import):
+TensorFlow alone (no kzoo import). The input contract (:mod:`kzoo.ops.image_checks`) is checked inside: float
+``images`` with NaN or inf, values outside ``[0, 255]`` or a batch that looks like ``[0, 1]`` are an error status
+(``InvalidArgumentError``) naming the problem, never a silent result. A ``uint8`` export takes uint8 tensors only:
+a client that converts floats to uint8 itself (TF Serving's REST API does) wraps them before the model sees them,
+so export ``float32`` (the default) to have every value checked.
 
 - ``serving_default``: ``images`` ``[B, H, W, C]`` float32 or uint8 ->
   ``probabilities`` ``[B, K]`` float32, ``classes`` ``[B]`` int64 (top class),
   ``class_names`` ``[B]`` string (name of the top class).
-- ``serving_bytes``: ``image_bytes`` ``[B]`` string, each an encoded JPEG or PNG (REST clients send
-  ``{"b64": "..."}``), decoded to ``C`` channels and resized (bilinear) to ``H x W`` -> same outputs.
+- ``serving_bytes``: ``image_bytes`` ``[B]`` string, each an encoded JPEG, PNG, GIF, BMP or WebP (REST clients
+  send ``{"b64": "..."}``), decoded to ``C`` channels (:func:`kzoo.export.common.decode_image`: an image over
+  ``max_image_pixels`` is refused before decoding, errors name the image's index) and resized (bilinear) to
+  ``H x W`` -> same outputs.
 - ``class_maps``: ``images`` like ``serving_default`` -> ``class_maps`` ``[B, h, w, K]`` float32, the
   class confidence maps that NIN's global-average-pooling head averages (for class activation maps).
 """
@@ -24,8 +30,10 @@ import tensorflow as tf
 
 from kzoo.export.common import (
     CLASS_NAMES_FILE,
+    DEFAULT_MAX_IMAGE_PIXELS,
     WARMUP_FILE,
-    is_jpeg_or_png,
+    check_max_image_pixels,
+    decode_image,
     latest_version_dir,
     new_version_dir,
     unless_empty,
@@ -33,6 +41,7 @@ from kzoo.export.common import (
     write_prediction_logs,
 )
 from kzoo.models.nin import class_map_model
+from kzoo.ops.image_checks import assert_image_shape, assert_image_values
 from kzoo.ops.images import normalize_images
 from kzoo.utils.files import atomic_directory
 
@@ -57,6 +66,7 @@ def export_classifier_saved_model(
     version: int | None = None,
     input_dtype: str = "float32",
     warmup_examples: int = 0,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> str:
     """Export a NIN classifier as a SavedModel in the TF Serving layout.
 
@@ -77,13 +87,15 @@ def export_classifier_saved_model(
         warmup_examples: number of ``PredictionLog`` records (each a ``serving_default`` request with
             ``WARMUP_BATCH_SIZE`` random images) written to ``assets.extra/tf_serving_warmup_requests``.
             The class names are always written to ``assets.extra/class_names.txt`` (one per line).
+        max_image_pixels: ``serving_bytes`` refuses an image whose height x width (read from its header before
+            decoding; WebP after) exceeds this, with an error naming its index, size and the cap.
 
     Returns:
         The version directory, ``base_dir/model_name/<version>``.
 
     Raises:
         ValueError: bad arguments (unknown ``input_dtype``, class count mismatch, unknown input
-            shape, no ``"head"`` layer, bad version or model name).
+            shape, no ``"head"`` layer, bad version or model name, bad ``max_image_pixels``).
         FileExistsError: the version directory exists already.
     """
     height, width, channels, num_classes = _check_classifier(model)
@@ -94,10 +106,11 @@ def export_classifier_saved_model(
         raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")
     if int(warmup_examples) < 0:
         raise ValueError(f"warmup_examples must be >= 0, got {warmup_examples}")
+    max_image_pixels = check_max_image_pixels(max_image_pixels)
     version_dir = new_version_dir(base_dir, model_name, version)
 
     with atomic_directory(version_dir) as temp_dir:
-        module = _serving_module(model, (height, width, channels), class_names, input_dtype)
+        module = _serving_module(model, (height, width, channels), class_names, input_dtype, max_image_pixels)
         signatures = {name: getattr(module, name) for name in ("serving_default", "serving_bytes", "class_maps")}
         tf.saved_model.save(module, temp_dir, signatures=signatures)
         write_class_names(temp_dir, class_names)
@@ -159,7 +172,8 @@ def _check_classifier(model: keras.Model) -> tuple[int, int, int, int]:
 
 
 def _serving_module(
-    model: keras.Model, image_shape: tuple[int, int, int], class_names: list[str], input_dtype: str
+    model: keras.Model, image_shape: tuple[int, int, int], class_names: list[str], input_dtype: str,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> tf.Module:
     """A ``tf.Module`` with the model's variables and the ``serving_default``, ``serving_bytes`` and
     ``class_maps`` functions.
@@ -191,24 +205,26 @@ def _serving_module(
         classes = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
         return {"probabilities": probabilities, "classes": classes, "class_names": tf.gather(names, classes)}
 
-    def decode(image_bytes: tf.Tensor) -> tf.Tensor:
-        check = tf.debugging.Assert(is_jpeg_or_png(image_bytes), ["image_bytes: an input is not a JPEG or PNG image"])
-        with tf.control_dependencies([check]):
-            image = tf.io.decode_image(image_bytes, channels=channels, dtype=tf.uint8, expand_animations=False)
-        image = tf.ensure_shape(image, [None, None, channels])
+    def decode(args: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        image = decode_image(*args, channels=channels, max_pixels=max_pixels)
         return tf.image.resize(image, [height, width], method="bilinear")
 
+    def checked(images: tf.Tensor) -> tf.Tensor:
+        images = assert_image_shape(images, channels=channels, height=height, width=width)
+        return assert_image_values(images)
+
     def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return classify(images)
+        return classify(checked(images))
 
     def serving_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         pixels = tf.map_fn(
-            decode, image_bytes, fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32)
-        )
+            decode, (image_bytes, tf.range(tf.size(image_bytes))),
+            fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32),
+        )  # fmt: skip
         return classify(pixels)
 
     def class_maps(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"class_maps": unless_empty(maps_of, images, zeros(*maps_shape))}
+        return {"class_maps": unless_empty(maps_of, checked(images), zeros(*maps_shape))}
 
     images_spec = tf.TensorSpec([None, height, width, channels], tf.as_dtype(input_dtype), name="images")
     bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")

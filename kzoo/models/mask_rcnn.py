@@ -27,6 +27,7 @@ from kzoo.layers import (
 from kzoo.models.backbones import build_backbone
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 from kzoo.ops.anchors import generate_anchors, num_anchors_per_location
+from kzoo.ops.image_checks import assert_image_values, check_image_spec
 from kzoo.ops.losses import box_losses, mask_loss, rpn_losses
 from kzoo.ops.resize import boxes_to_input, resize_and_pad
 from kzoo.ops.targets import mask_targets, roi_targets, rpn_targets
@@ -182,12 +183,15 @@ class MaskRCNNModel(keras.Model):
 
     def preprocess(self, images) -> tuple[tf.Tensor, tf.Tensor]:
         """Images ``[B, H, W, 3]`` (pixels) -> normalized padded canvas ``[B, H', W', 3]`` and the resized
-        size ``(h, w)`` int32 ``[2]``."""
+        size ``(h, w)`` int32 ``[2]``.
+
+        The input contract of :mod:`kzoo.ops.image_checks`: ``ValueError`` for a rank other than 4, other than 3
+        channels, a dtype other than uint8 or float, an empty batch (at trace time); ``InvalidArgumentError`` for
+        non-finite values, values outside ``[0, 255]`` or a float batch that looks like ``[0, 1]`` (when run).
+        """
         images = tf.convert_to_tensor(images)
-        if images.shape.rank != 4 or images.shape[-1] != 3:
-            raise ValueError(f"MaskRCNN expects RGB images [batch, height, width, 3], got shape {images.shape}")
-        if images.dtype not in (tf.uint8, tf.float32, tf.float16, tf.bfloat16):
-            raise ValueError(f"MaskRCNN expects uint8 or float images, got {images.dtype.name}")
+        check_image_spec(images.shape, images.dtype, channels=3, name="MaskRCNN RGB images")
+        images = assert_image_values(images, name="MaskRCNN images")
         config = self.config
         return resize_and_pad(self.normalize(images), config.min_size, config.max_size, config.size_divisible)
 

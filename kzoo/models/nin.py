@@ -9,6 +9,7 @@ from typing import Any
 import keras
 
 from kzoo.layers import GlobalAveragePoolingHead, Mlpconv
+from kzoo.ops.image_checks import FLOAT_DTYPES, assert_image_values, check_image_spec
 from kzoo.utils.structs import dataclass_from_dict
 
 
@@ -77,6 +78,61 @@ DEFAULT_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
 }
 
 
+#: The values NIN's input takes: pixels scaled by ``kzoo.applications.nin.preprocess_input`` (``x / 127.5 - 1``).
+NIN_INPUT_RANGE = (-1.0, 1.0)
+_NIN_INPUT_NAME = "NIN images"
+_NIN_HINT = " (NIN takes float pixels scaled to [-1, 1] by kzoo.applications.nin.preprocess_input, applied once)"
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class NINModel(keras.Model):
+    """A functional NIN (built by :func:`build_nin`) that checks its images before running them.
+
+    Shapes and dtypes are checked at trace time (:func:`kzoo.ops.image_checks.check_image_spec`: ``ValueError``
+    for a rank other than 4, other channels or sizes than the model's input, a non-float dtype, an empty batch);
+    outside training, on the TensorFlow backend, the values too (``InvalidArgumentError``: non-finite values,
+    values outside ``NIN_INPUT_RANGE``, such as raw pixels or pixels preprocessed twice). Keras' own input check
+    (which would add or drop a trailing axis of size 1) is replaced by these.
+    """
+
+    @property
+    def input_spec(self):
+        return None
+
+    @input_spec.setter
+    def input_spec(self, value) -> None:
+        del value
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        if len(self.inputs) == 1:
+            inputs = check_nin_images(inputs, self.inputs[0].shape, training=bool(training))
+        return super().call(inputs, training=training, mask=mask, **kwargs)
+
+
+def check_nin_images(images, input_shape, training: bool = False):
+    """NIN's input contract: float ``[B, H, W, C]`` of ``input_shape`` (``(None, H, W, C)``, ``None`` for any
+    size) in ``NIN_INPUT_RANGE``; the values are checked (TensorFlow backend) unless ``training``.
+
+    Returns:
+        ``images`` (with the value assertions attached when checked).
+    """
+    _, height, width, channels = (None if d is None else int(d) for d in input_shape)
+    shape = getattr(images, "shape", None)
+    dtype = getattr(images, "dtype", None)
+    if shape is None or dtype is None:
+        return images
+    try:
+        dtype = keras.backend.standardize_dtype(dtype)
+    except ValueError:
+        dtype = str(getattr(dtype, "name", dtype))
+    check_image_spec(shape, dtype, channels=channels, height=height, width=width, dtypes=FLOAT_DTYPES,
+                     name=_NIN_INPUT_NAME, hint=_NIN_HINT)  # fmt: skip
+    if training or keras.backend.backend() != "tensorflow" or keras.backend.is_keras_tensor(images):
+        return images
+    return assert_image_values(images, value_range=NIN_INPUT_RANGE, refuse_unit_range=False,
+                               name=_NIN_INPUT_NAME, hint=_NIN_HINT)  # fmt: skip
+
+
 def resolve_blocks(variant: str, blocks: Sequence[Mapping[str, Any] | BlockSpec] | None) -> tuple[BlockSpec, ...]:
     """The block list of a variant name, or of a custom list (``variant="custom"``)."""
     if blocks is not None:
@@ -117,8 +173,9 @@ def build_nin(
         name: model name.
 
     Returns:
-        A functional model. With the top: ``(batch, classes)`` scores (float32); its
-        layer ``"head"`` takes the class confidence maps ``(batch, h, w, classes)``.
+        A functional :class:`NINModel`, which checks its images (see there). With the top:
+        ``(batch, classes)`` scores (float32); its layer ``"head"`` takes the class confidence maps
+        ``(batch, h, w, classes)``.
         Without it: the last block's features, pooled as asked.
     """
     if include_top and classes < 1:
@@ -149,7 +206,7 @@ def build_nin(
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-    return keras.Model(input_tensor, x, name=name)
+    return NINModel(input_tensor, x, name=name)
 
 
 def class_map_model(model: keras.Model) -> keras.Model:

@@ -74,9 +74,9 @@ def test_batching_and_dtypes(converted, images):
 
 
 def test_run_errors(converted, images, tmp_path):
-    with pytest.raises(ValueError, match=r"images must have shape \[N, 16, 16, 3\]"):
+    with pytest.raises(ValueError, match=r"images must be \[batch, 16, 16, 3\], got height 8"):
         run_tflite_classifier(converted["none"], images[:, :8])
-    with pytest.raises(ValueError, match="images must have shape"):
+    with pytest.raises(ValueError, match=r"images must be a batch of images \[batch, 16, 16, 3\] \(rank 4\)"):
         run_tflite_classifier(converted["none"], images[0])
     with pytest.raises(FileNotFoundError, match="no TFLite model"):
         run_tflite_classifier(tmp_path / "missing.tflite", images)

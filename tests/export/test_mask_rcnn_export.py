@@ -178,8 +178,8 @@ def test_serving_bytes_errors_name_the_problem(exported, shapes_images):
     signature = exported[1].signatures["serving_bytes"]
     good = tf.io.encode_png(shapes_images[0]).numpy()
     for bad, message in ((b"", r"image_bytes\[1\] is empty"),
-                         (b"this is not an image", r"image_bytes\[1\] is not a JPEG or PNG image"),
-                         (b"GIF89a" + b"\0" * 32, r"image_bytes\[1\] is not a JPEG or PNG image"),
+                         (b"this is not an image", r"image_bytes\[1\] is not a JPEG, PNG, GIF, BMP or WebP image"),
+                         (b"GIF89a" + b"\0" * 32, "Invalid GIF data"),
                          (good[:40], "Invalid PNG")):  # fmt: skip
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             signature(image_bytes=tf.constant([good, bad]))
@@ -512,7 +512,7 @@ def test_convert_and_run_errors(models, converted, shapes_images, tmp_path):
         convert_mask_rcnn_tflite(model.config, tmp_path / "m.tflite", (SIZE, SIZE), weights=tmp_path / "missing.h5")
     assert os.listdir(tmp_path) == []
     path = converted("mobilenet_v2", "none")
-    with pytest.raises(ValueError, match=r"images must have shape \[N, 128, 128, 3\]"):
+    with pytest.raises(ValueError, match=r"images must be \[batch, 128, 128, 3\], got height 64"):
         run_mask_rcnn_tflite(path, shapes_images[:, :64])
     with pytest.raises(FileNotFoundError, match="no TFLite model"):
         run_mask_rcnn_tflite(tmp_path / "missing.tflite", shapes_images)

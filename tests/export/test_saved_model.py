@@ -98,8 +98,9 @@ def test_serving_bytes_resizes_and_converts_channels(exports, images):
 def test_serving_bytes_rejects_non_images(exports, images):
     signature = exports["float32"][1].signatures["serving_bytes"]
     good = tf.io.encode_png(images[0]).numpy()
-    for bad in (b"this is not an image", b"", b"GIF89a" + b"\0" * 32):
-        with pytest.raises(tf.errors.InvalidArgumentError, match="not a JPEG or PNG image"):
+    for bad, message in ((b"this is not an image", r"image_bytes\[1\] is not a JPEG, PNG, GIF, BMP or WebP image"),
+                         (b"", r"image_bytes\[1\] is empty"), (b"GIF89a" + b"\0" * 32, "Invalid GIF data")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             signature(image_bytes=tf.constant([good, bad]))
     # A corrupt file with a valid signature fails in the decoder, which names the format.
     with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid PNG"):

@@ -95,9 +95,9 @@ def test_jit_compile_with_gather_roi_align():
 
 
 def test_bad_inputs_are_named(model, tmp_path):
-    with pytest.raises(ValueError, match=r"RGB images \[batch, height, width, 3\]"):
+    with pytest.raises(ValueError, match=r"RGB images must have 3 channel\(s\) \[batch, height, width, 3\], got 1"):
         model(np.zeros((1, 32, 32, 1), np.uint8))
-    with pytest.raises(ValueError, match="RGB images"):
+    with pytest.raises(ValueError, match=r"RGB images must be a batch of images .* got shape \[32, 32, 3\]"):
         model(np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="unknown backbone"):
         MaskRCNN("vgg16")
