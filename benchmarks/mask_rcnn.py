@@ -146,7 +146,8 @@ def _train_examples(size: int) -> list[dict]:
 
 def training_step(size: int, compute_dtype: str = "float32", backbone: str = "resnet50_fpn"):
     """A function running one kzoo training step (batch 2 of shapes images, SGD with momentum) and returning
-    the total loss; the step of kzoo's training loop (:meth:`MaskRCNNModel.apply_training_step`)."""
+    the total loss; the step of kzoo's training loop (:meth:`MaskRCNNModel.apply_training_step`). Its ``gflop()``
+    counts the step's floating-point operations (forward, backward and update) from the traced graph."""
     import keras
     import tensorflow as tf
 
@@ -163,11 +164,14 @@ def training_step(size: int, compute_dtype: str = "float32", backbone: str = "re
     def step(batch):
         return model.apply_training_step(batch, optimizer)["total"]
 
-    return lambda: step(batch).numpy()
+    run = lambda: step(batch).numpy()  # noqa: E731
+    run.gflop = lambda: graph_gflop(step, batch)
+    return run
 
 
 def kzoo_train_case(size: int, repeats: int, warmup: int, backbone: str, compute_dtype: str) -> dict:
-    return {"step": median_seconds(training_step(size, compute_dtype, backbone), repeats, warmup)}
+    step = training_step(size, compute_dtype, backbone)
+    return {"step": median_seconds(step, repeats, warmup), "gflop": step.gflop()}
 
 
 def torchvision_train_case(size: int, repeats: int, warmup: int) -> dict:
@@ -233,20 +237,28 @@ def _ratio(ours: dict | None, theirs: dict | None, key: str) -> str:
     return f"{ours[key] / theirs[key]:.2f}" if ours and theirs else "-"
 
 
-def train_table(args, with_torch: bool) -> dict:
+def train_table(args, with_torch: bool, matmul: dict | None) -> dict:
     """The training step of kzoo (each compute dtype) and torchvision, side by side."""
     results = {f"kzoo_{dtype}": spawn("kzoo", args.train_size, False, args, train=True, dtype=dtype)
                for dtype in args.compute_dtypes}  # fmt: skip
     results["torchvision"] = spawn("torchvision", args.train_size, False, args, train=True) if with_torch else None
     theirs = results["torchvision"]
-    rows = [("framework", "step (s)", "images/s", "peak RSS (MB)", "step / torchvision", "RSS / torchvision")]
+    rows = [("framework", "step (s)", "images/s", "peak RSS (MB)", "step / torchvision", "RSS / torchvision",
+             "GFLOP/s (of matmul rate)")]  # fmt: skip
+    gflop = next((r["gflop"] for r in results.values() if r and "gflop" in r), None)
     for name, result in results.items():
         if result is None:
             continue
+        rate = "-"
+        if gflop:  # both frameworks do the same operations: kzoo's count for both
+            dtype = "bfloat16" if name.endswith("bfloat16") else "float32"
+            achieved = gflop / result["step"]
+            rate = f"{achieved:.0f} ({100 * achieved / matmul[dtype]:.0f}%)" if matmul else f"{achieved:.0f}"
         rows.append((name.replace("_", " "), f"{result['step']:.3f}", f"{TRAIN_BATCH / result['step']:.2f}",
                      f"{result['peak_rss_mb']:.0f}", _ratio(result, theirs, "step"),
-                     _ratio(result, theirs, "peak_rss_mb")))  # fmt: skip
-    table(f"Mask R-CNN training step, batch {TRAIN_BATCH}, {args.train_size}x{args.train_size}", rows)
+                     _ratio(result, theirs, "peak_rss_mb"), rate))  # fmt: skip
+    title = f"Mask R-CNN training step, batch {TRAIN_BATCH}, {args.train_size}x{args.train_size}"
+    table(title + (f": {gflop:.0f} GFLOP per step" if gflop else ""), rows)
     return results
 
 
@@ -326,7 +338,7 @@ def main() -> None:
         "repeats": args.repeats, "warmup": args.warmup, "backbone": args.backbone, "train_size": args.train_size,
         "train_batch": TRAIN_BATCH, "sizes": args.sizes}}  # fmt: skip
     if args.mode in ("train", "both"):
-        results["train"] = train_table(args, with_torch)
+        results["train"] = train_table(args, with_torch, matmul)
     if args.mode in ("inference", "both"):
         results["inference"] = inference_tables(args, with_torch, matmul)
     write_results(f"mask_rcnn_{args.mode}", results, args.output)
