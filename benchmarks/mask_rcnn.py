@@ -86,6 +86,9 @@ def kzoo_case(size: int, forced: bool, repeats: int, warmup: int, backbone: str,
 
     model, image = inference_model(size, forced, backbone, compute_dtype)
     whole = tf.function(model.call)
+    result = {"end_to_end": median_seconds(lambda: whole(image)["num_detections"].numpy(), repeats, warmup),
+              "detections": int(whole(image)["num_detections"][0]), "stages": {}}  # fmt: skip
+    result["peak_rss_mb"] = peak_rss_mb()  # the whole graph's, before the stages below are compiled and run
 
     # the stages of MaskRCNNModel.call, each compiled on its own, fed with the previous stage's outputs
     preprocess = tf.function(model.preprocess)
@@ -108,9 +111,6 @@ def kzoo_case(size: int, forced: bool, repeats: int, warmup: int, backbone: str,
         "box branch + detections": (detect, (features, proposals, batch_size)),
         "mask branch": (segment, (features, detections["boxes"], detections["classes"])),
     }
-    result = {"end_to_end": median_seconds(lambda: whole(image)["num_detections"].numpy(), repeats, warmup),
-              "detections": int(whole(image)["num_detections"][0]), "stages": {}}  # fmt: skip
-    result["peak_rss_mb"] = peak_rss_mb()  # the whole graph's; the stages below are compiled separately
     for name, (fn, fn_args) in stages.items():
         def run(fn=fn, fn_args=fn_args):
             return tf.nest.map_structure(lambda t: t.numpy(), fn(*fn_args))

@@ -114,6 +114,8 @@ def cmd_export(args) -> int:
     task = task_for(config)
     common = dict(weights=args.weights, output=args.output, model_name=args.model_name, version=args.version,
                   input_dtype=args.input_dtype, warmup=args.warmup, quantize=args.quantize)  # fmt: skip
+    if args.max_image_pixels is not None:
+        common["max_image_pixels"] = args.max_image_pixels
     if _is_mask_rcnn(config):
         artifacts = task.export(args.format, full_image_masks=args.full_image_masks, **common)
         if args.format == "saved_model":
@@ -247,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", nargs="+", choices=["none", "float16", "dynamic", "int8"],
                    default=["none", "float16", "dynamic", "int8"], help="TFLite variants")  # fmt: skip
     p.add_argument("--eval-examples", type=int, help="evaluate exports on the first N test examples only")
+    p.add_argument("--max-image-pixels", type=int,
+                   help="SavedModel serving_bytes: refuse images of more pixels (height x width) than this, read "
+                        "from their header before decoding (default 40 million)")  # fmt: skip
     p.add_argument("--full-image-masks", action="store_true",
                    help="Mask R-CNN SavedModel: also output masks pasted into the full image")  # fmt: skip
     p.set_defaults(func=cmd_export)

@@ -15,6 +15,7 @@ from kzoo.config import ExperimentConfig
 from kzoo.data.classification import ClassificationSplit, load_classification, make_pipeline
 from kzoo.data.images import read_image_file
 from kzoo.evaluation.classification import evaluate_classifier
+from kzoo.export.common import DEFAULT_MAX_IMAGE_PIXELS
 from kzoo.models.nin import build_nin, resolve_blocks
 from kzoo.models.weight_files import load_weights_file, load_weights_transferring
 from kzoo.training import loop
@@ -130,17 +131,20 @@ class ClassificationTask:
     def export(self, format: str, weights: str | None = None, output: str | None = None,
                model_name: str | None = None, version: int | None = None, input_dtype: str = "float32",
                warmup: int = 0, quantize: Sequence[str] = ("none",), eval_examples: int | None = None,
-               ) -> list[dict[str, Any]]:
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> list[dict[str, Any]]:
         """Export trained weights as a TF Serving SavedModel (``format="saved_model"``) or builtin-only TFLite
         files (``"tflite"``, one per ``quantize`` mode), each checked on the evaluation split.
+
+        ``max_image_pixels``: the SavedModel's ``serving_bytes`` refuses larger images.
 
         Returns:
             One dict per artifact: ``path``, ``bytes``, ``accuracy``, ``examples``.
         """
         from kzoo.export import convert_classifier_tflite, export_classifier_saved_model, run_tflite_classifier
-        from kzoo.export.common import check_model_name, latest_version_dir
+        from kzoo.export.common import check_max_image_pixels, check_model_name, latest_version_dir
 
         name = check_model_name(model_name or self.config.name)  # before any work: exports stay inside output
+        check_max_image_pixels(max_image_pixels)
         model = self.trained_model(weights)
         output = output or os.path.join(self.config.output_dir, "export")
         images, labels = self.eval_arrays(eval_examples)
@@ -148,7 +152,7 @@ class ClassificationTask:
         if format == "saved_model":
             version_dir = export_classifier_saved_model(
                 model, output, name, self.split("eval").class_names, version=version, input_dtype=input_dtype,
-                warmup_examples=warmup,
+                warmup_examples=warmup, max_image_pixels=max_image_pixels,
             )  # fmt: skip
             artifacts.append(_artifact(version_dir, saved_model_accuracy(version_dir, images, labels), len(labels)))
             return artifacts

@@ -32,6 +32,7 @@ from kzoo.data.images import read_image_file
 from kzoo.data.shapes import make_shapes_instances
 from kzoo.evaluation.coco import CocoEvaluator
 from kzoo.evaluation.detection import evaluate_mask_rcnn
+from kzoo.export.common import DEFAULT_MAX_IMAGE_PIXELS
 from kzoo.models.mask_rcnn import LOSS_NAMES, MaskRCNNModel
 from kzoo.models.weight_files import load_weights_file, load_weights_transferring
 from kzoo.ops.resize import padded_size
@@ -292,25 +293,26 @@ class InstanceSegmentationTask:
     def export(self, format: str, weights: str | None = None, output: str | None = None,
                model_name: str | None = None, version: int | None = None, input_dtype: str = "float32",
                warmup: int = 0, quantize: Sequence[str] = ("none",), full_image_masks: bool = False,
-               ) -> list[dict[str, Any]]:
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> list[dict[str, Any]]:
         """A TF Serving SavedModel (``format="saved_model"``) or builtin-only TFLite files (``"tflite"``, one per
         ``quantize`` mode at the training canvas size), each TFLite file compared with the Keras model on eval
-        images.
+        images. ``max_image_pixels``: the SavedModel's ``serving_bytes`` refuses larger images.
 
         Returns:
             One dict per artifact: ``kind``, ``path``, ``bytes`` and, for TFLite, ``parity`` (the summary of
             :func:`kzoo.evaluation.detection_parity.compare_detections`) and ``parity_images``.
         """
         from kzoo.export import convert_mask_rcnn_tflite, export_mask_rcnn_saved_model
-        from kzoo.export.common import check_model_name
+        from kzoo.export.common import check_max_image_pixels, check_model_name
 
         name = check_model_name(model_name or self.config.name)  # before any work: exports stay inside output
+        check_max_image_pixels(max_image_pixels)
         model = self.trained_model(weights)
         output = output or os.path.join(self.config.output_dir, "export")
         if format == "saved_model":
             version_dir = export_mask_rcnn_saved_model(
                 model, output, name, version=version, full_image_masks=full_image_masks, warmup_images=warmup,
-                class_names=list(self.class_names().values()),
+                class_names=list(self.class_names().values()), max_image_pixels=max_image_pixels,
             )  # fmt: skip
             size = sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(version_dir) for f in names)
             return [{"kind": "SavedModel (TF Serving)", "path": version_dir, "bytes": size}]

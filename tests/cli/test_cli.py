@@ -71,6 +71,13 @@ def test_evaluate_export_predict(trained, capsys):
     cam = tf.io.decode_png(tf.io.read_file(str(cam_dir / "img0_cam.png"))).numpy()
     assert cam.shape == (16, 16, 3)
 
+    # a pixel cap set at export: the 40 x 30 JPEG (1,200 pixels) is refused, the 16 x 16 PNGs pass
+    assert main(["export", str(config), "--format", "saved_model", "--max-image-pixels", "1000"]) == 0
+    serving_bytes = tf.saved_model.load(str(root / "run" / "export" / "tiny" / "2")).signatures["serving_bytes"]
+    assert serving_bytes(image_bytes=tf.constant([tf.io.read_file(paths[0]).numpy()]))["probabilities"].shape[0] == 1
+    with pytest.raises(tf.errors.InvalidArgumentError, match="over the cap of 1000 pixels"):
+        serving_bytes(image_bytes=tf.constant([tf.io.read_file(str(gray)).numpy()]))
+
 
 def test_cli_errors_name_the_problem(trained, tmp_path, capsys):
     _, config = trained
