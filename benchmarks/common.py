@@ -13,9 +13,13 @@ from kzoo.utils.tables import format_table
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
+#: Every table this process printed, in order: :func:`write_results` stores them beside the results.
+PRINTED_TABLES: list[dict] = []
+
 
 def table(title: str, rows: list[tuple]) -> None:
     """Print rows (the first is the header) as an aligned table; numbers right-aligned."""
+    PRINTED_TABLES.append({"title": title, "rows": [[str(cell) for cell in row] for row in rows]})
     print("\n" + format_table(title, rows, right_align=True))
 
 
@@ -51,11 +55,11 @@ def machine() -> dict:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
 
 
-def write_results(name: str, results: dict, path: str | None = None) -> str:
-    """Write ``results`` with :func:`machine` as ``benchmarks/results/<name>.json`` (or ``path``); returns the path."""
+def write_results(name: str, results: dict | None = None, path: str | None = None) -> str:
+    """Write ``results``, the tables printed so far and :func:`machine` (machine, versions, date) as
+    ``benchmarks/results/<name>.json`` (or ``path``); returns the path."""
     path = path or os.path.join(RESULTS_DIR, f"{name}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_json(path, {"benchmark": name, "machine": machine(), "results": results})
+    write_json(path, {"benchmark": name, "machine": machine(), "tables": PRINTED_TABLES, "results": results or {}})
     print(f"\nresults written to {path}")
     return path
 

@@ -16,17 +16,13 @@ figures), by default ``benchmarks/results/detection_pipeline.json`` (not committ
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf  # noqa: E402
-from common import table  # noqa: E402
+from common import table, write_results  # noqa: E402
 
 from kzoo.config import load_config  # noqa: E402
 from kzoo.data.detection import make_detection_pipeline  # noqa: E402
@@ -84,23 +80,10 @@ def main(argv=None) -> None:
               f"{f['images_per_second']:.1f}") for f in figures]  # fmt: skip
     table(f"Detection training pipeline throughput ({args.batches} batches after {args.warmup})", rows)
 
-    result = {
-        "benchmark": "detection_pipeline",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version()},  # fmt: skip
-        "tensorflow": tf.__version__,
+    write_results("detection_pipeline", {
         "augmentation": {k: list(v) if isinstance(v, tuple) else v for k, v in AUGMENTATION.items()},
-        "batches": args.batches,
-        "warmup": args.warmup,
-        "shapes_examples": args.shapes_examples,
-        "figures": figures,
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as file:
-        json.dump(result, file, indent=2)
-        file.write("\n")
-    print(f"\nwritten to {args.output}")
+        "batches": args.batches, "warmup": args.warmup, "shapes_examples": args.shapes_examples, "figures": figures,
+    }, args.output)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,15 +15,13 @@ Prints a table and writes ``benchmarks/results/fine_tune_shapes.json``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from common import table  # noqa: E402
+from common import table, write_results  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "mask_rcnn_shapes.yaml")
 HELD_OUT = ["cross", "ring"]
@@ -37,7 +35,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="epochs of each fine-tuning run")
     args = parser.parse_args()
 
-    import tensorflow as tf
 
     from kzoo.config import load_config
     from kzoo.tasks import train
@@ -71,18 +68,10 @@ def main() -> None:
         rows.append((label, name if name != "scratch" else "all", r["steps"], f"{r['bbox_AP']:.3f}",
                      f"{r['bbox_AP50']:.3f}", f"{r['segm_AP']:.3f}", f"{r['segm_AP50']:.3f}", f"{r['seconds']:.0f}"))
     table(f"Fine-tuning on {args.train_images} images of unseen classes ({', '.join(HELD_OUT)}), COCO AP on 200", rows)
-    payload = {
-        "benchmark": "fine_tune_shapes", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
-        "versions": {"tensorflow": tf.__version__}, "pretrained": pretrained,
-        "pretrain_seconds": pretrain_seconds if not args.pretrained else None, "train_images": args.train_images,
-        "epochs": args.epochs, "held_out_classes": HELD_OUT, "results": results,
-    }  # fmt: skip
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "fine_tune_shapes.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(payload, f, indent=2)
-    print(f"wrote {out}")
+    write_results("fine_tune_shapes", {
+        "pretrained": pretrained, "pretrain_seconds": pretrain_seconds if not args.pretrained else None,
+        "train_images": args.train_images, "epochs": args.epochs, "held_out_classes": HELD_OUT, "results": results,
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import median_seconds, table  # noqa: E402
+from common import median_seconds, table, write_results  # noqa: E402
 
 from kzoo.applications.mask_rcnn import load_mask_rcnn_config  # noqa: E402
 from kzoo.data.shapes import make_shapes_instances  # noqa: E402
@@ -102,6 +102,7 @@ def main() -> None:
                          f"{ms:.0f}"))  # fmt: skip
             print(rows[-1], flush=True)
     table(f"Mask R-CNN export, one {args.size}x{args.size} image (median of {args.repeats})", rows)
+    write_results("mask_rcnn_export")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import table  # noqa: E402
+from common import table, write_results  # noqa: E402
 
 from kzoo.applications.mask_rcnn import load_mask_rcnn_config  # noqa: E402
 from kzoo.data.coco import CocoCategories  # noqa: E402
@@ -170,6 +170,7 @@ def main() -> None:
         ap = coco_ap(out, photos, args.annotations)
         rows.append((name, *(f"{ap[f'{kind}_{m}']:.3f}" for kind in ("bbox", "segm") for m in ("AP", "AP50", "AP75"))))
     table(f"COCO AP on the {len(canvases)} photographs (detections mapped back from the letterboxed canvases)", rows)
+    write_results("mask_rcnn_export_parity")
 
 
 if __name__ == "__main__":

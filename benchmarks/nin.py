@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import median_seconds, table  # noqa: E402
+from common import median_seconds, table, write_results  # noqa: E402
 
 from kzoo.applications import NIN  # noqa: E402
 from kzoo.data.classification import ClassificationSplit, make_pipeline  # noqa: E402
@@ -173,6 +173,7 @@ def main() -> None:
     table("Inference latency (median)", inference_latency(args, input_shape, args.classes))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     table("Memory", [("measure", "value"), ("peak resident memory of this process", f"{peak_mb:.0f} MB")])
+    write_results("nin")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import median_seconds, table  # noqa: E402
+from common import median_seconds, table, write_results  # noqa: E402
 
 import kzoo.ops.roi_align_ops as roi_align_ops  # noqa: E402
 from kzoo.layers.roi_align import RoIAlign  # noqa: E402
@@ -152,6 +152,7 @@ def main(argv=None) -> None:
     what = "forward + feature gradient" if args.backward else "forward"
     table(f"RoIAlign {what}, {args.rois} RoIs, {args.channels} channels, sampling ratio {args.sampling_ratio}, "
           f"median of {args.repeats} after {args.warmup} warm-up ({threads} threads)", rows)  # fmt: skip
+    write_results("roi_align_backward" if args.backward else "roi_align")
 
 
 if __name__ == "__main__":
