@@ -10,7 +10,7 @@ import numpy as np
 
 from kzoo.applications.weights import get_registered, registered_or_path, resolve_weights_file
 from kzoo.models.nin import DEFAULT_INPUT_SHAPES, VARIANTS, build_nin, resolve_blocks
-from kzoo.ops.image_checks import PIXEL_DTYPES, assert_image_values, check_values_np
+from kzoo.ops.image_checks import assert_image_values, check_pixel_dtype, check_values_np
 
 
 def NIN(
@@ -162,19 +162,14 @@ def preprocess_input(x: Any, data_format: str | None = None) -> Any:
     del data_format
     if isinstance(x, np.ndarray) or np.isscalar(x):
         x = np.asarray(x)
-        _check_pixel_dtype(x.dtype.name if x.dtype.kind in "uifb" else str(x.dtype))
+        check_pixel_dtype(x.dtype, name="preprocess_input", detail=" (pixels in [0, 255])")
         check_values_np(x, name="preprocess_input")
         return np.asarray(x, np.float32) / 127.5 - 1.0
     if keras.backend.backend() == "tensorflow" and not keras.backend.is_keras_tensor(x):
         x = keras.ops.convert_to_tensor(x)
-        _check_pixel_dtype(keras.backend.standardize_dtype(x.dtype))
+        check_pixel_dtype(x.dtype, name="preprocess_input", detail=" (pixels in [0, 255])")
         x = assert_image_values(x, name="preprocess_input")
     return keras.ops.cast(x, "float32") / 127.5 - 1.0
-
-
-def _check_pixel_dtype(dtype: str) -> None:
-    if dtype not in PIXEL_DTYPES:
-        raise ValueError(f"preprocess_input takes {' or '.join(PIXEL_DTYPES)} pixels in [0, 255], got dtype {dtype}")
 
 
 def decode_predictions(

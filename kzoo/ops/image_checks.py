@@ -40,7 +40,9 @@ __all__ = [
     "assert_image_values",
     "check_image_spec",
     "check_images_np",
+    "check_pixel_dtype",
     "check_values_np",
+    "dtype_name",
 ]
 
 
@@ -50,6 +52,28 @@ def _dims(shape) -> list[int | None]:
 
 def _layout(channels: int | None, height: int | None = None, width: int | None = None) -> str:
     return f"[batch, {height or 'height'}, {width or 'width'}, {channels or 'channels'}]"
+
+
+def dtype_name(dtype) -> str:
+    """The name of a TF, NumPy or Keras dtype (``"uint8"``, ``"float32"``...); ``str(dtype)`` for strings and
+    objects, which no image rule accepts."""
+    if isinstance(dtype, str):
+        return dtype
+    numpy_dtype = np.dtype(dtype) if isinstance(dtype, (np.dtype, type)) else None
+    if numpy_dtype is not None:
+        return numpy_dtype.name if numpy_dtype.kind in "uifb" else str(numpy_dtype)
+    try:
+        return tf.as_dtype(dtype).name
+    except TypeError:
+        return str(dtype)
+
+
+def check_pixel_dtype(dtype, *, dtypes: Sequence[str] = PIXEL_DTYPES, name: str = "images", detail: str = "") -> str:
+    """``dtype``'s name, or a ``ValueError`` naming it when it is not one of ``dtypes`` (``detail`` is appended)."""
+    found = dtype_name(dtype)
+    if found not in dtypes:
+        raise ValueError(f"{name} must be {' or '.join(dtypes)} pixels, got dtype {found}{detail}")
+    return found
 
 
 def check_image_spec(
@@ -81,14 +105,12 @@ def check_image_spec(
             (without ``allow_empty``) a batch known to hold 0 images.
     """
     dims = _dims(shape)
-    dtype_name = tf.as_dtype(dtype).name if not isinstance(dtype, str) else dtype
     expected = _layout(channels, height, width)
     if len(dims) != 4:
         one = "; for one image add a batch axis (images[None])" if len(dims) == 3 else ""
         raise ValueError(f"{name} must be a batch of images {expected} (rank 4), got shape {dims} "
                          f"(rank {len(dims)}){one}{hint}")  # fmt: skip
-    if dtype_name not in dtypes:
-        raise ValueError(f"{name} must be {' or '.join(dtypes)} pixels, got dtype {dtype_name} (shape {dims}){hint}")
+    check_pixel_dtype(dtype, dtypes=dtypes, name=name, detail=f" (shape {dims}){hint}")
     if channels is not None and dims[3] is not None and dims[3] != channels:
         raise ValueError(f"{name} must have {channels} channel(s) {expected}, got {dims[3]} channels "
                          f"(shape {dims}){hint}")  # fmt: skip
@@ -208,7 +230,8 @@ def check_images_np(
 
     Args:
         images: ``[batch, height, width, channels]`` array-like.
-        channels, height, width, name, allow_empty, hint: as :func:`check_image_spec`.
+        channels, height, width, name, allow_empty, hint: as :func:`check_image_spec` (``hint`` goes with the
+            shape and dtype messages only).
         value_range, refuse_unit_range: as :func:`assert_image_values`.
 
     Returns:
@@ -218,8 +241,7 @@ def check_images_np(
         ValueError: the problems of both functions, with the same phrases.
     """
     images = np.asarray(images)
-    dtype_name = images.dtype.name if images.dtype.kind in "uifb" else str(images.dtype)
-    check_image_spec(images.shape, dtype_name, channels=channels, height=height, width=width, name=name,
+    check_image_spec(images.shape, images.dtype, channels=channels, height=height, width=width, name=name,
                      allow_empty=allow_empty, hint=hint)  # fmt: skip
     check_values_np(images, name=name, value_range=value_range, refuse_unit_range=refuse_unit_range)
     return images

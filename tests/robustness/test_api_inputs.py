@@ -4,6 +4,7 @@ correct result or the error that names the problem (the input contract of ``kzoo
 import numpy as np
 import pytest
 import tensorflow as tf
+from corpus import pixels, with_value
 
 from kzoo.applications.nin import preprocess_input
 
@@ -14,14 +15,6 @@ NON_FINITE = (InvalidArgument, "non-finite pixel values")
 UNIT = (InvalidArgument, r"look like pixels in \[0, 1\].*multiply the images by 255")
 
 
-def pixels(shape, dtype=np.uint8, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=shape).astype(dtype)
-
-
-def with_value(shape, value, dtype=np.float32) -> np.ndarray:
-    images = pixels(shape, dtype)
-    images.reshape(-1)[7] = value
-    return images
 
 
 def channels(n: int) -> tuple:

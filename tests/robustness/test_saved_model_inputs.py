@@ -5,6 +5,7 @@ case gives the correct result or an error status whose message names the problem
 import numpy as np
 import pytest
 import tensorflow as tf
+from corpus import pixels, with_value
 
 from kzoo.export import export_classifier_saved_model, export_mask_rcnn_saved_model
 
@@ -14,14 +15,6 @@ CAP = 10_000  # max_image_pixels of the exports: 100 x 100 passes, 128 x 128 doe
 DTYPE_MISMATCH = (TypeError, ValueError, InvalidArgument)
 
 
-def pixels(shape, dtype=np.uint8, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=shape).astype(dtype)
-
-
-def with_value(shape, value) -> np.ndarray:
-    images = pixels(shape, np.float32)
-    images.reshape(-1)[7] = value
-    return images
 
 
 def png_header(height: int, width: int) -> bytes:

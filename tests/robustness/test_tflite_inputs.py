@@ -4,6 +4,7 @@ another size than the file's fixed input are refused with both sizes named, neve
 
 import numpy as np
 import pytest
+from corpus import pixels, with_value
 
 from kzoo.export import convert_classifier_tflite, convert_mask_rcnn_tflite
 from kzoo.export.litert import detect_photos_tflite, run_mask_rcnn_tflite, run_tflite_classifier
@@ -14,14 +15,6 @@ UNIT = r"look like pixels in \[0, 1\].*multiply the images by 255"
 OUTSIDE = r"images: pixel values outside \[0, 255\]; observed min and max: "
 
 
-def pixels(shape, dtype=np.uint8, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=shape).astype(dtype)
-
-
-def with_value(shape, value) -> np.ndarray:
-    images = pixels(shape, np.float32)
-    images.reshape(-1)[7] = value
-    return images
 
 
 def other_size(height: int, width: int, side: int) -> str:
