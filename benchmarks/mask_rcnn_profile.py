@@ -102,8 +102,10 @@ def main() -> None:
     else:
         from mask_rcnn import inference_step, training_step
 
-        make = training_step if args.mode == "train" else inference_step
-        step = make(args.size, compute_dtype=args.compute_dtype)
+        if args.mode == "train":
+            step, _ = training_step(args.size, compute_dtype=args.compute_dtype)
+        else:
+            step = inference_step(args.size, compute_dtype=args.compute_dtype)
     step()  # trace and warm up
     by_type, by_name, wall = profile(step, args.steps)
     total = sum(by_type.values())

@@ -121,10 +121,6 @@ def check_nin_images(images, input_shape, training: bool = False):
     dtype = getattr(images, "dtype", None)
     if shape is None or dtype is None:
         return images
-    try:
-        dtype = keras.backend.standardize_dtype(dtype)
-    except ValueError:
-        dtype = str(getattr(dtype, "name", dtype))
     check_image_spec(shape, dtype, channels=channels, height=height, width=width, dtypes=FLOAT_DTYPES,
                      name=_NIN_INPUT_NAME, hint=_NIN_HINT)  # fmt: skip
     if training or keras.backend.backend() != "tensorflow" or keras.backend.is_keras_tensor(images):
