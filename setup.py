@@ -31,7 +31,7 @@ setup(
         "tensorflow-serving-api>=2.20",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6"],
         "gpu": ["tensorflow[and-cuda]>=2.20"],
         # torchvision parity tests and `kzoo convert torchvision` / MaskRCNN(weights="coco")'s one-time conversion
         "torch": ["torch>=2.9,<2.15", "torchvision>=0.24,<0.30"],
