@@ -35,7 +35,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="epochs of each fine-tuning run")
     args = parser.parse_args()
 
-
     from kzoo.config import load_config
     from kzoo.tasks import train
 

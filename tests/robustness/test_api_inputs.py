@@ -15,8 +15,6 @@ NON_FINITE = (InvalidArgument, "non-finite pixel values")
 UNIT = (InvalidArgument, r"look like pixels in \[0, 1\].*multiply the images by 255")
 
 
-
-
 def channels(n: int) -> tuple:
     return ValueError, rf"must have 3 channel\(s\) .*got {n} channels"
 

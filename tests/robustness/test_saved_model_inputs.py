@@ -15,8 +15,6 @@ CAP = 10_000  # max_image_pixels of the exports: 100 x 100 passes, 128 x 128 doe
 DTYPE_MISMATCH = (TypeError, ValueError, InvalidArgument)
 
 
-
-
 def png_header(height: int, width: int) -> bytes:
     """A PNG signature and IHDR chunk claiming ``height x width`` pixels, without pixel data."""
     ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
@@ -165,7 +163,6 @@ def test_lossless_formats_agree(nin_exports, mask_rcnn_export, encode):
 
 
 # -- Mask R-CNN serving_default: uint8 [B, H, W, 3], any size --------------------------------------------------------
-
 
 
 def mask_rcnn_shape(observed: str) -> tuple:

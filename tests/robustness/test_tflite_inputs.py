@@ -15,8 +15,6 @@ UNIT = r"look like pixels in \[0, 1\].*multiply the images by 255"
 OUTSIDE = r"images: pixel values outside \[0, 255\]; observed min and max: "
 
 
-
-
 def other_size(height: int, width: int, side: int) -> str:
     return (rf"images must be \[batch, {side}, {side}, 3\], got height {height} .*\(the .tflite file's fixed input "
             r"size: resize the images, or letterbox photographs, first\)")  # fmt: skip
