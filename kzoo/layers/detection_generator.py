@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.ops.boxes import BBOX_XFORM_CLIP, boxes_larger_than, clip_boxes, decode_boxes
-from kzoo.ops.nms import NMS_METHODS, batched_multiclass_nms
+from kzoo.ops.nms import DEFAULT_NMS_METHOD, NMS_METHODS, batched_multiclass_nms
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -54,8 +54,8 @@ class DetectionGenerator(keras.layers.Layer):
         max_detections: ``D``, detections per image (static output size).
         min_box_size: minimum height and width of a kept box, in pixels.
         pre_nms_top_k: optional cap on the NMS candidates per image (see above).
-        nms_method: the NMS kernel, ``"padded"`` (batched; XLA) or ``"per_image"`` (TFLite's builtin NMS op,
-            needed for full-integer ``.tflite`` export); same results, see :mod:`kzoo.ops.nms`.
+        nms_method: the NMS kernel, ``"per_image"`` (default: the fastest on CPU, TFLite's builtin NMS op) or
+            ``"padded"`` (batched); same results, see :mod:`kzoo.ops.nms`.
 
     Inputs:
         class_logits: float ``[B, N, K]``.
@@ -81,7 +81,7 @@ class DetectionGenerator(keras.layers.Layer):
         max_detections: int = 100,
         min_box_size: float = 1e-2,
         pre_nms_top_k: int | None = None,
-        nms_method: str = "padded",
+        nms_method: str = DEFAULT_NMS_METHOD,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("dtype", "float32")

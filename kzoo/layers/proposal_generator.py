@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.ops.boxes import BBOX_XFORM_CLIP, boxes_larger_than, clip_boxes, decode_boxes
-from kzoo.ops.nms import NMS_METHODS, batched_multiclass_nms, top_k_per_level
+from kzoo.ops.nms import DEFAULT_NMS_METHOD, NMS_METHODS, batched_multiclass_nms, top_k_per_level
 
 
 def _positive(value, name: str) -> int:
@@ -59,8 +59,8 @@ class ProposalGenerator(keras.layers.Layer):
             anchor rows; may instead be given at call time.
         pre_nms_top_k_train, pre_nms_top_k_test, post_nms_top_k_train, post_nms_top_k_test: per-mode values;
             ``None`` means the shared value.
-        nms_method: the NMS kernel, ``"padded"`` (batched; XLA) or ``"per_image"`` (TFLite's builtin NMS op,
-            needed for full-integer ``.tflite`` export); same results, see :mod:`kzoo.ops.nms`.
+        nms_method: the NMS kernel, ``"per_image"`` (default: the fastest on CPU, TFLite's builtin NMS op) or
+            ``"padded"`` (batched); same results, see :mod:`kzoo.ops.nms`.
 
     Inputs:
         objectness: float ``[B, A_total]`` logits (:class:`RPNHead` order).
@@ -86,7 +86,7 @@ class ProposalGenerator(keras.layers.Layer):
         pre_nms_top_k_test: int | None = None,
         post_nms_top_k_train: int | None = None,
         post_nms_top_k_test: int | None = None,
-        nms_method: str = "padded",
+        nms_method: str = DEFAULT_NMS_METHOD,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("dtype", "float32")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from kzoo.ops.nms import DEFAULT_NMS_METHOD, NMS_METHODS
+
 ANCHOR_STRIDES = ("nominal", "torchvision")
 ROI_LEVEL_EPS = ("in_log", "after_log")
 
@@ -73,9 +75,9 @@ class MaskRCNNConfig:
     # NMS candidates per image after the score threshold (None: all, torchvision's exact rule). TF's padded NMS
     # walks every 512-box tile when fewer than max_detections survive: 20,000 candidates took 13 s (measured).
     detection_pre_nms_top_k: int | None = 1000
-    # NMS kernel of the RPN and the detections: padded (batched, XLA) | per_image (TFLite's builtin NMS op, which
-    # full-integer .tflite export needs); same results (kzoo.ops.nms)
-    nms_method: str = "padded"
+    # NMS kernel of the RPN and the detections: per_image (the faster on CPU; TFLite's builtin NMS op, which
+    # full-integer .tflite export needs) | padded (batched); same results (kzoo.ops.nms)
+    nms_method: str = DEFAULT_NMS_METHOD
     # mask head
     mask_num_convs: int = 4
     mask_channels: int = 256
@@ -110,8 +112,11 @@ class MaskRCNNConfig:
             raise ValueError(f"roi_level_eps must be one of {ROI_LEVEL_EPS}, got {self.roi_level_eps!r}")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
-        if self.nms_method not in ("padded", "per_image"):
-            raise ValueError(f"nms_method must be 'padded' or 'per_image', got {self.nms_method!r}")
+        for name, value in (("rpn_nms_threshold", self.rpn_nms_threshold), ("nms_threshold", self.nms_threshold)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} is an IoU and must be in [0, 1] (1 suppresses nothing), got {value}")
+        if self.nms_method not in NMS_METHODS:
+            raise ValueError(f"nms_method must be one of {NMS_METHODS}, got {self.nms_method!r}")
         if self.size_divisible % 32:
             raise ValueError(f"size_divisible must be a multiple of 32 (the stride of P5), got {self.size_divisible}")
 

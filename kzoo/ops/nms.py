@@ -1,20 +1,22 @@
 """Batched, fixed-size non-maximum suppression and per-level top-k.
 
-Built on ``tf.image.non_max_suppression_padded``: batched, static output shape, runs under
-``jit_compile=True``, and converts to TFLite with builtin ops only (the converter lowers its tiled
-algorithm to a ``WHILE`` loop of builtins; ``tf.image.combined_non_max_suppression`` needs Select TF
-ops). Boxes are ``[ymin, xmin, ymax, xmax]`` with ``ymin <= ymax`` and ``xmin <= xmax``, any units.
+Static output shapes, under ``jit_compile=True`` too, and builtin-only TFLite conversion (unlike
+``tf.image.combined_non_max_suppression``, which needs Select TF ops). Boxes are ``[ymin, xmin, ymax, xmax]``
+with ``ymin <= ymax`` and ``xmin <= xmax``, any units.
 
 Semantics (those of ``tf.image.non_max_suppression`` and torchvision's ``nms``): greedy in descending
 score order; a box is suppressed by a kept box when their IoU is ``> iou_threshold`` (strictly; the
-padded op itself suppresses at ``>=``, so the threshold is passed on raised by one float32 ulp); only
+padded and TFLite ops suppress at ``>=``, so the threshold is passed on raised by one float32 ulp); only
 boxes with ``score > score_threshold`` take part; the kept indices come in descending score order.
 
 Two kernels (``method``) give the same indices:
 
-* ``"padded"`` (default): ``tf.image.non_max_suppression_padded`` on the whole batch, as above.
-* ``"per_image"``: one ``NonMaxSuppressionV4`` op per image, which converts to TFLite's single builtin
-  ``NON_MAX_SUPPRESSION_V4`` instead of ``WHILE`` loops. Use it for ``.tflite`` export: post-training
+* ``"per_image"`` (default, :data:`DEFAULT_NMS_METHOD`): one ``NonMaxSuppressionV4`` op per image. TF's CPU
+  kernel is greedy and compares a candidate only with the boxes already kept, where the padded kernel computes
+  the IoU of every pair of 512-box tiles in ``WHILE`` loops of small ops; with the RPN's thousands of boxes per
+  image the per-image kernel is the faster one (benchmarks/mask_rcnn.py). It also compiles under XLA, and it
+  converts to TFLite's single builtin ``NON_MAX_SUPPRESSION_V4`` instead of ``WHILE`` loops, which ``.tflite``
+  export needs: post-training
   full-integer quantization calibrates and quantizes every float op inside the padded kernel's loops (its
   quantized IoU ``DIV`` then fails at run time on a zero union, and the quantizer cannot keep loop bodies in
   float), whereas the single NMS op stays float. Same suppression rule: TFLite's kernel suppresses at
@@ -26,6 +28,8 @@ Two kernels (``method``) give the same indices:
   suppress and are never suppressed, exactly as in the padded kernel. This kernel also fills in no ``+-FLT_MAX``
   values (nor does :func:`batched_multiclass_nms`, for either kernel): int8 calibration gives a tensor holding
   them a range of ``~1e38``, and every other value of it rounds to 0.
+* ``"padded"``: ``tf.image.non_max_suppression_padded`` on the whole batch (the converter lowers its tiled
+  algorithm to ``WHILE`` loops of builtins).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ import numpy as np
 import tensorflow as tf
 
 _FLOAT_MAX = float(np.finfo(np.float32).max)
-NMS_METHODS = ("padded", "per_image")
+NMS_METHODS = ("per_image", "padded")
+DEFAULT_NMS_METHOD = "per_image"
 
 
 def _check_batched(boxes: tf.Tensor, scores: tf.Tensor) -> None:
@@ -53,7 +58,7 @@ def non_max_suppression_padded(
     max_output_size: int,
     iou_threshold: float = 0.5,
     score_threshold: float = float("-inf"),
-    method: str = "padded",
+    method: str = DEFAULT_NMS_METHOD,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Per-image greedy NMS over a batch, padded to ``max_output_size`` results.
 
@@ -71,7 +76,7 @@ def non_max_suppression_padded(
         max_output_size: ``K``, a Python int: the most boxes kept per image.
         iou_threshold: suppress a box whose IoU with a kept, higher-scoring box exceeds this.
         score_threshold: only boxes with ``score > score_threshold`` are considered.
-        method: ``"padded"`` or ``"per_image"`` (for TFLite; see the module docstring).
+        method: ``"per_image"`` (default) or ``"padded"``; same indices (see the module docstring).
 
     Returns:
         ``(indices, num_valid)``: int32 ``[B, K]`` indices into ``N`` in descending score order,
@@ -82,6 +87,8 @@ def non_max_suppression_padded(
         raise ValueError(f"max_output_size must be a positive int, got {max_output_size}")
     if method not in NMS_METHODS:
         raise ValueError(f"NMS method must be one of {NMS_METHODS}, got {method!r}")
+    if not 0.0 <= float(iou_threshold) <= 1.0:
+        raise ValueError(f"NMS iou_threshold must be in [0, 1] (1 suppresses nothing), got {iou_threshold}")
     boxes = tf.cast(tf.convert_to_tensor(boxes), tf.float32)
     scores = tf.cast(tf.convert_to_tensor(scores), tf.float32)
     _check_batched(boxes, scores)
@@ -90,7 +97,8 @@ def non_max_suppression_padded(
     # The op suppresses at IoU >= threshold; one ulp up gives IoU > iou_threshold for float32 IoUs.
     strict_iou = float(np.nextafter(np.float32(iou_threshold), np.float32(np.inf)))
     if method == "per_image":  # no +-FLT_MAX fill-ins: int8 calibration would give their tensors a useless range
-        return _per_image_nms(boxes, scores, max_output_size, strict_iou, threshold)
+        # the op accepts thresholds in [0, 1] only; IoU never exceeds 1, so 1 suppresses nothing in TF either
+        return _per_image_nms(boxes, scores, max_output_size, min(strict_iou, 1.0), threshold)
     valid = scores > threshold
     scores = tf.where(valid, scores, tf.fill(tf.shape(scores), -_FLOAT_MAX))
     far_corner = tf.maximum(boxes[..., 2], boxes[..., 3])
@@ -155,12 +163,13 @@ def _nms_one_image(
     sorted_positive = tf.gather(positive, order)
     rank = tf.cast(num - tf.range(num), tf.float32)  # N .. 1, exact in float32 below 2 ** 24 boxes
     nms_scores = tf.where(tf.logical_and(sorted_candidate, sorted_positive), rank, tf.zeros_like(rank))
+    op_size = min(max_output_size, num) if isinstance(num, int) else max_output_size  # XLA's op needs <= N
     selected, count = tf.raw_ops.NonMaxSuppressionV4(
-        boxes=tf.gather(boxes, order), scores=nms_scores, max_output_size=max_output_size,
+        boxes=tf.gather(boxes, order), scores=nms_scores, max_output_size=op_size,
         iou_threshold=iou_threshold, score_threshold=0.5, pad_to_max_output_size=True,
     )  # fmt: skip
-    selected = tf.reshape(selected, [max_output_size])
-    picked = tf.cast(tf.range(max_output_size) < count, tf.int32)
+    selected = tf.reshape(selected, [op_size])
+    picked = tf.cast(tf.range(op_size) < count, tf.int32)
     kept = tf.scatter_nd(selected[:, None], picked, tf.reshape(num, [1])) > 0  # [N], in greedy order
     kept = tf.logical_or(kept, tf.logical_and(sorted_candidate, tf.logical_not(sorted_positive)))
     total = tf.minimum(tf.reduce_sum(tf.cast(kept, tf.int32)), max_output_size)
@@ -179,7 +188,7 @@ def batched_multiclass_nms(
     max_output_size: int,
     iou_threshold: float = 0.5,
     score_threshold: float = float("-inf"),
-    method: str = "padded",
+    method: str = DEFAULT_NMS_METHOD,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """NMS within each class (boxes of different classes never suppress each other), as one NMS.
 
@@ -197,7 +206,7 @@ def batched_multiclass_nms(
         max_output_size: ``K``, a Python int: the most boxes kept per image, over all classes.
         iou_threshold: suppression IoU, as in :func:`non_max_suppression_padded`.
         score_threshold: only boxes with ``score > score_threshold`` are considered.
-        method: the NMS kernel, ``"padded"`` or ``"per_image"`` (see the module docstring).
+        method: the NMS kernel, ``"per_image"`` (default) or ``"padded"`` (see the module docstring).
 
     Returns:
         ``(indices, num_valid)``: int32 ``[B, K]`` indices into ``N`` in descending score order over

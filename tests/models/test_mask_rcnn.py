@@ -107,6 +107,12 @@ def test_bad_inputs_are_named(model, tmp_path):
         tiny_model(weights=str(tmp_path / "none.weights.h5"))
     with pytest.raises(ValueError, match="num_classes"):
         MaskRCNNConfig(num_classes=1)
+    with pytest.raises(ValueError, match=r"nms_threshold is an IoU and must be in \[0, 1\]"):
+        MaskRCNNConfig(nms_threshold=1.5)
+    with pytest.raises(ValueError, match=r"rpn_nms_threshold is an IoU and must be in \[0, 1\]"):
+        MaskRCNNConfig(rpn_nms_threshold=-0.1)
+    with pytest.raises(ValueError, match="nms_method must be one of"):
+        MaskRCNNConfig(nms_method="fast")
 
 
 def test_weights_round_trip(model, tmp_path):

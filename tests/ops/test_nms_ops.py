@@ -24,9 +24,12 @@ def _reference(boxes, scores, max_output_size, iou_threshold, score_threshold):
     ("iou_threshold", "score_threshold", "max_output_size"),
     [(0.5, float("-inf"), 300), (0.3, 0.2, 50), (0.7, 0.5, 20)],
 )
-def test_matches_tf_image_non_max_suppression(iou_threshold, score_threshold, max_output_size):
+@pytest.mark.parametrize("method", N.NMS_METHODS)
+def test_matches_tf_image_non_max_suppression(iou_threshold, score_threshold, max_output_size, method):
     boxes, scores = _random_scene(0)
-    indices, num_valid = N.non_max_suppression_padded(boxes, scores, max_output_size, iou_threshold, score_threshold)
+    indices, num_valid = N.non_max_suppression_padded(
+        boxes, scores, max_output_size, iou_threshold, score_threshold, method
+    )
     assert indices.shape == (3, max_output_size) and indices.dtype == tf.int32
     assert num_valid.shape == (3,) and num_valid.dtype == tf.int32
     for b in range(3):
@@ -36,24 +39,26 @@ def test_matches_tf_image_non_max_suppression(iou_threshold, score_threshold, ma
         assert np.all(indices[b, n:].numpy() == 0)
 
 
-def test_strict_iou_threshold_and_boxes_at_negative_coordinates():
+@pytest.mark.parametrize("method", N.NMS_METHODS)
+def test_strict_iou_threshold_and_boxes_at_negative_coordinates(method):
     # IoU(box 0, box 1) is exactly 0.5: kept, as by tf.image.non_max_suppression and torchvision (IoU > t).
     # Boxes 2 and 3 lie at negative coordinates, which the raw padded op would drop.
     boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 5], [-20, -20, -10, -10], [-20, -20, -11, -10]]], np.float32)
     scores = np.array([[0.9, 0.8, 0.7, 0.6]], np.float32)
-    indices, num_valid = N.non_max_suppression_padded(boxes, scores, 4, 0.5)
+    indices, num_valid = N.non_max_suppression_padded(boxes, scores, 4, 0.5, method=method)
     expected = _reference(boxes[0], scores[0], 4, 0.5, float("-inf"))
     np.testing.assert_array_equal(expected, [0, 1, 2])
     assert int(num_valid[0]) == 3
     np.testing.assert_array_equal(indices[0, :3].numpy(), expected)
 
 
-def test_padded_inputs_are_never_selected():
+@pytest.mark.parametrize("method", N.NMS_METHODS)
+def test_padded_inputs_are_never_selected(method):
     boxes, scores = _random_scene(1, batch=2, num=20)
     scores[:, 12:] = -np.inf
     boxes[:, 12:] = 0.0
     scores[1] = -np.inf  # an image with nothing
-    indices, num_valid = N.non_max_suppression_padded(boxes, scores, 20, 0.5)
+    indices, num_valid = N.non_max_suppression_padded(boxes, scores, 20, 0.5, method=method)
     n0 = int(num_valid[0])
     np.testing.assert_array_equal(indices[0, :n0].numpy(), _reference(boxes[0, :12], scores[0, :12], 20, 0.5, -1.0))
     assert int(num_valid[1]) == 0
@@ -70,17 +75,18 @@ def _per_class_reference(boxes, scores, classes, max_output_size, iou_threshold,
 
 
 @pytest.mark.parametrize("max_output_size", [400, 30])
-def test_multiclass_equals_nms_per_class(max_output_size):
+@pytest.mark.parametrize("method", N.NMS_METHODS)
+def test_multiclass_equals_nms_per_class(max_output_size, method):
     boxes, scores = _random_scene(2, num=300)
     boxes[0] -= 50.0  # negative coordinates in one image
     classes = np.random.default_rng(3).integers(0, 5, scores.shape).astype(np.int32)
-    indices, num_valid = N.batched_multiclass_nms(boxes, scores, classes, max_output_size, 0.5, 0.1)
+    indices, num_valid = N.batched_multiclass_nms(boxes, scores, classes, max_output_size, 0.5, 0.1, method)
     for b in range(3):
         expected = _per_class_reference(boxes[b], scores[b], classes[b], max_output_size, 0.5, 0.1)
         n = int(num_valid[b])
         np.testing.assert_array_equal(indices[b, :n].numpy(), expected)
     # the offset makes a difference: plain NMS keeps fewer
-    plain = N.non_max_suppression_padded(boxes, scores, 400, 0.5, 0.1)[1].numpy()
+    plain = N.non_max_suppression_padded(boxes, scores, 400, 0.5, 0.1, method)[1].numpy()
     if max_output_size == 400:
         assert np.all(plain < num_valid.numpy())
 
@@ -103,23 +109,26 @@ def test_top_k_per_level():
         N.top_k_per_level(scores, [10, 3], 2)
 
 
-def test_runs_under_jit_compile():
+@pytest.mark.parametrize("method", N.NMS_METHODS)
+@pytest.mark.parametrize("max_output_size", [16, 100])  # also more than the 64 boxes
+def test_runs_under_jit_compile(method, max_output_size):
     boxes, scores = _random_scene(5, batch=2, num=64)
     fn = tf.function(
-        lambda b, s: N.batched_multiclass_nms(b, s, tf.zeros_like(s, tf.int32), 16, 0.5, 0.2), jit_compile=True
+        lambda b, s: N.batched_multiclass_nms(b, s, tf.zeros_like(s, tf.int32), max_output_size, 0.5, 0.2, method),
+        jit_compile=True,
     )
     indices, num_valid = fn(boxes, scores)
-    ref_indices, ref_valid = N.non_max_suppression_padded(boxes, scores, 16, 0.5, 0.2)
+    ref_indices, ref_valid = N.non_max_suppression_padded(boxes, scores, max_output_size, 0.5, 0.2, "padded")
     np.testing.assert_array_equal(num_valid.numpy(), ref_valid.numpy())
     np.testing.assert_array_equal(indices.numpy(), ref_indices.numpy())
 
 
-def test_converts_to_tflite_builtins_and_runs_in_litert(tmp_path):
+def test_padded_kernel_converts_to_tflite_builtins_and_runs_in_litert(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     boxes, scores = _random_scene(6, batch=2, num=100)
     boxes[1, 0] = [-50.0, -50.0, -10.0, -10.0]  # a box the raw padded op would drop: the shift runs
-    fn = tf.function(lambda b, s: N.non_max_suppression_padded(b, s, 25, 0.5, 0.05))
+    fn = tf.function(lambda b, s: N.non_max_suppression_padded(b, s, 25, 0.5, 0.05, method="padded"))
     concrete = fn.get_concrete_function(tf.TensorSpec([2, 100, 4], tf.float32), tf.TensorSpec([2, 100], tf.float32))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], fn)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

@@ -1,4 +1,5 @@
-"""The ``per_image`` NMS kernel (TFLite's builtin NMS op) gives the ``padded`` kernel's indices, in TF and in LiteRT."""
+"""The ``per_image`` NMS kernel (the default; TFLite's builtin NMS op) gives the ``padded`` kernel's indices, in TF and
+in LiteRT."""
 
 import numpy as np
 import pytest
@@ -40,7 +41,7 @@ def test_per_image_equals_padded(iou_threshold, score_threshold, max_output_size
         boxes, scores = _zero_area(boxes, scores)
     args = (boxes, scores, max_output_size, iou_threshold, score_threshold)
     indices, count = N.non_max_suppression_padded(*args, method="per_image")
-    expected_indices, expected_count = N.non_max_suppression_padded(*args)
+    expected_indices, expected_count = N.non_max_suppression_padded(*args, method="padded")
     np.testing.assert_array_equal(count.numpy(), expected_count.numpy())
     np.testing.assert_array_equal(indices.numpy(), expected_indices.numpy())
 
@@ -48,7 +49,7 @@ def test_per_image_equals_padded(iou_threshold, score_threshold, max_output_size
 def test_multiclass_and_unknown_batch():
     boxes, scores = _scene(8, batch=3, num=150)
     classes = np.random.default_rng(9).integers(0, 5, scores.shape).astype(np.int32)
-    expected = N.batched_multiclass_nms(boxes, scores, classes, 40, 0.5, 0.1)
+    expected = N.batched_multiclass_nms(boxes, scores, classes, 40, 0.5, 0.1, method="padded")
     dynamic = tf.function(
         lambda b, s, c: N.batched_multiclass_nms(b, s, c, 40, 0.5, 0.1, method="per_image"),
         input_signature=[
@@ -61,9 +62,20 @@ def test_multiclass_and_unknown_batch():
         np.testing.assert_array_equal(got[1].numpy(), expected[1].numpy())
 
 
-def test_bad_method():
+def test_bad_method_and_threshold():
+    boxes, scores = np.zeros((1, 2, 4), np.float32), np.zeros((1, 2), np.float32)
     with pytest.raises(ValueError, match="NMS method must be one of"):
-        N.non_max_suppression_padded(np.zeros((1, 2, 4), np.float32), np.zeros((1, 2), np.float32), 2, method="x")
+        N.non_max_suppression_padded(boxes, scores, 2, method="x")
+    with pytest.raises(ValueError, match=r"NMS iou_threshold must be in \[0, 1\]"):
+        N.non_max_suppression_padded(boxes, scores, 2, iou_threshold=1.2)
+
+
+@pytest.mark.parametrize("method", N.NMS_METHODS)
+def test_threshold_one_suppresses_nothing(method):
+    boxes, scores = _scene(3, batch=1, num=40, ties=True)  # duplicates included: IoU exactly 1
+    indices, count = N.non_max_suppression_padded(boxes, scores, 40, 1.0, method=method)
+    assert int(count[0]) == 40
+    np.testing.assert_array_equal(indices[0].numpy(), np.argsort(-scores[0], kind="stable"))
 
 
 @pytest.mark.parametrize("scene", ["random", "ties", "zero_area"])
@@ -91,6 +103,6 @@ def test_litert_builtin_nms_equals_padded(scene, tmp_path):
     ops = {op["op_name"] for op in interpreter._get_ops_details()}
     assert "NON_MAX_SUPPRESSION_V4" in ops and "WHILE" not in ops, ops
     out = interpreter.get_signature_runner()(b=boxes, s=scores, c=classes)
-    expected_indices, expected_count = N.batched_multiclass_nms(boxes, scores, classes, 60, 0.5, 0.05)
+    expected_indices, expected_count = N.batched_multiclass_nms(boxes, scores, classes, 60, 0.5, 0.05, method="padded")
     np.testing.assert_array_equal(out["count"], expected_count.numpy())
     np.testing.assert_array_equal(out["indices"], expected_indices.numpy())
