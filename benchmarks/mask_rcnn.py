@@ -5,6 +5,7 @@ torchvision's ``maskrcnn_resnet50_fpn`` on the same images in the same run, and 
     python benchmarks/mask_rcnn.py                        # 800x800 and 512x512, 100 forced detections and default
     python benchmarks/mask_rcnn.py --sizes 512 --repeats 3 --no-torch
     python benchmarks/mask_rcnn.py --mode train           # training step only
+    python benchmarks/mask_rcnn.py --mode train --rounds 3   # kzoo and torchvision alternating three times
     python benchmarks/mask_rcnn.py --mode export          # SavedModel and TFLite variants: size and latency
 
 ``--mode export`` runs benchmarks/mask_rcnn_export.py (the light MobileNetV2-FPN at 512x512: file size, export time
@@ -21,6 +22,10 @@ at 800x800 and 512x512 (kzoo float32 and bfloat16, torchvision) and kzoo's per-s
 GFLOP (counted from the traced graph) and achieved GFLOP/s against the matmul rate. The results go to
 ``benchmarks/results/mask_rcnn_<mode>.json`` with the machine, the library versions and the date.
 
+``--rounds N`` runs each group of configurations that are compared (the training step; one image size and
+threshold) N times in turn, so that kzoo and torchvision alternate and meet the same drifts of a shared machine;
+the tables give the medians and, beside each ratio, the range of the rounds' own ratios.
+
 Every configuration runs in its own subprocess so that its peak resident memory is its own (for inference,
 the peak after the whole graph's runs, before the per-stage timings). Latencies are
 medians over ``--repeats`` runs after ``--warmup`` runs; all models have random weights (torchvision's
@@ -34,8 +39,10 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
+from functools import partial
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -47,15 +54,27 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def graph_gflop(function, *args) -> float:
-    """Floating-point operations (GFLOP) of one call of the ``tf.function`` ``function`` on ``args``, counted by
-    TF's profiler from the traced graph's static shapes (convolutions, matmuls, element-wise ops)."""
+def graph_gflop_by_op_type(function, *args) -> dict[str, float]:
+    """Floating-point operations (GFLOP) of one call of the ``tf.function`` ``function`` on ``args`` by TF op type
+    of the traced graph (``Conv2D``, ``Conv2DBackpropFilter``, ``MatMul``, ...), counted by TF's profiler from the
+    graph's static shapes."""
     import tensorflow as tf
 
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     graph = function.get_concrete_function(*args).graph
-    return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops / 1e9
+    node = tf.compat.v1.profiler.profile(graph, cmd="op", options=options)
+    gflop = {}
+    while node.children:  # the "op" view chains the op types, each node the child of the previous one
+        node = node.children[0]
+        gflop[node.name] = node.float_ops / 1e9
+    return gflop
+
+
+def graph_gflop(function, *args) -> float:
+    """Floating-point operations (GFLOP) of one call of the ``tf.function`` ``function`` on ``args`` (all op
+    types of :func:`graph_gflop_by_op_type`: convolutions, matmuls, element-wise ops)."""
+    return sum(graph_gflop_by_op_type(function, *args).values())
 
 
 def inference_model(size: int, forced: bool = True, backbone: str = "resnet50_fpn", compute_dtype: str = "float32"):
@@ -73,12 +92,13 @@ def inference_model(size: int, forced: bool = True, backbone: str = "resnet50_fp
 
 
 def inference_step(size: int, compute_dtype: str = "float32", backbone: str = "resnet50_fpn"):
-    """A function running kzoo's whole inference graph once (mask branch on 100 forced detections)."""
+    """A function running kzoo's whole inference graph once (mask branch on 100 forced detections), and one
+    returning its GFLOP by op type (:func:`graph_gflop_by_op_type`)."""
     import tensorflow as tf
 
     model, image = inference_model(size, True, backbone, compute_dtype)
     whole = tf.function(model.call)
-    return lambda: whole(image)["num_detections"].numpy()
+    return lambda: whole(image)["num_detections"].numpy(), lambda: graph_gflop_by_op_type(whole, image)
 
 
 def kzoo_case(size: int, forced: bool, repeats: int, warmup: int, backbone: str, compute_dtype: str) -> dict:
@@ -147,7 +167,7 @@ def _train_examples(size: int) -> list[dict]:
 def training_step(size: int, compute_dtype: str = "float32", backbone: str = "resnet50_fpn"):
     """A function running one kzoo training step (batch 2 of shapes images, SGD with momentum) and returning
     the total loss; the step of kzoo's training loop (:meth:`MaskRCNNModel.apply_training_step`). Also returns a
-    function counting the step's GFLOP (forward, backward and update) from its traced graph."""
+    function counting the step's GFLOP (forward, backward and update) by op type from its traced graph."""
     import keras
     import tensorflow as tf
 
@@ -164,12 +184,12 @@ def training_step(size: int, compute_dtype: str = "float32", backbone: str = "re
     def step(batch):
         return model.apply_training_step(batch, optimizer)["total"]
 
-    return lambda: step(batch).numpy(), lambda: graph_gflop(step, batch)
+    return lambda: step(batch).numpy(), lambda: graph_gflop_by_op_type(step, batch)
 
 
 def kzoo_train_case(size: int, repeats: int, warmup: int, backbone: str, compute_dtype: str) -> dict:
-    step, gflop = training_step(size, compute_dtype, backbone)
-    return {"step": median_seconds(step, repeats, warmup), "gflop": gflop()}
+    step, gflop_by_op_type = training_step(size, compute_dtype, backbone)
+    return {"step": median_seconds(step, repeats, warmup), "gflop": sum(gflop_by_op_type().values())}
 
 
 def torchvision_train_case(size: int, repeats: int, warmup: int) -> dict:
@@ -231,16 +251,51 @@ def spawn(framework: str, size: int, forced: bool, args, train: bool = False, dt
     return None
 
 
-def _ratio(ours: dict | None, theirs: dict | None, key: str) -> str:
-    return f"{ours[key] / theirs[key]:.2f}" if ours and theirs else "-"
+def _median_result(results: list[dict]) -> dict | None:
+    """One result from several rounds' results of a configuration: the median of every number, the first
+    round's value of anything else."""
+    if not results:
+        return None
+
+    def merge(values: list):
+        if isinstance(values[0], dict):
+            return {key: merge([v[key] for v in values if key in v]) for key in values[0]}
+        if isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
+            return statistics.median(values)
+        return values[0]
+
+    return merge(results)
+
+
+def alternate(runs: dict, rounds: int) -> tuple[dict, dict]:
+    """Run every configuration of ``runs`` (name -> function returning a result dict or None) once per round,
+    in order, for ``rounds`` rounds, so that kzoo and torchvision alternate and meet the same drifts of a shared
+    machine. Returns the median result of each configuration over its rounds and the per-round results."""
+    per_round: dict = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            per_round[name].append(run())
+    merged = {name: _median_result([r for r in results if r]) for name, results in per_round.items()}
+    return merged, per_round
+
+
+def _ratio(ours: dict | None, theirs: dict | None, key: str, ours_rounds=(), theirs_rounds=()) -> str:
+    """``ours[key] / theirs[key]``; with several rounds, also the range of the rounds' own ratios."""
+    if not (ours and theirs):
+        return "-"
+    text = f"{ours[key] / theirs[key]:.2f}"
+    ratios = [o[key] / t[key] for o, t in zip(ours_rounds, theirs_rounds) if o and t]
+    return text + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
 
 
 def train_table(args, with_torch: bool, matmul: dict | None) -> dict:
     """The training step of kzoo (each compute dtype) and torchvision, side by side."""
-    results = {f"kzoo_{dtype}": spawn("kzoo", args.train_size, False, args, train=True, dtype=dtype)
-               for dtype in args.compute_dtypes}  # fmt: skip
-    results["torchvision"] = spawn("torchvision", args.train_size, False, args, train=True) if with_torch else None
-    theirs = results["torchvision"]
+    runs = {f"kzoo_{dtype}": partial(spawn, "kzoo", args.train_size, False, args, train=True, dtype=dtype)
+            for dtype in args.compute_dtypes}  # fmt: skip
+    if with_torch:
+        runs["torchvision"] = partial(spawn, "torchvision", args.train_size, False, args, train=True)
+    results, rounds = alternate(runs, args.rounds)
+    theirs, theirs_rounds = results.get("torchvision"), rounds.get("torchvision", [])
     rows = [("framework", "step (s)", "images/s", "peak RSS (MB)", "step / torchvision", "RSS / torchvision",
              "GFLOP/s (of matmul rate)")]  # fmt: skip
     gflop = next((r["gflop"] for r in results.values() if r and "gflop" in r), None)
@@ -253,11 +308,12 @@ def train_table(args, with_torch: bool, matmul: dict | None) -> dict:
             achieved = gflop / result["step"]
             rate = f"{achieved:.0f} ({100 * achieved / matmul[dtype]:.0f}%)" if matmul else f"{achieved:.0f}"
         rows.append((name.replace("_", " "), f"{result['step']:.3f}", f"{TRAIN_BATCH / result['step']:.2f}",
-                     f"{result['peak_rss_mb']:.0f}", _ratio(result, theirs, "step"),
-                     _ratio(result, theirs, "peak_rss_mb"), rate))  # fmt: skip
+                     f"{result['peak_rss_mb']:.0f}", _ratio(result, theirs, "step", rounds[name], theirs_rounds),
+                     _ratio(result, theirs, "peak_rss_mb", rounds[name], theirs_rounds), rate))  # fmt: skip
     title = f"Mask R-CNN training step, batch {TRAIN_BATCH}, {args.train_size}x{args.train_size}"
-    table(title + (f": {gflop:.0f} GFLOP per step" if gflop else ""), rows)
-    return results
+    title += f": {gflop:.0f} GFLOP per step" if gflop else ""
+    table(title + (f"; medians of {args.rounds} alternating rounds" if args.rounds > 1 else ""), rows)
+    return {**results, "rounds": rounds}
 
 
 def inference_tables(args, with_torch: bool, matmul: dict | None) -> dict:
@@ -269,18 +325,24 @@ def inference_tables(args, with_torch: bool, matmul: dict | None) -> dict:
     for size in args.sizes:
         for forced in (True, False):
             label = "100 (threshold 0)" if forced else "default threshold 0.05"
-            theirs = spawn("torchvision", size, forced, args) if with_torch else None
-            results[f"{size}_{'forced' if forced else 'default'}_torchvision"] = theirs
+            key = f"{size}_{'forced' if forced else 'default'}"
+            runs = {f"{key}_torchvision": partial(spawn, "torchvision", size, forced, args)} if with_torch else {}
             for dtype in args.compute_dtypes:
-                ours = spawn("kzoo", size, forced, args, dtype=dtype)
-                results[f"{size}_{'forced' if forced else 'default'}_kzoo_{dtype}"] = ours
+                runs[f"{key}_kzoo_{dtype}"] = partial(spawn, "kzoo", size, forced, args, dtype=dtype)
+            group, group_rounds = alternate(runs, args.rounds)
+            results.update(group)
+            results.setdefault("rounds", {}).update(group_rounds)
+            theirs, theirs_rounds = group.get(f"{key}_torchvision"), group_rounds.get(f"{key}_torchvision", [])
+            for dtype in args.compute_dtypes:
+                ours, ours_rounds = group[f"{key}_kzoo_{dtype}"], group_rounds[f"{key}_kzoo_{dtype}"]
                 if ours is None:
                     continue
                 rows.append((
-                    f"{size}x{size}", label, dtype, f"{ours['end_to_end']:.3f}", ours["detections"],
+                    f"{size}x{size}", label, dtype, f"{ours['end_to_end']:.3f}", f"{ours['detections']:.0f}",
                     f"{ours['peak_rss_mb']:.0f}", f"{theirs['end_to_end']:.3f}" if theirs else "-",
-                    f"{theirs['peak_rss_mb']:.0f}" if theirs else "-", _ratio(ours, theirs, "end_to_end"),
-                    _ratio(ours, theirs, "peak_rss_mb"),
+                    f"{theirs['peak_rss_mb']:.0f}" if theirs else "-",
+                    _ratio(ours, theirs, "end_to_end", ours_rounds, theirs_rounds),
+                    _ratio(ours, theirs, "peak_rss_mb", ours_rounds, theirs_rounds),
                 ))  # fmt: skip
                 if not forced:
                     continue
@@ -289,7 +351,8 @@ def inference_tables(args, with_torch: bool, matmul: dict | None) -> dict:
                     peak = f"{100 * rate / matmul[dtype]:.0f}%" if matmul else "-"
                     stage_rows.append((f"{size}x{size}", dtype, name, f"{1000 * stage['seconds']:.0f}",
                                        f"{stage['gflop']:.1f}", f"{rate:.0f}", peak))  # fmt: skip
-    table("Mask R-CNN inference latency, batch 1 (random weights)", rows)
+    rounds = f"; medians of {args.rounds} alternating rounds" if args.rounds > 1 else ""
+    table(f"Mask R-CNN inference latency, batch 1 (random weights){rounds}", rows)
     matmul_note = ", ".join(f"{d} {r:.0f} GFLOP/s" for d, r in (matmul or {}).items() if d != "peak_rss_mb")
     table(f"kzoo per-stage time and FLOP rate (each stage compiled alone; mask branch on 100 detections); "
           f"4096x4096 matmul: {matmul_note or '-'}", stage_rows)  # fmt: skip
@@ -301,6 +364,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[800, 512])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run each group of configurations this many times, alternating kzoo and torchvision; "
+                             "medians, and the range of the rounds' ratios")  # fmt: skip
     parser.add_argument("--backbone", default="resnet50_fpn")
     parser.add_argument("--no-torch", action="store_true", help="skip torchvision even if it is installed")
     parser.add_argument("--mode", choices=["inference", "train", "both", "export"], default="both")

@@ -3,9 +3,16 @@
 Runs the step of benchmarks/mask_rcnn.py (R50-FPN, batch 2, 512x512, random weights) under
 ``tf.profiler.experimental``, reads the trace (XPlane) and sums the host time of each op type and of each op
 name; prints the top entries and writes them as JSON (benchmarks/results/mask_rcnn_profile_<mode>.json).
-Times are summed over all threads, so they add up to more than the wall time on several cores.
+Times are summed over all threads, so they add up to more than the wall time when TF runs independent ops at
+the same time; ``--inter-op-threads 1`` runs one op at a time, so that each op's time is its own and the times
+add up to the wall time.
+
+For the R50-FPN step, a second table puts the time of each op family (forward convolutions, the two
+convolution gradients, matmuls, the rest) beside its GFLOP counted from the traced graph, its achieved
+GFLOP/s and that rate as a share of this machine's 4096x4096 matmul rate, measured in the same process.
 
     python benchmarks/mask_rcnn_profile.py                  # training step, float32
+    python benchmarks/mask_rcnn_profile.py --inter-op-threads 1   # each op's own time, and the families' rates
     python benchmarks/mask_rcnn_profile.py --mode inference --size 800
     python benchmarks/mask_rcnn_profile.py --config configs/mask_rcnn_shapes.yaml --steps 20   # a config's step
 """
@@ -20,7 +27,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from common import table, write_results  # noqa: E402
+from common import matmul_gflops, table, write_results  # noqa: E402
 
 
 def _events(logdir: str):
@@ -62,6 +69,32 @@ def profile(step, steps: int) -> tuple[dict, dict, float]:
     return dict(by_type), dict(by_name), wall
 
 
+def op_family(op_type: str) -> str:
+    """The TF op type behind an op as the graph names it or as it runs (oneDNN's rewrites such as
+    ``_MklNativeFusedConv2D`` or ``_MklNativeConv2DBackpropFilterWithBias``): ``Conv2D``, ``Conv2DBackpropInput``
+    (also the forward pass of a transposed convolution), ``Conv2DBackpropFilter``, ``MatMul``, else ``other``."""
+    for family in ("Conv2DBackpropFilter", "Conv2DBackpropInput", "Conv2D", "MatMul"):
+        if family in op_type:
+            return family
+    return "other"
+
+
+def family_rates(by_type: dict, gflop_by_type: dict, matmul_rate: float) -> list[dict]:
+    """Seconds per step, GFLOP, GFLOP/s and share of the matmul rate of each :func:`op_family`."""
+    seconds: dict = collections.Counter()
+    gflop: dict = collections.Counter()
+    for op_type, value in by_type.items():
+        seconds[op_family(op_type)] += value
+    for op_type, value in gflop_by_type.items():
+        gflop[op_family(op_type)] += value
+    rows = []
+    for family in ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul", "other"):
+        rate = gflop[family] / seconds[family] if seconds[family] else 0.0
+        rows.append({"family": family, "seconds": seconds[family], "gflop": gflop[family], "gflops": rate,
+                     "of_matmul_rate": rate / matmul_rate})  # fmt: skip
+    return rows
+
+
 def config_training_step(path: str):
     """One training step of the config at ``path``: its model, data, optimizer and step, as kzoo's loop builds
     them."""
@@ -94,18 +127,24 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--config", help="profile this training config's step instead (as kzoo's loop runs it)")
+    parser.add_argument("--inter-op-threads", type=int, help="TF's inter-op threads (1: one op at a time)")
     args = parser.parse_args()
+    if args.inter_op_threads:
+        import tensorflow as tf
 
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+
+    gflop_by_type = None
     if args.config:
         step = config_training_step(args.config)
         args.mode, args.size = "train", os.path.splitext(os.path.basename(args.config))[0]
     else:
         from mask_rcnn import inference_step, training_step
 
-        if args.mode == "train":
-            step, _ = training_step(args.size, compute_dtype=args.compute_dtype)
-        else:
-            step = inference_step(args.size, compute_dtype=args.compute_dtype)
+        make_step = training_step if args.mode == "train" else inference_step
+        step, count_gflop = make_step(args.size, compute_dtype=args.compute_dtype)
+        gflop_by_type = count_gflop()
+    matmul_rate = matmul_gflops(args.compute_dtype)
     step()  # trace and warm up
     by_type, by_name, wall = profile(step, args.steps)
     total = sum(by_type.values())
@@ -116,9 +155,18 @@ def main() -> None:
         (op, f"{seconds:.3f}", f"{100 * seconds / total:.1f}%") for op, seconds in top_types
     ])  # fmt: skip
     table("top ops by name", [("op", "s / step")] + [(op[-90:], f"{seconds:.3f}") for op, seconds in top_names])
-    write_results(f"mask_rcnn_profile_{args.mode}_{args.size}_{args.compute_dtype}", {
+    families = family_rates(by_type, gflop_by_type, matmul_rate) if gflop_by_type else None
+    if families:
+        table(f"op families: time, GFLOP of the traced graph, rate; {args.compute_dtype} 4096x4096 matmul "
+              f"{matmul_rate:.0f} GFLOP/s", [("family", "s / step", "GFLOP", "GFLOP/s", "of matmul rate")] + [
+            (f["family"], f"{f['seconds']:.3f}", f"{f['gflop']:.1f}", f"{f['gflops']:.0f}",
+             f"{100 * f['of_matmul_rate']:.0f}%") for f in families
+        ])  # fmt: skip
+    suffix = f"_inter{args.inter_op_threads}" if args.inter_op_threads else ""
+    write_results(f"mask_rcnn_profile_{args.mode}_{args.size}_{args.compute_dtype}{suffix}", {
         "mode": args.mode, "size": args.size, "compute_dtype": args.compute_dtype, "wall_seconds": wall,
-        "op_seconds_total": total, "by_type": dict(top_types), "by_name": dict(top_names),
+        "inter_op_threads": args.inter_op_threads, "matmul_gflops": matmul_rate, "op_seconds_total": total,
+        "by_type": dict(top_types), "by_name": dict(top_names), "families": families,
     })  # fmt: skip
 
 
