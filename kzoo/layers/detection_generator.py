@@ -35,16 +35,17 @@ class DetectionGenerator(keras.layers.Layer):
     Padded proposals (all-zero boxes, e.g. from :class:`ProposalGenerator`) decode to empty boxes and fail the
     size test of step 4 whenever ``min_box_size > 0``; ``num_proposals`` masks them explicitly.
 
-    Candidate cap: TF's padded NMS walks every 512-box tile of its input when fewer than ``max_detections``
-    boxes survive, at a cost that grows with the square of the number of tiles, whether or not the boxes
-    pass the score threshold (*measured*, N = 1000, K = 91, 5 detections, one image, 2 CPU cores: 25 s for
-    all 90,000 candidates, 1.0 s for the exact bound below, 0.1 s with ``pre_nms_top_k=5000``). Softmax
-    probabilities sum to 1, so at most ``ceil(1 / score_threshold) - 1`` classes of a proposal can pass the
-    threshold: only the best ``N * min(K - 1, ceil(1 / score_threshold))`` candidates enter NMS (20,000 for
-    1000 proposals at 0.05), which is exact. ``pre_nms_top_k`` caps the number further: ``None`` (default)
-    keeps the exact rule; a cap such as 5000 is much faster and changes the result only when the
-    ``max_detections``-th kept box ranks beyond the cap (a box never suppresses a higher-scoring one, so
-    dropping the lowest candidates cannot change which higher ones are kept).
+    Candidate cap: it matters for the ``"padded"`` NMS kernel; the per-image default, which compares a box only with
+    the kept ones, stays cheap for all of the counts below. TF's padded NMS walks every 512-box tile of its input
+    when fewer than ``max_detections`` boxes survive, at a cost that grows with the square of the number of tiles,
+    whether or not the boxes pass the score threshold (*measured*, N = 1000, K = 91, 5 detections, one image, 2 CPU
+    cores: 25 s for all 90,000 candidates, 1.0 s for the exact bound below, 0.1 s with ``pre_nms_top_k=5000``).
+    Softmax probabilities sum to 1, so at most ``ceil(1 / score_threshold) - 1`` classes of a proposal can pass the
+    threshold: only the best ``N * min(K - 1, ceil(1 / score_threshold))`` candidates enter NMS (20,000 for 1000
+    proposals at 0.05), which is exact. ``pre_nms_top_k`` caps the number further: ``None`` (default) keeps the
+    exact rule; a cap such as 5000 is much faster and changes the result only when the ``max_detections``-th kept
+    box ranks beyond the cap (a box never suppresses a higher-scoring one, so dropping the lowest candidates cannot
+    change which higher ones are kept).
 
     Args:
         num_classes: ``K``, including the background class 0.
