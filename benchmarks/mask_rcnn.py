@@ -382,6 +382,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=800, help=argparse.SUPPRESS)
     parser.add_argument("--forced", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.single:
         run_single(args)
         return

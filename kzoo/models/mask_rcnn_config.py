@@ -72,9 +72,9 @@ class MaskRCNNConfig:
     nms_threshold: float = 0.5
     max_detections: int = 100
     min_box_size: float = 1e-2
-    # NMS candidates per image after the score threshold (None: all, torchvision's exact rule). The padded NMS kernel
-    # walks every 512-box tile when fewer than max_detections survive: 20,000 candidates took 13 s; the per-image
-    # kernel (the default) 8-9 ms for those 20,000, 18-20 ms for all 90,000, 5-8 ms for 1000 (measured).
+    # NMS candidates per image after the score threshold (None: all, torchvision's exact rule). The cap matters for
+    # the padded NMS kernel, which walks every 512-box tile when fewer than max_detections survive (see
+    # DetectionGenerator); the per-image default compares a box only with the kept ones.
     detection_pre_nms_top_k: int | None = 1000
     # NMS kernel of the RPN and the detections: per_image (the faster on CPU; TFLite's builtin NMS op, which
     # full-integer .tflite export needs) | padded (batched); same results (kzoo.ops.nms)

@@ -11,23 +11,22 @@ boxes with ``score > score_threshold`` take part; the kept indices come in desce
 
 Two kernels (``method``) give the same indices:
 
-* ``"per_image"`` (default, :data:`DEFAULT_NMS_METHOD`): one ``NonMaxSuppressionV4`` op per image. TF's CPU
-  kernel is greedy and compares a candidate only with the boxes already kept, where the padded kernel computes
-  the IoU of every pair of 512-box tiles in ``WHILE`` loops of small ops; with the RPN's thousands of boxes per
-  image the per-image kernel is the faster one (benchmarks/mask_rcnn.py). It also compiles under XLA, and it
-  converts to TFLite's single builtin ``NON_MAX_SUPPRESSION_V4`` instead of ``WHILE`` loops, which ``.tflite``
-  export needs: post-training
-  full-integer quantization calibrates and quantizes every float op inside the padded kernel's loops (its
-  quantized IoU ``DIV`` then fails at run time on a zero union, and the quantizer cannot keep loop bodies in
-  float), whereas the single NMS op stays float. Same suppression rule: TFLite's kernel suppresses at
-  ``IoU >= t`` like the padded op, so it gets the same one-ulp-raised threshold; TF's own CPU kernel suppresses
-  at ``IoU > t``, so in TF the two kernels can only differ for an IoU exactly one ulp above the threshold.
-  TFLite's kernel breaks score ties in its own order and mishandles boxes of zero area (it repeats an index
-  once one is selected), so the boxes enter the op already in the greedy order with distinct scores, and
-  zero-area boxes are kept out of it and merged back in that order: their IoU with any box is 0, so they never
-  suppress and are never suppressed, exactly as in the padded kernel. This kernel also fills in no ``+-FLT_MAX``
-  values (nor does :func:`batched_multiclass_nms`, for either kernel): int8 calibration gives a tensor holding
-  them a range of ``~1e38``, and every other value of it rounds to 0.
+* ``"per_image"`` (default, :data:`DEFAULT_NMS_METHOD`): one ``NonMaxSuppressionV4`` op per image. TF's CPU kernel
+  is greedy and compares a candidate only with the boxes already kept, where the padded kernel computes the IoU of
+  every pair of 512-box tiles in ``WHILE`` loops of small ops; with the RPN's thousands of boxes per image the
+  per-image kernel is the faster one (benchmarks/mask_rcnn.py). It also compiles under XLA, and it converts to
+  TFLite's single builtin ``NON_MAX_SUPPRESSION_V4`` instead of ``WHILE`` loops, which ``.tflite`` export needs:
+  post-training full-integer quantization calibrates and quantizes every float op inside the padded kernel's loops
+  (its quantized IoU ``DIV`` then fails at run time on a zero union, and the quantizer cannot keep loop bodies in
+  float), whereas the single NMS op stays float. Same suppression rule: TFLite's kernel suppresses at ``IoU >= t``
+  like the padded op, so it gets the same one-ulp-raised threshold; TF's own CPU kernel suppresses at ``IoU > t``,
+  so in TF the two kernels can only differ for an IoU exactly one ulp above the threshold. TFLite's kernel breaks
+  score ties in its own order and mishandles boxes of zero area (it repeats an index once one is selected), so the
+  boxes enter the op already in the greedy order with distinct scores, and zero-area boxes are kept out of it and
+  merged back in that order: their IoU with any box is 0, so they never suppress and are never suppressed, exactly
+  as in the padded kernel. This kernel also fills in no ``+-FLT_MAX`` values (nor does
+  :func:`batched_multiclass_nms`, for either kernel): int8 calibration gives a tensor holding them a range of
+  ``~1e38``, and every other value of it rounds to 0.
 * ``"padded"``: ``tf.image.non_max_suppression_padded`` on the whole batch (the converter lowers its tiled
   algorithm to ``WHILE`` loops of builtins).
 """
