@@ -5,6 +5,47 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import tensorflow as tf
+
+# FusedBatchNormV3 divides by sqrt(variance + epsilon); cuDNN refuses epsilon below 1e-5, so the folded scale
+# goes in as `scale` with variance 1 - _OP_EPSILON and epsilon _OP_EPSILON: a divisor of 1 on every device.
+_OP_EPSILON = 1.001e-5
+
+
+def _channel_affine(x: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
+    """``x * scale + shift`` over the last axis of a 4-D NHWC ``x`` as one inference-mode ``FusedBatchNormV3``.
+
+    Grappler's remapper fuses a convolution followed by this op (and a ReLU) into one oneDNN convolution; a
+    ``Mul`` and an ``Add`` would each be a pass over the activation. The gradient is ``dy * scale`` alone, so the
+    convolution's output is not kept for a batch-norm gradient (``FusedBatchNormGradV3`` would keep it).
+
+    Args:
+        x: ``[N, H, W, C]`` float32, bfloat16 or float16.
+        scale, shift: ``[C]`` float32.
+
+    Returns:
+        ``[N, H, W, C]``, the dtype of ``x``, computed in float32.
+    """
+
+    @tf.custom_gradient
+    def affine(x):
+        y, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=x,
+            scale=scale,
+            offset=shift,
+            mean=tf.zeros_like(scale),
+            variance=tf.fill(tf.shape(scale), 1.0 - _OP_EPSILON),
+            epsilon=_OP_EPSILON,
+            is_training=False,
+            data_format="NHWC",
+        )
+
+        def gradient(dy):
+            return dy * tf.cast(scale, dy.dtype)
+
+        return y, gradient
+
+    return affine(x)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -26,7 +67,8 @@ class FrozenBatchNormalization(keras.layers.Layer):
 
     The layer folds the four vectors into ``scale = gamma / sqrt(moving_variance + epsilon)``
     and ``shift = beta - moving_mean * scale`` (in float32) and returns
-    ``x * scale + shift`` in the layer's compute dtype, as torchvision does.
+    ``x * scale + shift`` in the layer's compute dtype, as torchvision does. On 4-D (image) inputs that is one
+    inference-mode ``FusedBatchNormV3`` (computed in float32), which TF fuses into a preceding convolution.
 
     Args:
         epsilon: added to the variance. torchvision's ``FrozenBatchNorm2d`` defaults to
@@ -83,6 +125,8 @@ class FrozenBatchNormalization(keras.layers.Layer):
         scale = ops.cast(self.gamma, "float32") * ops.rsqrt(ops.cast(self.moving_variance, "float32") + self.epsilon)
         shift = ops.cast(self.beta, "float32") - ops.cast(self.moving_mean, "float32") * scale
         x = ops.cast(inputs, self.compute_dtype)
+        if len(x.shape) == 4 and x.dtype in (tf.float32, tf.bfloat16, tf.float16):
+            return _channel_affine(x, scale, shift)
         return x * ops.cast(scale, self.compute_dtype) + ops.cast(shift, self.compute_dtype)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:

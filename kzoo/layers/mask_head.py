@@ -101,7 +101,7 @@ class MaskHead(keras.layers.Layer):
         self.mask_fcn_logits.build(shape)
         self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs, classes=None):
         x = inputs
         lead = [d if d is not None else tf.shape(x)[i] for i, d in enumerate(x.shape[:-3])]
         if len(lead) == 2:
@@ -110,15 +110,27 @@ class MaskHead(keras.layers.Layer):
         for conv in self.convs:
             x = keras.ops.relu(conv(x))
         x = keras.ops.relu(self.conv5_mask(x))
-        x = self.mask_fcn_logits(x)
+        if classes is None:
+            x = self.mask_fcn_logits(x)
+        else:
+            x = self._class_logits(x, tf.reshape(tf.cast(classes, tf.int32), [-1]))
         if len(lead) == 2:
-            x = tf.reshape(x, lead + list(x.shape[-3:]))
+            x = tf.reshape(x, lead + list(x.shape[1:]))
         return x
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
+    def _class_logits(self, x: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
+        """``mask_fcn_logits`` restricted to one class per RoI: ``x [R, H, W, C]``, ``classes`` int32 ``[R]`` ->
+        ``[R, H, W]``. The 1x1 convolution's column of each RoI's class, so the work does not grow with ``K``."""
+        # Gathers along axis 1: their gradients are dense (an axis-0 gather's are IndexedSlices), and LiteRT
+        # runs them as builtin GATHER in every quantization mode.
+        weights = tf.gather(tf.cast(self.mask_fcn_logits.kernel[0, 0], x.dtype), classes, axis=1)  # [C, R]
+        bias = tf.gather(tf.cast(self.mask_fcn_logits.bias, x.dtype)[None], classes, axis=1)[0]  # [R]
+        return tf.einsum("rhwc,cr->rhw", x, weights) + bias[:, None, None]
+
+    def compute_output_shape(self, input_shape: tuple, classes_shape: tuple | None = None) -> tuple:
         input_shape = tuple(input_shape)
         h, w = input_shape[-3:-1]
-        return input_shape[:-3] + (2 * h, 2 * w, self.num_classes)
+        return input_shape[:-3] + (2 * h, 2 * w) + (() if classes_shape is not None else (self.num_classes,))
 
     def get_config(self) -> dict:
         config = super().get_config()

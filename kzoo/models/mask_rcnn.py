@@ -243,10 +243,7 @@ class MaskRCNNModel(keras.Model):
     def segment(self, features: list[tf.Tensor], boxes: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
         """Mask branch on boxes ``[B, D, 4]`` -> probabilities ``[B, D, 28, 28]`` of ``classes [B, D]``."""
         rois = self.mask_roi_align(features[:4], boxes)
-        logits = tf.cast(self.mask_head(rois), tf.float32)  # [B, D, 28, 28, K]
-        logits = tf.transpose(logits, [0, 1, 4, 2, 3])  # [B, D, K, 28, 28]
-        chosen = tf.gather(logits, classes, axis=2, batch_dims=2)
-        return tf.sigmoid(chosen)
+        return tf.sigmoid(tf.cast(self.mask_head(rois, classes), tf.float32))
 
     # -- training -----------------------------------------------------------------------------------------
 
@@ -317,7 +314,8 @@ class MaskRCNNModel(keras.Model):
             mask_rois, rois.matched_gt_index[:, :prefix], gt_boxes, tf.cast(batch["masks"], tf.float32),
             output_size=2 * config.mask_roi_size, aligned=config.roi_aligned,
         )  # fmt: skip
-        mask_logits = self.mask_head(self.mask_roi_align(features[:4], mask_rois), training=True)
+        mask_labels = tf.where(rois.positive[:, :prefix], rois.labels[:, :prefix], 0)
+        mask_logits = self.mask_head(self.mask_roi_align(features[:4], mask_rois), mask_labels, training=True)
         (mask,) = _mean_over_images(
             lambda *args: (mask_loss(*args),), mask_logits, rois.labels[:, :prefix], targets, rois.positive[:, :prefix]
         )

@@ -127,7 +127,8 @@ def mask_loss(
     Args:
         mask_logits: float ``[B, R, H, W, K]`` (channels last; ``R`` may be a prefix of the sampled RoIs, e.g.
             :func:`kzoo.ops.targets.roi_targets`' positives-first slots, with ``labels``/``positive`` sliced to
-            match).
+            match), or ``[B, R, H, W]``: each RoI's channel of its label already chosen (``MaskHead``'s
+            ``classes``).
         labels: int ``[B, R]`` ground-truth classes (1..K-1 where positive).
         mask_targets: float ``[B, R, H, W]`` in ``[0, 1]`` (:func:`kzoo.ops.targets.mask_targets`).
         positive: bool ``[B, R]``.
@@ -135,10 +136,11 @@ def mask_loss(
     Returns:
         float32 scalar; 0 (never NaN) when there is no positive RoI.
     """
-    logits = tf.cast(mask_logits, tf.float32)
+    chosen = tf.cast(mask_logits, tf.float32)
     labels = tf.cast(labels, tf.int32)
     positive = tf.cast(positive, tf.bool)
-    chosen = tf.gather(logits, tf.where(positive, labels, 0), axis=4, batch_dims=2)  # [B, R, H, W]
+    if chosen.shape.rank == 5:
+        chosen = tf.gather(chosen, tf.where(positive, labels, 0), axis=4, batch_dims=2)  # [B, R, H, W]
     bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(mask_targets, tf.float32), logits=chosen)
     per_roi = tf.reduce_sum(bce, axis=[2, 3])
     pixels = tf.cast(tf.shape(chosen)[2] * tf.shape(chosen)[3], tf.float32)

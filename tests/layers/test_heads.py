@@ -273,6 +273,22 @@ def test_mask_head_shapes_and_numpy_reference():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(head(x)), f.reshape(2, 3, 28, 28, 5), atol=1e-3, rtol=1e-4)
     assert head(x[0]).shape == (3, 28, 28, 5)
     assert_config_round_trip(head)
+    # One class per RoI: that class's channel of the reference, [B, N] and [R] layouts, with a gradient.
+    classes = rng.integers(0, 5, size=(2, 3))
+    chosen = np.take_along_axis(f.reshape(2, 3, 28, 28, 5), classes[:, :, None, None, None], axis=4)[..., 0]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(head(x, classes)), chosen, atol=1e-3, rtol=1e-4)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(head(x[0], classes[0])), chosen[0], atol=1e-3, rtol=1e-4
+    )
+    assert head.compute_output_shape(x.shape, classes.shape) == (2, 3, 28, 28)
+    inputs = tf.constant(x)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(inputs)
+        one = head(inputs, classes)
+        every = tf.gather(head(inputs), classes, axis=4, batch_dims=2)
+    for a, b in zip(tape.gradient(one, [inputs] + head.trainable_weights),
+                    tape.gradient(every, [inputs] + head.trainable_weights)):  # fmt: skip
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-4, rtol=1e-4)
 
 
 def test_default_mask_head_is_four_convs_of_256():

@@ -44,6 +44,36 @@ def test_frozen_batch_norm_matches_numpy_and_ignores_training(epsilon):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.moving_mean), mean.astype(np.float32))
 
 
+@pytest.mark.parametrize("epsilon", [1e-5, 0.0])
+def test_frozen_batch_norm_image_path_gradient_and_tiny_variance(epsilon):
+    """The 4-D path (one fused op, gradient dy * scale) against float64 NumPy, with variances far below the
+    fused op's own epsilon floor, in float32 and bfloat16."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    channels = 5
+    gamma, beta, mean, _ = _random_bn_weights(rng, channels)
+    var = rng.uniform(1e-9, 1e-6, channels)  # far below 1e-5: the divisor must be sqrt(var + epsilon) exactly
+    x = rng.normal(size=(2, 4, 3, channels)).astype(np.float32)
+    upstream = rng.normal(size=x.shape).astype(np.float32)
+    scale = gamma / np.sqrt(var + epsilon)
+    expected = (x.astype(np.float64) - mean) * scale + beta
+    # bfloat16: the upstream gradient, the scale and their product are each rounded to 8 significant bits
+    for dtype, rtol in (("float32", 1e-5), ("bfloat16", 3e-2)):
+        layer = FrozenBatchNormalization(epsilon=epsilon, dtype=dtype)
+        layer.build(x.shape)
+        layer.set_weights([w.astype(np.float32) for w in (gamma, beta, mean, var)])
+        inputs = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs)
+            loss = tf.reduce_sum(tf.cast(outputs, tf.float32) * upstream)
+        assert outputs.dtype == dtype
+        scale_error = np.abs(tf.cast(outputs, tf.float64).numpy() - expected).max() / np.abs(expected).max()
+        assert scale_error < rtol
+        np.testing.assert_allclose(tape.gradient(loss, inputs).numpy(), upstream * scale, rtol=rtol, atol=0)
+
+
 def test_frozen_batch_norm_maps_one_to_one_to_keras_batch_norm():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(4, 7)).astype(np.float32)

@@ -98,6 +98,8 @@ def test_mask_loss_matches_numpy_and_uses_only_the_label_channel():
     np.put_along_axis(other, (labels[:, :, None, None, None] + 1) % 4, 1e3, axis=-1)  # other channels
     other[~positive] = -1e3  # non-positive RoIs do not count
     np.testing.assert_allclose(mask_loss(other, labels, targets, positive).numpy(), want, rtol=1e-5)
+    # Logits with the label's channel already chosen (MaskHead's classes) give the same loss.
+    np.testing.assert_allclose(mask_loss(chosen, labels, targets, positive).numpy(), want, rtol=1e-5)
 
 
 def test_nothing_sampled_or_no_positives_is_finite():
