@@ -12,9 +12,11 @@ torchvision's ``maskrcnn_resnet50_fpn`` on the same images in the same run, and 
 and latency of the SavedModel and of each TFLite variant beside the Keras model); its parity on real photographs is
 benchmarks/mask_rcnn_export_parity.py.
 
-Training step: both models start from random weights (frozen BatchNorm, first stages frozen as in each
-library's default), the same two generated shapes images with the same ground truth (boxes, classes, masks),
-SGD with momentum; the time covers forward, targets, losses, backward and the update.
+Training step: both models start from random weights (frozen BatchNorm; the stem and the first residual stage
+frozen, each library's default for fine-tuning pretrained weights), the same two generated shapes images with the
+same ground truth (boxes, classes, masks), SGD with momentum; the time covers forward, targets, losses, backward
+and the update. Each framework's GFLOP per step is its own count: kzoo's from the traced graph, torchvision's from
+torch's ``FlopCounterMode`` (also for inference).
 
 ``python benchmarks/mask_rcnn.py`` (mode ``both``) is the full side-by-side set: the machine's 4096x4096 matmul
 rate (float32, bfloat16), the training step (kzoo float32 and bfloat16 mixed precision, torchvision), inference
@@ -109,6 +111,7 @@ def kzoo_case(size: int, forced: bool, repeats: int, warmup: int, backbone: str,
     result = {"end_to_end": median_seconds(lambda: whole(image)["num_detections"].numpy(), repeats, warmup),
               "detections": int(whole(image)["num_detections"][0]), "stages": {}}  # fmt: skip
     result["peak_rss_mb"] = peak_rss_mb()  # the whole graph's, before the stages below are compiled and run
+    result["gflop"] = graph_gflop(whole, image)
 
     # the stages of MaskRCNNModel.call, each compiled on its own, fed with the previous stage's outputs
     preprocess = tf.function(model.preprocess)
@@ -143,6 +146,7 @@ def kzoo_case(size: int, forced: bool, repeats: int, warmup: int, backbone: str,
 def torchvision_case(size: int, forced: bool, repeats: int, warmup: int) -> dict:
     import torch
     import torchvision
+    from torch.utils.flop_counter import FlopCounterMode
 
     torch.set_grad_enabled(False)
     threshold = 0.0 if forced else 0.05
@@ -151,7 +155,10 @@ def torchvision_case(size: int, forced: bool, repeats: int, warmup: int) -> dict
     ).eval()
     image = torch.rand(3, size, size)
     result = {"end_to_end": median_seconds(lambda: model([image]), repeats, warmup)}
-    result["detections"] = int(len(model([image])[0]["boxes"]))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        result["detections"] = int(len(model([image])[0]["boxes"]))
+    result["gflop"] = counter.get_total_flops() / 1e9
     return result
 
 
@@ -195,10 +202,16 @@ def kzoo_train_case(size: int, repeats: int, warmup: int, backbone: str, compute
 def torchvision_train_case(size: int, repeats: int, warmup: int) -> dict:
     import torch
     import torchvision
+    from torch.utils.flop_counter import FlopCounterMode
 
     model = torchvision.models.detection.maskrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, num_classes=4, min_size=size, max_size=size
     ).train()
+    # Without pretrained weights torchvision trains the whole backbone; freeze the stem and layer1 as it does by
+    # default with them (trainable_backbone_layers=3), the stages kzoo's default freezes.
+    for name, parameter in model.backbone.body.named_parameters():
+        if not name.startswith(("layer2", "layer3", "layer4")):
+            parameter.requires_grad_(False)
     images, targets = [], []
     for example in _train_examples(size):
         images.append(torch.from_numpy(example["image"]).permute(2, 0, 1).float() / 255.0)
@@ -215,7 +228,10 @@ def torchvision_train_case(size: int, repeats: int, warmup: int) -> dict:
         optimizer.step()
         return float(total)
 
-    return {"step": median_seconds(step, repeats, warmup)}
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return {"step": median_seconds(step, repeats, warmup), "gflop": counter.get_total_flops() / 1e9}
 
 
 def run_single(args) -> None:
@@ -297,29 +313,33 @@ def train_table(args, with_torch: bool, matmul: dict | None) -> dict:
     results, rounds = alternate(runs, args.rounds)
     theirs, theirs_rounds = results.get("torchvision"), rounds.get("torchvision", [])
     rows = [("framework", "step (s)", "images/s", "peak RSS (MB)", "step / torchvision", "RSS / torchvision",
-             "GFLOP/s (of matmul rate)")]  # fmt: skip
-    gflop = next((r["gflop"] for r in results.values() if r and "gflop" in r), None)
+             "GFLOP", "GFLOP/s (of matmul rate)")]  # fmt: skip
     for name, result in results.items():
         if result is None:
             continue
-        rate = "-"
-        if gflop:  # both frameworks do the same operations: kzoo's count for both
-            dtype = "bfloat16" if name.endswith("bfloat16") else "float32"
-            achieved = gflop / result["step"]
-            rate = f"{achieved:.0f} ({100 * achieved / matmul[dtype]:.0f}%)" if matmul else f"{achieved:.0f}"
+        # each framework's own count: kzoo's from its traced graph, torchvision's from torch's FlopCounterMode
+        dtype = "bfloat16" if name.endswith("bfloat16") else "float32"
+        achieved = result["gflop"] / result["step"]
+        rate = f"{achieved:.0f} ({100 * achieved / matmul[dtype]:.0f}%)" if matmul else f"{achieved:.0f}"
         rows.append((name.replace("_", " "), f"{result['step']:.3f}", f"{TRAIN_BATCH / result['step']:.2f}",
                      f"{result['peak_rss_mb']:.0f}", _ratio(result, theirs, "step", rounds[name], theirs_rounds),
-                     _ratio(result, theirs, "peak_rss_mb", rounds[name], theirs_rounds), rate))  # fmt: skip
+                     _ratio(result, theirs, "peak_rss_mb", rounds[name], theirs_rounds), f"{result['gflop']:.0f}",
+                     rate))  # fmt: skip
     title = f"Mask R-CNN training step, batch {TRAIN_BATCH}, {args.train_size}x{args.train_size}"
-    title += f": {gflop:.0f} GFLOP per step" if gflop else ""
     table(title + (f"; medians of {args.rounds} alternating rounds" if args.rounds > 1 else ""), rows)
     return {**results, "rounds": rounds}
+
+
+def _share_of_matmul(result: dict, dtype: str, matmul: dict | None) -> str:
+    """A result's GFLOP per second as a share of the machine's matmul rate in ``dtype``."""
+    return f"{100 * result['gflop'] / result['end_to_end'] / matmul[dtype]:.0f}%" if matmul else "-"
 
 
 def inference_tables(args, with_torch: bool, matmul: dict | None) -> dict:
     """Inference latency and peak memory of kzoo (each compute dtype) and torchvision, and kzoo's stages."""
     rows = [("image", "mask branch on", "kzoo dtype", "kzoo (s)", "detections", "peak RSS (MB)", "torchvision (s)",
-             "torchvision RSS (MB)", "time ratio", "RSS ratio")]  # fmt: skip
+             "torchvision RSS (MB)", "time ratio", "RSS ratio", "GFLOP kzoo / tv",
+             "of matmul rate kzoo / tv")]  # fmt: skip
     stage_rows = [("image", "dtype", "stage", "ms", "GFLOP", "GFLOP/s", "of matmul rate")]
     results = {}
     for size in args.sizes:
@@ -343,6 +363,9 @@ def inference_tables(args, with_torch: bool, matmul: dict | None) -> dict:
                     f"{theirs['peak_rss_mb']:.0f}" if theirs else "-",
                     _ratio(ours, theirs, "end_to_end", ours_rounds, theirs_rounds),
                     _ratio(ours, theirs, "peak_rss_mb", ours_rounds, theirs_rounds),
+                    f"{ours['gflop']:.0f} / {theirs['gflop']:.0f}" if theirs else f"{ours['gflop']:.0f}",
+                    " / ".join(_share_of_matmul(r, dtype_, matmul) for r, dtype_ in ((ours, dtype), (theirs, "float32"))
+                               if r),
                 ))  # fmt: skip
                 if not forced:
                     continue
