@@ -8,10 +8,12 @@ only a different summation order (*measured*, TF 2.21 on 2 cores: 400 copies of 
 gradient entries up to 47 in magnitude, errors up to 8.7 between repeated calls). Mask R-CNN's RoIs overlap
 heavily, so training on CPU with the stock gradient corrupts the feature gradients.
 
-:func:`crop_and_resize_bilinear` runs the stock forward kernel. On CPU it computes the image gradient itself:
-every sample sends its four bilinear weights times the incoming gradient to its four neighbouring pixels,
-summed with ``tf.math.unsorted_segment_sum`` (on CPU each thread owns a range of output rows and adds the
-inputs in order: race-free and deterministic). A sample outside the image has weight 0 (the crops of one
+:func:`crop_and_resize_bilinear` runs the stock forward kernel, followed by RoIAlign's average pooling of
+``pool x pool`` samples per bin when asked (the boxes cropped in groups, so that the unpooled crops are never all
+held at once). On CPU it computes the image gradient itself: every sample sends its four bilinear weights
+times the incoming gradient (its bin's, divided by ``pool**2``) to its four neighbouring pixels, summed with
+``tf.math.unsorted_segment_sum`` (on CPU each thread owns a range of output rows and adds the inputs in order:
+race-free and deterministic). A sample outside the image has weight 0 (the crops of one
 RoIAlign level lie inside its map, so compacting the few outside samples away would cost more than it saves).
 On a GPU, TF's own gradient kernel is kept: it adds atomically, so it is correct there, and it is faster.
 """
@@ -50,15 +52,22 @@ def crop_and_resize_sample_coordinates(first, last, extent, count: int) -> tuple
 
 
 def crop_and_resize_image_gradient(
-    grads: tf.Tensor, boxes: tf.Tensor, box_indices: tf.Tensor, image_shape: tf.Tensor
+    grads: tf.Tensor, boxes: tf.Tensor, box_indices: tf.Tensor, image_shape: tf.Tensor, pool: int = 1
 ) -> tf.Tensor:
-    """Gradient of bilinear ``crop_and_resize`` (extrapolation value 0) with respect to the image.
+    """Gradient with respect to the image of bilinear ``crop_and_resize`` (extrapolation value 0) to
+    ``(pool * h, pool * w)`` samples followed by ``pool x pool`` average pooling (no pooling when ``pool == 1``).
+
+    The pooling is folded in (each sample receives ``1 / pool**2`` of its bin's gradient; the pooling's own
+    gradient is never made). One segment sum per bilinear corner over the ``pool**2`` samples of every bin, the
+    four one after the other, so that at most one corner's weighted gradients (the size of the unpooled crops)
+    and two image-sized sums are held at a time.
 
     Args:
-        grads: ``[K, h, w, C]`` float32, the gradient of the crops.
+        grads: ``[K, h, w, C]`` float32, the gradient of the pooled crops.
         boxes: ``[K, 4]`` float32 normalized ``[y1, x1, y2, x2]``.
         box_indices: ``[K]`` int32 image of each box.
         image_shape: int32 ``[4]``, ``[B, H, W, C]``.
+        pool: samples per bin side, a Python int >= 1.
 
     Returns:
         ``[B, H, W, C]`` float32.
@@ -70,22 +79,31 @@ def crop_and_resize_image_gradient(
         raise ValueError(f"crop_and_resize_image_gradient needs a static crop size, got grads {grads.shape}")
     batch, height, width = image_shape[0], image_shape[1], image_shape[2]
     channels = tf.shape(grads)[3]
-    y, y_valid = crop_and_resize_sample_coordinates(boxes[:, 0], boxes[:, 2], tf.cast(height - 1, tf.float32), crop_h)
-    x, x_valid = crop_and_resize_sample_coordinates(boxes[:, 1], boxes[:, 3], tf.cast(width - 1, tf.float32), crop_w)
+    y, y_valid = crop_and_resize_sample_coordinates(
+        boxes[:, 0], boxes[:, 2], tf.cast(height - 1, tf.float32), pool * crop_h
+    )
+    x, x_valid = crop_and_resize_sample_coordinates(
+        boxes[:, 1], boxes[:, 3], tf.cast(width - 1, tf.float32), pool * crop_w
+    )
     # separable bilinear weights; a sample outside the image gets weight 0 (its indices are clamped into range)
     y_lerp, top, bottom = _axis_neighbours(y, height)
     x_lerp, left, right = _axis_neighbours(x, width)
-    y_on, x_on = tf.cast(y_valid, tf.float32), tf.cast(x_valid, tf.float32)
-    rows = ((top, (1.0 - y_lerp) * y_on), (bottom, y_lerp * y_on))  # each [K, h]
-    cols = ((left, (1.0 - x_lerp) * x_on), (right, x_lerp * x_on))  # each [K, w]
+    y_on, x_on = tf.cast(y_valid, tf.float32) / float(pool * pool), tf.cast(x_valid, tf.float32)
+    rows = ((top, (1.0 - y_lerp) * y_on), (bottom, y_lerp * y_on))  # each [K, pool * h]
+    cols = ((left, (1.0 - x_lerp) * x_on), (right, x_lerp * x_on))  # each [K, pool * w]
     first_row = (tf.cast(box_indices, tf.int32) * height)[:, None, None]
     flat = None
-    # one segment sum per corner, not one over the four concatenated: a quarter of the temporary memory
     for row, row_weight in rows:
         for col, col_weight in cols:
-            index = (first_row + row[:, :, None]) * width + col[:, None, :]  # [K, h, w]
-            weight = (row_weight[:, :, None] * col_weight[:, None, :])[..., None]
-            part = tf.math.unsorted_segment_sum(grads * weight, index, batch * height * width)
+            index = (first_row + row[:, :, None]) * width + col[:, None, :]  # [K, pool * h, pool * w]
+            weight = row_weight[:, :, None] * col_weight[:, None, :]
+            # the sample offsets within a bin stacked: [pool ** 2, K, h, w]
+            index = tf.stack([index[:, dy::pool, dx::pool] for dy in range(pool) for dx in range(pool)])
+            weight = tf.stack([weight[:, dy::pool, dx::pool] for dy in range(pool) for dx in range(pool)])
+            # one corner after the other: TF's executor would otherwise compute every corner's products and
+            # image-sized sums up front and hold them all (measured: ~1 GB at the peak of a training step)
+            with tf.control_dependencies([] if flat is None else [flat]):
+                part = tf.math.unsorted_segment_sum(grads * weight[..., None], index, batch * height * width)
             flat = part if flat is None else flat + part
     return tf.reshape(flat, tf.stack([batch, height, width, channels]))
 
@@ -111,40 +129,69 @@ def runs_on_gpu(tensor: tf.Tensor) -> bool:
 
 
 def crop_and_resize_bilinear(
-    image: tf.Tensor, boxes: tf.Tensor, box_indices: tf.Tensor, crop_size: tuple[int, int]
+    image: tf.Tensor, boxes: tf.Tensor, box_indices: tf.Tensor, crop_size: tuple[int, int], pool: int = 1
 ) -> tf.Tensor:
-    """``tf.image.crop_and_resize(image, boxes, box_indices, crop_size)`` (bilinear, extrapolation 0).
+    """``tf.image.crop_and_resize(image, boxes, box_indices, crop_size)`` (bilinear, extrapolation 0), average
+    pooled ``pool x pool`` (RoIAlign's bins of ``pool x pool`` samples) when ``pool > 1``.
 
-    The forward pass is TF's kernel. The gradient with respect to ``image`` is
-    :func:`crop_and_resize_image_gradient` on CPU (race-free, see the module docstring) and TF's
-    ``CropAndResizeGradImage`` on GPU (atomic adds there). ``boxes`` and
-    ``box_indices`` get no gradient: they are treated as constants, as RoIAlign treats its boxes
-    (torchvision's ``roi_align`` has no box gradient either).
+    The forward pass is TF's kernel (and ``tf.nn.avg_pool2d``). The gradient with respect to ``image`` is
+    :func:`crop_and_resize_image_gradient` on CPU (race-free, see the module docstring; the pooling folded in)
+    and TF's ``CropAndResizeGradImage`` on GPU (atomic adds there). ``boxes`` and ``box_indices`` get no
+    gradient: they are treated as constants, as RoIAlign treats its boxes (torchvision's ``roi_align`` has no
+    box gradient either).
 
     Args:
         image: ``[B, H, W, C]`` float32.
         boxes: ``[K, 4]`` float32 normalized ``[y1, x1, y2, x2]``.
         box_indices: ``[K]`` int32 in ``[0, B)``.
-        crop_size: ``(h, w)`` Python ints.
+        crop_size: ``(h, w)`` Python ints, samples per box side, multiples of ``pool``.
+        pool: a Python int >= 1.
 
     Returns:
-        ``[K, h, w, C]`` float32.
+        ``[K, h / pool, w / pool, C]`` float32.
     """
     crop_size = (int(crop_size[0]), int(crop_size[1]))
+    pool = int(pool)
+    if pool < 1 or crop_size[0] % pool or crop_size[1] % pool:
+        raise ValueError(f"crop size {crop_size} must be a multiple of pool {pool} (>= 1)")
     boxes = tf.stop_gradient(boxes)
+    pooled_size = (crop_size[0] // pool, crop_size[1] // pool)
 
     @tf.custom_gradient
     def crop(image):
-        crops = tf.image.crop_and_resize(image, boxes, box_indices, crop_size, extrapolation_value=0.0)
-        crops = tf.ensure_shape(crops, [boxes.shape[0], crop_size[0], crop_size[1], image.shape[-1]])
+        crops = _pooled_crops(image, boxes, box_indices, crop_size, pool)
+        crops = tf.ensure_shape(crops, [boxes.shape[0], *pooled_size, image.shape[-1]])
+        image_shape = tf.shape(image)
 
         def grad(upstream):
             if runs_on_gpu(upstream):  # TF's GPU kernel adds atomically: correct, and faster than ours
+                if pool > 1:
+                    upstream = tf.repeat(tf.repeat(upstream, pool, axis=1), pool, axis=2) / float(pool * pool)
                 return tf.raw_ops.CropAndResizeGradImage(
-                    grads=upstream, boxes=boxes, box_ind=box_indices, image_size=tf.shape(image), T=tf.float32
+                    grads=upstream, boxes=boxes, box_ind=box_indices, image_size=image_shape, T=tf.float32
                 )
-            return crop_and_resize_image_gradient(upstream, boxes, box_indices, tf.shape(image))
+            upstream = tf.ensure_shape(upstream, [None, *pooled_size, None])
+            return crop_and_resize_image_gradient(upstream, boxes, box_indices, image_shape, pool)
 
         return crops, grad
 
     return crop(tf.convert_to_tensor(image, tf.float32))
+
+
+def _pooled_crops(image, boxes, box_indices, crop_size: tuple[int, int], pool: int) -> tf.Tensor:
+    """``avg_pool2d(crop_and_resize(...), pool)``, the boxes cropped in ``pool ** 2`` groups one after the other,
+    so that the unpooled crops held at once are no larger than the pooled result."""
+    if pool == 1:
+        return tf.image.crop_and_resize(image, boxes, box_indices, crop_size, extrapolation_value=0.0)
+    groups = pool * pool
+    count = boxes.shape[0] if boxes.shape[0] is not None else tf.shape(boxes)[0]
+    pooled = []
+    for group in range(groups):
+        start, stop = count * group // groups, count * (group + 1) // groups
+        # the executor would otherwise run every group's crop before the first pooling
+        with tf.control_dependencies(pooled[-1:]):
+            crops = tf.image.crop_and_resize(
+                image, boxes[start:stop], box_indices[start:stop], crop_size, extrapolation_value=0.0
+            )
+        pooled.append(tf.nn.avg_pool2d(crops, pool, pool, "VALID"))
+    return tf.concat(pooled, axis=0)

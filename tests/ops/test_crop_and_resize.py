@@ -149,3 +149,69 @@ def test_tf_gradient_kernel_on_gpu_ours_on_cpu(monkeypatch):
     assert "CropAndResizeGradImage" not in _gradient_op_types(None)
     monkeypatch.setattr(crop_and_resize_module.tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"])
     assert "CropAndResizeGradImage" in _gradient_op_types(None)
+
+
+def pooled_gradient(image, boxes, box_indices, upstream, pool):
+    image = tf.constant(image)
+    crop = (upstream.shape[1] * pool, upstream.shape[2] * pool)
+    with tf.GradientTape() as tape:
+        tape.watch(image)
+        pooled = crop_and_resize_bilinear(image, tf.constant(boxes), tf.constant(box_indices), crop, pool)
+    return pooled.numpy(), tape.gradient(pooled, image, output_gradients=tf.constant(upstream)).numpy()
+
+
+@pytest.mark.parametrize("pool, pooled_size", [(2, (7, 7)), (2, (3, 2)), (3, (2, 3))])
+def test_pooled_forward_is_tf_then_avg_pool_and_gradient_matches_float64_reference(pool, pooled_size):
+    """RoIAlign's pooling of pool x pool samples per bin, folded into the gradient: against the float64 reference
+    fed with each sample's share of its bin's gradient (upstream / pool**2, repeated over the bin)."""
+    image, boxes, box_indices, _ = random_case(np.random.default_rng(5), count=23)
+    upstream = np.random.default_rng(6).normal(size=(23, *pooled_size, 3)).astype(np.float32)
+    pooled, grad = pooled_gradient(image, boxes, box_indices, upstream, pool)
+    crop = (pooled_size[0] * pool, pooled_size[1] * pool)
+    crops = tf.image.crop_and_resize(image, boxes, box_indices, crop, extrapolation_value=0.0)
+    np.testing.assert_array_equal(pooled, tf.nn.avg_pool2d(crops, pool, pool, "VALID").numpy())
+    per_sample = np.repeat(np.repeat(upstream, pool, axis=1), pool, axis=2) / pool**2
+    reference = image_gradient_reference(per_sample, boxes, box_indices, image.shape)
+    assert np.abs(reference).max() > 0.5
+    np.testing.assert_allclose(grad, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 9])
+def test_pooled_with_an_unknown_box_count_in_a_tf_function(count):
+    """The boxes are cropped in pool**2 groups: counts below, at and above the number of groups, unknown when
+    traced."""
+    image, boxes, box_indices, _ = random_case(np.random.default_rng(7), count=max(count, 4))
+    boxes, box_indices = boxes[:count], box_indices[:count]
+    upstream = np.random.default_rng(8).normal(size=(count, 2, 3, 3)).astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.int32)])
+    def pooled_and_gradient(boxes, box_indices):
+        with tf.GradientTape() as tape:
+            tape.watch(image_tensor)
+            pooled = crop_and_resize_bilinear(image_tensor, boxes, box_indices, (4, 6), 2)
+        return pooled, tape.gradient(pooled, image_tensor, output_gradients=upstream)
+
+    image_tensor = tf.constant(image)
+    pooled, grad = pooled_and_gradient(tf.constant(boxes), tf.constant(box_indices))
+    assert pooled.shape == (count, 2, 3, 3)
+    per_sample = np.repeat(np.repeat(upstream, 2, axis=1), 2, axis=2) / 4
+    np.testing.assert_allclose(grad.numpy(), image_gradient_reference(per_sample, boxes, box_indices, image.shape),
+                               atol=1e-5)  # fmt: skip
+
+
+def test_pooled_gpu_branch_equals_ours_for_one_box_per_image(monkeypatch):
+    """The GPU branch (upstream spread over each bin, then TF's kernel), run here on CPU where TF's kernel is
+    right as long as no two boxes share an image."""
+    image, boxes, box_indices, _ = random_case(np.random.default_rng(9))
+    boxes, box_indices = boxes[[0, 7]], np.array([0, 1], np.int32)
+    upstream = np.random.default_rng(10).normal(size=(2, 3, 2, 3)).astype(np.float32)
+    _, ours = pooled_gradient(image, boxes, box_indices, upstream, 2)
+    monkeypatch.setattr(crop_and_resize_module, "runs_on_gpu", lambda tensor: True)
+    _, gpu_branch = pooled_gradient(image, boxes, box_indices, upstream, 2)
+    np.testing.assert_allclose(gpu_branch, ours, atol=1e-6)
+
+
+def test_crop_size_must_be_a_multiple_of_pool():
+    image, boxes, box_indices, _ = random_case(np.random.default_rng(11))
+    with pytest.raises(ValueError, match="multiple of pool"):
+        crop_and_resize_bilinear(image, boxes, box_indices, (5, 4), 2)
