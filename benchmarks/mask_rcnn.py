@@ -196,7 +196,9 @@ def training_step(size: int, compute_dtype: str = "float32", backbone: str = "re
 
 def kzoo_train_case(size: int, repeats: int, warmup: int, backbone: str, compute_dtype: str) -> dict:
     step, gflop_by_op_type = training_step(size, compute_dtype, backbone)
-    return {"step": median_seconds(step, repeats, warmup), "gflop": sum(gflop_by_op_type().values())}
+    result = {"step": median_seconds(step, repeats, warmup), "peak_rss_mb": peak_rss_mb()}
+    result["gflop"] = sum(gflop_by_op_type().values())  # after the peak RSS: counting traces the graph again
+    return result
 
 
 def torchvision_train_case(size: int, repeats: int, warmup: int) -> dict:
@@ -228,10 +230,12 @@ def torchvision_train_case(size: int, repeats: int, warmup: int) -> dict:
         optimizer.step()
         return float(total)
 
+    result = {"step": median_seconds(step, repeats, warmup), "peak_rss_mb": peak_rss_mb()}
     counter = FlopCounterMode(display=False)
     with counter:
         step()
-    return {"step": median_seconds(step, repeats, warmup), "gflop": counter.get_total_flops() / 1e9}
+    result["gflop"] = counter.get_total_flops() / 1e9
+    return result
 
 
 def run_single(args) -> None:
