@@ -323,8 +323,8 @@ def train_table(args, with_torch: bool, matmul: dict | None) -> dict:
             continue
         # each framework's own count: kzoo's from its traced graph, torchvision's from torch's FlopCounterMode
         dtype = "bfloat16" if name.endswith("bfloat16") else "float32"
-        achieved = result["gflop"] / result["step"]
-        rate = f"{achieved:.0f} ({100 * achieved / matmul[dtype]:.0f}%)" if matmul else f"{achieved:.0f}"
+        share = _share_of_matmul(result["gflop"], result["step"], dtype, matmul)
+        rate = f"{result['gflop'] / result['step']:.0f} ({share})"
         rows.append((name.replace("_", " "), f"{result['step']:.3f}", f"{TRAIN_BATCH / result['step']:.2f}",
                      f"{result['peak_rss_mb']:.0f}", _ratio(result, theirs, "step", rounds[name], theirs_rounds),
                      _ratio(result, theirs, "peak_rss_mb", rounds[name], theirs_rounds), f"{result['gflop']:.0f}",
@@ -334,9 +334,9 @@ def train_table(args, with_torch: bool, matmul: dict | None) -> dict:
     return {**results, "rounds": rounds}
 
 
-def _share_of_matmul(result: dict, dtype: str, matmul: dict | None) -> str:
-    """A result's GFLOP per second as a share of the machine's matmul rate in ``dtype``."""
-    return f"{100 * result['gflop'] / result['end_to_end'] / matmul[dtype]:.0f}%" if matmul else "-"
+def _share_of_matmul(gflop: float, seconds: float, dtype: str, matmul: dict | None) -> str:
+    """``gflop`` done in ``seconds`` as a share of the machine's matmul rate in ``dtype`` ("-" when unmeasured)."""
+    return f"{100 * gflop / seconds / matmul[dtype]:.0f}%" if matmul else "-"
 
 
 def inference_tables(args, with_torch: bool, matmul: dict | None) -> dict:
@@ -368,16 +368,15 @@ def inference_tables(args, with_torch: bool, matmul: dict | None) -> dict:
                     _ratio(ours, theirs, "end_to_end", ours_rounds, theirs_rounds),
                     _ratio(ours, theirs, "peak_rss_mb", ours_rounds, theirs_rounds),
                     f"{ours['gflop']:.0f} / {theirs['gflop']:.0f}" if theirs else f"{ours['gflop']:.0f}",
-                    " / ".join(_share_of_matmul(r, dtype_, matmul) for r, dtype_ in ((ours, dtype), (theirs, "float32"))
-                               if r),
+                    " / ".join(_share_of_matmul(r["gflop"], r["end_to_end"], dtype_, matmul)
+                               for r, dtype_ in ((ours, dtype), (theirs, "float32")) if r),
                 ))  # fmt: skip
                 if not forced:
                     continue
                 for name, stage in ours["stages"].items():
-                    rate = stage["gflop"] / stage["seconds"]
-                    peak = f"{100 * rate / matmul[dtype]:.0f}%" if matmul else "-"
                     stage_rows.append((f"{size}x{size}", dtype, name, f"{1000 * stage['seconds']:.0f}",
-                                       f"{stage['gflop']:.1f}", f"{rate:.0f}", peak))  # fmt: skip
+                                       f"{stage['gflop']:.1f}", f"{stage['gflop'] / stage['seconds']:.0f}",
+                                       _share_of_matmul(stage["gflop"], stage["seconds"], dtype, matmul)))  # fmt: skip
     rounds = f"; medians of {args.rounds} alternating rounds" if args.rounds > 1 else ""
     table(f"Mask R-CNN inference latency, batch 1 (random weights){rounds}", rows)
     matmul_note = ", ".join(f"{d} {r:.0f} GFLOP/s" for d, r in (matmul or {}).items() if d != "peak_rss_mb")
