@@ -175,17 +175,17 @@ def training_step(size: int, compute_dtype: str = "float32", backbone: str = "re
     """A function running one kzoo training step (batch 2 of shapes images, SGD with momentum) and returning
     the total loss; the step of kzoo's training loop (:meth:`MaskRCNNModel.apply_training_step`). Also returns a
     function counting the step's GFLOP (forward, backward and update) by op type from its traced graph."""
-    import keras
     import tensorflow as tf
 
     from kzoo.applications import MaskRCNN
     from kzoo.data.detection import make_detection_pipeline
+    from kzoo.training.optimizers import SGD
 
     model = MaskRCNN(backbone, num_classes=4, input_shape=(size, size, 3), min_size=size, max_size=size,
                      compute_dtype=compute_dtype)  # fmt: skip
     batch = next(iter(make_detection_pipeline(_train_examples(size), TRAIN_BATCH, training=False, image_size=size,
                                               max_instances=8, mask_size=56)))  # fmt: skip
-    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    optimizer = SGD(0.01, momentum=0.9)  # the optimizer of kzoo's training loop (in-place momentum step)
 
     @tf.function
     def step(batch):

@@ -29,6 +29,7 @@ import yaml
 
 from kzoo.config import ConfigError, config_to_dict
 from kzoo.training.checkpoints import EpochCheckpointer
+from kzoo.training.optimizers import SGD
 from kzoo.training.schedules import PhasedSchedule, WarmupSchedule
 from kzoo.training.strategy import is_chief, make_strategy, task_id
 from kzoo.utils import files
@@ -129,10 +130,11 @@ def learning_rate_schedule(train_config: Any, steps_per_epoch: int) -> keras.opt
 
 def build_optimizer(train_config: Any, steps_per_epoch: int, loss_scale: bool = False) -> keras.optimizers.Optimizer:
     """The optimizer of ``train_config`` (a :class:`kzoo.config.TrainConfig`) with its warmup schedule(s); weight
-    decay skips biases and normalization parameters; ``loss_scale`` wraps it for float16 mixed precision."""
+    decay skips biases and normalization parameters; ``loss_scale`` wraps it for float16 mixed precision. SGD is
+    :class:`kzoo.training.optimizers.SGD` (Keras's, with an in-place momentum step)."""
     schedule = learning_rate_schedule(train_config, steps_per_epoch)
     if train_config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(
+        optimizer = SGD(
             schedule, momentum=train_config.momentum, nesterov=train_config.nesterov,
             weight_decay=train_config.weight_decay or None,
         )  # fmt: skip
