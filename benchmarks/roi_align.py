@@ -53,7 +53,9 @@ def median_ms(fn, args, warmup: int, repeats: int) -> float:
     return 1000 * median_seconds(lambda: fn(*args).numpy(), repeats, warmup)
 
 
-def stock_crop_and_resize(image, boxes, box_indices, crop_size, pool=1):
+def stock_crop_and_resize(image, boxes, box_indices, crop_size, pool=1, edge_pad=False):
+    if edge_pad:
+        image = tf.pad(image, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
     crops = tf.image.crop_and_resize(image, boxes, box_indices, crop_size, extrapolation_value=0.0)
     return tf.nn.avg_pool2d(crops, pool, pool, "VALID") if pool > 1 else crops
 

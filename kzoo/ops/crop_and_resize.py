@@ -52,10 +52,18 @@ def crop_and_resize_sample_coordinates(first, last, extent, count: int) -> tuple
 
 
 def crop_and_resize_image_gradient(
-    grads: tf.Tensor, boxes: tf.Tensor, box_indices: tf.Tensor, image_shape: tf.Tensor, pool: int = 1
+    grads: tf.Tensor,
+    boxes: tf.Tensor,
+    box_indices: tf.Tensor,
+    image_shape: tf.Tensor,
+    pool: int = 1,
+    edge_pad: bool = False,
 ) -> tf.Tensor:
     """Gradient with respect to the image of bilinear ``crop_and_resize`` (extrapolation value 0) to
     ``(pool * h, pool * w)`` samples followed by ``pool x pool`` average pooling (no pooling when ``pool == 1``).
+    With ``edge_pad`` the crops were taken from the image padded by one copy of its edge pixels on every side
+    (``tf.pad(image, ..., "SYMMETRIC")``): a sample reading a pad pixel sends its weight to the edge pixel it
+    copies, so the gradient is the unpadded image's and the padded one is never made.
 
     The pooling is folded in (each sample receives ``1 / pool**2`` of its bin's gradient; the pooling's own
     gradient is never made). One segment sum per bilinear corner over the ``pool**2`` samples of every bin, the
@@ -64,10 +72,11 @@ def crop_and_resize_image_gradient(
 
     Args:
         grads: ``[K, h, w, C]`` float32, the gradient of the pooled crops.
-        boxes: ``[K, 4]`` float32 normalized ``[y1, x1, y2, x2]``.
+        boxes: ``[K, 4]`` float32 normalized ``[y1, x1, y2, x2]`` (to the padded image with ``edge_pad``).
         box_indices: ``[K]`` int32 image of each box.
-        image_shape: int32 ``[4]``, ``[B, H, W, C]``.
+        image_shape: int32 ``[4]``, ``[B, H, W, C]`` (unpadded).
         pool: samples per bin side, a Python int >= 1.
+        edge_pad: a Python bool.
 
     Returns:
         ``[B, H, W, C]`` float32.
@@ -79,15 +88,16 @@ def crop_and_resize_image_gradient(
         raise ValueError(f"crop_and_resize_image_gradient needs a static crop size, got grads {grads.shape}")
     batch, height, width = image_shape[0], image_shape[1], image_shape[2]
     channels = tf.shape(grads)[3]
+    pad = 1 if edge_pad else 0
     y, y_valid = crop_and_resize_sample_coordinates(
-        boxes[:, 0], boxes[:, 2], tf.cast(height - 1, tf.float32), pool * crop_h
+        boxes[:, 0], boxes[:, 2], tf.cast(height + (2 * pad - 1), tf.float32), pool * crop_h
     )
     x, x_valid = crop_and_resize_sample_coordinates(
-        boxes[:, 1], boxes[:, 3], tf.cast(width - 1, tf.float32), pool * crop_w
+        boxes[:, 1], boxes[:, 3], tf.cast(width + (2 * pad - 1), tf.float32), pool * crop_w
     )
     # separable bilinear weights; a sample outside the image gets weight 0 (its indices are clamped into range)
-    y_lerp, top, bottom = _axis_neighbours(y, height)
-    x_lerp, left, right = _axis_neighbours(x, width)
+    y_lerp, top, bottom = _axis_neighbours(y, height, pad)
+    x_lerp, left, right = _axis_neighbours(x, width, pad)
     y_on, x_on = tf.cast(y_valid, tf.float32) / float(pool * pool), tf.cast(x_valid, tf.float32)
     rows = ((top, (1.0 - y_lerp) * y_on), (bottom, y_lerp * y_on))  # each [K, pool * h]
     cols = ((left, (1.0 - x_lerp) * x_on), (right, x_lerp * x_on))  # each [K, pool * w]
@@ -108,14 +118,16 @@ def crop_and_resize_image_gradient(
     return tf.reshape(flat, tf.stack([batch, height, width, channels]))
 
 
-def _axis_neighbours(coordinates: tf.Tensor, size: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """``(lerp, low, high)`` of sample coordinates ``[K, n]`` on an axis of ``size`` pixels, as crop_and_resize
-    reads them: ``low = floor``, ``high = ceil`` (int32, clamped to ``[0, size - 1]`` for samples outside)."""
+def _axis_neighbours(coordinates: tf.Tensor, size: tf.Tensor, pad: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """``(lerp, low, high)`` of sample coordinates ``[K, n]`` on an axis of ``size + 2 * pad`` pixels (``size``
+    padded by ``pad`` edge copies on each side), as crop_and_resize reads them: ``low = floor``,
+    ``high = ceil``, as int32 indices into the unpadded axis (``index - pad`` clamped to ``[0, size - 1]``: a
+    pad pixel is the edge pixel; samples outside the padded axis are clamped too, their weight is 0)."""
     low = tf.floor(coordinates)
     lerp = coordinates - low
     last = size - 1
-    low_index = tf.clip_by_value(tf.cast(low, tf.int32), 0, last)
-    high_index = tf.clip_by_value(tf.cast(tf.math.ceil(coordinates), tf.int32), 0, last)
+    low_index = tf.clip_by_value(tf.cast(low, tf.int32) - pad, 0, last)
+    high_index = tf.clip_by_value(tf.cast(tf.math.ceil(coordinates), tf.int32) - pad, 0, last)
     return lerp, low_index, high_index
 
 
@@ -129,10 +141,17 @@ def runs_on_gpu(tensor: tf.Tensor) -> bool:
 
 
 def crop_and_resize_bilinear(
-    image: tf.Tensor, boxes: tf.Tensor, box_indices: tf.Tensor, crop_size: tuple[int, int], pool: int = 1
+    image: tf.Tensor,
+    boxes: tf.Tensor,
+    box_indices: tf.Tensor,
+    crop_size: tuple[int, int],
+    pool: int = 1,
+    edge_pad: bool = False,
 ) -> tf.Tensor:
     """``tf.image.crop_and_resize(image, boxes, box_indices, crop_size)`` (bilinear, extrapolation 0), average
-    pooled ``pool x pool`` (RoIAlign's bins of ``pool x pool`` samples) when ``pool > 1``.
+    pooled ``pool x pool`` (RoIAlign's bins of ``pool x pool`` samples) when ``pool > 1``. With ``edge_pad`` the
+    image is first padded by one copy of its edge pixels on every side (``tf.pad(..., "SYMMETRIC")``; ``boxes``
+    are normalized to the padded image) and the gradient goes to the unpadded image directly.
 
     The forward pass is TF's kernel (and ``tf.nn.avg_pool2d``). The gradient with respect to ``image`` is
     :func:`crop_and_resize_image_gradient` on CPU (race-free, see the module docstring; the pooling folded in)
@@ -146,6 +165,7 @@ def crop_and_resize_bilinear(
         box_indices: ``[K]`` int32 in ``[0, B)``.
         crop_size: ``(h, w)`` Python ints, samples per box side, multiples of ``pool``.
         pool: a Python int >= 1.
+        edge_pad: a Python bool.
 
     Returns:
         ``[K, h / pool, w / pool, C]`` float32.
@@ -156,22 +176,30 @@ def crop_and_resize_bilinear(
         raise ValueError(f"crop size {crop_size} must be a multiple of pool {pool} (>= 1)")
     boxes = tf.stop_gradient(boxes)
     pooled_size = (crop_size[0] // pool, crop_size[1] // pool)
+    edge_pad = bool(edge_pad)
+    paddings = [[0, 0], [1, 1], [1, 1], [0, 0]]
 
     @tf.custom_gradient
     def crop(image):
-        crops = _pooled_crops(image, boxes, box_indices, crop_size, pool)
+        crops = _pooled_crops(tf.pad(image, paddings, mode="SYMMETRIC") if edge_pad else image, boxes, box_indices,
+                              crop_size, pool)  # fmt: skip
         crops = tf.ensure_shape(crops, [boxes.shape[0], *pooled_size, image.shape[-1]])
         image_shape = tf.shape(image)
+        padded_growth = tf.constant([0, 2, 2, 0] if edge_pad else [0, 0, 0, 0])
 
         def grad(upstream):
             if runs_on_gpu(upstream):  # TF's GPU kernel adds atomically: correct, and faster than ours
                 if pool > 1:
                     upstream = tf.repeat(tf.repeat(upstream, pool, axis=1), pool, axis=2) / float(pool * pool)
-                return tf.raw_ops.CropAndResizeGradImage(
-                    grads=upstream, boxes=boxes, box_ind=box_indices, image_size=image_shape, T=tf.float32
+                padded_shape = image_shape + padded_growth
+                padded_gradient = tf.raw_ops.CropAndResizeGradImage(
+                    grads=upstream, boxes=boxes, box_ind=box_indices, image_size=padded_shape, T=tf.float32
                 )
+                if not edge_pad:
+                    return padded_gradient
+                return tf.raw_ops.MirrorPadGrad(input=padded_gradient, paddings=paddings, mode="SYMMETRIC")
             upstream = tf.ensure_shape(upstream, [None, *pooled_size, None])
-            return crop_and_resize_image_gradient(upstream, boxes, box_indices, image_shape, pool)
+            return crop_and_resize_image_gradient(upstream, boxes, box_indices, image_shape, pool, edge_pad)
 
         return crops, grad
 

@@ -215,3 +215,61 @@ def test_crop_size_must_be_a_multiple_of_pool():
     image, boxes, box_indices, _ = random_case(np.random.default_rng(11))
     with pytest.raises(ValueError, match="multiple of pool"):
         crop_and_resize_bilinear(image, boxes, box_indices, (5, 4), 2)
+
+
+def fold_edge_pad(padded_gradient: np.ndarray) -> np.ndarray:
+    """The gradient of ``[B, H + 2, W + 2, C]`` crops of an edge-padded image, as the unpadded image's: each pad
+    row/column adds into the edge row/column it copies (float64)."""
+    g = padded_gradient.astype(np.float64).copy()
+    g[:, 1] += g[:, 0]
+    g[:, -2] += g[:, -1]
+    g = g[:, 1:-1]
+    g[:, :, 1] += g[:, :, 0]
+    g[:, :, -2] += g[:, :, -1]
+    return g[:, :, 1:-1]
+
+
+def edge_padded_gradient(image, boxes, box_indices, upstream, pool, signature=None):
+    crop = (upstream.shape[1] * pool, upstream.shape[2] * pool)
+
+    def run(image):
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            pooled = crop_and_resize_bilinear(image, tf.constant(boxes), tf.constant(box_indices), crop, pool,
+                                              edge_pad=True)  # fmt: skip
+        return pooled, tape.gradient(pooled, image, output_gradients=tf.constant(upstream))
+
+    if signature is not None:
+        run = tf.function(run, input_signature=[signature])
+    pooled, grad = run(tf.constant(image))
+    return pooled.numpy(), grad.numpy()
+
+
+@pytest.mark.parametrize("pool", [1, 2])
+@pytest.mark.parametrize("unknown_shape", [False, True])
+def test_edge_pad_crops_the_padded_image_and_sends_the_gradient_to_the_unpadded_one(pool, unknown_shape):
+    """``edge_pad``: the forward is TF's crop of ``np.pad(image, 1, "edge")`` (then the pooling), bit for bit; the
+    gradient is the float64 reference's on the padded image with the pad folded into the edges."""
+    image, boxes, box_indices, _ = random_case(np.random.default_rng(12), count=31)
+    upstream = np.random.default_rng(13).normal(size=(31, 3, 4, 3)).astype(np.float32)
+    signature = tf.TensorSpec([None, None, None, 3], tf.float32) if unknown_shape else None
+    pooled, grad = edge_padded_gradient(image, boxes, box_indices, upstream, pool, signature)
+    padded = np.pad(image, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="edge")
+    crops = tf.image.crop_and_resize(padded, boxes, box_indices, (3 * pool, 4 * pool), extrapolation_value=0.0)
+    np.testing.assert_array_equal(pooled, tf.nn.avg_pool2d(crops, pool, pool, "VALID").numpy())
+    per_sample = np.repeat(np.repeat(upstream, pool, axis=1), pool, axis=2) / pool**2
+    reference = fold_edge_pad(image_gradient_reference(per_sample, boxes, box_indices, padded.shape))
+    assert grad.shape == image.shape
+    assert np.abs(reference[:, [0, -1]]).max() > 0.5 and np.abs(reference[:, :, [0, -1]]).max() > 0.5  # edges hit
+    np.testing.assert_allclose(grad, reference, atol=1e-5)
+
+
+def test_edge_pad_gpu_branch_equals_ours_for_one_box_per_image(monkeypatch):
+    """The GPU branch with ``edge_pad`` (TF's kernel on the padded image, then MirrorPadGrad), run on CPU."""
+    image, boxes, box_indices, _ = random_case(np.random.default_rng(14))
+    boxes, box_indices = boxes[[0, 5]], np.array([0, 1], np.int32)
+    upstream = np.random.default_rng(15).normal(size=(2, 3, 2, 3)).astype(np.float32)
+    _, ours = edge_padded_gradient(image, boxes, box_indices, upstream, 2)
+    monkeypatch.setattr(crop_and_resize_module, "runs_on_gpu", lambda tensor: True)
+    _, gpu_branch = edge_padded_gradient(image, boxes, box_indices, upstream, 2)
+    np.testing.assert_allclose(gpu_branch, ours, atol=1e-6)
