@@ -11,11 +11,13 @@ heavily, so training on CPU with the stock gradient corrupts the feature gradien
 :func:`crop_and_resize_bilinear` runs the stock forward kernel, followed by RoIAlign's average pooling of
 ``pool x pool`` samples per bin when asked (the boxes cropped in groups, so that the unpooled crops are never all
 held at once). On CPU it computes the image gradient itself: every sample sends its four bilinear weights
-times the incoming gradient (its bin's, divided by ``pool**2``) to its four neighbouring pixels, summed with
-``tf.math.unsorted_segment_sum`` (on CPU each thread owns a range of output rows and adds the inputs in order:
-race-free and deterministic). A sample outside the image has weight 0 (the crops of one
-RoIAlign level lie inside its map, so compacting the few outside samples away would cost more than it saves).
-On a GPU, TF's own gradient kernel is kept: it adds atomically, so it is correct there, and it is faster.
+times the incoming gradient (its bin's, divided by ``pool**2``) to its four neighbouring pixels. That is a
+sparse ``[pixels, bins]`` matrix of weights times the dense ``[bins, C]`` gradient, one
+``tf.sparse.sparse_dense_matmul`` (TF's CPU kernel walks the non-zeros in order on one thread: race-free and
+deterministic). No weighted copy of the gradient is ever made, so the memory is one image-sized output plus
+the indices. A sample outside the image has weight 0 (the crops of one RoIAlign level lie inside its map, so
+compacting the few outside samples away would cost more than it saves). On a GPU, TF's own gradient kernel is
+kept: it adds atomically, so it is correct there, and it is faster.
 """
 
 from __future__ import annotations
@@ -66,9 +68,8 @@ def crop_and_resize_image_gradient(
     copies, so the gradient is the unpadded image's and the padded one is never made.
 
     The pooling is folded in (each sample receives ``1 / pool**2`` of its bin's gradient; the pooling's own
-    gradient is never made). One segment sum per bilinear corner over the ``pool**2`` samples of every bin, the
-    four one after the other, so that at most one corner's weighted gradients (the size of the unpooled crops)
-    and two image-sized sums are held at a time.
+    gradient is never made). The ``4 * K * pool**2 * h * w`` (pixel, bin, weight) triples form a sparse matrix
+    that multiplies the ``[K * h * w, C]`` gradient.
 
     Args:
         grads: ``[K, h, w, C]`` float32, the gradient of the pooled crops.
@@ -102,19 +103,21 @@ def crop_and_resize_image_gradient(
     rows = ((top, (1.0 - y_lerp) * y_on), (bottom, y_lerp * y_on))  # each [K, pool * h]
     cols = ((left, (1.0 - x_lerp) * x_on), (right, x_lerp * x_on))  # each [K, pool * w]
     first_row = (tf.cast(box_indices, tf.int32) * height)[:, None, None]
-    flat = None
+    count = tf.shape(grads)[0]
+    # the bin of every sample: [K, pool * h, pool * w] int32 into the flattened [K * h * w] bins
+    bins = tf.reshape(tf.range(count * crop_h * crop_w), tf.stack([count, crop_h, crop_w]))
+    bins = tf.reshape(tf.repeat(tf.repeat(bins, pool, axis=1), pool, axis=2), [-1])
+    pixels, weights = [], []
     for row, row_weight in rows:
         for col, col_weight in cols:
-            index = (first_row + row[:, :, None]) * width + col[:, None, :]  # [K, pool * h, pool * w]
-            weight = row_weight[:, :, None] * col_weight[:, None, :]
-            # the sample offsets within a bin stacked: [pool ** 2, K, h, w]
-            index = tf.stack([index[:, dy::pool, dx::pool] for dy in range(pool) for dx in range(pool)])
-            weight = tf.stack([weight[:, dy::pool, dx::pool] for dy in range(pool) for dx in range(pool)])
-            # one corner after the other: TF's executor would otherwise compute every corner's products and
-            # image-sized sums up front and hold them all (measured: ~1 GB at the peak of a training step)
-            with tf.control_dependencies([] if flat is None else [flat]):
-                part = tf.math.unsorted_segment_sum(grads * weight[..., None], index, batch * height * width)
-            flat = part if flat is None else flat + part
+            pixels.append(tf.reshape((first_row + row[:, :, None]) * width + col[:, None, :], [-1]))
+            weights.append(tf.reshape(row_weight[:, :, None] * col_weight[:, None, :], [-1]))
+    indices = tf.stack([tf.concat(pixels, 0), tf.tile(bins, [4])], axis=1)
+    spread = tf.SparseTensor(
+        tf.cast(indices, tf.int64), tf.concat(weights, 0),
+        tf.cast(tf.stack([batch * height * width, count * crop_h * crop_w]), tf.int64),
+    )  # fmt: skip
+    flat = tf.sparse.sparse_dense_matmul(spread, tf.reshape(grads, tf.stack([-1, channels])))
     return tf.reshape(flat, tf.stack([batch, height, width, channels]))
 
 

@@ -142,7 +142,7 @@ def _gradient_op_types(device: str | None) -> set[str]:
 
 def test_tf_gradient_kernel_on_gpu_ours_on_cpu(monkeypatch):
     assert not runs_on_gpu(tf.constant(1.0))  # this machine: an eager CPU tensor
-    assert "UnsortedSegmentSum" in _gradient_op_types("/CPU:0")
+    assert "SparseTensorDenseMatMul" in _gradient_op_types("/CPU:0")
     assert "CropAndResizeGradImage" not in _gradient_op_types("/CPU:0")
     assert "CropAndResizeGradImage" in _gradient_op_types("/GPU:0")  # placed explicitly
     # no explicit device: TF's placer prefers a GPU when it sees one
