@@ -72,7 +72,10 @@ def profile(step, steps: int) -> tuple[dict, dict, float]:
 def op_family(op_type: str) -> str:
     """The TF op type behind an op as the graph names it or as it runs (oneDNN's rewrites such as
     ``_MklNativeFusedConv2D`` or ``_MklNativeConv2DBackpropFilterWithBias``): ``Conv2D``, ``Conv2DBackpropInput``
-    (also the forward pass of a transposed convolution), ``Conv2DBackpropFilter``, ``MatMul``, else ``other``."""
+    (also the forward pass of a transposed convolution), ``Conv2DBackpropFilter``, ``MatMul`` (dense), else
+    ``other`` (``SparseTensorDenseMatMul``, RoIAlign's feature gradient, among them)."""
+    if op_type.startswith("Sparse"):
+        return "other"
     for family in ("Conv2DBackpropFilter", "Conv2DBackpropInput", "Conv2D", "MatMul"):
         if family in op_type:
             return family
