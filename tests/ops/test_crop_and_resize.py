@@ -151,13 +151,21 @@ def test_tf_gradient_kernel_on_gpu_ours_on_cpu(monkeypatch):
     assert "CropAndResizeGradImage" in _gradient_op_types(None)
 
 
-def pooled_gradient(image, boxes, box_indices, upstream, pool):
-    image = tf.constant(image)
+def pooled_gradient(image, boxes, box_indices, upstream, pool, edge_pad=False, signature=None):
+    """``(pooled crops, image gradient)`` as NumPy; in a ``tf.function`` of ``signature`` when given."""
     crop = (upstream.shape[1] * pool, upstream.shape[2] * pool)
-    with tf.GradientTape() as tape:
-        tape.watch(image)
-        pooled = crop_and_resize_bilinear(image, tf.constant(boxes), tf.constant(box_indices), crop, pool)
-    return pooled.numpy(), tape.gradient(pooled, image, output_gradients=tf.constant(upstream)).numpy()
+
+    def run(image):
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            pooled = crop_and_resize_bilinear(image, tf.constant(boxes), tf.constant(box_indices), crop, pool,
+                                              edge_pad=edge_pad)  # fmt: skip
+        return pooled, tape.gradient(pooled, image, output_gradients=tf.constant(upstream))
+
+    if signature is not None:
+        run = tf.function(run, input_signature=[signature])
+    pooled, grad = run(tf.constant(image))
+    return pooled.numpy(), grad.numpy()
 
 
 @pytest.mark.parametrize("pool, pooled_size", [(2, (7, 7)), (2, (3, 2)), (3, (2, 3))])
@@ -199,15 +207,16 @@ def test_pooled_with_an_unknown_box_count_in_a_tf_function(count):
                                atol=1e-5)  # fmt: skip
 
 
-def test_pooled_gpu_branch_equals_ours_for_one_box_per_image(monkeypatch):
-    """The GPU branch (upstream spread over each bin, then TF's kernel), run here on CPU where TF's kernel is
-    right as long as no two boxes share an image."""
+@pytest.mark.parametrize("edge_pad", [False, True])
+def test_pooled_gpu_branch_equals_ours_for_one_box_per_image(monkeypatch, edge_pad):
+    """The GPU branch (upstream spread over each bin, then TF's kernel on the padded image with ``edge_pad`` and
+    ``MirrorPadGrad``), run here on CPU where TF's kernel is right as long as no two boxes share an image."""
     image, boxes, box_indices, _ = random_case(np.random.default_rng(9))
     boxes, box_indices = boxes[[0, 7]], np.array([0, 1], np.int32)
     upstream = np.random.default_rng(10).normal(size=(2, 3, 2, 3)).astype(np.float32)
-    _, ours = pooled_gradient(image, boxes, box_indices, upstream, 2)
+    _, ours = pooled_gradient(image, boxes, box_indices, upstream, 2, edge_pad)
     monkeypatch.setattr(crop_and_resize_module, "runs_on_gpu", lambda tensor: True)
-    _, gpu_branch = pooled_gradient(image, boxes, box_indices, upstream, 2)
+    _, gpu_branch = pooled_gradient(image, boxes, box_indices, upstream, 2, edge_pad)
     np.testing.assert_allclose(gpu_branch, ours, atol=1e-6)
 
 
@@ -229,22 +238,6 @@ def fold_edge_pad(padded_gradient: np.ndarray) -> np.ndarray:
     return g[:, :, 1:-1]
 
 
-def edge_padded_gradient(image, boxes, box_indices, upstream, pool, signature=None):
-    crop = (upstream.shape[1] * pool, upstream.shape[2] * pool)
-
-    def run(image):
-        with tf.GradientTape() as tape:
-            tape.watch(image)
-            pooled = crop_and_resize_bilinear(image, tf.constant(boxes), tf.constant(box_indices), crop, pool,
-                                              edge_pad=True)  # fmt: skip
-        return pooled, tape.gradient(pooled, image, output_gradients=tf.constant(upstream))
-
-    if signature is not None:
-        run = tf.function(run, input_signature=[signature])
-    pooled, grad = run(tf.constant(image))
-    return pooled.numpy(), grad.numpy()
-
-
 @pytest.mark.parametrize("pool", [1, 2])
 @pytest.mark.parametrize("unknown_shape", [False, True])
 def test_edge_pad_crops_the_padded_image_and_sends_the_gradient_to_the_unpadded_one(pool, unknown_shape):
@@ -253,7 +246,7 @@ def test_edge_pad_crops_the_padded_image_and_sends_the_gradient_to_the_unpadded_
     image, boxes, box_indices, _ = random_case(np.random.default_rng(12), count=31)
     upstream = np.random.default_rng(13).normal(size=(31, 3, 4, 3)).astype(np.float32)
     signature = tf.TensorSpec([None, None, None, 3], tf.float32) if unknown_shape else None
-    pooled, grad = edge_padded_gradient(image, boxes, box_indices, upstream, pool, signature)
+    pooled, grad = pooled_gradient(image, boxes, box_indices, upstream, pool, True, signature)
     padded = np.pad(image, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="edge")
     crops = tf.image.crop_and_resize(padded, boxes, box_indices, (3 * pool, 4 * pool), extrapolation_value=0.0)
     np.testing.assert_array_equal(pooled, tf.nn.avg_pool2d(crops, pool, pool, "VALID").numpy())
@@ -262,14 +255,3 @@ def test_edge_pad_crops_the_padded_image_and_sends_the_gradient_to_the_unpadded_
     assert grad.shape == image.shape
     assert np.abs(reference[:, [0, -1]]).max() > 0.5 and np.abs(reference[:, :, [0, -1]]).max() > 0.5  # edges hit
     np.testing.assert_allclose(grad, reference, atol=1e-5)
-
-
-def test_edge_pad_gpu_branch_equals_ours_for_one_box_per_image(monkeypatch):
-    """The GPU branch with ``edge_pad`` (TF's kernel on the padded image, then MirrorPadGrad), run on CPU."""
-    image, boxes, box_indices, _ = random_case(np.random.default_rng(14))
-    boxes, box_indices = boxes[[0, 5]], np.array([0, 1], np.int32)
-    upstream = np.random.default_rng(15).normal(size=(2, 3, 2, 3)).astype(np.float32)
-    _, ours = edge_padded_gradient(image, boxes, box_indices, upstream, 2)
-    monkeypatch.setattr(crop_and_resize_module, "runs_on_gpu", lambda tensor: True)
-    _, gpu_branch = edge_padded_gradient(image, boxes, box_indices, upstream, 2)
-    np.testing.assert_allclose(gpu_branch, ours, atol=1e-6)
