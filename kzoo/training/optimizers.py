@@ -1,10 +1,11 @@
 """Optimizers whose update steps are fused TF kernels that work in place.
 
-Keras's ``SGD`` writes its momentum step as tensor arithmetic: ``m * momentum``, ``g * lr``, their difference
-and the new variable value are each a temporary the size of the variable. TF's executor runs a variable's
-update as soon as its gradient is ready, so for Mask R-CNN's 12544 x 1024 box-head kernel those temporaries
-(about 50 MB each) are alive while the rest of the backward pass runs. ``ResourceApplyKerasMomentum`` computes
-the same formula in one kernel that updates both buffers in place, as ``torch.optim.SGD`` does.
+Keras's ``SGD`` writes its momentum step as tensor arithmetic: ``m * momentum``, ``g * lr`` and their
+difference are each a temporary the size of the variable. TF's executor runs a variable's update as soon as its
+gradient is ready, so for Mask R-CNN's 12544 x 1024 box-head kernel those temporaries (about 50 MB each) are
+alive while the rest of the backward pass runs. ``ResourceApplyKerasMomentum`` computes the same formula in one
+kernel that updates both buffers in place, as ``torch.optim.SGD`` does (TF first copies a variable's buffer
+that a pending op of the step still reads).
 """
 
 from __future__ import annotations
