@@ -112,7 +112,7 @@ def crop_and_resize_image_gradient(
         for col, col_weight in cols:
             pixels.append(tf.reshape((first_row + row[:, :, None]) * width + col[:, None, :], [-1]))
             weights.append(tf.reshape(row_weight[:, :, None] * col_weight[:, None, :], [-1]))
-    indices = tf.stack([tf.concat(pixels, 0), tf.tile(bins, [4])], axis=1)
+    indices = tf.stack([tf.concat(pixels, 0), tf.tile(bins, [len(pixels)])], axis=1)
     spread = tf.SparseTensor(
         tf.cast(indices, tf.int64), tf.concat(weights, 0),
         tf.cast(tf.stack([batch * height * width, count * crop_h * crop_w]), tf.int64),
@@ -188,19 +188,18 @@ def crop_and_resize_bilinear(
                               crop_size, pool)  # fmt: skip
         crops = tf.ensure_shape(crops, [boxes.shape[0], *pooled_size, image.shape[-1]])
         image_shape = tf.shape(image)
-        padded_growth = tf.constant([0, 2, 2, 0] if edge_pad else [0, 0, 0, 0])
 
         def grad(upstream):
             if runs_on_gpu(upstream):  # TF's GPU kernel adds atomically: correct, and faster than ours
                 if pool > 1:
                     upstream = tf.repeat(tf.repeat(upstream, pool, axis=1), pool, axis=2) / float(pool * pool)
-                padded_shape = image_shape + padded_growth
-                padded_gradient = tf.raw_ops.CropAndResizeGradImage(
-                    grads=upstream, boxes=boxes, box_ind=box_indices, image_size=padded_shape, T=tf.float32
+                cropped_shape = image_shape + tf.constant([0, 2, 2, 0]) if edge_pad else image_shape
+                gradient = tf.raw_ops.CropAndResizeGradImage(
+                    grads=upstream, boxes=boxes, box_ind=box_indices, image_size=cropped_shape, T=tf.float32
                 )
-                if not edge_pad:
-                    return padded_gradient
-                return tf.raw_ops.MirrorPadGrad(input=padded_gradient, paddings=paddings, mode="SYMMETRIC")
+                if edge_pad:
+                    gradient = tf.raw_ops.MirrorPadGrad(input=gradient, paddings=paddings, mode="SYMMETRIC")
+                return gradient
             upstream = tf.ensure_shape(upstream, [None, *pooled_size, None])
             return crop_and_resize_image_gradient(upstream, boxes, box_indices, image_shape, pool, edge_pad)
 
