@@ -1,6 +1,7 @@
 """Keras layers of kzoo, one concept per module."""
 
 from kzoo.layers.box_head import BoxHead
+from kzoo.layers.conv3x3 import Conv2D3x3
 from kzoo.layers.detection_generator import DetectionGenerator
 from kzoo.layers.fpn import FeaturePyramidNetwork
 from kzoo.layers.frozen_batch_norm import FrozenBatchNormalization
@@ -13,6 +14,7 @@ from kzoo.layers.rpn_head import RPNHead
 
 __all__ = [
     "BoxHead",
+    "Conv2D3x3",
     "DetectionGenerator",
     "FeaturePyramidNetwork",
     "FrozenBatchNormalization",

@@ -9,6 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kzoo.layers.conv3x3 import Conv2D3x3
+
 
 def _nearest_resize(x: tf.Tensor, height: int | tf.Tensor, width: int | tf.Tensor) -> tf.Tensor:
     """Nearest-neighbour resize of NHWC ``x`` to ``(height, width)``, PyTorch's legacy ``"nearest"`` rule.
@@ -113,10 +115,7 @@ class FeaturePyramidNetwork(keras.layers.Layer):
         self.inner_blocks = [
             keras.layers.Conv2D(num_channels, 1, name=f"inner_{i}", **common) for i in range(self.num_inputs)
         ]
-        self.layer_blocks = [
-            keras.layers.Conv2D(num_channels, 3, padding="same", name=f"layer_{i}", **common)
-            for i in range(self.num_inputs)
-        ]
+        self.layer_blocks = [Conv2D3x3(num_channels, name=f"layer_{i}", **common) for i in range(self.num_inputs)]
 
     def _as_list(self, inputs) -> list:
         if isinstance(inputs, Mapping):

@@ -8,6 +8,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from kzoo.layers.conv3x3 import Conv2D3x3
+
 #: Keras box-delta channel ``4 * a + k`` reads torchvision's ``bbox_pred`` channel ``4 * a + TORCH_DELTA_ORDER[k]``:
 #: kzoo's ``(ty, tx, th, tw)`` are torchvision's ``(dy, dx, dh, dw)`` = its indices ``(1, 0, 3, 2)``.
 TORCH_DELTA_ORDER = (1, 0, 3, 2)
@@ -62,7 +64,7 @@ class RPNHead(keras.layers.Layer):
             bias_initializer="zeros",
             dtype=self.dtype_policy,
         )
-        self.conv = keras.layers.Conv2D(num_channels, 3, padding="same", name="conv", **common)
+        self.conv = Conv2D3x3(num_channels, name="conv", **common)
         self.cls_logits = keras.layers.Conv2D(num_anchors, 1, name="cls_logits", **common)
         self.bbox_pred = keras.layers.Conv2D(4 * num_anchors, 1, name="bbox_pred", **common)
 
