@@ -81,6 +81,31 @@ def test_fpn_matches_numpy_reference(shapes):
     assert outputs[-1].shape == (2, -(-h5 // 2), -(-w5 // 2), 4)
 
 
+@pytest.mark.parametrize("shapes", [LEVEL_SHAPES, [(16, 16), (8, 8), (4, 4), (2, 2)]])  # cropped and exact 2x
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_fpn_training_calls_match_inference_calls_and_their_gradients(shapes, dtype):
+    """Training calls take the pooled 2x-upsampling gradient (and Conv2D3x3's training path); the outputs are
+    the same, and the gradients equal those of the inference graph up to summation order."""
+    features = [tf.constant(f) for f in random_features(shapes, [3, 4, 5, 6])]
+    fpn = FeaturePyramidNetwork(num_channels=4, dtype=dtype)
+    fpn(features)
+    randomize(fpn)
+    results = {}
+    for training in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            outputs = fpn(features, training=training)
+            loss = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float32) ** 2) for o in outputs])
+        results[training] = outputs, tape.gradient(loss, features + fpn.trainable_weights)
+    for a, b in zip(results[True][0], results[False][0], strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    atol = 1e-5 if dtype == "float32" else 2e-2
+    for a, b in zip(results[True][1], results[False][1], strict=True):
+        a, b = np.float32(a), np.float32(b)
+        scale = max(np.abs(b).max(), 1e-12)
+        np.testing.assert_allclose(a / scale, b / scale, rtol=0, atol=atol)
+
+
 def test_fpn_top_down_identity_weights_by_hand():
     """1x1 laterals = identity, 3x3 outputs = centre-tap identity: P_l = C_l + nearest-upsampled P_{l+1}."""
     c3 = np.arange(9, dtype=np.float32).reshape(1, 3, 3, 1)  # odd size: upsampled 2x2 -> cropped 4x4 -> 3x3
