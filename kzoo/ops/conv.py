@@ -35,14 +35,14 @@ def conv2d_3x3_kernel_gradient(inputs: tf.Tensor, upstream: tf.Tensor) -> tf.Ten
     inputs = tf.convert_to_tensor(inputs)
     upstream = tf.convert_to_tensor(upstream, inputs.dtype)
     shape = tf.shape(inputs)
-    batch, height, width = shape[0], shape[1], shape[2]
-    channels, filters = tf.shape(inputs)[3], tf.shape(upstream)[3]
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    filters = tf.shape(upstream)[3]
     padded_width = width + 2
     rows = tf.reshape(tf.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]]), tf.stack([-1, channels]))
     gradient_rows = tf.reshape(tf.pad(upstream, [[0, 0], [0, 2], [0, 2], [0, 0]]), tf.stack([-1, filters]))
     # the last 2 * (W + 2) + 2 rows of the padded gradient are zeros, so each tap needs only the rows before
     # them, and the largest shift stays inside the padded input
-    used = batch * (height + 2) * padded_width - 2 * padded_width - 2
+    used = tf.maximum(batch * (height + 2) * padded_width - 2 * padded_width - 2, 0)
     gradient_rows = gradient_rows[:used]
     taps = []
     for i in range(3):

@@ -45,6 +45,8 @@ def _rel_err(got, want):
         ((1, 1, 1, 2), 3),  # one position: every tap but the centre reads padding
         ((3, 9, 2, 16), 8),
         ((2, 31, 17, 5), 1),
+        ((0, 4, 4, 2), 3),  # empty batch: zeros
+        ((1, 0, 3, 2), 2),  # empty map: zeros
     ],
 )
 def test_kernel_gradient_matches_float64_reference(shape, filters):
