@@ -23,16 +23,8 @@ def _nearest_resize(x: tf.Tensor, height: int | tf.Tensor, width: int | tf.Tenso
     """
     in_h, in_w = x.shape[1], x.shape[2]
     static = all(isinstance(v, int) for v in (in_h, in_w, height, width))
-    if static and height == 2 * in_h and width == 2 * in_w and training:
-        return _repeat_2x_pooled_gradient(x)
     if static and height == 2 * in_h and width == 2 * in_w:
-        channels = x.shape[3] if x.shape[3] is not None else tf.shape(x)[3]
-        # Rank 5 at most, with the batch folded into the rows: TFLite's int8 STRIDED_SLICE and friends stop
-        # at 5-D, and a 6-D [B, H, 2, W, 2, C] broadcast made full-integer conversion fail ("StridedSlice op
-        # only supports 1D-5D input arrays"). Pure data movement: the values are exactly the same.
-        rows = tf.reshape(x, [-1, 1, in_w, 1, channels])  # [B * H, 1, W, 1, C]
-        y = tf.broadcast_to(rows, [tf.shape(rows)[0], 2, in_w, 2, channels])
-        return tf.reshape(y, [-1, height, width, channels])
+        return _repeat_2x_pooled_gradient(x) if training else _repeat_2x(x)
     if static:
         # torch computes the scale in float32 and truncates: reproduce it in NumPy float32.
         rows = np.minimum(
@@ -54,10 +46,22 @@ def _nearest_resize(x: tf.Tensor, height: int | tf.Tensor, width: int | tf.Tenso
     return tf.gather(tf.gather(x, rows, axis=1), cols, axis=2)
 
 
+def _repeat_2x(x: tf.Tensor) -> tf.Tensor:
+    """``[B, H, W, C]`` -> ``[B, 2H, 2W, C]``, every pixel repeated 2x2 (static ``H``, ``W``)."""
+    in_h, in_w = x.shape[1], x.shape[2]
+    channels = x.shape[3] if x.shape[3] is not None else tf.shape(x)[3]
+    # Rank 5 at most, with the batch folded into the rows: TFLite's int8 STRIDED_SLICE and friends stop
+    # at 5-D, and a 6-D [B, H, 2, W, 2, C] broadcast made full-integer conversion fail ("StridedSlice op
+    # only supports 1D-5D input arrays"). Pure data movement: the values are exactly the same.
+    rows = tf.reshape(x, [-1, 1, in_w, 1, channels])  # [B * H, 1, W, 1, C]
+    y = tf.broadcast_to(rows, [tf.shape(rows)[0], 2, in_w, 2, channels])
+    return tf.reshape(y, [-1, 2 * in_h, 2 * in_w, channels])
+
+
 @tf.custom_gradient
 def _repeat_2x_pooled_gradient(x: tf.Tensor):
-    """``_nearest_resize(x, 2 * H, 2 * W)`` whose gradient is ``4 * avg_pool2d(upstream, 2, 2)``."""
-    y = _nearest_resize(x, 2 * x.shape[1], 2 * x.shape[2])
+    """:func:`_repeat_2x` whose gradient is ``4 * avg_pool2d(upstream, 2, 2)``."""
+    y = _repeat_2x(x)
 
     def grad(upstream):
         return tf.nn.avg_pool2d(upstream, 2, 2, "VALID") * tf.constant(4.0, upstream.dtype)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from kzoo.ops.crop_and_resize import runs_on_gpu
+from kzoo.ops.devices import runs_on_gpu
 
 # feature maps with fewer positions keep oneDNN's kernel gradient (it is as fast there, and the padding is a
 # larger share of the work)
@@ -74,11 +74,8 @@ def conv2d_3x3(inputs: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = No
     if small or runs_on_gpu(inputs):
         outputs = tf.nn.conv2d(inputs, kernel, 1, "SAME")
         return outputs if bias is None else tf.nn.bias_add(outputs, tf.convert_to_tensor(bias, inputs.dtype))
-    if bias is None:
-        bias = tf.zeros(tf.shape(kernel)[3:], inputs.dtype)
-        with_bias = False
-    else:
-        with_bias = True
+    # without a bias, a zero one is added: nothing asks for its gradient, so tf.function prunes that sum
+    bias = tf.zeros(tf.shape(kernel)[3:], inputs.dtype) if bias is None else bias
 
     @tf.custom_gradient
     def convolve(inputs, kernel, bias):
@@ -89,8 +86,8 @@ def conv2d_3x3(inputs: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = No
                 input_sizes=tf.shape(inputs), filter=kernel, out_backprop=upstream, strides=[1, 1, 1, 1],
                 padding="SAME",
             )  # fmt: skip
-            bias_gradient = tf.reduce_sum(upstream, axis=[0, 1, 2]) if with_bias else tf.zeros_like(bias)
-            return input_gradient, conv2d_3x3_kernel_gradient(inputs, upstream), bias_gradient
+            kernel_gradient = conv2d_3x3_kernel_gradient(inputs, upstream)
+            return input_gradient, kernel_gradient, tf.reduce_sum(upstream, axis=[0, 1, 2])
 
         return outputs, grad
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from kzoo.ops.devices import runs_on_gpu
+
 
 def crop_and_resize_sample_coordinates(first, last, extent, count: int) -> tuple[tf.Tensor, tf.Tensor]:
     """Sample coordinates of ``tf.image.crop_and_resize`` along one axis, in its float32 arithmetic.
@@ -132,15 +134,6 @@ def _axis_neighbours(coordinates: tf.Tensor, size: tf.Tensor, pad: int) -> tuple
     low_index = tf.clip_by_value(tf.cast(low, tf.int32) - pad, 0, last)
     high_index = tf.clip_by_value(tf.cast(tf.math.ceil(coordinates), tf.int32) - pad, 0, last)
     return lerp, low_index, high_index
-
-
-def runs_on_gpu(tensor: tf.Tensor) -> bool:
-    """Whether ops placed beside ``tensor`` run on a GPU: its device when set (eager, or an explicit
-    ``tf.device`` in a graph), else whether TF sees a GPU (the placer then prefers it)."""
-    device = getattr(tensor, "device", "") or ""
-    if device:
-        return tf.DeviceSpec.from_string(device).device_type == "GPU"
-    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def crop_and_resize_bilinear(

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from kzoo.ops import crop_and_resize as crop_and_resize_module
-from kzoo.ops.crop_and_resize import crop_and_resize_bilinear, crop_and_resize_image_gradient, runs_on_gpu
+from kzoo.ops.crop_and_resize import crop_and_resize_bilinear, crop_and_resize_image_gradient
+from kzoo.ops.devices import runs_on_gpu
 
 
 def image_gradient_reference(grads, boxes, box_indices, image_shape):
