@@ -4,11 +4,13 @@ Two kinds of entries:
 
 * files kzoo publishes (``"fashion_mnist"``, family ``"nin"``): their full sha256 is known in advance; a copy
   shipped in ``saved_models/`` is used, else the release is downloaded and checked;
-* checkpoints converted on first use (``"coco"``, family ``"mask_rcnn"``): torchvision's ``.pth`` is downloaded,
-  checked against the 8-hex sha256 prefix torchvision publishes, converted (with torch) into a Keras
-  ``.weights.h5`` in the cache, and the converted file's full sha256 is recorded beside it in
-  ``<file>.sha256.json`` (with the source's digest). Every later use checks the file against that record: a
-  truncated or replaced file is converted again (or, without torch, is an error naming the file).
+* checkpoints converted on first use (``"coco"``, family ``"mask_rcnn"``): torchvision's ``.pth`` is found in
+  the cache (or downloaded), checked against the 8-hex sha256 prefix torchvision publishes, converted (without
+  torch: :mod:`kzoo.applications.torchvision.checkpoint`) into a Keras ``.weights.h5`` in the cache, and the
+  converted file's full sha256 is recorded beside it in ``<file>.sha256.json`` (with the source's digest).
+  Every later use checks the file against that record: a truncated or replaced file is converted again.
+
+Each entry carries its metadata: the class names of its outputs, the published metrics and the input contract.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from typing import Any
 
 import keras
 
-from kzoo.applications.torchvision import checkpoint as torchvision_checkpoint
 from kzoo.applications.torchvision.convert import convert_torchvision_checkpoint
+from kzoo.data.coco_categories import COCO_CATEGORIES
 from kzoo.data.fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSES
 from kzoo.utils.files import sha256_of, write_json
 
@@ -39,6 +41,17 @@ CACHE_SUBDIR = os.path.join("models", "kzoo")
 RECORD_SUFFIX = ".sha256.json"
 
 FAMILIES = ("nin", "mask_rcnn")
+#: Names of the classes of a model that marks some outputs as not a class: the background (Mask R-CNN's
+#: output 0) and category ids a data set leaves unused (COCO's 91 ids hold 80 categories).
+BACKGROUND, UNUSED = "__background__", "N/A"
+#: torchvision's COCO outputs: index = COCO category id (0 the background; 11 ids unused).
+COCO_91_CLASS_NAMES: tuple[str, ...] = tuple(
+    BACKGROUND if i == 0 else COCO_CATEGORIES.get(i, UNUSED) for i in range(91)
+)
+
+
+class WeightsUnavailableError(OSError):
+    """Registered weights that are neither in the cache nor downloadable here (offline, blocked, HTTP error)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +68,10 @@ class RegisteredWeights:
         model_kwargs: constructor keywords the weights need (NIN: ``variant``, ``use_batch_norm``, ``blocks``;
             Mask R-CNN: ``backbone``, ``num_classes``, ``preset``).
         input_shape: ``(height, width, channels)`` it was trained on (NIN), ``None`` when any size works.
-        class_names: one name per output class (NIN).
-        metrics: what it measured (test accuracy, COCO AP) for documentation.
+        class_names: one name per output index; :data:`BACKGROUND` and :data:`UNUSED` mark outputs that are
+            not a class (Mask R-CNN's COCO weights: 91 names indexed by COCO category id).
+        metrics: what it measured, with the data set it was measured on (``dataset``).
+        input_contract: what the model takes, in words (dtype, value range, channels, size).
         source_url: converted entries: the checkpoint converted on first use.
         source_sha256_prefix: converted entries: the leading hex digits of the checkpoint's sha256, all its
             publisher gives (torchvision: 8, in the file name).
@@ -71,6 +86,7 @@ class RegisteredWeights:
     input_shape: tuple[int, int, int] | None = None
     class_names: tuple[str, ...] = ()
     metrics: dict = dataclasses.field(default_factory=dict)
+    input_contract: str = ""
     source_url: str | None = None
     source_sha256_prefix: str | None = None
     source_format: str | None = None
@@ -87,6 +103,11 @@ class RegisteredWeights:
     def url(self) -> str:
         """Where the file (or, for converted entries, its source checkpoint) is downloaded from."""
         return self.source_url or RELEASE_URL + self.file_name
+
+    @property
+    def categories(self) -> dict[int, str]:
+        """Output index -> class name, for the outputs that are classes (no background, no unused ids)."""
+        return {i: n for i, n in enumerate(self.class_names) if n not in (BACKGROUND, UNUSED)}
 
     @property
     def variant(self) -> str | None:
@@ -139,7 +160,8 @@ register(
         input_shape=(28, 28, 1),
         class_names=FASHION_MNIST_CLASSES,
         # configs/nin_fashion_mnist.yaml, 30 epochs; float32 accuracy on the 10,000 test images
-        metrics={"test_accuracy": 0.9378},
+        metrics={"dataset": "Fashion-MNIST test (10,000 images)", "test_accuracy": 0.9378},
+        input_contract="[B, 28, 28, 1] grayscale, uint8 or float32 in [0, 255], through nin.preprocess_input",
     )
 )
 
@@ -150,8 +172,11 @@ register(
         # named after the source: torchvision names its files <name>-<first 8 hex digits of the sha256>.pth
         file_name="maskrcnn_resnet50_fpn_coco-bf2d0c1e.weights.h5",
         model_kwargs={"backbone": "resnet50_fpn", "num_classes": 91, "preset": "torchvision"},
+        class_names=COCO_91_CLASS_NAMES,
         # torchvision's MaskRCNN_ResNet50_FPN_Weights.COCO_V1
-        metrics={"box_ap": 37.9, "mask_ap": 34.6},
+        metrics={"dataset": "COCO val2017", "box_ap": 37.9, "mask_ap": 34.6},
+        input_contract="[B, H, W, 3] RGB, uint8 or float32 in [0, 255], any size (resized inside the model: "
+        "short side 800, long side at most 1333)",
         source_url="https://download.pytorch.org/models/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth",
         source_sha256_prefix="bf2d0c1e",
         source_format="torchvision",
@@ -231,20 +256,21 @@ def check_record(weights_path: str | os.PathLike) -> str | None:
 def converted_weights_file(entry: RegisteredWeights) -> str:
     """A local ``.weights.h5`` converted from ``entry``'s source checkpoint, converted once into the cache.
 
-    The converted file lives in ``<cache root>/models/kzoo/`` (:func:`cache_root`). The first call downloads
-    ``entry.source_url`` through ``keras.utils.get_file`` (into the same folder), checks that its sha256 starts
-    with ``entry.source_sha256_prefix`` (torchvision publishes only these 8 hex digits), converts it with torch
-    (needed only then), and records the converted file's full sha256 and the source's in
-    ``<file>.sha256.json``. Every call checks the converted file against that record; a file that does not
-    match (truncated, replaced, or without a record) is converted again, with a warning.
+    The converted file lives in ``<cache root>/models/kzoo/`` (:func:`cache_root`). The first call takes the
+    source checkpoint from the same folder, or from :func:`local_weight_dirs`, or downloads it there through
+    ``keras.utils.get_file``; checks that its sha256 starts with ``entry.source_sha256_prefix`` (torchvision
+    publishes only these 8 hex digits); converts it (no torch needed) and records the converted file's full
+    sha256 and the source's in ``<file>.sha256.json``. Every call checks the converted file against that
+    record; a file that does not match (truncated, replaced, or without a record) is converted again, with a
+    warning.
 
     Returns:
         The path of the converted weights.
 
     Raises:
-        ImportError: a conversion is needed and torch is not installed (the file is absent).
-        ValueError: the cached file does not match its record and torch is not installed to convert it again
-            (the message names the file); or the downloaded checkpoint has the wrong hash (it is deleted).
+        WeightsUnavailableError: the checkpoint is not on this machine and cannot be downloaded; the message
+            gives the URL, where to put a copy downloaded elsewhere, and ``kzoo convert torchvision``.
+        ValueError: the checkpoint has the wrong hash (a downloaded one is deleted) or cannot be read.
     """
     root = cache_root()
     converted = os.path.join(root, CACHE_SUBDIR, entry.file_name)
@@ -252,18 +278,8 @@ def converted_weights_file(entry: RegisteredWeights) -> str:
         problem = check_record(converted)
         if problem is None:
             return converted
-        if not torchvision_checkpoint.torch_available():
-            raise ValueError(
-                f"the cached weights {converted} {problem}; delete it to convert {entry.url} again, which "
-                f"needs torch: {torchvision_checkpoint.NO_TORCH}"
-            )
         warnings.warn(f"the cached weights {converted} {problem}: converting them again", stacklevel=3)
-    elif not torchvision_checkpoint.torch_available():
-        raise ImportError(
-            f"weights={entry.name!r} is converted from torchvision's checkpoint on first use: "
-            f"{torchvision_checkpoint.NO_TORCH}"
-        )
-    source = _download_source(entry, root)
+    source = _source_checkpoint(entry, root)
     convert_torchvision_checkpoint(source, converted, num_classes=entry.model_kwargs.get("num_classes"))
     write_json(record_path(converted), {
         "weights": entry.name,
@@ -276,10 +292,29 @@ def converted_weights_file(entry: RegisteredWeights) -> str:
     return converted
 
 
-def _download_source(entry: RegisteredWeights, root: str) -> str:
-    """``entry.source_url`` in the cache, its sha256 prefix checked (a wrong file is deleted)."""
+def _source_checkpoint(entry: RegisteredWeights, root: str) -> str:
+    """``entry.source_url``'s file: a local copy (cache folder, then :func:`local_weight_dirs`) or a download
+    into the cache; its sha256 prefix checked (a wrong download is deleted, a wrong local copy named)."""
     file_name = entry.url.rsplit("/", 1)[-1]
-    path = keras.utils.get_file(fname=file_name, origin=entry.url, cache_dir=root, cache_subdir=CACHE_SUBDIR)
+    cache_path = os.path.join(root, CACHE_SUBDIR, file_name)
+    for path in [cache_path] + [os.path.join(d, file_name) for d in local_weight_dirs()]:
+        if os.path.isfile(path):
+            digest = sha256_of(path)
+            if not digest.startswith(entry.source_sha256_prefix):
+                raise ValueError(
+                    f"{path} has sha256 {digest}, which does not start with "
+                    f"{entry.source_sha256_prefix}: it is not {file_name}; delete or replace it"
+                )
+            return path
+    try:
+        path = keras.utils.get_file(fname=file_name, origin=entry.url, cache_dir=root, cache_subdir=CACHE_SUBDIR)
+    except Exception as error:  # noqa: BLE001 - get_file raises a bare Exception ("URL fetch failure ...")
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise WeightsUnavailableError(
+            f"weights={entry.name!r}: cannot download {entry.url} ({reason}). Download it where you can and put it "
+            f"at {cache_path} (kzoo converts it there on first use), or convert it yourself with `kzoo convert "
+            f"torchvision FILE {entry.name}.weights.h5` and pass that file as weights"
+        ) from None
     digest = sha256_of(path)
     if not digest.startswith(entry.source_sha256_prefix):
         os.remove(path)

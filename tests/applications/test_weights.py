@@ -13,7 +13,6 @@ import keras
 import pytest
 
 from kzoo.applications import NIN, MaskRCNN, nin, weights
-from kzoo.applications.torchvision import checkpoint
 from kzoo.utils.files import sha256_of, write_bytes
 
 
@@ -56,7 +55,7 @@ def test_unknown_names_list_the_valid_ones():
 
 @pytest.fixture
 def fake_coco(tmp_path, monkeypatch):
-    """The "coco" entry pointed at a local file:// checkpoint, torch "installed", and a converter that writes
+    """The "coco" entry pointed at a local file:// checkpoint, and a converter that writes
     ``converted:`` + the checkpoint's bytes atomically; returns the list of conversions made."""
     server = tmp_path / "server"
     server.mkdir()
@@ -66,7 +65,7 @@ def fake_coco(tmp_path, monkeypatch):
                                 source_sha256_prefix=sha256_of(pth)[:8])  # fmt: skip
     monkeypatch.setitem(weights.REGISTRY, "coco", entry)
     monkeypatch.setattr(weights, "CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(checkpoint, "torch_available", lambda: True)
+    monkeypatch.setenv("KZOO_WEIGHTS_DIR", str(tmp_path / "no_local_weights"))
     conversions = []
 
     def convert(source, output, num_classes=None):
@@ -119,25 +118,62 @@ def test_converted_file_is_recorded_and_verified(fake_coco, tmp_path, monkeypatc
         weights.resolve_weights_file(entry)
     assert len(conversions) == 3 and record_file.is_file()
 
-    # replaced, and no torch to convert it again: a clear error naming the file; nothing is touched
+    # replaced: converted again (no torch needed); an unreadable record likewise
     converted.write_bytes(b"something else")
-    monkeypatch.setattr(checkpoint, "torch_available", lambda: False)
-    with pytest.raises(ValueError, match=f"cached weights {converted} does not match its record.*delete it"):
+    with pytest.warns(UserWarning, match=f"{converted}.*does not match its record"):
         weights.resolve_weights_file(entry)
-    assert converted.read_bytes() == b"something else" and len(conversions) == 3
+    assert converted.read_bytes() == good and len(conversions) == 4
     record_file.write_text("{not json")
-    with pytest.raises(ValueError, match="unreadable sha256 record"):
+    with pytest.warns(UserWarning, match="unreadable sha256 record"):
         weights.resolve_weights_file(entry)
+    assert len(conversions) == 5
 
 
-def test_converted_file_needs_torch_and_the_right_source(fake_coco, tmp_path, monkeypatch):
+def test_converted_file_needs_the_right_source(fake_coco, tmp_path, monkeypatch):
     entry, conversions = fake_coco
     folder = tmp_path / "cache" / "models" / "kzoo"
-    monkeypatch.setattr(checkpoint, "torch_available", lambda: False)
-    with pytest.raises(ImportError, match="weights='coco' is converted .* needs torch"):
-        weights.resolve_weights_file(entry)
-    monkeypatch.setattr(checkpoint, "torch_available", lambda: True)
     wrong = dataclasses.replace(entry, source_sha256_prefix="bf2d0c1e")
     with pytest.raises(ValueError, match="does not start with bf2d0c1e: the file was deleted"):
         weights.resolve_weights_file(wrong)
     assert os.listdir(folder) == [] and conversions == []
+
+
+def test_offline_is_one_clear_error_and_a_local_copy_is_used(fake_coco, tmp_path, monkeypatch):
+    """No network: the error names the URL, the cache path to put a copy at, and kzoo convert torchvision; a
+    copy put there (or in $KZOO_WEIGHTS_DIR) is converted without any download."""
+    entry, conversions = fake_coco
+    source = tmp_path / "server" / "fake_coco-00000000.pth"
+    offline = dataclasses.replace(entry, source_url=(tmp_path / "gone" / source.name).as_uri())
+    cache_copy = tmp_path / "cache" / "models" / "kzoo" / source.name
+    with pytest.raises(weights.WeightsUnavailableError) as error:
+        weights.resolve_weights_file(offline)
+    message = str(error.value)
+    assert "\n" not in message and offline.url in message and str(cache_copy) in message
+    assert "kzoo convert torchvision FILE coco.weights.h5" in message and conversions == []
+    assert error.value.__cause__ is None and error.value.__suppress_context__  # one error, not a chain
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("downloaded")
+
+    monkeypatch.setattr(keras.utils, "get_file", no_download)
+    local = tmp_path / "no_local_weights"
+    local.mkdir()
+    (local / source.name).write_bytes(source.read_bytes())
+    assert weights.resolve_weights_file(offline) == str(cache_copy.parent / entry.file_name)
+    assert conversions == [str(local / source.name)]
+    (local / source.name).write_bytes(b"another file")
+    os.remove(cache_copy.parent / entry.file_name)
+    with pytest.raises(ValueError, match=f"{local / source.name} has sha256 .*it is not {source.name}"):
+        weights.resolve_weights_file(offline)
+
+
+def test_coco_entry_carries_its_metadata():
+    coco = weights.REGISTRY["coco"]
+    assert len(coco.class_names) == 91 and coco.class_names[0] == weights.BACKGROUND
+    assert coco.class_names[1] == "person" and coco.class_names[90] == "toothbrush"
+    assert coco.class_names.count(weights.UNUSED) == 10 and len(coco.categories) == 80
+    assert coco.categories[1] == "person" and 12 not in coco.categories
+    assert coco.metrics == {"dataset": "COCO val2017", "box_ap": 37.9, "mask_ap": 34.6}
+    assert "uint8" in coco.input_contract and "[0, 255]" in coco.input_contract
+    fashion = weights.REGISTRY["fashion_mnist"]
+    assert fashion.metrics["test_accuracy"] == 0.9378 and "28, 28, 1" in fashion.input_contract

@@ -132,7 +132,7 @@ def convert_torchvision_checkpoint(
     umask ``022``) and renamed into place, so a failed conversion leaves nothing behind.
 
     Args:
-        pth_path: the ``.pth`` file (read by torch in a child process, see :func:`read_torchvision_checkpoint`).
+        pth_path: the ``.pth`` file (read without torch, see :func:`read_torchvision_checkpoint`).
         output_weights_path: where to write; must end in ``.weights.h5``.
         num_classes: classes including the background; ``None`` reads it from ``cls_score`` (91 for COCO).
         config: the model configuration (default :func:`torchvision_config` with ``num_classes``).
@@ -141,7 +141,7 @@ def convert_torchvision_checkpoint(
         ``output_weights_path`` as a string.
 
     Raises:
-        FileNotFoundError, ImportError, ValueError: see :func:`read_torchvision_checkpoint`;
+        FileNotFoundError, CheckpointError: see :func:`read_torchvision_checkpoint`;
         TorchvisionConversionError: the checkpoint does not fit the configuration.
     """
     output = os.fspath(output_weights_path)

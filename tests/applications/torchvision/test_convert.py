@@ -1,7 +1,7 @@
 """kzoo.applications.torchvision.convert: state dicts and .pth files -> kzoo models and .weights.h5 files, the
 torchvision preset, numeric parity with torchvision, and ``MaskRCNN(weights="coco")`` end to end.
 
-torch runs only in subprocesses (the ``torch_run`` fixture and the converter's own child process): torch and
+torch runs only in subprocesses (the ``torch_run`` fixture; kzoo reads .pth files without torch): torch and
 TensorFlow crash when both compute in one process.
 """
 
@@ -18,7 +18,7 @@ import tensorflow as tf
 from kzoo.applications import MaskRCNN, weights
 from kzoo.applications import torchvision as tv
 from kzoo.applications.mask_rcnn import load_mask_rcnn_config, mask_rcnn_from_config
-from kzoo.applications.torchvision import checkpoint, convert
+from kzoo.applications.torchvision import convert
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 from kzoo.ops.masks import paste_masks
@@ -93,13 +93,13 @@ def test_state_dict_errors_list_leftovers(small_model, fake_state_dict):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(small_model.rpn_head.conv.kernel), before)
 
 
-def test_files_and_missing_torch_errors(tmp_path, monkeypatch):
-    # (reading: tests/applications/torchvision/test_checkpoint.py)
+def test_files_and_offline_errors(tmp_path, monkeypatch):
+    # (reading: tests/applications/torchvision/test_checkpoint.py; offline: tests/applications/test_weights.py)
     with pytest.raises(ValueError, match=r"\.weights\.h5"):
         tv.convert_torchvision_checkpoint(tmp_path / "none.pth", tmp_path / "out.h5")
-    monkeypatch.setattr(checkpoint, "torch_available", lambda: False)
     monkeypatch.setattr(weights, "CACHE_DIR", str(tmp_path / "cache"))
-    with pytest.raises(ImportError, match="weights='coco'.*needs torch"):
+    monkeypatch.setitem(weights.REGISTRY, "coco", dataclasses.replace(COCO, source_url=(tmp_path / "x.pth").as_uri()))
+    with pytest.raises(weights.WeightsUnavailableError, match="weights='coco': cannot download .*x.pth"):
         MaskRCNN(weights="coco", min_size=64, max_size=64)
     with pytest.raises(ValueError, match="resnet50_fpn"):
         MaskRCNN("mobilenet_v2_fpn", weights="coco")
