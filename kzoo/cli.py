@@ -185,7 +185,10 @@ def cmd_demo(args) -> int:
         from kzoo.tasks.instance_segmentation import run_demo
     else:
         from kzoo.tasks.classification import run_demo
-    title, rows = run_demo(config, fresh=args.fresh)
+    from kzoo.training.run_lock import run_lock
+
+    with run_lock(config.output_dir, "--fresh" if args.fresh else "the demo", "kzoo demo"):  # one demo per folder
+        title, rows = run_demo(config, fresh=args.fresh)
     _print_table(title, rows)
     return 0
 
@@ -205,10 +208,12 @@ def cmd_convert(args) -> int:
 
     names = tuple(n.strip() for n in args.class_names.split(",")) if args.class_names else None
     summary = write_coco_from_tool(args.source, args.src, output, images=args.images, class_names=names,
-                                   yolo_data_yaml=args.data_yaml)  # fmt: skip
+                                   yolo_data_yaml=args.data_yaml, class_attribute=args.class_attribute)  # fmt: skip
     rows = [("item", "value"), ("COCO json", summary["output"]), ("images folder", summary["image_dir"]),
             ("images", summary["images"]), ("instances", summary["instances"]),
             ("categories", ", ".join(summary["categories"]))]  # fmt: skip
+    if summary["merged_images"]:
+        rows.append(("merged: images annotated in several files", summary["merged_images"]))
     rows += [(f"dropped: {kind}", count) for kind, count in sorted(summary["problems"].items())]
     _print_table(f"kzoo convert {args.source} {args.src}", rows)
     return 0

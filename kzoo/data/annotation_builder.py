@@ -9,13 +9,19 @@ rasterized:
   exactly to the image rectangle (Sutherland-Hodgman; polygons reaching more than a pixel outside it are
   counted), dropped when nothing of them lies inside the image;
 - labels: a non-empty string, in ``class_names`` when given (else dropped);
-- images: the file exists, Pillow reads its header, and, where the annotations give one, the size matches.
+- images: the file exists and decodes strictly (:func:`kzoo.data.images.inspect_image_file`: every pixel, so a
+  truncated or corrupt file is skipped, counted, here rather than failing training later), and, where the
+  annotations give one, the size matches. One image file annotated by several files (two labelme jsons whose
+  ``imagePath`` lead to the same file, a VIA entry listed twice) is one COCO image holding every file's
+  instances (merged, counted as ``merged_images`` and logged);
   Images ``tf.io.decode_image`` cannot read as they are (WebP, TIFF, ...) or that carry an EXIF orientation
   (the tools annotate the upright image; TensorFlow decodes the stored pixels) are written upright, as PNG,
   into a cache folder when one is given, and skipped (counted) otherwise.
 
 Each problem drops what it concerns, is counted, and is logged as one warning per kind naming a few of the
-files concerned (as :func:`kzoo.data.coco.load_coco_instances` does). Nothing here raises on bad data.
+files concerned (as :func:`kzoo.data.coco.load_coco_instances` does). Nothing here raises on bad data, except
+that a conversion with no instances at all is an error (:class:`NoInstancesError`, naming where the reader looked,
+how many files it saw and what it dropped): an empty COCO json looks like success and trains on nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ PROBLEMS = {
     "malformed_shapes": "shapes with missing, non-numeric or ill-formed coordinates (dropped)",
     "unsupported_shapes": "shapes that enclose no area (points, lines) or of an unknown type (dropped)",
     "unlabeled_shapes": "shapes without a class label (dropped)",
+    "missing_class_attribute": "regions without the class attribute (dropped)",
+    "negative_sizes": "rectangles, circles or ellipses of negative width, height or radius (dropped, not mirrored)",
     "unknown_labels": "shapes of a label not in class_names (dropped)",
     "non_finite_coordinates": "polygons with non-finite coordinates (dropped)",
     "degenerate_polygons": "polygons with under 3 distinct points or no area (dropped)",
@@ -53,7 +61,9 @@ PROBLEMS = {
 #: Image file extensions looked for by the readers that search folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
-_EXIF_ORIENTATION = 0x0112
+
+class NoInstancesError(ValueError):
+    """A conversion found no instance at all; the message names where it looked, what it saw and what it dropped."""
 
 
 def polygon_area(points: np.ndarray) -> float:
@@ -153,8 +163,14 @@ class CocoBuilder:
         self.images: list[dict] = []
         self.instances: list[tuple[int, str, list[list[float]], list[float], float]] = []
         self.labels_seen: set[str] = set()
-        self.counts = dict.fromkeys(("annotation_files", "images", "instances", *PROBLEMS), 0)
-        self._examples: dict[str, list[str]] = {key: [] for key in PROBLEMS}
+        self.counts = dict.fromkeys(("annotation_files", "images", "instances", "merged_images", *PROBLEMS), 0)
+        self._examples: dict[str, list[str]] = {key: [] for key in (*PROBLEMS, "merged_images")}
+        #: what the readers looked for, for the message of an empty result (e.g. ``"*.json under /data"``)
+        self.looked = source
+        #: every file the conversion read (annotation files, data yamls, images), to refuse writing over one
+        self.inputs: list[str] = []
+        self._image_ids: dict[str, int] = {}  # real path of an image file -> its id
+        self._image_sources: dict[int, str] = {}  # image id -> the first annotation file naming it
 
     # ------------------------------------------------------------------------------------------ problems
 
@@ -174,20 +190,30 @@ class CocoBuilder:
             where: what a warning names (the annotation file that refers to it).
             size: ``(height, width)`` the annotations give, checked against the (upright) image; ``None``: any.
         """
-        from PIL import Image
+        from kzoo.data.images import inspect_image_file
 
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             self.problem("missing_images", f"{where}: {path}")
             return None
+        real = os.path.realpath(path)
+        if real in self._image_ids:  # annotated in several files: one image, every file's instances
+            image_id = self._image_ids[real]
+            image = self.images[image_id - 1]
+            if size is not None and tuple(size) != (image["height"], image["width"]):
+                self.problem("size_mismatch", f"{where}: {path} is {image['height']}x{image['width']}, the "
+                             f"annotations say {size[0]}x{size[1]}")  # fmt: skip
+                return None
+            self.counts["merged_images"] += 1
+            if len(self._examples["merged_images"]) < 3:
+                self._examples["merged_images"].append(f"{path} ({self._image_sources[image_id]} and {where})")
+            return image_id
+        self.inputs.append(path)
         try:
-            with Image.open(path) as image:
-                image_format, (width, height) = image.format, image.size
-                orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-        except Exception:  # noqa: BLE001 - any failure to read the header makes the file unusable
+            info = inspect_image_file(path)
+        except (OSError, ValueError):  # truncated, corrupt, not an image, not a regular file
             self.problem("corrupt_images", f"{where}: {path}")
             return None
-        if orientation in (5, 6, 7, 8):  # the upright image is transposed
-            width, height = height, width
+        image_format, height, width, orientation = info.format, info.height, info.width, info.orientation
         if size is not None and tuple(size) != (height, width):
             said = f"{size[0]}x{size[1]}"
             self.problem("size_mismatch", f"{where}: {path} is {height}x{width}, the annotations say {said}")
@@ -199,7 +225,10 @@ class CocoBuilder:
             path = self._cached_upright(path, where)
             if path is None:
                 return None
-        return self._append_image(path, height, width)
+        image_id = self._append_image(path, height, width)
+        self._image_ids[real] = image_id
+        self._image_sources[image_id] = where
+        return image_id
 
     def add_image_bytes(self, data: bytes, name: str, where: str, size: tuple[int, int] | None = None) -> int | None:
         """Add an image given as encoded bytes (e.g. embedded in an annotation file): written upright, as PNG,
@@ -357,8 +386,22 @@ class CocoBuilder:
         for key, description in PROBLEMS.items():
             if self.counts[key]:
                 self.log.warning("%s: %d %s, e.g. %s", self.source, self.counts[key], description, self._examples[key])
+        if self.counts["merged_images"]:
+            self.log.warning("%s: %d images annotated in several files, merged into one image each (their "
+                             "instances together), e.g. %s", self.source, self.counts["merged_images"],
+                             self._examples["merged_images"])  # fmt: skip
+        if not annotations:
+            raise NoInstancesError(self.empty_message())
         coco = {"images": list(self.images), "annotations": annotations, "categories": categories}
         return coco, self.image_root, dict(self.counts)
+
+    def empty_message(self) -> str:
+        """Why a conversion found no instance: where it looked, what it saw and what it dropped."""
+        dropped = [f"{self.counts[key]} {PROBLEMS[key]}, e.g. {self._examples[key]}" for key in PROBLEMS
+                   if self.counts[key]]  # fmt: skip
+        seen = (f"{self.counts['annotation_files']} annotation files and {len(self.images)} readable images seen; "
+                + ("dropped: " + "; ".join(dropped) if dropped else "they hold no shapes"))  # fmt: skip
+        return f"{self.source}: no instances found (looked for {self.looked}); {seen}"
 
 
 def _mask_area(polygons: list[list[float]], height: int, width: int) -> float:

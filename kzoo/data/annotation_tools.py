@@ -33,6 +33,7 @@ def annotation_tool_to_coco(
     yolo_data_yaml: str | None = None,
     cache_dir: str | None = None,
     class_attribute: str | None = None,
+    inputs: list[str] | None = None,
 ) -> tuple[dict, str, dict]:
     """Convert one annotation tool's files to a COCO instances dict.
 
@@ -50,8 +51,9 @@ def annotation_tool_to_coco(
         cache_dir: where images are written that the pipeline could not read otherwise (labelme ``imageData``
             without a file; EXIF-rotated, WebP, TIFF, ... images, written upright as PNG); ``None``: such
             images are skipped (counted).
-        class_attribute: VIA: the region attribute holding the class (default: see
-            :func:`kzoo.data.via.via_to_coco`).
+        class_attribute: VIA: the region attribute holding the class (default: the only one that can be, see
+            :func:`kzoo.data.via.find_class_attribute`; several candidates are an error listing them).
+        inputs: a list the files read (annotation files, ``data.yaml``, images) are appended to.
 
     Returns:
         ``(coco, image_root, counts)``: the COCO dict, the folder its ``file_name`` s are relative to, and
@@ -60,22 +62,27 @@ def annotation_tool_to_coco(
 
     Raises:
         FileNotFoundError: a file or folder given does not exist.
-        ValueError: an unknown ``source``, no YOLO class names, or a VIA json that is not one (named).
+        ValueError: an unknown ``source``, no YOLO class names, a VIA json that is not one (named), or an
+            ambiguous VIA class attribute.
+        kzoo.data.annotation_builder.NoInstancesError: no instance at all (the message says where the reader
+            looked, how many files it saw and what it dropped).
     """
+    if class_attribute is not None and source != "via":
+        raise ValueError(f"class_attribute ({class_attribute!r}) is for VIA projects, not {source}")
     if source == "labelme":
         from kzoo.data.labelme import labelme_to_coco
 
-        return labelme_to_coco(annotations, class_names, cache_dir, images=images)
+        return labelme_to_coco(annotations, class_names, cache_dir, images=images, inputs=inputs)
     if source == "via":
         from kzoo.data.via import via_to_coco
 
-        return via_to_coco(annotations, images, class_names, class_attribute, cache_dir)
+        return via_to_coco(annotations, images, class_names, class_attribute, cache_dir, inputs=inputs)
     if source == "yolo":
         from kzoo.data.yolo import yolo_to_coco
 
         if images is None:
             raise ValueError("YOLO labels need their images folder (images=...)")
-        return yolo_to_coco(annotations, images, class_names, yolo_data_yaml, cache_dir)
+        return yolo_to_coco(annotations, images, class_names, yolo_data_yaml, cache_dir, inputs=inputs)
     raise ValueError(f"unknown annotation tool {source!r}; choose one of {SOURCES}")
 
 
@@ -164,14 +171,24 @@ def write_coco_from_tool(
     Returns:
         A summary: ``output``, ``image_dir`` (the folder the json's ``file_name`` s are relative to: train on
         the json with this image folder), ``images``, ``instances``, ``categories`` (names, in label order),
-        ``annotation_files`` and ``problems`` (the non-zero problem counts, see
-        :data:`kzoo.data.annotation_builder.PROBLEMS`).
+        ``annotation_files``, ``merged_images`` (how many times an image already annotated in another file was
+        met again: its instances were merged into that image) and ``problems`` (the non-zero problem counts,
+        see :data:`kzoo.data.annotation_builder.PROBLEMS`).
+
+    Raises:
+        ValueError: ``output_json`` is one of the conversion's inputs (an annotation file, the ``data.yaml``,
+            an image, or the annotations folder): nothing is written.
+        The errors of :func:`annotation_tool_to_coco` (nothing is written).
     """
+    given = [("the annotations", annotations), ("the images folder", images), ("the data yaml", yolo_data_yaml)]
+    refuse_output_over_input(output_json, [(what, path) for what, path in given if path])
     if cache_dir is None:
         cache_dir = os.path.splitext(os.path.abspath(output_json))[0] + "_images"
+    inputs: list[str] = []
     coco, image_root, counts = annotation_tool_to_coco(
-        source, annotations, images, class_names, yolo_data_yaml, cache_dir, class_attribute
+        source, annotations, images, class_names, yolo_data_yaml, cache_dir, class_attribute, inputs
     )
+    refuse_output_over_input(output_json, [("an input file", path) for path in inputs])
     files.write_json(output_json, coco, indent=None)
     return {
         "output": os.fspath(output_json),
@@ -180,5 +197,24 @@ def write_coco_from_tool(
         "instances": counts["instances"],
         "categories": [c["name"] for c in coco["categories"]],
         "annotation_files": counts["annotation_files"],
+        "merged_images": counts.get("merged_images", 0),
         "problems": {key: counts[key] for key in PROBLEMS if counts[key]},
     }
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_output_over_input(output: str, inputs: Sequence[tuple[str, str]]) -> None:
+    """A ``ValueError`` naming ``output`` when it is one of ``inputs`` (``(what, path)`` pairs), compared as the
+    same file (``os.path.samefile``: links, hard links) where both exist, as resolved real paths otherwise."""
+    output = os.fspath(output)
+    for what, path in inputs:
+        if _same_file(output, os.fspath(path)):
+            raise ValueError(f"refusing to write {output}: it is {what} of this conversion ({path}); writing it "
+                             "would overwrite the annotations; choose another output file")  # fmt: skip
+

@@ -238,6 +238,25 @@ def _source(source) -> tuple[tf.data.Dataset, Callable | None, int | None]:
     )
 
 
+def count_instances(source) -> int | None:
+    """The number of instances (crowd regions included) of a list source (example dicts, :class:`CocoRecord` s,
+    :class:`CocoInstances`); ``None`` for sources that cannot be counted without reading them (generators,
+    ``tf.data``)."""
+    if isinstance(source, CocoInstances):
+        source = source.records
+    if not isinstance(source, Sequence) or isinstance(source, (str, bytes)):
+        return None
+    total = 0
+    for item in source:
+        if isinstance(item, CocoRecord):
+            total += len(item.classes)
+        elif isinstance(item, dict) and "classes" in item:
+            total += len(np.asarray(item["classes"]).reshape(-1))
+        else:
+            return None
+    return total
+
+
 # ------------------------------------------------------------------------------------------ the transform
 
 
@@ -436,7 +455,8 @@ def make_detection_pipeline(
 
     Training pipelines shuffle every epoch (the whole index list for list and COCO sources, a
     ``shuffle_buffer`` of examples otherwise) and drop the last partial batch. Evaluation pipelines keep
-    the order and every example; with ``pad_last_batch`` the last batch is filled up with empty images
+    the order and every example; a training source (of examples or records) without a single instance is an
+    error. With ``pad_last_batch`` the last batch is filled up with empty images
     (``image_id`` -1, ``valid`` all False, ``image_size`` the canvas) so every batch has the same static
     shape. Random flips are reproducible from ``seed`` (different in each epoch).
 
@@ -510,6 +530,9 @@ def make_detection_pipeline(
         color_jitter=colors if training and any(colors) else (),
     )  # fmt: skip
     dataset, loader, count = _source(source)
+    if training and count and count_instances(source) == 0:  # a full run on nothing would end "successfully"
+        raise ValueError(f"the training source has no instances ({count} images, 0 instances): nothing to learn "
+                         "from; check its annotations")  # fmt: skip
     if training:
         buffer = count if loader is not None else min(shuffle_buffer, count or shuffle_buffer)
         dataset = dataset.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)

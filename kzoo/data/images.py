@@ -15,14 +15,32 @@ What comes out, whatever went in:
   model served from the file's bytes sees;
 * animations (GIF, WebP, APNG): the first frame;
 * the EXIF orientation tag applied (``PIL.ImageOps.exif_transpose``), so a phone photo comes out upright.
+
+This module is the one strict decoder of image files: ``kzoo predict`` (NIN and Mask R-CNN), the class maps, and
+the annotation converters (:mod:`kzoo.data.annotation_builder`, which reads each image's size through
+:func:`inspect_image_file`) all read images through it. Strict means:
+
+* only regular files: a FIFO, socket or device is refused from ``os.stat`` before it is opened (opening a FIFO
+  would block);
+* truncated or corrupt data is an error naming the file, never Pillow's black (or gray) fill: pixels are loaded
+  with ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` off whatever another library set it to, and a PNG's chunks are
+  checked (CRCs, and an image data stream holding every row the header announces), which Pillow alone does not do
+  (it fills the rows a complete-looking stream lacks with zeros; TensorFlow's decoder refuses such a file).
+
+The training pipeline decodes with ``tf.io.decode_image``, which refuses the same truncated files (its errors are
+turned into ones naming the file by :func:`kzoo.data.detection.naming_undecodable_images`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import stat
 import struct
+import threading
 import warnings
+import zlib
 
 import numpy as np
 
@@ -53,19 +71,82 @@ def read_image_file(path: str) -> tuple[bytes, np.ndarray]:
             larger than :data:`MAX_PIXELS` pixels.
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
+    data = read_image_bytes(path)
+    return data, decode_image_bytes(data, name=path)
+
+
+def check_image_path(path: str) -> None:
+    """Refuse ``path`` unless it is a regular file, from ``os.stat`` alone (nothing is opened: opening a FIFO
+    blocks until a writer comes).
+
+    Raises:
+        FileNotFoundError: nothing at ``path`` (or a dangling link).
+        ValueError: a directory, or not a regular file (a FIFO, socket or device), named.
+    """
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except NotADirectoryError:
+        raise FileNotFoundError(f"image not found: {path} (a part of the path is not a folder)") from None
+    if stat.S_ISDIR(mode):
         raise ValueError(f"{path} is a directory, not an image file (expected {_EXPECTED})")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image not found: {path}")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a plain file")  # fmt: skip
+        raise ValueError(f"{path} is not a regular file ({kind}); expected {_EXPECTED}")
+
+
+def read_image_bytes(path: str) -> bytes:
+    """The bytes of the image file ``path``, after :func:`check_image_path`; an empty file is a ``ValueError``."""
+    path = os.fspath(path)
+    check_image_path(path)
     with open(path, "rb") as f:
         data = f.read()
     if not data:
         raise ValueError(f"{path} is empty (0 bytes); expected {_EXPECTED}")
-    return data, decode_image_bytes(data, name=path)
+    return data
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFileInfo:
+    """What :func:`inspect_image_file` finds: the Pillow ``format`` (``"PNG"``...), the upright ``height`` and
+    ``width`` (EXIF orientation applied) and the EXIF ``orientation`` (1 when absent)."""
+
+    format: str
+    height: int
+    width: int
+    orientation: int
+
+
+def inspect_image_file(path: str) -> ImageFileInfo:
+    """Decode the image file ``path`` strictly, as :func:`read_image_file` does (every pixel, so a truncated or
+    corrupt file is an error here, not later), and say what it is.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`read_image_file`.
+    """
+    path = os.fspath(path)
+    image = _open_strict(read_image_bytes(path), path)
+    try:
+        orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # noqa: BLE001 - an unreadable EXIF block leaves the image as stored
+        orientation = 1
+    width, height = image.size
+    if orientation in (5, 6, 7, 8):  # the upright image is transposed
+        width, height = height, width
+    return ImageFileInfo(str(image.format), int(height), int(width), orientation)
 
 
 def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     """Decode an encoded image (see :func:`read_image_file`) to uint8 ``[H, W, 3]``; ``name`` is used in errors."""
+    image = _exif_upright(_open_strict(data, name))
+    return _to_rgb_uint8(image)
+
+
+def _open_strict(data: bytes, name: str):
+    """The Pillow image of ``data`` with its pixels loaded (the first frame), strictly (see the module docstring)."""
     from PIL import Image, UnidentifiedImageError
 
     with warnings.catch_warnings():
@@ -88,12 +169,86 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
         if width == 0 or height == 0:
             raise ValueError(f"{name} has no pixels ({width} x {height}); expected {_EXPECTED}")
         try:
-            image.load()  # the first frame of an animation
-        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            _load_pixels(image)  # the first frame of an animation
+        except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as error:
             raise ValueError(f"{name} is a truncated or corrupt {image.format} image ({error}); "
                              f"expected {_EXPECTED}") from error  # fmt: skip
-    image = _exif_upright(image)
-    return _to_rgb_uint8(image)
+    if image.format == "PNG":
+        problem = png_data_problem(data)
+        if problem:
+            raise ValueError(f"{name} is a truncated or corrupt PNG image ({problem}); expected {_EXPECTED}")
+    return image
+
+
+_EXIF_ORIENTATION = 0x0112
+_TRUNCATION_LOCK = threading.Lock()
+
+
+def _load_pixels(image) -> None:
+    """``image.load()`` with ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` off (another library may have set it)."""
+    from PIL import ImageFile
+
+    if not ImageFile.LOAD_TRUNCATED_IMAGES:
+        image.load()
+        return
+    with _TRUNCATION_LOCK:
+        saved, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+        try:
+            image.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_data_problem(data: bytes) -> str | None:
+    """What is wrong with a PNG's chunks, or ``None``: a chunk cut short or with a wrong CRC, a missing ``IHDR``
+    or ``IEND``, or an image data stream (``IDAT``) that is corrupt or holds fewer bytes than the rows the header
+    announces (Pillow fills the missing rows with zeros without a word)."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return "no PNG signature"
+    position, header, expected, total, ended = 8, None, 0, 0, False
+    inflate = zlib.decompressobj()
+    while position < len(data):
+        if position + 8 > len(data):
+            return f"a chunk header cut short at byte {position}"
+        length, kind = struct.unpack(">I", data[position : position + 4])[0], data[position + 4 : position + 8]
+        end = position + 12 + length
+        if end > len(data):
+            return f"the {kind.decode('latin-1')!r} chunk at byte {position} is cut short"
+        body = data[position + 8 : position + 8 + length]
+        if zlib.crc32(kind + body) != struct.unpack(">I", data[end - 4 : end])[0]:
+            return f"the {kind.decode('latin-1')!r} chunk at byte {position} has a wrong CRC"
+        position = end
+        if kind == b"IHDR" and len(body) >= 13:
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body[:13])
+            bits = depth * _PNG_CHANNELS.get(color, 4)
+            passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+            for x0, y0, dx, dy in passes:
+                columns, rows = -(-max(width - x0, 0) // dx), -(-max(height - y0, 0) // dy)
+                if columns and rows:
+                    expected += rows * (1 + (columns * bits + 7) // 8)
+            header = (width, height)
+        elif kind == b"IDAT" and total < expected and not inflate.eof:
+            try:
+                while body and total < expected and not inflate.eof:
+                    total += len(inflate.decompress(body, 1 << 20))
+                    body = inflate.unconsumed_tail
+            except zlib.error as error:
+                return f"corrupt image data ({error})"
+        elif kind == b"IEND":
+            ended = True
+            break
+    if header is None:
+        return "no IHDR chunk"
+    if total < expected:
+        rows = f"{header[1]} rows of {header[0]} pixels"
+        return f"the image data holds {total} of the {expected} bytes of the header's {rows}"
+    if not ended:
+        return "no IEND chunk (the file is cut short)"
+    return None
 
 
 def _exif_upright(image):

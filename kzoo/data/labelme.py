@@ -8,7 +8,9 @@ A labelme json holds ``shapes`` (each with ``label``, ``points`` ``[[x, y], ...]
   a polygon within half a pixel of the circle; ``mask``: its bitmap (placed at the first point) -> outlines;
 - ``point``, ``line``, ``linestrip`` (and unknown types) enclose no area: dropped, counted;
 - shapes of the same label and ``group_id`` join into one instance (several polygons), as labelme's own
-  ``labelme2coco`` does; shapes without a ``group_id`` are one instance each.
+  ``labelme2coco`` does; shapes without a ``group_id`` are one instance each;
+- one image annotated in several json files (their ``imagePath`` s lead to the same file) is one COCO image with
+  the instances of all of them (merged, counted as ``merged_images``).
 
 An image found only as ``imageData`` is written (as PNG) into the cache folder given, so the pipeline can read
 it. See :mod:`kzoo.data.annotation_builder` for the checks and the counted problems.
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import logging
 import os
@@ -55,6 +56,7 @@ def labelme_to_coco(
     class_names: Sequence[str] | None = None,
     image_dir: str | None = None,
     images: str | None = None,
+    inputs: list[str] | None = None,
 ) -> tuple[dict, str, dict]:
     """Convert labelme json files to a COCO instances dict (polygon segmentations, ``iscrowd`` 0).
 
@@ -66,6 +68,7 @@ def labelme_to_coco(
             ``imageData``, and those TensorFlow cannot decode as stored (EXIF-rotated, WebP, ...). ``None``:
             such images are skipped (counted).
         images: a folder to look for an image in (by its name) where ``imagePath`` does not lead to one.
+        inputs: a list the files read (json files, images) are appended to.
 
     Returns:
         ``(coco, image_root, counts)``: the COCO dict, the folder its ``file_name`` s are relative to (the
@@ -75,19 +78,25 @@ def labelme_to_coco(
     Raises:
         FileNotFoundError: ``annotations`` does not exist.
         ValueError: ``class_names`` is not a list of unique names.
+        kzoo.data.annotation_builder.NoInstancesError: no instance at all (an empty folder, every shape dropped).
     """
     paths = find_labelme_files(annotations)
     root = annotations if os.path.isdir(annotations) else os.path.dirname(os.path.abspath(annotations))
     builder = CocoBuilder(f"labelme {annotations}", root, class_names, image_dir, LOG)
+    builder.looked = (f"*.json under {os.path.abspath(annotations)} (recursively)" if os.path.isdir(annotations)
+                      else os.path.abspath(annotations))  # fmt: skip
     for path in paths:
         builder.counts["annotation_files"] += 1
+        builder.inputs.append(path)
         _convert_file(builder, path, root, images)
+    if inputs is not None:
+        inputs.extend(builder.inputs)
     return builder.finish()
 
 
 def _convert_file(builder: CocoBuilder, path: str, root: str, images: str | None) -> None:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark (Windows editors) is not an error
             data = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         builder.problem("malformed_files", path)
@@ -194,18 +203,16 @@ def _shape_polygons(shape: dict) -> list | None:
 
 def _mask_polygons(shape: dict) -> list | None:
     """A ``mask`` shape: a base64 PNG bitmap whose top-left pixel is the first point -> its outlines."""
-    from PIL import Image
-
     from kzoo.data.coco import mask_to_polygons
+    from kzoo.data.images import decode_image_bytes
 
     points = _points(shape)
     encoded = shape.get("mask")
     if points is None or not isinstance(encoded, str) or not np.all(np.isfinite(points)):
         return None
     try:
-        with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
-            bitmap = np.asarray(image.convert("L")) > 0
-    except Exception:  # noqa: BLE001 - any failure to decode makes the shape malformed
+        bitmap = decode_image_bytes(base64.b64decode(encoded), name="a mask shape").max(axis=-1) > 0
+    except (ValueError, binascii.Error):  # not base64, or a truncated or corrupt image: the shape is malformed
         return None
     x0, y0 = np.floor(points.min(axis=0))
     polygons = mask_to_polygons(bitmap)

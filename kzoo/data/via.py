@@ -10,9 +10,13 @@ with ``shape_attributes`` and ``region_attributes``. Region shapes become COCO p
   radians, default 0): polygons within half a pixel of them;
 - ``point`` and ``polyline`` enclose no area: dropped, counted.
 
-The class of a region is the value of one of its region attributes (a text, dropdown or radio value; a
-checkbox dict with exactly one option ticked). VIA does not store image sizes: they are read from the image
-files' headers. See :mod:`kzoo.data.annotation_builder` for the checks and the counted problems.
+The class of a region is the value of one region attribute, the class attribute (a text, dropdown or radio value;
+a checkbox dict with exactly one option ticked), the same for every region: named by ``class_attribute``, else
+found only where that is unambiguous (:func:`find_class_attribute`), else an error listing the attributes. A
+region without it is dropped and counted (``missing_class_attribute``): its other attributes (a ``note``) are
+never taken for a class. A ``rect`` of negative width or height (and a circle or ellipse of negative radius) is
+dropped and counted (``negative_sizes``), not mirrored. VIA does not store image sizes: they are read from the
+image files. See :mod:`kzoo.data.annotation_builder` for the checks and the counted problems.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from kzoo.data.annotation_builder import CocoBuilder, ellipse_polygon, rectangle
 
 LOG = logging.getLogger(__name__)
 
-#: Region attribute names taken as the class, in this order, when no ``class_attribute`` is given.
+#: Region attribute names that name a class: the one of them a project has is its class attribute when no
+#: ``class_attribute`` is given (see :func:`find_class_attribute`).
 CLASS_ATTRIBUTE_NAMES = ("class", "label", "name", "category", "type", "object")
 
 _NO_AREA = ("point", "polyline")
@@ -45,7 +50,7 @@ def read_via_metadata(annotations: str) -> tuple[list[dict], list[str]]:
     if not os.path.isfile(annotations):
         raise FileNotFoundError(f"VIA annotation file not found: {annotations}")
     try:
-        with open(annotations, encoding="utf-8") as f:
+        with open(annotations, encoding="utf-8-sig") as f:  # a byte-order mark is not an error
             data = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{annotations} is not a VIA json: {error}") from error
@@ -74,6 +79,7 @@ def via_to_coco(
     class_names: Sequence[str] | None = None,
     class_attribute: str | None = None,
     image_dir: str | None = None,
+    inputs: list[str] | None = None,
 ) -> tuple[dict, str, dict]:
     """Convert a VIA 2.x project json (or VIA's json export) to a COCO instances dict.
 
@@ -82,11 +88,11 @@ def via_to_coco(
         images: the folder the entries' ``filename`` s are relative to (default: the json's folder).
         class_names: the classes, category id ``i + 1`` for ``class_names[i]``; regions of other classes are
             dropped (counted). ``None``: every class found, sorted.
-        class_attribute: the region attribute holding the class. ``None``: the first of
-            :data:`CLASS_ATTRIBUTE_NAMES` a region has, else the project's first region attribute, else the
-            region's first attribute.
+        class_attribute: the region attribute holding the class (regions without it are dropped, counted).
+            ``None``: found where unambiguous (:func:`find_class_attribute`), else an error.
         image_dir: a cache folder for images TensorFlow cannot decode as stored (EXIF-rotated, WebP, ...),
             written there upright as PNG; ``None``: such images are skipped (counted).
+        inputs: a list the files read (the json, images) are appended to.
 
     Returns:
         ``(coco, image_root, counts)`` (see :func:`kzoo.data.labelme.labelme_to_coco`); ``image_root`` is
@@ -94,14 +100,20 @@ def via_to_coco(
 
     Raises:
         FileNotFoundError: ``annotations`` or ``images`` does not exist.
-        ValueError: the json is not a VIA 2.x file (named), or ``class_names`` is not a list of unique names.
+        ValueError: the json is not a VIA 2.x file (named), ``class_names`` is not a list of unique names, or
+            the class attribute is ambiguous or not one of the project's (the message lists them).
+        kzoo.data.annotation_builder.NoInstancesError: no instance at all.
     """
     entries, region_names = read_via_metadata(annotations)
     images = images if images is not None else os.path.dirname(os.path.abspath(annotations))
     if not os.path.isdir(images):
         raise FileNotFoundError(f"image folder not found: {images}")
+    class_attribute = find_class_attribute(entries, region_names, class_attribute, annotations)
     builder = CocoBuilder(f"VIA {annotations}", images, class_names, image_dir, LOG)
+    builder.looked = (f"the regions of the {len(entries)} images of {os.path.abspath(annotations)} (class attribute "
+                      f"{class_attribute!r}), images in {os.path.abspath(images)}")  # fmt: skip
     builder.counts["annotation_files"] = 1
+    builder.inputs.append(annotations)
     for entry in entries:
         filename = str(entry["filename"])
         where = f"{annotations}: {filename}"
@@ -115,20 +127,62 @@ def via_to_coco(
             builder.problem("malformed_shapes", f"{where}: regions")
             continue
         for index, region in enumerate(regions):
-            _add_region(builder, image_id, region, f"{where}: region {index}", class_attribute, region_names)
+            _add_region(builder, image_id, region, f"{where}: region {index}", class_attribute)
+    if inputs is not None:
+        inputs.extend(builder.inputs)
     return builder.finish()
 
 
-def region_class(attributes: dict, class_attribute: str | None, region_names: Sequence[str] = ()):
-    """The class a region's ``region_attributes`` give, or ``None``."""
-    if not isinstance(attributes, dict) or not attributes:
-        return None
+def attribute_names(entries: Sequence[dict], region_names: Sequence[str] = ()) -> list[str]:
+    """The region attribute names of a project: those its ``_via_attributes`` define, then those its regions
+    use, in order of appearance."""
+    names = dict.fromkeys(str(n) for n in region_names)
+    for entry in entries:
+        regions = entry.get("regions") or []
+        regions = list(regions.values()) if isinstance(regions, dict) else regions
+        for region in regions if isinstance(regions, list) else []:
+            attributes = region.get("region_attributes") if isinstance(region, dict) else None
+            if isinstance(attributes, dict):
+                names.update(dict.fromkeys(str(k) for k in attributes))
+    return list(names)
+
+
+def find_class_attribute(entries: Sequence[dict], region_names: Sequence[str] = (),
+                         class_attribute: str | None = None, where: str = "the VIA project") -> str | None:
+    """The region attribute holding the class.
+
+    ``class_attribute`` when given (it must be one of the project's attributes, when it has any). Otherwise only
+    an unambiguous one: the project's only attribute, else the only one of :data:`CLASS_ATTRIBUTE_NAMES` among
+    them; ``None`` when regions have no attributes at all (every region then lacks the class: dropped, counted).
+
+    Raises:
+        ValueError: ``class_attribute`` is not one of the project's attributes, or none was given and several
+            could be the class (the message lists them: pass ``class_attribute`` / ``--class-attribute``).
+    """
+    names = attribute_names(entries, region_names)
     if class_attribute is not None:
-        name = class_attribute
-    else:
-        name = next((n for n in CLASS_ATTRIBUTE_NAMES if n in attributes), None)
-        name = name or next((n for n in region_names if n in attributes), None) or next(iter(attributes))
-    value = attributes.get(name)
+        if names and class_attribute not in names:
+            raise ValueError(f"{where}: the class attribute {class_attribute!r} is not a region attribute of the "
+                             f"project; its region attributes: {names}")  # fmt: skip
+        return class_attribute
+    if len(names) <= 1:
+        return names[0] if names else None
+    known = [n for n in names if n in CLASS_ATTRIBUTE_NAMES]
+    if len(known) == 1:
+        return known[0]
+    raise ValueError(f"{where}: which region attribute holds the class? The regions have several: {names}; name it "
+                     "with class_attribute (kzoo convert via ... --class-attribute NAME)")  # fmt: skip
+
+
+_MISSING = object()
+
+
+def region_class(attributes: dict, class_attribute: str | None):
+    """The class a region's ``region_attributes`` give under ``class_attribute`` (a string, or ``None`` when the
+    value is not one); ``_MISSING`` when the region has no such attribute."""
+    if class_attribute is None or not isinstance(attributes, dict) or class_attribute not in attributes:
+        return _MISSING
+    value = attributes[class_attribute]
     if isinstance(value, dict):  # a checkbox: {option: true, ...}
         ticked = [option for option, on in value.items() if on]
         return ticked[0] if len(ticked) == 1 else None
@@ -137,7 +191,7 @@ def region_class(attributes: dict, class_attribute: str | None, region_names: Se
     return value if isinstance(value, str) else None
 
 
-def _add_region(builder: CocoBuilder, image_id: int, region, where: str, class_attribute, region_names) -> None:
+def _add_region(builder: CocoBuilder, image_id: int, region, where: str, class_attribute) -> None:
     if not isinstance(region, dict) or not isinstance(region.get("shape_attributes"), dict):
         builder.problem("malformed_shapes", where)
         return
@@ -150,8 +204,23 @@ def _add_region(builder: CocoBuilder, image_id: int, region, where: str, class_a
     if polygon is None:
         builder.problem("malformed_shapes", where)
         return
-    label = region_class(region.get("region_attributes"), class_attribute, region_names)
+    if polygon is _NEGATIVE:
+        builder.problem("negative_sizes", f"{where} ({name} {_size_text(shape)})")
+        return
+    label = region_class(region.get("region_attributes"), class_attribute)
+    if label is _MISSING:
+        attributes = region.get("region_attributes")
+        keys = sorted(attributes) if isinstance(attributes, dict) else []
+        builder.problem("missing_class_attribute", f"{where} (no {class_attribute!r}; it has {keys})")
+        return
     builder.add_instance(image_id, label, [polygon], where)
+
+
+_NEGATIVE = np.zeros((0, 2))  # a shape of negative size
+
+
+def _size_text(shape: dict) -> str:
+    return ", ".join(f"{k} {shape[k]}" for k in ("width", "height", "r", "rx", "ry") if k in shape)
 
 
 def _numbers(shape: dict, *keys: str, default: dict | None = None) -> list[float] | None:
@@ -176,11 +245,17 @@ def _shape_polygon(shape: dict) -> np.ndarray | None:
         if values is None:
             return None
         x, y, width, height = values
+        if width < 0 or height < 0:
+            return _NEGATIVE
         return rectangle_polygon(x, y, x + width, y + height)
     if name == "circle":
         values = _numbers(shape, "cx", "cy", "r")
+        if values is not None and values[2] < 0:
+            return _NEGATIVE
         return None if values is None else _ellipse(values[0], values[1], values[2], values[2], 0.0)
     values = _numbers(shape, "cx", "cy", "rx", "ry", "theta", default={"theta": 0.0})
+    if values is not None and (values[2] < 0 or values[3] < 0):
+        return _NEGATIVE
     return None if values is None else _ellipse(*values)
 
 

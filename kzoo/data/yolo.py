@@ -8,6 +8,8 @@ found by the label file's path in the images folder (same subfolders and stem, a
 :data:`kzoo.data.annotation_builder.IMAGE_EXTENSIONS`); images without a label file are negatives, as for
 Ultralytics. Sizes are read from the image files' headers. See :mod:`kzoo.data.annotation_builder` for the
 checks and the counted problems; a malformed line (non-numeric, wrong count) is dropped as a malformed shape.
+Files are read as Windows editors write them too: a UTF-8 byte-order mark, CRLF line ends and trailing blanks are
+no problem.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def read_yolo_names(data_yaml: str) -> dict[int, str]:
     if not os.path.isfile(data_yaml):
         raise FileNotFoundError(f"YOLO data yaml not found: {data_yaml}")
     try:
-        with open(data_yaml, encoding="utf-8") as f:
+        with open(data_yaml, encoding="utf-8-sig") as f:
             data = yaml.safe_load(f)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ValueError(f"{data_yaml} is not a readable YAML file: {error}") from error
@@ -60,6 +62,7 @@ def yolo_to_coco(
     class_names: Sequence[str] | None = None,
     data_yaml: str | None = None,
     image_dir: str | None = None,
+    inputs: list[str] | None = None,
 ) -> tuple[dict, str, dict]:
     """Convert a folder of YOLO segmentation txt files (and its image folder) to a COCO instances dict.
 
@@ -73,6 +76,7 @@ def yolo_to_coco(
             folder's ``classes.txt`` (one name a line) is read.
         image_dir: a cache folder for images TensorFlow cannot decode as stored (EXIF-rotated, WebP, ...),
             written there upright as PNG; ``None``: such images are skipped (counted).
+        inputs: a list the files read (label files, ``data.yaml``, ``classes.txt``, images) are appended to.
 
     Returns:
         ``(coco, image_root, counts)`` (see :func:`kzoo.data.labelme.labelme_to_coco`); ``image_root`` is
@@ -81,6 +85,8 @@ def yolo_to_coco(
     Raises:
         FileNotFoundError: ``annotations``, ``images`` or ``data_yaml`` does not exist.
         ValueError: no class names (give ``data_yaml`` or ``class_names``), or an unreadable ``data_yaml``.
+        kzoo.data.annotation_builder.NoInstancesError: no instance at all (no label files, every line dropped,
+            e.g. class indices beyond the names).
     """
     for what, folder in (("YOLO labels folder", annotations), ("image folder", images)):
         if not os.path.isdir(folder):
@@ -89,6 +95,11 @@ def yolo_to_coco(
     builder = CocoBuilder(f"YOLO {annotations}", images, keep, image_dir, LOG)
     labels = _files(annotations, (".txt",), skip=("classes.txt",))
     pictures = _files(images, IMAGE_EXTENSIONS)
+    builder.looked = (f"label files *.txt under {os.path.abspath(annotations)} and images "
+                      f"*{{{','.join(IMAGE_EXTENSIONS)}}} under {os.path.abspath(images)}, both recursively: "
+                      f"{len(labels)} label files, {len(pictures)} images")  # fmt: skip
+    builder.inputs.extend(p for p in (data_yaml, os.path.join(annotations, "classes.txt")) if p and os.path.isfile(p))
+    builder.inputs.extend(labels.values())
     for stem in sorted(set(labels) | set(pictures)):
         label_path = labels.get(stem)
         if stem not in pictures:
@@ -101,6 +112,8 @@ def yolo_to_coco(
         builder.counts["annotation_files"] += 1
         if image_id is not None:
             _convert_file(builder, label_path, image_id, index_names)
+    if inputs is not None:
+        inputs.extend(builder.inputs)
     return builder.finish()
 
 
@@ -113,7 +126,7 @@ def _class_names(annotations: str, class_names, data_yaml) -> tuple[dict[int, st
         return dict(enumerate(str(n) for n in class_names)), list(class_names)
     classes_txt = os.path.join(annotations, "classes.txt")
     if os.path.isfile(classes_txt):
-        with open(classes_txt, encoding="utf-8") as f:
+        with open(classes_txt, encoding="utf-8-sig") as f:
             names = [line.strip() for line in f if line.strip()]
         if names:
             return dict(enumerate(names)), names
@@ -143,8 +156,8 @@ def _convert_file(builder: CocoBuilder, path: str, image_id: int, index_names: d
     image = builder.images[image_id - 1]
     scale = np.array([image["width"], image["height"]], np.float64)
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is not part of the first line
+            lines = f.read().splitlines()  # LF, CRLF or CR line ends
     except (OSError, UnicodeDecodeError):
         builder.problem("malformed_files", path)
         return
@@ -173,6 +186,7 @@ def _convert_file(builder: CocoBuilder, path: str, image_id: int, index_names: d
         index = int(values[0])
         label = index_names.get(index)
         if label is None:
-            builder.problem("unknown_labels", f"{where}: class index {index}")
+            known = f"0..{max(index_names)}" if index_names else "none"
+            builder.problem("unknown_labels", f"{where}: class index {index} (the names cover {known})")
             continue
         builder.add_instance(image_id, label, [polygon], where)

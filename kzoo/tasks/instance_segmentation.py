@@ -19,10 +19,12 @@ import tensorflow as tf
 
 from kzoo.applications.weights import weights_file
 from kzoo.config import MaskRCNNExperimentConfig
+from kzoo.data.annotation_builder import NoInstancesError
 from kzoo.data.annotation_tools import coco_ground_truth, load_annotation_tool_instances
 from kzoo.data.coco import CocoCategories, coco_dict, load_coco_instances
 from kzoo.data.coco_categories import COCO_CATEGORIES
 from kzoo.data.detection import (
+    count_instances,
     explain_image_error,
     load_tfds_instances,
     make_detection_pipeline,
@@ -88,17 +90,24 @@ def _annotation_file_data(config: MaskRCNNExperimentConfig) -> DetectionData:
         if not getattr(data, key):
             raise ValueError(f"data.source {data.source!r} needs data.{key}")
 
-    def load(annotations: str, images: str | None, skip_empty: bool = False):
+    def load(split: str, annotations: str, images: str | None, skip_empty: bool = False):
         if data.source == "coco":
-            return load_coco_instances(annotations, images, skip_empty=skip_empty, check_images=data.check_images)
-        return load_annotation_tool_instances(
-            data.source, annotations, images, class_names=data.class_names, yolo_data_yaml=data.yolo_data_yaml,
-            skip_empty=skip_empty, check_images=data.check_images,
-            cache_dir=os.path.join(config.output_dir, "image_cache"),
-        )  # fmt: skip
+            loaded = load_coco_instances(annotations, images, skip_empty=skip_empty, check_images=data.check_images)
+        else:
+            try:
+                loaded = load_annotation_tool_instances(
+                    data.source, annotations, images, class_names=data.class_names,
+                    yolo_data_yaml=data.yolo_data_yaml, skip_empty=skip_empty, check_images=data.check_images,
+                    cache_dir=os.path.join(config.output_dir, "image_cache"),
+                )  # fmt: skip
+            except NoInstancesError as error:
+                raise NoInstancesError(f"the {split} split of {annotations} has no annotations: {error}") from error
+        _require_instances(loaded, f"the {split} split of {annotations}")
+        return loaded
 
-    train = load(data.train_annotations, data.train_images, data.skip_empty)
-    evaluation = load(data.eval_annotations, data.eval_images)
+    # an empty split is named as such before anything compares it (its categories, if any, mean nothing)
+    train = load("training", data.train_annotations, data.train_images, data.skip_empty)
+    evaluation = load("evaluation", data.eval_annotations, data.eval_images)
     if train.categories != evaluation.categories:
         raise ValueError(
             f"the categories of {data.train_annotations} and {data.eval_annotations} differ: {train.categories.names}"
@@ -106,11 +115,26 @@ def _annotation_file_data(config: MaskRCNNExperimentConfig) -> DetectionData:
         )
     if data.train_examples is not None:
         train = dataclasses.replace(train, records=train.records[: data.train_examples])
+        _require_instances(train, f"the first {data.train_examples} images (data.train_examples) of the training "
+                           f"split of {data.train_annotations}")  # fmt: skip
     if data.eval_examples is not None:
         evaluation = dataclasses.replace(evaluation, records=evaluation.records[: data.eval_examples])
-    # the evaluator scores the images it is given, so the whole json serves as ground truth for a capped split
-    ground_truth = data.eval_annotations if data.source == "coco" else coco_ground_truth(evaluation)
+        _require_instances(evaluation, f"the first {data.eval_examples} images (data.eval_examples) of the "
+                           f"evaluation split of {data.eval_annotations}")  # fmt: skip
+    # the evaluator scores the images it is given, so the whole json serves as ground truth for a capped split;
+    # checked by the reader's rules (pycocotools crashes on unchecked geometry), its problems warned about once here
+    ground_truth = (validate_coco_dict(data.eval_annotations, f"evaluation ground truth {data.eval_annotations}")[0]
+                    if data.source == "coco" else coco_ground_truth(evaluation))  # fmt: skip
     return DetectionData(train, evaluation, ground_truth, train.categories, len(train))
+
+
+def _require_instances(instances, what: str) -> None:
+    """A ``NoInstancesError`` naming ``what`` when ``instances`` (a loaded split) holds no instance: training on it
+    would run to the end on nothing, and its AP means nothing."""
+    if count_instances(instances) == 0:
+        images = len(instances.records)
+        raise NoInstancesError(f"{what} has no annotations ({images} images, 0 instances)"
+                               + ("" if images else ": no images with annotations were read"))  # fmt: skip
 
 
 def canvas_size(config: MaskRCNNExperimentConfig) -> int:

@@ -239,7 +239,10 @@ def via_set(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["project.json", "export.json"])
 def test_via_regions_become_polygons(via_set, tmp_path, name):
-    coco, image_root, counts = via_to_coco(str(via_set / name), str(via_set / "images"), image_dir=str(tmp_path))
+    # the project's regions have two attributes: which is the class must be said (the export has only "class")
+    attribute = "species" if name == "project.json" else None
+    coco, image_root, counts = via_to_coco(str(via_set / name), str(via_set / "images"), class_attribute=attribute,
+                                           image_dir=str(tmp_path))  # fmt: skip
     assert image_root == str(via_set / "images") and [c["name"] for c in coco["categories"]] == ["cat", "dog"]
     image = coco["images"][0]
     assert (image["file_name"], image["height"], image["width"]) == ("v1.png", H, W)  # size from the header
