@@ -19,6 +19,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,15 @@ _PROBLEMS = {
     "unknown_category": "instances of a category id the json does not list (dropped)",
     "bad_segmentation": "instances with a missing or malformed segmentation (dropped)",
     "duplicate_annotations": "annotations repeating an earlier annotation's id (dropped: kept once)",
+    "unknown_image": "annotations of an image id the json does not list (dropped)",
+    "bad_image_size": "images whose json height/width is missing or not a positive integer (skipped)",
+    "dropped_polygons": "instances that lost polygons of under 3 points or of an odd coordinate count (kept with "
+    "their other polygons)",
+    "clipped_segmentations": "instances with polygon vertices more than a pixel outside the image, moved onto its "
+    "border (kept, but the label changed: the mask may now cover much of the image)",
 }
+#: The problems above that repair an instance rather than drop it.
+REPAIRS = ("dropped_polygons", "clipped_segmentations")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,9 +187,10 @@ class CocoInstances:
         records: one :class:`CocoRecord` per kept image, in increasing image id order.
         categories: the id <-> label mapping.
         counts: ``images`` and ``instances`` kept, ``crowd_instances``, ``empty_images`` (kept or skipped),
-            and the problems (each also logged as one warning): ``missing_images``, ``corrupt_images``,
+            and the problems and repairs (each also logged as one warning): ``missing_images``, ``corrupt_images``,
             ``skipped_empty_images``, ``degenerate_boxes``, ``outside_image``, ``unknown_category``,
-            ``bad_segmentation``.
+            ``bad_segmentation``, ``duplicate_annotations``, ``unknown_image``, ``bad_image_size``,
+            ``dropped_polygons``, ``clipped_segmentations``.
         annotation_file: the json it came from (``""`` when loaded from an in-memory COCO dict).
     """
 
@@ -213,6 +223,10 @@ def segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
         if any(p is None for p in polygons):
             raise ValueError("cannot draw a polygon with non-numeric or non-finite coordinates (or an odd count)")
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    elif not _valid_rle(segmentation, height, width):  # pycocotools writes past its buffer on wrong run lengths
+        size = segmentation.get("size") if isinstance(segmentation, dict) else None
+        raise ValueError(f"not a run-length encoding of an image of size {(height, width)} (size {size}, or run "
+                         "lengths that are negative, malformed or do not add up to height * width)")
     elif isinstance(segmentation.get("counts"), list):
         rle = mask_utils.frPyObjects(segmentation, height, width)
     else:
@@ -244,26 +258,227 @@ def _clipped_polygon(polygon, height: int, width: int) -> list[float] | None:
     return points.reshape(-1).tolist()
 
 
-def _valid_segmentation(segmentation, height: int, width: int):
-    """The segmentation, cleaned (polygons under 3 points removed, coordinates clipped near the image), or
-    ``None`` when unusable (also: any polygon with non-finite or non-numeric coordinates)."""
+def _rle_counts(counts) -> list[int] | None:
+    """The run lengths of a compressed RLE ``counts`` string (as pycocotools' ``rleFrString`` reads it), or
+    ``None`` when the string is malformed (a character outside ``'0'..'o'``, a run cut off at the end)."""
+    if isinstance(counts, str):
+        try:
+            counts = counts.encode("ascii")
+        except UnicodeEncodeError:
+            return None
+    if not isinstance(counts, bytes):
+        return None
+    runs: list[int] = []
+    position = 0
+    while position < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(counts):
+                return None
+            c = counts[position] - 48
+            if not 0 <= c < 64:
+                return None
+            value |= (c & 0x1F) << (5 * shift)
+            more = bool(c & 0x20)
+            position += 1
+            shift += 1
+            if not more and c & 0x10:
+                value |= -1 << (5 * shift)
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def _valid_rle(segmentation, height: int, width: int) -> bool:
+    """Whether ``segmentation`` is an RLE dict (uncompressed or compressed) of a ``height x width`` image whose run
+    lengths are non-negative integers adding up to ``height * width`` (pycocotools does not check: longer runs
+    make it write past the end of its mask buffer, a crash)."""
+    if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
+        return False
+    try:
+        if [int(s) for s in segmentation["size"]] != [height, width]:
+            return False
+    except (TypeError, ValueError):
+        return False
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in counts):
+            return False
+        runs = [int(c) for c in counts]
+    else:
+        runs = _rle_counts(counts)
+        if runs is None:
+            return False
+    return all(r >= 0 for r in runs) and sum(runs) == height * width
+
+
+def _valid_segmentation(segmentation, height: int, width: int) -> tuple[Any, list[str]]:
+    """``(segmentation, repairs)``: the segmentation cleaned (polygons of under 3 points or an odd coordinate count
+    removed, coordinates clipped to ``[-1, width + 1] x [-1, height + 1]``), or ``None`` when unusable (no polygon
+    left, any polygon with non-finite or non-numeric coordinates, an RLE of the wrong size or run lengths); and
+    the repairs made (keys of :data:`REPAIRS`)."""
+    repairs: list[str] = []
     if isinstance(segmentation, list):
         polygons = []
         for polygon in segmentation:
             if not isinstance(polygon, (list, tuple)) or len(polygon) < 6 or len(polygon) % 2:
+                repairs.append("dropped_polygons")
                 continue
             clipped = _clipped_polygon(polygon, height, width)
             if clipped is None:
-                return None
+                return None, []
+            if clipped != np.asarray(polygon, np.float64).reshape(-1).tolist():
+                repairs.append("clipped_segmentations")
             polygons.append(clipped)
-        return polygons or None
-    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
-        if [int(s) for s in segmentation["size"]] != [height, width]:
+        return (polygons, sorted(set(repairs))) if polygons else (None, [])
+    if _valid_rle(segmentation, height, width):
+        return segmentation, []
+    return None, []
+
+
+def _image_size(info) -> tuple[int, int] | None:
+    """``(height, width)`` of a json image entry, or ``None`` when either is missing or not a positive integer."""
+    try:
+        height, width = info["height"], info["width"]
+        if float(height) != int(height) or float(width) != int(width) or int(height) < 1 or int(width) < 1:
             return None
-        if isinstance(segmentation["counts"], list) and sum(segmentation["counts"]) != height * width:
-            return None
-        return segmentation
-    return None
+        return int(height), int(width)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+
+
+def _check_annotation(ann, height: int, width: int, known) -> tuple[str | None, list[float] | None, Any, list[str]]:
+    """One json annotation checked against its image's size and the known category ids, as
+    :func:`load_coco_instances` checks it (see there).
+
+    Returns:
+        ``(problem, box, segmentation, repairs)``: ``problem`` the key of :data:`_PROBLEMS` that drops the
+        annotation, or ``None``; then ``box`` ``[ymin, xmin, ymax, xmax]`` clipped to the image, the cleaned
+        segmentation and the repairs made (keys of :data:`REPAIRS`).
+    """
+    try:
+        values = ann.get("bbox", (math.nan,) * 4)
+        x, y, w, h = (float(v) for v in values) if len(values) == 4 else (math.nan,) * 4
+    except (TypeError, ValueError, OverflowError):
+        x = y = w = h = math.nan
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        return "degenerate_boxes", None, None, []
+    box = [min(max(y, 0.0), height), min(max(x, 0.0), width), min(y + h, height), min(x + w, width)]
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return "outside_image", None, None, []
+    try:
+        if ann.get("category_id") not in known:
+            return "unknown_category", None, None, []
+    except TypeError:  # unhashable
+        return "unknown_category", None, None, []
+    segmentation, repairs = _valid_segmentation(ann.get("segmentation"), height, width)
+    if segmentation is None:
+        return "bad_segmentation", None, None, []
+    return None, box, segmentation, repairs
+
+
+def validate_coco_dict(
+    annotation_file: str | os.PathLike | Mapping, name: str | None = None
+) -> tuple[dict, dict[str, int]]:
+    """A COCO instances json (or dict) with every annotation checked as :func:`load_coco_instances` checks it,
+    without the image files: what pycocotools may be given (e.g. as ``COCOeval``'s ground truth).
+
+    The same problems drop the same annotations (``degenerate_boxes``, ``outside_image``, ``unknown_category``,
+    ``bad_segmentation``, ``duplicate_annotations``, and ``unknown_image``: an annotation of an image the json
+    does not list), images without a valid ``height``/``width`` are dropped with their annotations
+    (``bad_image_size``), and polygons are repaired the same way (``dropped_polygons``,
+    ``clipped_segmentations``); each kind is counted and logged as one warning naming a few annotation ids.
+    Kept annotations keep their fields, except: ``segmentation`` as cleaned (polygon coordinates as floats),
+    ``bbox`` clipped to the image where it crosses its border, and ``area`` recomputed from the segmentation
+    where the segmentation was repaired or the area is missing, not a number or negative.
+
+    Args:
+        annotation_file: a COCO json path or dict (not modified).
+        name: what the warnings call it (default: the path, or ``"COCO dict"``).
+
+    Returns:
+        ``(dataset, counts)``: a new dict (``images``, ``annotations``, ``categories`` and any other top-level keys
+        of the input; annotations in json order) and ``{problem: count}`` for every key of the problems above
+        (zeros included), plus ``annotations`` (the kept count).
+
+    Raises:
+        FileNotFoundError: the json does not exist.
+        ValueError: it is not a COCO instances json (named).
+    """
+    if isinstance(annotation_file, Mapping):
+        dataset, name = annotation_file, name or "COCO dict"
+    else:
+        name = name or os.fspath(annotation_file)
+        if not os.path.isfile(annotation_file):
+            raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
+        import json
+
+        try:
+            with open(annotation_file) as f:
+                dataset = json.load(f)
+        except ValueError as error:
+            raise ValueError(f"{name} is not a COCO instances json: {error}") from error
+    try:
+        images = list(dataset.get("images", []))
+        annotations = list(dataset.get("annotations", []))
+        known = {int(c["id"]) for c in dataset.get("categories", [])}
+        ids = [image["id"] for image in images]
+        order = sorted(range(len(annotations)), key=lambda i: (annotations[i]["image_id"], annotations[i]["id"]))
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{name} is not a COCO instances json or dict: {error!r}") from error
+    keys = ("unknown_image", "bad_image_size", "degenerate_boxes", "outside_image", "unknown_category",
+            "bad_segmentation", "duplicate_annotations", *REPAIRS)  # fmt: skip
+    counts = dict.fromkeys(keys, 0)
+    examples: dict[str, list] = {key: [] for key in keys}
+
+    def problem(key: str, what) -> None:
+        counts[key] += 1
+        if len(examples[key]) < 3:
+            examples[key].append(what)
+
+    sizes = {}
+    for image in images:
+        size = _image_size(image)
+        if size is None:
+            problem("bad_image_size", image.get("id"))
+        else:
+            sizes[image["id"]] = size
+    kept: dict[int, dict] = {}
+    seen: set = set()
+    for index in order:  # the reader's order (image id, then annotation id) decides which repeated id is kept
+        ann = annotations[index]
+        if ann["image_id"] not in sizes:
+            if ann["image_id"] not in ids:
+                problem("unknown_image", ann["id"])
+            continue
+        if ann["id"] in seen:
+            problem("duplicate_annotations", ann["id"])
+            continue
+        seen.add(ann["id"])
+        height, width = sizes[ann["image_id"]]
+        issue, _, segmentation, repairs = _check_annotation(ann, height, width, known)
+        if issue:
+            problem(issue, ann["id"])
+            continue
+        for repair in repairs:
+            problem(repair, ann["id"])
+        cleaned = {**ann, "segmentation": segmentation}
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        if x < 0 or y < 0 or x + w > width or y + h > height:
+            x0, y0 = max(x, 0.0), max(y, 0.0)
+            cleaned["bbox"] = [x0, y0, min(x + w, width) - x0, min(y + h, height) - y0]
+        area = ann.get("area")
+        if repairs or not isinstance(area, (int, float)) or not math.isfinite(area) or area < 0:
+            cleaned["area"] = float(segmentation_to_mask(segmentation, height, width).sum())
+        kept[index] = cleaned
+    out = {key: value for key, value in dataset.items() if key not in ("images", "annotations")}
+    out["images"] = [image for image in images if image["id"] in sizes]
+    out["annotations"] = [kept[i] for i in sorted(kept)]
+    for key in keys:
+        if counts[key]:
+            LOG.warning("%s: %d %s, e.g. %s", name, counts[key], _PROBLEMS[key], examples[key])
+    return out, {**counts, "annotations": len(out["annotations"])}
 
 
 def _check_image(path: str, height: int, width: int, check: str) -> str | None:
@@ -302,11 +517,21 @@ def load_coco_instances(
     - an instance whose box does not overlap the image (``outside_image``); boxes crossing the border are
       clipped to it;
     - an instance of a category the json does not list (``unknown_category``), or with a missing or
-      malformed segmentation (``bad_segmentation``: polygons under 3 points, non-finite or non-numeric
-      polygon coordinates, RLE of the wrong size); finite polygon coordinates far outside the image are
-      clipped to ``[-1, width + 1] x [-1, height + 1]`` before anything is rasterized;
+      malformed segmentation (``bad_segmentation``: no polygon of 3 points or more, non-finite or non-numeric
+      polygon coordinates, RLE of the wrong size or with run lengths that do not add up to it);
+    - an annotation of an image id the json does not list (``unknown_image``); a repeated annotation id
+      (``duplicate_annotations``, kept once);
     - an image whose file is missing (``missing_images``) or unreadable (``corrupt_images``: not an image,
-      a format ``tf.io.decode_image`` cannot read, or not of the size the json gives).
+      a format ``tf.io.decode_image`` cannot read, or not of the size the json gives), or whose json
+      ``height``/``width`` is missing or not a positive integer (``bad_image_size``).
+
+    Two repairs keep the instance but change it, and are counted and warned about the same way: polygons of
+    under 3 points or an odd coordinate count are removed from an instance that has others
+    (``dropped_polygons``), and polygon vertices more than a pixel outside the image are moved onto
+    ``[-1, width + 1] x [-1, height + 1]`` before anything is rasterized (``clipped_segmentations``: the label
+    changed, e.g. a vertex at ``1e9`` turns the instance into a mask over much of the image).
+    :func:`validate_coco_dict` applies the same checks to a json without its images (the evaluation's ground
+    truth).
 
     Args:
         annotation_file: the COCO json, or the COCO dict itself (e.g. converted from another format; not
@@ -359,7 +584,11 @@ def load_coco_instances(
     seen_annotations: set = set()
     for image_id in sorted(coco.imgs):
         info = coco.imgs[image_id]
-        height, width = int(info["height"]), int(info["width"])
+        size = _image_size(info)
+        if size is None:
+            problem("bad_image_size", image_id)
+            continue
+        height, width = size
         path = os.path.join(image_dir, info["file_name"])
         issue = _check_image(path, height, width, check_images)
         if issue:
@@ -371,21 +600,12 @@ def load_coco_instances(
                 problem("duplicate_annotations", ann["id"])
                 continue
             seen_annotations.add(ann["id"])
-            x, y, w, h = (float(v) for v in ann.get("bbox", (math.nan,) * 4))
-            if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-                problem("degenerate_boxes", ann["id"])
+            issue, box, segmentation, repairs = _check_annotation(ann, height, width, known)
+            if issue:
+                problem(issue, ann["id"])
                 continue
-            box = [min(max(y, 0.0), height), min(max(x, 0.0), width), min(y + h, height), min(x + w, width)]
-            if box[2] <= box[0] or box[3] <= box[1]:
-                problem("outside_image", ann["id"])
-                continue
-            if ann.get("category_id") not in known:
-                problem("unknown_category", ann["id"])
-                continue
-            segmentation = _valid_segmentation(ann.get("segmentation"), height, width)
-            if segmentation is None:
-                problem("bad_segmentation", ann["id"])
-                continue
+            for repair in repairs:
+                problem(repair, ann["id"])
             boxes.append(box)
             classes.append(ann["category_id"])
             crowd.append(bool(ann.get("iscrowd", 0)))
@@ -410,6 +630,9 @@ def load_coco_instances(
         counts["instances"] += len(classes)
         counts["crowd_instances"] += sum(crowd)
     counts["images"] = len(records)
+    for ann in coco.dataset.get("annotations", []):
+        if ann.get("image_id") not in coco.imgs:
+            problem("unknown_image", ann.get("id"))
     for key, description in _PROBLEMS.items():
         if counts[key]:
             LOG.warning("%s: %d %s, e.g. %s", name, counts[key], description, examples[key])

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from kzoo.data.coco import CocoCategories, mask_to_rle
+from kzoo.data.coco import CocoCategories, mask_to_rle, segmentation_to_mask, validate_coco_dict
 from kzoo.ops.masks import paste_masks
 from kzoo.utils import files
 
@@ -43,37 +43,110 @@ def _quiet(verbose: bool):
 
 
 def load_ground_truth(ground_truth, verbose: bool = False):
-    """A pycocotools ``COCO`` object from a ``COCO`` object (returned as is), a COCO dict or a json path.
+    """A pycocotools ``COCO`` object from a ``COCO`` object, a COCO dict or a json path, its annotations checked
+    first by :func:`kzoo.data.coco.validate_coco_dict` (the training reader's checks: pycocotools never sees
+    unchecked geometry, which can crash the process).
 
-    A dict is deep-copied first: ``COCOeval`` rewrites ground-truth segmentations in place. Annotations that repeat
-    an id are kept once (pycocotools would count such an instance twice), with a warning.
+    A dict is deep-copied first: ``COCOeval`` rewrites ground-truth segmentations in place. What the check drops
+    (bad boxes, segmentations and image sizes, unknown images and categories, repeated annotation ids: kept
+    once) and repairs (polygon parts dropped, polygons clipped near the image) is counted and warned about.
+    A ``COCO`` object is returned as is when nothing needed dropping or repairing, else a new one is made from its
+    checked dataset.
     """
     from pycocotools.coco import COCO
 
-    if isinstance(ground_truth, COCO):
-        return ground_truth
-    if isinstance(ground_truth, (str, os.PathLike)):
+    given = ground_truth if isinstance(ground_truth, COCO) else None
+    name = "evaluation ground truth"
+    if given is not None:
+        ground_truth = given.dataset
+    elif isinstance(ground_truth, (str, os.PathLike)):
+        name = f"evaluation ground truth {os.fspath(ground_truth)}"
         with open(ground_truth) as f:
             ground_truth = json.load(f)
     if not isinstance(ground_truth, Mapping):
         raise TypeError(f"ground truth must be a pycocotools COCO, a COCO dict or a json path, "
                         f"got {type(ground_truth)}")
-    dataset = copy.deepcopy(dict(ground_truth))
-    annotations, seen = [], set()
-    for annotation in dataset.get("annotations", []):
-        if annotation.get("id") in seen:
-            continue
-        seen.add(annotation.get("id"))
-        annotations.append(annotation)
-    if len(annotations) < len(dataset.get("annotations", [])):
-        LOG.warning("ground truth: %d annotations repeat an id and were kept once",
-                    len(dataset["annotations"]) - len(annotations))  # fmt: skip
-        dataset["annotations"] = annotations
+    dataset, counts = validate_coco_dict(ground_truth, name)
+    if given is not None and not any(v for k, v in counts.items() if k != "annotations"):
+        return given
+    dataset = copy.deepcopy(dataset)
     with _quiet(verbose):
         coco = COCO()
         coco.dataset = dataset
         coco.createIndex()
     return coco
+
+
+def check_detection_boxes(
+    boxes: np.ndarray, scores: np.ndarray, image_size
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Detections made safe for mask pasting and pycocotools: finite, and inside the image.
+
+    Args:
+        boxes: float ``[D, 4]`` ``[ymin, xmin, ymax, xmax]`` in image pixels.
+        scores: float ``[D]``.
+        image_size: ``(height, width)`` of the image.
+
+    Returns:
+        ``(keep, boxes, counts)``: ``keep`` bool ``[D]``, False for a detection with a non-finite box coordinate
+        or score; ``boxes`` float64 ``[D, 4]`` clipped to ``[0, height] x [0, width]`` (dropped rows zeroed);
+        ``counts`` ``{"non_finite": n, "far_outside": n}``: detections dropped, and kept detections that reached
+        more than a pixel outside the image (clipped; a model's boxes stay inside but for rounding).
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    height, width = float(image_size[0]), float(image_size[1])
+    keep = np.all(np.isfinite(boxes), axis=1) & np.isfinite(scores)
+    safe = np.where(keep[:, None], boxes, 0.0)
+    low, high = np.zeros(4), np.array([height, width, height, width])
+    far = keep & np.any((safe < low - 1.0) | (safe > high + 1.0), axis=1)
+    return keep, np.clip(safe, low, high), {"non_finite": int(np.sum(~keep)), "far_outside": int(np.sum(far))}
+
+
+def _checked_results(coco_gt, results: Sequence[dict], iou_type: str) -> list[dict]:
+    """Copies of the results that pycocotools can take for ``iou_type``: a finite score; for ``"bbox"`` a box of 4
+    finite numbers with a non-negative width and height (boxes crossing the image border are scored as they are:
+    only arithmetic on them); for ``"segm"`` a segmentation that
+    is an RLE of its image's size (compressed or not) or polygons (checked and clipped as the ground truth's),
+    turned into compressed RLE (what ``loadRes`` reads). The others are dropped, counted and warned about."""
+    from kzoo.data.coco import _valid_segmentation
+
+    sizes = {image["id"]: (int(image["height"]), int(image["width"])) for image in coco_gt.dataset["images"]}
+    kept: list[dict] = []
+    dropped: dict[str, list] = {"score": [], "bbox": [], "segmentation": []}
+    for index, result in enumerate(results):
+        where = f"result {index} (image {result.get('image_id')})"
+        height, width = sizes[int(result["image_id"])]
+        try:
+            score = float(result.get("score", np.nan))
+        except (TypeError, ValueError):
+            score = np.nan
+        if not np.isfinite(score):
+            dropped["score"].append(where)
+            continue
+        result = dict(result)
+        if iou_type == "bbox":
+            try:
+                x, y, w, h = (float(v) for v in result["bbox"])
+            except (KeyError, TypeError, ValueError):
+                x = y = w = h = np.nan
+            if not all(np.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
+                dropped["bbox"].append(where)
+                continue
+        else:
+            segmentation, _ = _valid_segmentation(result.get("segmentation"), height, width)
+            if segmentation is None:
+                dropped["segmentation"].append(where)
+                continue
+            if isinstance(segmentation, list) or isinstance(segmentation.get("counts"), list):
+                segmentation = mask_to_rle(segmentation_to_mask(segmentation, height, width))
+            result["segmentation"] = segmentation
+        kept.append(result)
+    for key, items in dropped.items():
+        if items:
+            LOG.warning("%s results: %d with a missing or invalid %s (dropped: pycocotools cannot take them), e.g. %s",
+                        iou_type, len(items), key, items[:3])  # fmt: skip
+    return kept
 
 
 def _check_iou_types(iou_types: Iterable[str]) -> tuple[str, ...]:
@@ -106,6 +179,10 @@ def detections_to_coco(
         image_sizes: int ``[B, 2]`` original ``(height, width)``; masks are pasted at this size.
         categories: the label <-> category id mapping.
 
+    Detections with a non-finite box or score are dropped and boxes are clipped to the image
+    (:func:`check_detection_boxes`) before masks are pasted and encoded; both are warned about (clipping only
+    for boxes reaching more than a pixel outside).
+
     Returns:
         One dict per kept detection: ``image_id`` (int), ``category_id`` (int), ``bbox`` ``[x, y, w, h]``
         (floats), ``score`` (float) and, with masks, ``segmentation`` (compressed RLE, ``counts`` a str):
@@ -119,33 +196,49 @@ def detections_to_coco(
     image_sizes = np.asarray(image_sizes).reshape(-1, 2)
     masks = None if masks is None else np.asarray(masks, np.float32)
     results = []
+    problems = {"non_finite": [], "far_outside": []}
     for b, image_id in enumerate(image_ids.tolist()):
         if image_id < 0:
             continue
         n = int(num_detections[b])
-        image_boxes = boxes[b, :n]
-        category_ids = categories.to_category_id(classes[b, :n].astype(np.int64)) if n else []
+        keep, image_boxes, counts = check_detection_boxes(boxes[b, :n], scores[b, :n], image_sizes[b])
+        for key, count in counts.items():
+            problems[key].extend([int(image_id)] * count)
+        index = np.flatnonzero(keep)
+        n, image_boxes, image_scores = len(index), image_boxes[index], scores[b, index]
+        category_ids = categories.to_category_id(classes[b, index].astype(np.int64)) if n else []
         pasted = None
         if masks is not None and n:
-            pasted = paste_masks(masks[b, :n], image_boxes, tuple(image_sizes[b]), threshold=MASK_THRESHOLD)
+            pasted = paste_masks(masks[b, index], image_boxes, tuple(image_sizes[b]), threshold=MASK_THRESHOLD)
         for i in range(n):
             ymin, xmin, ymax, xmax = (float(v) for v in image_boxes[i])
             result = {
                 "image_id": int(image_id),
                 "category_id": int(category_ids[i]),
                 "bbox": [xmin, ymin, xmax - xmin, ymax - ymin],
-                "score": float(scores[b, i]),
+                "score": float(image_scores[i]),
             }
             if pasted is not None:
                 result["segmentation"] = mask_to_rle(pasted[i])
             results.append(result)
+    if problems["non_finite"]:
+        LOG.warning("%d detections with a non-finite box or score (dropped), on images %s",
+                    len(problems["non_finite"]), sorted(set(problems["non_finite"]))[:5])  # fmt: skip
+    if problems["far_outside"]:
+        LOG.warning("%d detection boxes reaching more than a pixel outside their image (clipped to it), on images %s",
+                    len(problems["far_outside"]), sorted(set(problems["far_outside"]))[:5])  # fmt: skip
     return results
 
 
 def _load_results(coco_gt, results: Sequence[dict], iou_type: str):
-    """The results as a ``COCO`` object for ``iou_type``; an empty list gives an empty one (``loadRes`` fails)."""
+    """The results as a ``COCO`` object for ``iou_type``, checked first (:func:`_checked_results`); an empty list
+    gives an empty one (``loadRes`` fails)."""
     from pycocotools.coco import COCO
 
+    if iou_type == "segm" and any("segmentation" not in r for r in results):
+        raise ValueError("segm evaluation needs a 'segmentation' in every result")
+
+    results = _checked_results(coco_gt, results, iou_type)
     if not results:
         coco_dt = COCO()
         coco_dt.dataset = {
@@ -156,14 +249,10 @@ def _load_results(coco_gt, results: Sequence[dict], iou_type: str):
         coco_dt.createIndex()
         return coco_dt
     if iou_type == "segm":
-        if any("segmentation" not in r for r in results):
-            raise ValueError("segm evaluation needs a 'segmentation' in every result")
         # without a bbox, loadRes takes each result's area from its mask (with one, from the box), so the
         # small/medium/large split uses the mask area, as for the ground truth
         results = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
-    else:
-        results = [dict(r) for r in results]  # loadRes writes into the dicts
-    return coco_gt.loadRes(results)
+    return coco_gt.loadRes(results)  # the checked results are copies: loadRes writes into the dicts
 
 
 def per_class_ap(coco_eval) -> dict[int, float]:

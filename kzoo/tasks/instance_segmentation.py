@@ -21,7 +21,7 @@ from kzoo.applications.weights import weights_file
 from kzoo.config import MaskRCNNExperimentConfig
 from kzoo.data.annotation_builder import NoInstancesError
 from kzoo.data.annotation_tools import coco_ground_truth, load_annotation_tool_instances
-from kzoo.data.coco import CocoCategories, coco_dict, load_coco_instances
+from kzoo.data.coco import CocoCategories, coco_dict, load_coco_instances, validate_coco_dict
 from kzoo.data.coco_categories import COCO_CATEGORIES
 from kzoo.data.detection import (
     count_instances,
@@ -32,7 +32,7 @@ from kzoo.data.detection import (
 )
 from kzoo.data.images import read_image_file
 from kzoo.data.shapes import make_shapes_instances
-from kzoo.evaluation.coco import CocoEvaluator
+from kzoo.evaluation.coco import CocoEvaluator, check_detection_boxes
 from kzoo.evaluation.detection import evaluate_mask_rcnn
 from kzoo.export.common import DEFAULT_MAX_IMAGE_PIXELS
 from kzoo.models.mask_rcnn import LOSS_NAMES, MaskRCNNModel
@@ -382,9 +382,12 @@ class InstanceSegmentationTask:
         for (path, rgb), out_path in zip(images, out_paths):
             out = {k: v.numpy()[0] for k, v in model(rgb[None]).items()}
             count = int(out["num_detections"])
-            boxes, scores = out["detection_boxes"][:count], out["detection_scores"][:count]
-            classes = out["detection_classes"][:count]
-            masks = paste_masks(out["detection_masks"][:count], boxes, rgb.shape[:2])
+            # finite and inside the image before pasting (a diverged model's NaN or 1e9 boxes are dropped/clipped)
+            keep, boxes, _ = check_detection_boxes(out["detection_boxes"][:count], out["detection_scores"][:count],
+                                                   rgb.shape[:2])  # fmt: skip
+            boxes = boxes[keep].astype(out["detection_boxes"].dtype)
+            scores, classes = out["detection_scores"][:count][keep], out["detection_classes"][:count][keep]
+            masks = paste_masks(out["detection_masks"][:count][keep], boxes, rgb.shape[:2])
             drawn = draw_detections(rgb, boxes, classes, scores, masks, names)
             files.write_bytes(out_path, tf.io.encode_png(drawn).numpy())
             labels = [names.get(int(c), str(int(c))) for c in classes]

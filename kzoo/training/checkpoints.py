@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 
 import tensorflow as tf
+
+from kzoo.utils import files
+
+#: The file beside the checkpoints that records the newest epoch's running metrics and evaluation (see
+#: :meth:`EpochCheckpointer.save`).
+EPOCH_RECORD = "epoch_record.json"
 
 
 class EpochCheckpointer:
@@ -103,8 +110,33 @@ class EpochCheckpointer:
             found.setdefault(int(re.search(r"ckpt-(\d+)$", latest)[1]), latest)
         return sorted(found.items(), reverse=True)
 
-    def save(self, completed_epochs: int) -> None:
+    def save(self, completed_epochs: int, record: dict | None = None) -> None:
+        """Save the checkpoint of ``completed_epochs``; ``record`` (a json-serializable dict, e.g. the epoch's
+        metrics and whether its evaluation is still to run) is written first, beside it (chief only, atomically),
+        so that a record always belongs to a checkpoint that exists or to none (see :meth:`read_record`)."""
+        if record is not None:
+            self.write_record(completed_epochs, record)
         self.epoch.assign(completed_epochs)
         self.manager.save(checkpoint_number=completed_epochs)
         if not self.chief:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+    def write_record(self, completed_epochs: int, record: dict) -> None:
+        """Write ``record`` as the record of epoch ``completed_epochs`` (chief only; atomically: a kill leaves the
+        previous record or this one)."""
+        if self.chief:
+            files.write_json(os.path.join(self.restore_directory, EPOCH_RECORD),
+                             {"epoch": int(completed_epochs), **record})  # fmt: skip
+
+    def read_record(self, completed_epochs: int) -> dict | None:
+        """The record written with the checkpoint of ``completed_epochs`` (every worker reads the chief's), or
+        ``None`` when there is none, it is unreadable, or it belongs to another epoch (a run killed between
+        writing the record and saving its checkpoint resumes from the checkpoint before)."""
+        try:
+            with open(os.path.join(self.restore_directory, EPOCH_RECORD)) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("epoch") != completed_epochs:
+            return None
+        return {k: v for k, v in record.items() if k != "epoch"}

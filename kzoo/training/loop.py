@@ -273,6 +273,18 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
     history: dict[str, float] = {}
     evaluation: dict[str, float] | None = None
     train_seconds, trained_images = 0.0, 0
+    # the record saved with the checkpoint restored: its epoch's metrics and, when that epoch's evaluation failed
+    # (an error, Ctrl-C, a full disk), the evaluation still to run: run it on the restored model, not the epoch
+    record = checkpointer.read_record(start_epoch) if start_epoch else None
+    if record is not None:
+        history = dict(record.get("history") or {})
+        if not record.get("done"):
+            if record.get("evaluation_due") and record.get("evaluation") is None:
+                if chief and verbose:
+                    print(f"evaluating epoch {start_epoch} first (its evaluation did not finish)")
+                record["evaluation"] = _json_ready(task.evaluate(model, strategy))
+            _report_epoch(checkpointer, writer, start_epoch, record, chief, verbose)
+        evaluation = record.get("evaluation")
     for epoch in range(start_epoch, train_config.epochs):
         index, phase = phase_of(train_config, epoch)
         if index != phase_index:  # a new phase (or the one a resumed run is in): new trainable set, new step
@@ -313,19 +325,15 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
                    "epoch_seconds": epoch_seconds}  # fmt: skip
         last = epoch + 1 == train_config.epochs
         every = train_config.eval_every_epochs
-        if last or (every and (epoch + 1) % every == 0):
-            evaluation = task.evaluate(model, strategy)
-            history.update({f"eval_{k}": v for k, v in evaluation.items()})
+        due = bool(last or (every and (epoch + 1) % every == 0))
+        # the checkpoint first, with a record saying what is left of the epoch: an evaluation that fails (an error,
+        # Ctrl-C, a full disk during a long COCO evaluation) loses no training; the next run evaluates it
+        record = {"history": _json_ready(history), "evaluation_due": due, "evaluation": None, "done": False}
+        checkpointer.save(epoch + 1, record)
+        if due:
+            evaluation = record["evaluation"] = _json_ready(task.evaluate(model, strategy))
         progbar.update(steps_per_epoch, list(running.items()), finalize=True)
-        if chief and verbose and evaluation is not None and f"eval_{next(iter(evaluation))}" in history:
-            print("  eval: " + "  ".join(f"{k} {v:.4f}" for k, v in evaluation.items()
-                                         if isinstance(v, float) and "/" not in k))  # fmt: skip
-        if writer is not None:
-            with writer.as_default(step=epoch + 1):
-                for key, value in history.items():
-                    tf.summary.scalar(key, value)
-            writer.flush()
-        checkpointer.save(epoch + 1)
+        _report_epoch(checkpointer, writer, epoch + 1, record, chief, verbose)
 
     if evaluation is None:  # nothing left to train and no metrics stored: evaluate the restored model
         evaluation = task.evaluate(model, strategy)
@@ -345,3 +353,26 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
             model.save_weights(temp_path)
         files.write_json(os.path.join(config.output_dir, METRICS_FILE), metrics, sort_keys=True)
     return metrics
+
+
+def _json_ready(values: dict) -> dict:
+    """``values`` with NumPy scalars as Python numbers (the epoch record is json; json floats round-trip exactly)."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()}
+
+
+def _report_epoch(checkpointer: EpochCheckpointer, writer, completed: int, record: dict, chief: bool,
+                  verbose: int) -> None:
+    """The end of epoch ``completed`` once its checkpoint is saved and its evaluation (if due) ran: print the
+    evaluation, write the TensorBoard summaries (running metrics and ``eval_*``), mark the record done."""
+    evaluation = record.get("evaluation")
+    if chief and verbose and evaluation is not None:
+        print("  eval: " + "  ".join(f"{k} {v:.4f}" for k, v in evaluation.items()
+                                     if isinstance(v, float) and "/" not in k))  # fmt: skip
+    if writer is not None:
+        summaries = {**record["history"], **{f"eval_{k}": v for k, v in (evaluation or {}).items()}}
+        with writer.as_default(step=completed):
+            for key, value in summaries.items():
+                tf.summary.scalar(key, value)
+        writer.flush()
+    record["done"] = True
+    checkpointer.write_record(completed, record)
