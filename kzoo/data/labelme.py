@@ -151,7 +151,7 @@ def _add_image(builder: CocoBuilder, data: dict, path: str, root: str, size, ima
         if images is not None:
             candidates.append(os.path.join(images, os.path.basename(image_path.replace("\\", "/"))))
     for candidate in candidates:
-        if os.path.isfile(candidate):
+        if os.path.exists(candidate) and not os.path.isdir(candidate):  # a FIFO is there, but no image: counted
             return builder.add_image(os.path.normpath(candidate), path, size)
     embedded = data.get("imageData")
     if isinstance(embedded, str) and embedded:
