@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from kzoo.ops.masks import paste_masks
-from kzoo.ops.overlay import draw_detections
+from kzoo.visualization import draw_detections
 
 
 def test_full_mask_pastes_onto_its_box():

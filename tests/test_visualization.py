@@ -1,13 +1,19 @@
-"""kzoo.ops.overlay: detections legible at any image size, labels inside the image and apart, smooth heat maps."""
+"""kzoo.visualization: detections legible at any image size, labels inside the image and apart, smooth heat maps."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from kzoo.ops.overlay import (
+from kzoo.visualization import (
+    DISPLAY_MIN_SIDE,
+    MIN_COLOR_CONTRAST,
     MIN_FONT_SIZE,
+    contrasting_color,
+    detections_picture,
+    display_scale,
     draw_detections,
+    heatmap_picture,
     instance_color,
     label_font_size,
     label_positions,
@@ -197,3 +203,51 @@ def test_heatmap_upsampling_is_smooth():
     block_step = np.abs(np.diff(nearest, axis=1)).max() / 15  # one map step, normalized
     assert np.abs(np.diff(drawn, axis=0)).max() <= 4 and np.abs(np.diff(drawn, axis=1)).max() <= 2
     assert np.abs(np.diff(drawn, axis=1)).max() < 0.1 * 255 * 0.5 * block_step * 4  # << a block edge's jump
+
+
+def test_small_pictures_are_enlarged_sharply():
+    assert display_scale(128, 128) == 4 and display_scale(32, 32) == 16 and display_scale(28, 28) == 19
+    assert display_scale(600, 4000) == 1 and display_scale(100, 700) == 6
+    image = np.random.default_rng(0).integers(0, 256, (128, 96, 3), dtype=np.uint8)
+    masks = np.zeros((1, 128, 96), bool)
+    masks[0, 20:60, 10:50] = True
+    drawn = detections_picture(image, np.array([[20, 10, 60, 50]]), np.array([1]), np.array([0.9]), masks)
+    assert drawn.shape == (128 * 6, 96 * 6, 3) and min(drawn.shape[:2]) >= DISPLAY_MIN_SIDE
+    # away from the detection, each source pixel became a 6 x 6 block of itself (nearest, no blur)
+    np.testing.assert_array_equal(drawn[600:612, 396:408], np.repeat(np.repeat(image[100:102, 66:68], 6, 0), 6, 1))
+    # the mask was enlarged with the image: its fill covers the enlarged region
+    assert _changed(np.repeat(np.repeat(image, 6, 0), 6, 1), drawn)[200:300, 100:250].all()
+
+
+def test_mask_colour_contrasts_with_the_object_and_has_an_outline():
+    image = np.full((60, 60, 3), 255, np.uint8)
+    image[10:50, 10:50] = instance_color(0)  # an object of exactly the first instance colour
+    masks = np.zeros((1, 60, 60), bool)
+    masks[0, 10:50, 10:50] = True
+    drawn = draw_detections(image, np.array([[10, 10, 50, 50]]), np.array([1]), np.array([0.9]), masks)
+    fill, edge = drawn[30, 30].astype(float), drawn[10, 30].astype(float)
+    assert np.linalg.norm(fill - np.array(instance_color(0))) > 0.3 * MIN_COLOR_CONTRAST  # visibly tinted
+    assert np.linalg.norm(edge - np.array(instance_color(0))) >= MIN_COLOR_CONTRAST  # the outline stands out
+    chosen = contrasting_color(instance_color(0), instance_color(0))
+    np.testing.assert_array_equal(drawn[11, 11], chosen)  # the outline is the solid colour, one line wide
+    assert contrasting_color((255, 0, 0), (20, 20, 200)) == (255, 0, 0)  # far enough: kept
+    assert np.linalg.norm(np.subtract(contrasting_color((250, 10, 10), (240, 20, 20)), (240, 20, 20))) > 200
+
+
+def test_label_avoids_covering_a_neighbour():
+    """Box A right under box B: A's label does not go above A (over B) but inside A."""
+    boxes = np.array([[60, 10, 100, 90], [20, 10, 60, 90]], np.float32)  # A first (higher score), B above it
+    (ax0, ay0, ax1, ay1), _ = label_positions(boxes, [(50, 12), (50, 12)], (120, 100))
+    assert ay0 >= 60  # not over B (rows 20..60)
+    assert ay0 <= 100 - 12  # and still at its own box
+
+
+def test_heatmap_picture_has_a_colour_bar_and_the_values():
+    image = np.full((32, 32, 3), 128, np.uint8)
+    heatmap = np.outer(np.arange(8), np.ones(8)).astype(np.float32)  # rows 0..7: high at the bottom
+    picture = heatmap_picture(image, heatmap, title="shirt 0.93")
+    assert picture.shape[0] == 512 and picture.shape[1] > 512 and picture.dtype == np.uint8
+    bar = picture[:, 513].astype(int)  # inside the bar, next to the overlay
+    assert bar[5, 0] > 100 and bar[5, 1] < 30 and bar[5, 2] < 30  # top: red (the maximum)
+    assert bar[-5, 2] > 100 and bar[-5, 0] < 30  # bottom: blue (the minimum)
+    assert (picture[400:500, 200:300, 0].astype(int) > picture[10:60, 200:300, 0].astype(int).mean()).mean() > 0.9
