@@ -267,7 +267,7 @@ def predict_with_saved_model(saved_model: str, paths: Sequence[str], top: int = 
         One dict per image: ``image`` (the path), ``top`` (``[(class index, name, probability)]``) and, with
         ``cam_dir``, ``cam`` (the PNG of the top class's confidence map over the image).
     """
-    from kzoo.ops.overlay import overlay_heatmap
+    from kzoo.visualization import heatmap_picture
 
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
@@ -290,7 +290,8 @@ def predict_with_saved_model(saved_model: str, paths: Sequence[str], top: int = 
                                          for i in order]}  # fmt: skip
         if cam_dir:
             maps = loaded.signatures["class_maps"](images=batch)["class_maps"]
-            overlay = overlay_heatmap(rgb, maps.numpy()[0, :, :, order[0]])
+            top_name = class_names[order[0]] if class_names else str(order[0])
+            overlay = heatmap_picture(rgb, maps.numpy()[0, :, :, order[0]], title=f"{top_name} {probs[order[0]]:.2f}")
             files.write_bytes(out_paths[index], tf.io.encode_png(overlay).numpy())
             result["cam"] = out_paths[index]
         results.append(result)

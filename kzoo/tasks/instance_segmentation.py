@@ -371,7 +371,7 @@ class InstanceSegmentationTask:
             (``[(label name, score, box [ymin, xmin, ymax, xmax] in the image's pixels)]``, best first).
         """
         from kzoo.ops.masks import paste_masks
-        from kzoo.ops.overlay import draw_detections
+        from kzoo.visualization import detections_picture
 
         images = [(path, read_image_file(path)[1]) for path in paths]
         overrides = {} if score_threshold is None else {"score_threshold": float(score_threshold)}
@@ -388,7 +388,7 @@ class InstanceSegmentationTask:
             boxes = boxes[keep].astype(out["detection_boxes"].dtype)
             scores, classes = out["detection_scores"][:count][keep], out["detection_classes"][:count][keep]
             masks = paste_masks(out["detection_masks"][:count][keep], boxes, rgb.shape[:2])
-            drawn = draw_detections(rgb, boxes, classes, scores, masks, names)
+            drawn = detections_picture(rgb, boxes, classes, scores, masks, names)
             files.write_bytes(out_path, tf.io.encode_png(drawn).numpy())
             labels = [names.get(int(c), str(int(c))) for c in classes]
             results.append({"image": path, "output": out_path,
