@@ -185,10 +185,7 @@ def cmd_demo(args) -> int:
         from kzoo.tasks.instance_segmentation import run_demo
     else:
         from kzoo.tasks.classification import run_demo
-    from kzoo.training.run_lock import run_lock
-
-    with run_lock(config.output_dir, "--fresh" if args.fresh else "the demo", "kzoo demo"):  # one demo per folder
-        title, rows = run_demo(config, fresh=args.fresh)
+    title, rows = run_demo(config, fresh=args.fresh)
     _print_table(title, rows)
     return 0
 
@@ -201,7 +198,9 @@ def cmd_convert(args) -> int:
         raise ValueError("give the file to write: kzoo convert SOURCE SRC OUTPUT (or --output OUTPUT)")
     if args.source == "torchvision":
         from kzoo.applications.torchvision import convert_torchvision_cli
+        from kzoo.data.annotation_tools import refuse_output_over_input
 
+        refuse_output_over_input(output, [("the checkpoint", args.src)])
         print(convert_torchvision_cli(args.src, output, args.num_classes))
         return 0
     from kzoo.data.annotation_tools import write_coco_from_tool
@@ -285,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-names", help="labelme / via / yolo: comma-separated classes in label order (default: "
                                          "the labels found, sorted; yolo: the names of --data-yaml)")  # fmt: skip
     p.add_argument("--data-yaml", help="yolo: the data.yaml with the class names")
+    p.add_argument("--class-attribute", help="via: the region attribute holding the class (default: the project's "
+                                             "only attribute, or its only one named class/label/name/category/type/"
+                                             "object; regions without it are dropped)")  # fmt: skip
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="train, evaluate and predict on built-in shapes (Mask R-CNN; NIN: --config "

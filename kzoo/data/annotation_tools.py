@@ -215,6 +215,6 @@ def refuse_output_over_input(output: str, inputs: Sequence[tuple[str, str]]) -> 
     output = os.fspath(output)
     for what, path in inputs:
         if _same_file(output, os.fspath(path)):
-            raise ValueError(f"refusing to write {output}: it is {what} of this conversion ({path}); writing it "
-                             "would overwrite the annotations; choose another output file")  # fmt: skip
+            raise ValueError(f"refusing to write {output}: it is {what} of this conversion ({path}), which writing "
+                             "it would overwrite; choose another output file")  # fmt: skip
 

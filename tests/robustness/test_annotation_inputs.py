@@ -213,9 +213,17 @@ def test_convert_refuses_an_output_that_is_one_of_its_inputs(tmp_path, capsys, w
         output.symlink_to(target)
     assert main(["convert", *args, "--output", str(output)]) == 2
     err = capsys.readouterr().err
-    assert f"refusing to write {output}" in err and "overwrite the annotations" in err, err
+    assert f"refusing to write {output}" in err and "which writing it would overwrite" in err, err
     assert target.read_bytes() == before
     assert not any(p.name.endswith("_images") for p in tmp_path.rglob("*"))  # nothing written beside it either
+
+
+def test_convert_torchvision_refuses_to_write_over_its_checkpoint(tmp_path, capsys):
+    checkpoint = tmp_path / "model.pth"
+    checkpoint.write_bytes(b"not read")
+    assert main(["convert", "torchvision", str(checkpoint), str(checkpoint)]) == 2
+    assert f"refusing to write {checkpoint}: it is the checkpoint" in capsys.readouterr().err
+    assert checkpoint.read_bytes() == b"not read"
 
 
 def test_convert_writes_beside_its_inputs(tmp_path, capsys):
