@@ -113,7 +113,8 @@ def cmd_export(args) -> int:
     config = _load_config(args)
     task = task_for(config)
     common = dict(weights=args.weights, output=args.output, model_name=args.model_name, version=args.version,
-                  input_dtype=args.input_dtype, warmup=args.warmup, quantize=args.quantize)  # fmt: skip
+                  input_dtype=args.input_dtype, warmup=args.warmup, quantize=args.quantize,
+                  overwrite=args.overwrite)  # fmt: skip
     if args.max_image_pixels is not None:
         common["max_image_pixels"] = args.max_image_pixels
     if _is_mask_rcnn(config):
@@ -242,13 +243,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="export trained weights as a SavedModel (TF Serving) or TFLite files")
+    p.description = (
+        "Export trained weights. Nothing is replaced silently, and every write is atomic (a temporary file or "
+        "folder renamed into place): a SavedModel goes to OUTPUT/MODEL_NAME/<version>/, the next free version "
+        "unless --version is given, and an existing version is refused (versions are never replaced: TF Serving "
+        "does not reload a version number it has loaded); a TFLite file OUTPUT/MODEL_NAME_<quantize>.tflite that "
+        "exists is refused, before any work, unless --overwrite (then it is replaced)."
+    )
     with_config(p)
     p.add_argument("--weights", help="weights file (default: OUTPUT_DIR/model.weights.h5)")
     p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
     p.add_argument("--output", help="export base directory (default: OUTPUT_DIR/export)")
     p.add_argument("--model-name", help="model name in the TF Serving layout (default: the config's name)")
-    p.add_argument("--version", type=int, help="SavedModel version (default: next free)")
-    p.add_argument("--input-dtype", choices=["float32", "uint8"], default="float32")
+    p.add_argument("--version", type=int, help="SavedModel version (default: next free); an existing one is refused")
+    p.add_argument("--overwrite", action="store_true",
+                   help="TFLite: replace existing .tflite files (atomically) instead of refusing them")  # fmt: skip
+    p.add_argument("--input-dtype", choices=["float32", "uint8"], default="float32",
+                   help="NIN SavedModel images input (Mask R-CNN SavedModels and all .tflite files take uint8)")
     p.add_argument("--warmup", type=int, default=0, help="write this many TF Serving warmup requests")
     p.add_argument("--quantize", nargs="+", choices=["none", "float16", "dynamic", "int8"],
                    default=["none", "float16", "dynamic", "int8"], help="TFLite variants")  # fmt: skip

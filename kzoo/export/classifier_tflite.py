@@ -1,9 +1,10 @@
 """TFLite (LiteRT) conversion of NIN classifiers, builtin ops only (run the files with
 :func:`kzoo.export.litert.run_tflite_classifier`).
 
-The ``.tflite`` model takes float32 pixels ``[1, H, W, C]`` in ``0..255`` (the normalization to
-``[-1, 1]`` is inside the graph) and returns ``probabilities`` ``[1, K]`` float32, whatever the
-quantization, so one runner serves every variant. Image decoding stays outside the graph. The conversion is
+The ``.tflite`` model takes uint8 pixels ``images`` ``[1, H, W, C]`` (the normalization to ``[-1, 1]`` is inside
+the graph; the input's dtype and fixed shape are the file's own contract, see :mod:`kzoo.export.tflite`) and returns
+``probabilities`` ``[1, K]`` float32, whatever the quantization, so one runner serves every variant. Image decoding
+stays outside the graph. The conversion is
 :func:`kzoo.export.tflite.convert_function_to_tflite`'s (builtin ops only; for ``"int8"`` every op gets an int8
 kernel: NIN has no op without one).
 """
@@ -16,13 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kzoo.export.tflite import (
-    QUANTIZE_MODES,
-    check_quantize,
-    check_representative_images,
-    convert_function_to_tflite,
-    representative_dataset,
-)
+from kzoo.export.tflite import QUANTIZE_MODES, check_output_file, check_quantize, convert_image_function_to_tflite
 from kzoo.ops.images import normalize_images
 from kzoo.utils.files import write_bytes
 
@@ -34,6 +29,7 @@ def convert_classifier_tflite(
     path: str | os.PathLike,
     quantize: str = "none",
     representative_images: np.ndarray | None = None,
+    overwrite: bool = True,
 ) -> str:
     """Convert a classifier to a builtin-ops-only ``.tflite`` file.
 
@@ -43,29 +39,30 @@ def convert_classifier_tflite(
         path: the ``.tflite`` file to write (atomically, ``0644``: :func:`kzoo.utils.files.write_bytes`).
         quantize: ``"none"`` (float32 weights), ``"float16"`` (float16 weights),
             ``"dynamic"`` (int8 weights, float activations) or ``"int8"`` (full-integer kernels,
-            calibrated on ``representative_images``; float32 input and output are kept).
+            calibrated on ``representative_images``; uint8 input and float32 output are kept).
         representative_images: uint8 (or float) pixels ``[N, H, W, C]`` in ``0..255``; required
             for ``"int8"``, ignored otherwise.
+        overwrite: replace an existing file at ``path`` (atomically); ``False``: refuse it (FileExistsError),
+            before any conversion work (``kzoo export`` passes ``False`` unless ``--overwrite``).
 
     Returns:
-        ``path`` as a string. The model's input is float32 pixels ``images`` ``[1, H, W, C]`` in ``0..255``,
-        its output ``probabilities`` ``[1, K]`` float32 (signature ``serving_default``).
+        ``path`` as a string. The model's input is uint8 pixels ``images`` ``[1, H, W, C]`` (a fixed shape: another
+        one fails at ``allocate_tensors`` or ``invoke``), its output ``probabilities`` ``[1, K]`` float32 (signature
+        ``serving_default``).
 
     Raises:
         ValueError: unknown ``quantize``, missing or badly shaped ``representative_images`` for
             ``"int8"``, or a model without a fully known image input shape.
     """
     check_quantize(quantize)
+    check_output_file(path, overwrite)
     image_shape = _image_shape(model)
-    if quantize == "int8":
-        representative_images = check_representative_images(representative_images, image_shape)
 
-    @tf.function(input_signature=[tf.TensorSpec([1, *image_shape], tf.float32, name="images")])
-    def classify(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"probabilities": tf.cast(model(normalize_images(images), training=False), tf.float32)}
+    def classify(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"probabilities": tf.cast(model(normalize_images(pixels), training=False), tf.float32)}
 
-    dataset = representative_dataset(representative_images) if quantize == "int8" else None
-    return write_bytes(path, convert_function_to_tflite(classify, quantize, dataset, int8_ops="all"))
+    flatbuffer = convert_image_function_to_tflite(classify, image_shape, quantize, representative_images, "all")
+    return write_bytes(check_output_file(path, overwrite), flatbuffer)
 
 
 def _image_shape(model: keras.Model) -> tuple[int, int, int]:

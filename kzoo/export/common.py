@@ -2,7 +2,9 @@
 
 - TF Serving layout: ``<base_dir>/<model_name>/<version>/``, versions numbered 1, 2, ..., each written into a
   temporary directory and renamed into place (:func:`kzoo.utils.files.atomic_directory`: ``0755`` directories,
-  ``0644`` files), so a failed export leaves nothing behind.
+  ``0644`` files), so a failed export leaves nothing behind. Versions are never replaced: an export without a
+  version takes the next free one, and an existing version given explicitly is refused (FileExistsError), with
+  or without ``kzoo export --overwrite`` (which is for ``.tflite`` files only).
 - TF Serving warmup files: a TFRecord of ``PredictionLog`` records (``tensorflow-serving-api`` protos).
 - The one decoder of the ``serving_bytes`` signatures (formats, a pixel cap read from the header, errors naming
   the image's index).
@@ -60,7 +62,12 @@ def new_version_dir(base_dir: str | os.PathLike, model_name: str, version: int |
         version = next_version(model_dir)
     version_dir = os.path.join(model_dir, str(int(version)))
     if os.path.exists(version_dir):
-        raise FileExistsError(f"version directory {version_dir} exists already; refusing to overwrite it")
+        raise FileExistsError(
+            f"version directory {version_dir} exists already; refusing to overwrite it: SavedModel versions are never "
+            f"replaced (TF Serving "
+            f"does not reload a version number it has loaded): give another version, or none for the next free one "
+            f"({next_version(model_dir)})"
+        )
     return version_dir
 
 

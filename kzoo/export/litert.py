@@ -40,8 +40,9 @@ def run_tflite_classifier(path: str | os.PathLike, images: np.ndarray, batch_siz
         path: the ``.tflite`` file.
         images: uint8 or float pixels ``[N, H, W, C]`` in ``0..255``, of the file's input size (the input
             contract of :mod:`kzoo.ops.image_checks`; ``N = 0`` gives ``[0, K]``).
-        batch_size: images per interpreter call (the input tensor is resized to it); if the model
-            refuses the resize, images run one at a time.
+        batch_size: images per interpreter call, for files whose batch size is not fixed (``-1`` in the input's
+            ``shape_signature``; the input tensor is resized to it); kzoo's files have a fixed batch of 1, and if
+            the model refuses the resize, images run one at a time.
 
     Returns:
         probabilities ``[N, K]`` float32.
@@ -49,7 +50,8 @@ def run_tflite_classifier(path: str | os.PathLike, images: np.ndarray, batch_siz
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: ``images`` break the input contract (rank, dtype, values) or do not match the model's
-            ``[H, W, C]`` (both sizes named), or the model's input is not float32.
+            ``[H, W, C]`` (both sizes named), or the model's input is neither uint8 (kzoo's files; float pixels are
+            rounded) nor float32 (older files).
     """
     interpreter = _interpreter(path)
     if batch_size < 1:
@@ -59,13 +61,20 @@ def run_tflite_classifier(path: str | os.PathLike, images: np.ndarray, batch_siz
     height, width, channels = expected
     images = check_images_np(images, channels=channels, height=height, width=width, allow_empty=True,
                              hint=_FIXED_SIZE_HINT)  # fmt: skip
-    if input_detail["dtype"] != np.float32:
-        raise ValueError(f"the TFLite model's input must be float32 pixels, got {np.dtype(input_detail['dtype'])}")
-    images = images.astype(np.float32)
+    dtype = np.dtype(input_detail["dtype"])
+    if dtype not in (np.uint8, np.float32):
+        raise ValueError(f"the TFLite model's input must be uint8 or float32 pixels, got {dtype}")
+    if dtype == np.uint8 and images.dtype != np.uint8:
+        images = np.clip(np.round(images), 0, 255)
+    images = images.astype(dtype)
 
     batch_size = min(batch_size, max(len(images), 1))
+    signature = input_detail.get("shape_signature")
+    if signature is not None and len(signature) and signature[0] != -1:
+        batch_size = 1  # a fixed batch (kzoo's files): resizing it fails by design
     try:
-        interpreter.resize_tensor_input(input_detail["index"], [batch_size, *expected])
+        if batch_size != 1:
+            interpreter.resize_tensor_input(input_detail["index"], [batch_size, *expected])
         interpreter.allocate_tensors()
     except (RuntimeError, ValueError):
         batch_size = 1
@@ -79,7 +88,7 @@ def run_tflite_classifier(path: str | os.PathLike, images: np.ndarray, batch_siz
         batch = images[start:start + batch_size]
         count = len(batch)
         if count < batch_size:
-            batch = np.concatenate([batch, np.zeros((batch_size - count, *expected), np.float32)])
+            batch = np.concatenate([batch, np.zeros((batch_size - count, *expected), dtype)])
         interpreter.set_tensor(input_index, batch)
         interpreter.invoke()
         outputs.append(np.array(interpreter.get_tensor(output_detail["index"]), dtype=np.float32)[:count])

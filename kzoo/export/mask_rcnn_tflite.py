@@ -1,7 +1,10 @@
 """TFLite (LiteRT) conversion of Mask R-CNN, builtin ops only (run the files with :mod:`kzoo.export.litert`).
 
-The ``.tflite`` model has a fixed input size: ``images`` ``[1, H, W, 3]`` RGB pixels in ``0..255`` (float32 or
-uint8), and the signature ``serving_default`` with the outputs of :class:`kzoo.models.mask_rcnn.MaskRCNNModel`:
+The ``.tflite`` model has a fixed input: ``images`` uint8 ``[1, H, W, 3]`` RGB pixels, as the SavedModel's
+``serving_default`` takes (a ``shape_signature`` without ``-1``; an interpreter resized to another shape fails at
+``allocate_tensors`` or ``invoke``; floats cannot be set: see :mod:`kzoo.export.tflite` for this contract and what
+the file cannot check, e.g. RGB vs BGR, or a photograph squeezed instead of letterboxed), and the signature
+``serving_default`` with the outputs of :class:`kzoo.models.mask_rcnn.MaskRCNNModel`:
 ``detection_boxes`` float32 ``[1, D, 4]`` (``[ymin, xmin, ymax, xmax]`` in input pixels), ``detection_scores``
 float32 ``[1, D]``, ``detection_classes`` int32 ``[1, D]``, ``num_detections`` int32 ``[1]``,
 ``detection_masks`` float32 ``[1, D, 28, 28]``. Preprocessing (resize, normalization, padding), the RPN,
@@ -32,10 +35,10 @@ import tensorflow as tf
 
 from kzoo.export.common import MASK_RCNN_OUTPUT_KEYS, check_image_size
 from kzoo.export.tflite import (
+    check_output_file,
     check_quantize,
     check_representative_images,
-    convert_function_to_tflite,
-    representative_dataset,
+    convert_image_function_to_tflite,
 )
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
@@ -43,7 +46,9 @@ from kzoo.utils.files import write_bytes
 
 __all__ = ["INPUT_DTYPES", "INT8_OPS", "convert_mask_rcnn_tflite", "tflite_ready_model"]
 
-INPUT_DTYPES = ("float32", "uint8")
+#: the input dtype of kzoo's ``.tflite`` files (float32 inputs, which let ``[0, 1]`` floats or NaN in unchecked,
+#: are no longer written)
+INPUT_DTYPES = ("uint8",)
 #: the ops that get int8 kernels in the ``"int8"`` variant: the network's convolutions and matrix products
 INT8_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
@@ -55,7 +60,8 @@ def convert_mask_rcnn_tflite(
     quantize: str = "none",
     representative_images: np.ndarray | None = None,
     weights: str | os.PathLike | None = None,
-    input_dtype: str = "float32",
+    input_dtype: str = "uint8",
+    overwrite: bool = True,
 ) -> str:
     """Convert a Mask R-CNN to a builtin-ops-only ``.tflite`` file with a fixed input size.
 
@@ -70,7 +76,9 @@ def convert_mask_rcnn_tflite(
         representative_images: uint8 (or float) pixels ``[N, H, W, 3]`` in ``0..255`` for the ``"int8"``
             calibration (a few dozen typical images); ignored otherwise.
         weights: a ``.weights.h5`` file to load when ``model`` is a config.
-        input_dtype: dtype of the input pixels, ``"float32"`` or ``"uint8"``.
+        input_dtype: dtype of the input pixels: ``"uint8"`` only (the argument is kept for older callers).
+        overwrite: replace an existing file at ``path`` (atomically); ``False``: refuse it (FileExistsError),
+            before any conversion work (``kzoo export`` passes ``False`` unless ``--overwrite``).
 
     Returns:
         ``path`` as a string.
@@ -83,21 +91,24 @@ def convert_mask_rcnn_tflite(
         RuntimeError: ``"int8"`` on a TensorFlow release without the quantizer entry point it uses.
     """
     check_quantize(quantize)
+    check_output_file(path, overwrite)
     if input_dtype not in INPUT_DTYPES:
-        raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")
+        raise ValueError(
+            f"input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}: kzoo's .tflite files take uint8 pixels, "
+            "so a caller of the interpreter cannot pass floats in [0, 1] or NaN"
+        )
     height, width = check_image_size(image_size)
     if quantize == "int8":
         representative_images = check_representative_images(representative_images, (height, width, 3))
     ready = tflite_ready_model(model, (height, width), weights)
 
-    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.as_dtype(input_dtype), name="images")])
-    def detect(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        out = ready(images, training=False)
+    def detect(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        out = ready(pixels, training=False)
         return {key: out[key] for key in MASK_RCNN_OUTPUT_KEYS}
 
-    dataset = representative_dataset(representative_images, input_dtype) if quantize == "int8" else None
-    flatbuffer = convert_function_to_tflite(detect, quantize, dataset, int8_ops=INT8_OPS)
-    return write_bytes(path, flatbuffer)
+    flatbuffer = convert_image_function_to_tflite(detect, (height, width, 3), quantize, representative_images,
+                                                  INT8_OPS)  # fmt: skip
+    return write_bytes(check_output_file(path, overwrite), flatbuffer)
 
 
 def tflite_ready_model(

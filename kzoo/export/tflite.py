@@ -10,6 +10,22 @@ Quantization (``quantize``, :data:`QUANTIZE_MODES`): ``"none"`` (float32), ``"fl
 representative images; float32 input and output are kept). With ``int8_ops`` only ops of those types get int8
 kernels (the quantize-only path, :func:`quantize_only`), every other op stays float32; with ``int8_ops="all"``
 every op must have an int8 kernel.
+
+The contract of kzoo's image models' ``.tflite`` files (NIN and Mask R-CNN, every quantization), written into the
+file itself by :func:`convert_image_function_to_tflite`, so it holds for anyone who runs the file with LiteRT's
+``Interpreter`` directly:
+
+- one input ``images``, **uint8** RGB (or gray) pixels ``[1, H, W, C]``: floats (pixels in ``[0, 1]``, NaN,
+  values outside ``0..255``) cannot be set (``set_tensor`` refuses another dtype), and the model's
+  normalization is inside the graph;
+- a fixed shape: ``shape_signature`` is ``[1, H, W, C]`` (no ``-1``), and an interpreter resized to any other
+  shape (``resize_tensor_input``, a batch, another size, another channel count) fails at ``allocate_tensors`` or
+  ``invoke`` (LiteRT's error text, from a ``RESHAPE``/XNNPack node) instead of running on a stretched input.
+
+What the file cannot check (the format has no assertion op): whether the uint8 pixels are RGB rather than BGR,
+whether the image was resized or letterboxed as the model expects (:func:`kzoo.export.litert.letterbox`), and
+whether the bytes are a photograph at all; kzoo's runners (:mod:`kzoo.export.litert`) check what can be checked
+on the arrays before they reach the interpreter.
 """
 
 from __future__ import annotations
@@ -24,6 +40,9 @@ __all__ = [
     "check_quantize",
     "check_representative_images",
     "convert_function_to_tflite",
+    "check_output_file",
+    "convert_image_function_to_tflite",
+    "pin_input_shape",
     "quantize_only",
     "representative_dataset",
     "set_quantization",
@@ -66,6 +85,20 @@ def set_quantization(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
 
 
+def check_output_file(path, overwrite: bool) -> str:
+    """``path`` as a string, or a FileExistsError when a file is there and ``overwrite`` is false (``kzoo export``'s
+    rule for ``.tflite`` files: an existing file is refused unless ``--overwrite``; then it is replaced atomically,
+    a temporary file renamed over it, so a reader sees the old file or the new one, never half of one)."""
+    import os
+
+    path = os.fspath(path)
+    if not overwrite and os.path.lexists(path):
+        raise FileExistsError(
+            f"{path} exists already; refusing to replace it (pass overwrite=True, or kzoo export --overwrite)"
+        )
+    return path
+
+
 def check_representative_images(images: np.ndarray | None, image_shape: Sequence[int]) -> np.ndarray:
     """Validated calibration pixels ``[N, H, W, C]`` (uint8 or float in ``0..255``), or a ValueError."""
     if images is None:
@@ -82,10 +115,13 @@ def check_representative_images(images: np.ndarray | None, image_shape: Sequence
 
 
 def representative_dataset(images: np.ndarray, dtype: str = "float32") -> Callable[[], Iterator[list[np.ndarray]]]:
-    """The converter's calibration generator: one ``[1, H, W, C]`` pixel batch of ``dtype`` per image."""
+    """The converter's calibration generator: one ``[1, H, W, C]`` pixel batch of ``dtype`` per image (float pixels
+    rounded and clipped to ``0..255`` for ``"uint8"``)."""
 
     def generate() -> Iterator[list[np.ndarray]]:
         for image in images:
+            if dtype == "uint8" and image.dtype != np.uint8:
+                image = np.clip(np.round(image), 0, 255)
             yield [image[np.newaxis].astype(dtype)]
 
     return generate
@@ -152,6 +188,62 @@ def convert_function_to_tflite(
             ) from error
         raise
     return flatbuffer
+
+
+def convert_image_function_to_tflite(
+    function: Callable[[tf.Tensor], dict[str, tf.Tensor]],
+    image_shape: Sequence[int],
+    quantize: str = "none",
+    representative_images: np.ndarray | None = None,
+    int8_ops: Sequence[str] | str | None = None,
+) -> bytes:
+    """Convert ``function`` (float32 pixels ``[1, H, W, C]`` in ``0..255`` -> a dict of outputs) to a builtin-only
+    flatbuffer with kzoo's strict image input: ``images`` **uint8** ``[1, H, W, C]``, its ``shape_signature`` fixed
+    (no ``-1``), and a guard in the graph so an interpreter resized to any other shape (``resize_tensor_input``,
+    or a signature runner given another shape) fails at ``allocate_tensors`` or ``invoke`` instead of running.
+
+    The guard: the graph is traced on an input of unknown shape, so the ``SHAPE`` of the input survives conversion;
+    each of its four sizes must reshape a vector of that length to the expected length (a ``RESHAPE`` of a
+    constant shape, which fails on any other length), and the pixels are reshaped to the static
+    ``[1, H, W, C]`` (every later shape static). Then :func:`pin_input_shape` writes the fixed shape into the file.
+
+    Args:
+        function: the model, on float32 pixels ``[1, H, W, C]`` in ``0..255``.
+        image_shape: ``(H, W, C)``.
+        quantize, int8_ops: as :func:`convert_function_to_tflite`.
+        representative_images: calibration pixels ``[N, H, W, C]`` for ``"int8"`` (checked here).
+    """
+    check_quantize(quantize)
+    shape = [1, *(int(d) for d in image_shape)]
+    dataset = None
+    if quantize == "int8":
+        images = check_representative_images(representative_images, shape[1:])
+        dataset = representative_dataset(images, "uint8")
+
+    @tf.function(input_signature=[tf.TensorSpec([None] * len(shape), tf.uint8, name="images")])
+    def guarded(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        actual = tf.shape(images)
+        sizes = [tf.reshape(tf.zeros(actual[i:i + 1]), [size]) for i, size in enumerate(shape)]
+        zero = tf.reduce_sum(tf.concat(sizes, 0))  # 0.0, computed only when every size matches
+        return function(tf.reshape(tf.cast(images, tf.float32), shape) + zero)
+
+    return pin_input_shape(convert_function_to_tflite(guarded, quantize, dataset, int8_ops=int8_ops), shape)
+
+
+def pin_input_shape(flatbuffer: bytes, shape: Sequence[int]) -> bytes:
+    """``flatbuffer`` with the ``shape`` and ``shape_signature`` of every input of its main graph set to ``shape``
+    (written in place: both are int32 vectors of the same length)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    buffer = bytearray(flatbuffer)
+    graph = schema.Model.GetRootAsModel(buffer, 0).Subgraphs(0)
+    for k in range(graph.InputsLength()):
+        tensor = graph.Tensors(graph.Inputs(k))
+        for values in (tensor.ShapeAsNumpy(), tensor.ShapeSignatureAsNumpy()):
+            if isinstance(values, int) or len(values) != len(shape):
+                raise ValueError(f"cannot pin the input shape {list(shape)}: the converted input has shape {values}")
+            values[:] = shape  # a view into ``buffer``
+    return bytes(buffer)
 
 
 def quantize_only(calibrated: bytes, int8_ops: Sequence[str]) -> bytes:

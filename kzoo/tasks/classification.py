@@ -131,22 +131,28 @@ class ClassificationTask:
     def export(self, format: str, weights: str | None = None, output: str | None = None,
                model_name: str | None = None, version: int | None = None, input_dtype: str = "float32",
                warmup: int = 0, quantize: Sequence[str] = ("none",), eval_examples: int | None = None,
-               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> list[dict[str, Any]]:
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, overwrite: bool = False) -> list[dict[str, Any]]:
         """Export trained weights as a TF Serving SavedModel (``format="saved_model"``) or builtin-only TFLite
         files (``"tflite"``, one per ``quantize`` mode), each checked on the evaluation split.
 
-        ``max_image_pixels``: the SavedModel's ``serving_bytes`` refuses larger images.
+        ``max_image_pixels``: the SavedModel's ``serving_bytes`` refuses larger images. Nothing is replaced
+        silently: a SavedModel goes to a new version directory (an existing ``version`` is refused), and an
+        existing ``.tflite`` file is refused, before any work, unless ``overwrite`` (then replaced atomically).
 
         Returns:
             One dict per artifact: ``path``, ``bytes``, ``accuracy``, ``examples``.
         """
         from kzoo.export import convert_classifier_tflite, export_classifier_saved_model, run_tflite_classifier
         from kzoo.export.common import check_max_image_pixels, check_model_name, latest_version_dir
+        from kzoo.export.tflite import check_output_file
 
         name = check_model_name(model_name or self.config.name)  # before any work: exports stay inside output
         check_max_image_pixels(max_image_pixels)
-        model = self.trained_model(weights)
         output = output or os.path.join(self.config.output_dir, "export")
+        if format == "tflite":
+            for mode in quantize:
+                check_output_file(os.path.join(output, f"{name}_{mode}.tflite"), overwrite)
+        model = self.trained_model(weights)
         images, labels = self.eval_arrays(eval_examples)
         artifacts = []
         if format == "saved_model":
@@ -164,7 +170,8 @@ class ClassificationTask:
             artifacts.append(_artifact(latest, saved_model_accuracy(latest, images, labels), len(labels)))
         for mode in quantize:
             path = os.path.join(output, f"{name}_{mode}.tflite")
-            convert_classifier_tflite(model, path, quantize=mode, representative_images=calibration)
+            convert_classifier_tflite(model, path, quantize=mode, representative_images=calibration,
+                                      overwrite=overwrite)  # fmt: skip
             accuracy = float(np.mean(np.argmax(run_tflite_classifier(path, images), -1) == labels))
             artifacts.append(_artifact(path, accuracy, len(labels)))
         return artifacts

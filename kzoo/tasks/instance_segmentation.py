@@ -317,10 +317,13 @@ class InstanceSegmentationTask:
     def export(self, format: str, weights: str | None = None, output: str | None = None,
                model_name: str | None = None, version: int | None = None, input_dtype: str = "float32",
                warmup: int = 0, quantize: Sequence[str] = ("none",), full_image_masks: bool = False,
-               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> list[dict[str, Any]]:
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, overwrite: bool = False) -> list[dict[str, Any]]:
         """A TF Serving SavedModel (``format="saved_model"``) or builtin-only TFLite files (``"tflite"``, one per
         ``quantize`` mode at the training canvas size), each TFLite file compared with the Keras model on eval
-        images. ``max_image_pixels``: the SavedModel's ``serving_bytes`` refuses larger images.
+        images. ``max_image_pixels``: the SavedModel's ``serving_bytes`` refuses larger images. ``input_dtype`` is
+        not used: both the SavedModel's ``serving_default`` and the ``.tflite`` files take uint8 pixels. Nothing is
+        replaced silently: a SavedModel goes to a new version directory (an existing ``version`` is refused), and an
+        existing ``.tflite`` file is refused, before any work, unless ``overwrite`` (then replaced atomically).
 
         Returns:
             One dict per artifact: ``kind``, ``path``, ``bytes`` and, for TFLite, ``parity`` (the summary of
@@ -328,11 +331,15 @@ class InstanceSegmentationTask:
         """
         from kzoo.export import convert_mask_rcnn_tflite, export_mask_rcnn_saved_model
         from kzoo.export.common import check_max_image_pixels, check_model_name
+        from kzoo.export.tflite import check_output_file
 
         name = check_model_name(model_name or self.config.name)  # before any work: exports stay inside output
         check_max_image_pixels(max_image_pixels)
-        model = self.trained_model(weights)
         output = output or os.path.join(self.config.output_dir, "export")
+        if format == "tflite":
+            for mode in quantize:
+                check_output_file(os.path.join(output, f"{name}_{mode}.tflite"), overwrite)
+        model = self.trained_model(weights)
         if format == "saved_model":
             version_dir = export_mask_rcnn_saved_model(
                 model, output, name, version=version, full_image_masks=full_image_masks, warmup_images=warmup,
@@ -355,7 +362,7 @@ class InstanceSegmentationTask:
         for mode in quantize:
             path = os.path.join(output, f"{name}_{mode}.tflite")
             convert_mask_rcnn_tflite(model, path, (side, side), mode, representative_images=representative,
-                                     input_dtype=input_dtype)  # fmt: skip
+                                     overwrite=overwrite)  # fmt: skip
             parity = compare_detections(reference, run_mask_rcnn_tflite(path, check), (side, side)).summary()
             artifacts.append({"kind": f"TFLite {mode}", "path": path, "bytes": os.path.getsize(path),
                               "parity": parity, "parity_images": len(check)})  # fmt: skip

@@ -38,7 +38,7 @@ def test_builtin_ops_only(converted, mode):
     (input_detail,) = interpreter.get_input_details()
     (output_detail,) = interpreter.get_output_details()
     assert interpreter.get_signature_list()["serving_default"] == {"inputs": ["images"], "outputs": ["probabilities"]}
-    assert list(input_detail["shape"]) == [1, 16, 16, 3] and input_detail["dtype"] == np.float32
+    assert list(input_detail["shape"]) == [1, 16, 16, 3] and input_detail["dtype"] == np.uint8
     assert list(output_detail["shape"]) == [1, 3] and output_detail["dtype"] == np.float32
 
 

@@ -36,7 +36,7 @@ TINY = dict(
 )  # fmt: skip
 BACKBONES = {"mobilenet_v2": dict(backbone_width=0.35), "small_convnet": dict(backbone_width=0.25, norm="group")}
 # Input dtype of each backbone's .tflite files: both dtypes are covered without extra conversions.
-INPUT_DTYPES = {"mobilenet_v2": "float32", "small_convnet": "uint8"}
+INPUT_DTYPES = {"mobilenet_v2": "uint8", "small_convnet": "uint8"}  # kzoo's .tflite files take uint8 only
 KERAS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections", "detection_masks")
 
 
