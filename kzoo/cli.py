@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
+import signal
 import sys
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: no C++ banners
 DEMO_CONFIG = "configs/mask_rcnn_shapes.yaml"
@@ -186,7 +190,10 @@ def cmd_demo(args) -> int:
         from kzoo.tasks.instance_segmentation import run_demo
     else:
         from kzoo.tasks.classification import run_demo
-    title, rows = run_demo(config, fresh=args.fresh)
+    from kzoo.training.run_lock import run_lock
+
+    with run_lock(config.output_dir, "--fresh" if args.fresh else "the demo", "kzoo demo"):  # one demo per folder
+        title, rows = run_demo(config, fresh=args.fresh)
     _print_table(title, rows)
     return 0
 
@@ -328,16 +335,108 @@ def _import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _import_tensorflow_quietly()
-    from kzoo.training.loop import TrainingDivergedError
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread the way Ctrl-C raises ``KeyboardInterrupt`` (so cleanups run)."""
 
+
+#: The exit status of a run stopped by Ctrl-C (128 + SIGINT) and by SIGTERM (128 + SIGTERM), as shells report them.
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_NO_PERMISSION = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _write_problem(error: BaseException) -> str | None:
+    """``"no space left on device"`` / ``"permission denied"`` when ``error`` is a full disk or a refused write
+    (an OSError, or what TF and h5py raise for one), else None."""
+    import tensorflow as tf
+
+    code = getattr(error, "errno", None)
+    text = str(error)
+    if code in _DISK_FULL or "No space left on device" in text or "Disk quota exceeded" in text:
+        return "no space left on device"
+    if code in _NO_PERMISSION or (isinstance(error, (OSError, tf.errors.OpError)) and (
+            "Permission denied" in text or "Read-only file system" in text)):  # fmt: skip
+        return "permission denied"
+    return None
+
+
+def _resume_note(args, error: BaseException) -> str:
+    """Where a stopped run stands and how to go on (from the ``kzoo_run`` the training loop attaches), or ``""``."""
+    progress = getattr(error, "kzoo_run", None)
+    if progress is None:
+        return ""
+    again = "the same command without --fresh" if getattr(args, "fresh", False) else "the same command"
+    if progress.checkpoint_epoch:
+        return (f"; the last checkpoint (epoch {progress.checkpoint_epoch}, in "
+                f"{os.path.join(progress.output_dir, 'checkpoints')}) is intact: {again} resumes from it")
+    return f"; no epoch had finished, so there is no checkpoint yet in {progress.output_dir}: {again} starts over"
+
+
+def _stopped(args, error: BaseException) -> tuple[str, int] | None:
+    """The one line and exit status for a run stopped by Ctrl-C, SIGTERM, a full disk or a refused write."""
+    if isinstance(error, KeyboardInterrupt):
+        what = "stopped by SIGTERM" if isinstance(error, Terminated) else "interrupted (Ctrl-C)"
+        code = EXIT_TERMINATED if isinstance(error, Terminated) else EXIT_INTERRUPTED
+        return f"kzoo {args.command}: {what}{_resume_note(args, error)}", code
+    problem = _write_problem(error)
+    if problem is None:
+        return None
+    where = getattr(error, "filename", None)
+    detail = f" ({where})" if where and where not in str(error) else ""
+    fix = "free some space" if problem.startswith("no space") else "fix the permissions"
+    note = _resume_note(args, error)
+    note = f"{note} once you {fix}" if note else ""
+    return f"kzoo {args.command}: error: {problem}: {_first_line(error)}{detail}{note}", 2
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (the run lock is released and the
+    stop reported like Ctrl-C); the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        return args.func(args)
-    except (ValueError, OSError, TrainingDivergedError) as error:
-        print(f"kzoo {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``kzoo`` command line; returns the exit status: 0, 2 for an error (one line on stderr, no
+    traceback), 130 for Ctrl-C and 143 for SIGTERM (one line saying where the run stands and how to resume)."""
+    args = build_parser().parse_args(argv)
+    with _sigterm_as_interrupt():
+        try:
+            _import_tensorflow_quietly()
+            from kzoo.training.loop import TrainingDivergedError
+            from kzoo.training.run_lock import RunLockedError
+
+            try:
+                return args.func(args)
+            except (ValueError, OSError, TrainingDivergedError, RunLockedError) as error:
+                stopped = _stopped(args, error)
+                if stopped is not None:
+                    print(stopped[0], file=sys.stderr)
+                    return stopped[1]
+                print(f"kzoo {args.command}: error: {error}", file=sys.stderr)
+                return 2
+        except BaseException as error:  # Ctrl-C, SIGTERM, or a full disk / refused write that TF reports its way
+            stopped = _stopped(args, error) if isinstance(error, Exception | KeyboardInterrupt) else None
+            if stopped is None:
+                raise
+            print(stopped[0], file=sys.stderr)
+            return stopped[1]
 
 
 if __name__ == "__main__":

@@ -14,10 +14,13 @@ bar, the divergence check, TensorBoard summaries, per-epoch checkpoints, evaluat
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
+import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -30,8 +33,9 @@ import yaml
 from kzoo.config import ConfigError, config_to_dict
 from kzoo.training.checkpoints import EpochCheckpointer
 from kzoo.training.optimizers import SGD
+from kzoo.training.run_lock import RunLockedError, run_lock
 from kzoo.training.schedules import PhasedSchedule, WarmupSchedule
-from kzoo.training.strategy import is_chief, make_strategy, task_id
+from kzoo.training.strategy import is_chief, make_strategy, task_id, will_be_chief
 from kzoo.utils import files
 
 #: The Keras dtype policy of each ``precision``.
@@ -157,13 +161,21 @@ def read_run_metrics(output_dir: str) -> dict | None:
 
 
 def clear_run(output_dir: str) -> None:
-    """Remove a run's checkpoints, logs, weights and metrics from ``output_dir`` (``--fresh``)."""
-    for name in RUN_FILES:
-        path = os.path.join(output_dir, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
+    """Remove a run's checkpoints, logs, weights and metrics from ``output_dir`` (``--fresh``), holding the run's
+    lock (re-entrant: :func:`train` already holds it).
+
+    Raises:
+        RunLockedError: another process trains in ``output_dir``; nothing was deleted.
+    """
+    if not os.path.isdir(output_dir):
+        return
+    with run_lock(output_dir, "--fresh", _command_line()):
+        for name in RUN_FILES:
+            path = os.path.join(output_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
 
 
 def check_same_model(config: Any, output_dir: str) -> None:
@@ -231,17 +243,63 @@ def train(task: TrainableTask, verbose: int = 1, strategy: tf.distribute.Strateg
         throughput. A run that had already finished returns its stored metrics with ``already_finished=True``
         and writes nothing.
 
+    One run, one writer: the chief holds the lock of ``output_dir`` (:mod:`kzoo.training.run_lock`) from before
+    ``fresh`` deletes anything until it returns or raises; the other workers of a multi-worker job share it. Any
+    exception (``KeyboardInterrupt`` included) leaves with a :class:`RunProgress` in its ``kzoo_run`` attribute:
+    the folder and the epoch of its newest checkpoint.
+
     Raises:
         TrainingDivergedError: the loss became NaN or infinite.
         ConfigError: ``output_dir`` holds a run of another model.
+        RunLockedError: another process trains in ``output_dir`` (named; nothing was deleted or written).
     """
     config = task.config
-    if fresh:
-        clear_run(config.output_dir)
-    check_same_model(config, config.output_dir)
-    files.make_directory(config.output_dir)  # before any work: a file in the way or no permission fails now
-    with keras_policy(task.keras_policy):
-        return _train(task, verbose, strategy)
+    chief = is_chief(strategy) if strategy is not None else will_be_chief(config.strategy.kind)
+    try:
+        files.make_directory(config.output_dir)  # before any work: a file in the way or no permission fails now
+        purpose = "--fresh" if fresh else "training"
+        with run_lock(config.output_dir, purpose, _command_line()) if chief else contextlib.nullcontext():
+            if fresh and chief:
+                clear_run(config.output_dir)
+            check_same_model(config, config.output_dir)
+            with keras_policy(task.keras_policy):
+                return _train(task, verbose, strategy)
+    except BaseException as error:
+        if not isinstance(error, RunLockedError) and getattr(error, "kzoo_run", None) is None:
+            with contextlib.suppress(AttributeError, TypeError):
+                error.kzoo_run = RunProgress(config.output_dir, last_checkpoint_epoch(config.output_dir))
+        raise
+
+
+@dataclasses.dataclass(frozen=True)
+class RunProgress:
+    """Where an interrupted or failed run stands (attached to the exception as ``kzoo_run`` by :func:`train`).
+
+    Attributes:
+        output_dir: the run folder.
+        checkpoint_epoch: the completed epochs of the newest checkpoint in ``output_dir/checkpoints`` (what the
+            same command resumes from), or ``None`` when there is none yet.
+    """
+
+    output_dir: str
+    checkpoint_epoch: int | None
+
+
+def last_checkpoint_epoch(output_dir: str) -> int | None:
+    """The number of the newest epoch checkpoint (``checkpoints/ckpt-N.index``) of the run in ``output_dir``, or
+    ``None``. Checkpoints are written to temporary names and renamed, so the newest complete one is intact."""
+    try:
+        names = os.listdir(os.path.join(output_dir, "checkpoints"))
+    except OSError:
+        return None
+    numbers = [int(m[1]) for name in names if (m := re.fullmatch(r"ckpt-(\d+)\.index", name))]
+    return max(numbers) if numbers else None
+
+
+def _command_line() -> str:
+    """This process's command line, short (recorded in the run lock for whoever is refused)."""
+    argv = [os.path.basename(sys.argv[0] or "python")] + sys.argv[1:] if sys.argv else ["python"]
+    return " ".join(argv)[:200]
 
 
 def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy | None) -> dict:

@@ -49,7 +49,25 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0)
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
+
+
+def will_be_chief(kind: str) -> bool:
+    """Whether this process will be the chief of the strategy ``kind`` makes (see :func:`is_chief`), known before
+    the strategy exists (creating a ``MultiWorkerMirroredStrategy`` waits for every worker): for ``multi_worker``,
+    read from ``TF_CONFIG`` (the ``chief`` task, else worker 0); every other kind runs one process, the chief.
+    An unreadable ``TF_CONFIG`` counts as chief (``make_strategy`` then names the problem)."""
+    if kind != "multi_worker":
+        return True
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task = tf_config.get("task") or {}
+        task_type, index = task.get("type"), int(task.get("index", 0))
+        has_chief = "chief" in (tf_config.get("cluster") or {})
+    except (ValueError, TypeError, AttributeError):
+        return True
+    return task_type is None or task_type == "chief" or (task_type == "worker" and index == 0 and not has_chief)
 
 
 def task_id(strategy: tf.distribute.Strategy) -> int:
