@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
-from kzoo.models.nin import BlockSpec
+from kzoo.models.nin_config import BlockSpec
 from kzoo.utils.structs import ConfigError, check_choice, check_range, dataclass_from_dict
 
 __all__ = ["ConfigError", "ExperimentConfig", "MaskRCNNExperimentConfig", "config_from_dict", "config_to_dict",

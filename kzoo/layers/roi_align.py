@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from kzoo.ops.kernel_choices import ROI_ALIGN_METHODS as METHODS
 from kzoo.ops.roi_align_ops import (
     BORDERS,
     LEVEL_EPS_PLACEMENTS,
@@ -15,8 +16,6 @@ from kzoo.ops.roi_align_ops import (
     roi_align_crop_and_resize,
     roi_align_gather,
 )
-
-METHODS = ("crop_and_resize", "gather")
 
 
 def _pair(value, name: str) -> tuple[int, int]:

@@ -5,10 +5,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from kzoo.ops.nms import DEFAULT_NMS_METHOD, NMS_METHODS
+from kzoo.ops.kernel_choices import (
+    DEFAULT_NMS_METHOD,
+    LEVEL_EPS_PLACEMENTS,
+    NMS_METHODS,
+    ROI_ALIGN_BORDERS,
+    ROI_ALIGN_METHODS,
+)
 
 ANCHOR_STRIDES = ("nominal", "torchvision")
-ROI_LEVEL_EPS = ("in_log", "after_log")
+ROI_LEVEL_EPS = LEVEL_EPS_PLACEMENTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +122,10 @@ class MaskRCNNConfig:
         for name, value in (("rpn_nms_threshold", self.rpn_nms_threshold), ("nms_threshold", self.nms_threshold)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is an IoU and must be in [0, 1] (1 suppresses nothing), got {value}")
+        if self.roi_method not in ROI_ALIGN_METHODS:
+            raise ValueError(f"roi_method must be one of {ROI_ALIGN_METHODS}, got {self.roi_method!r}")
+        if self.roi_border not in ROI_ALIGN_BORDERS:
+            raise ValueError(f"roi_border must be one of {ROI_ALIGN_BORDERS}, got {self.roi_border!r}")
         if self.nms_method not in NMS_METHODS:
             raise ValueError(f"nms_method must be one of {NMS_METHODS}, got {self.nms_method!r}")
         if self.size_divisible % 32:

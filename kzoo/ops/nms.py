@@ -38,9 +38,9 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from kzoo.ops.kernel_choices import DEFAULT_NMS_METHOD, NMS_METHODS
+
 _FLOAT_MAX = float(np.finfo(np.float32).max)
-NMS_METHODS = ("per_image", "padded")
-DEFAULT_NMS_METHOD = "per_image"
 
 
 def _check_batched(boxes: tf.Tensor, scores: tf.Tensor) -> None:

@@ -40,9 +40,8 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from kzoo.ops.crop_and_resize import crop_and_resize_bilinear, crop_and_resize_sample_coordinates
-
-BORDERS = ("torchvision", "zero")
-LEVEL_EPS_PLACEMENTS = ("in_log", "after_log")
+from kzoo.ops.kernel_choices import LEVEL_EPS_PLACEMENTS
+from kzoo.ops.kernel_choices import ROI_ALIGN_BORDERS as BORDERS
 
 
 def fpn_levels(
