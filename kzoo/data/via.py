@@ -211,7 +211,8 @@ def _add_region(builder: CocoBuilder, image_id: int, region, where: str, class_a
     if label is _MISSING:
         attributes = region.get("region_attributes")
         keys = sorted(attributes) if isinstance(attributes, dict) else []
-        builder.problem("missing_class_attribute", f"{where} (no {class_attribute!r}; it has {keys})")
+        said = "no region has attributes" if class_attribute is None else f"no {class_attribute!r}; it has {keys}"
+        builder.problem("missing_class_attribute", f"{where} ({said})")
         return
     builder.add_instance(image_id, label, [polygon], where)
 
