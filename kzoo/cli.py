@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 import threading
@@ -216,18 +217,81 @@ def cmd_convert(args) -> int:
     names = tuple(n.strip() for n in args.class_names.split(",")) if args.class_names else None
     summary = write_coco_from_tool(args.source, args.src, output, images=args.images, class_names=names,
                                    yolo_data_yaml=args.data_yaml, class_attribute=args.class_attribute)  # fmt: skip
+    from kzoo.data.annotation_builder import REPAIRS
+
     rows = [("item", "value"), ("COCO json", summary["output"]), ("images folder", summary["image_dir"]),
-            ("images", summary["images"]), ("instances", summary["instances"]),
-            ("categories", ", ".join(summary["categories"]))]  # fmt: skip
+            ("images", summary["images"]), ("instances", summary["instances"])]  # fmt: skip
+    lines = _wrap_names(summary["categories"])
+    rows += [(f"categories ({len(summary['categories'])})" if i == 0 else "", line) for i, line in enumerate(lines)]
+    if summary.get("ignore_regions"):
+        rows.append(("ignore regions (__ignore__, _background_): crowd", summary["ignore_regions"]))
     if summary["merged_images"]:
         rows.append(("merged: images annotated in several files", summary["merged_images"]))
-    rows += [(f"dropped: {kind}", count) for kind, count in sorted(summary["problems"].items())]
+    problems = sorted(summary["problems"].items())
+    rows += [(f"repaired (kept): {kind}", count) for kind, count in problems if kind in REPAIRS]
+    rows += [(f"dropped: {kind}", count) for kind, count in problems if kind not in REPAIRS]
     _print_table(f"kzoo convert {args.source} {args.src}", rows)
     return 0
 
 
+def _wrap_names(names: list[str], width: int = 72) -> list[str]:
+    """Comma-separated names in lines of at most ``width`` characters (a table stays terminal-wide)."""
+    lines, line = [], ""
+    for name in names:
+        piece = name if not line else f"{line}, {name}"
+        if line and len(piece) > width:
+            lines.append(line + ",")
+            piece = name
+        line = piece
+    return lines + [line] if line or not lines else lines
+
+
+#: The largest value of the integer types flags become (counts and sizes: int32; pixel caps, versions: int64).
+INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1
+
+
+def _fraction(text: str) -> float:
+    """argparse ``type=``: a finite number in [0, 1] (a probability, a score or IoU threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _count(low: int = 1, high: int = INT32_MAX):
+    """argparse ``type=``: an int in ``[low, high]`` (by default a positive count that fits int32)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if value > high:
+            kind = " (int32)" if high == INT32_MAX else " (int64)" if high == INT64_MAX else ""
+            raise argparse.ArgumentTypeError(f"must be <= {high}{kind}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, ``kzoo COMMAND: error: --flag must be ...`` (exit 2)."""
+
+    def error(self, message: str):
+        flag = re.fullmatch(r"argument ([^:]+): (must .*)", message)
+        if flag:  # "argument --top: must be >= 1, got 0" -> "--top must be >= 1, got 0"
+            message = f"{flag[1].split('/')[0]} {flag[2]}"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kzoo", description="kzoo: Network In Network and Mask R-CNN for Keras")
+    parser = _Parser(prog="kzoo", description="kzoo: Network In Network and Mask R-CNN for Keras")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_overrides(p: argparse.ArgumentParser) -> None:
@@ -262,16 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
     p.add_argument("--output", help="export base directory (default: OUTPUT_DIR/export)")
     p.add_argument("--model-name", help="model name in the TF Serving layout (default: the config's name)")
-    p.add_argument("--version", type=int, help="SavedModel version (default: next free); an existing one is refused")
+    p.add_argument("--version", type=_count(1, INT64_MAX), help="SavedModel version (default: next free); an existing one is refused")
     p.add_argument("--overwrite", action="store_true",
                    help="TFLite: replace existing .tflite files (atomically) instead of refusing them")  # fmt: skip
     p.add_argument("--input-dtype", choices=["float32", "uint8"], default="float32",
                    help="NIN SavedModel images input (Mask R-CNN SavedModels and all .tflite files take uint8)")
-    p.add_argument("--warmup", type=int, default=0, help="write this many TF Serving warmup requests")
+    p.add_argument("--warmup", type=_count(0), default=0, help="write this many TF Serving warmup requests")
     p.add_argument("--quantize", nargs="+", choices=["none", "float16", "dynamic", "int8"],
                    default=["none", "float16", "dynamic", "int8"], help="TFLite variants")  # fmt: skip
-    p.add_argument("--eval-examples", type=int, help="evaluate exports on the first N test examples only")
-    p.add_argument("--max-image-pixels", type=int,
+    p.add_argument("--eval-examples", type=_count(1), help="evaluate exports on the first N test examples only")
+    p.add_argument("--max-image-pixels", type=_count(1, INT64_MAX),
                    help="SavedModel serving_bytes: refuse images of more pixels (height x width) than this, read "
                         "from their header before decoding (default 40 million)")  # fmt: skip
     p.add_argument("--full-image-masks", action="store_true",
@@ -282,12 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, BMP, WebP, TIFF)")
     p.add_argument("--saved-model", help="NIN SavedModel (TF Serving model dir or version dir); a SavedModel is a "
                                          "program: load only ones you trust")  # fmt: skip
-    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--top", type=_count(1), default=3)
     p.add_argument("--cam", metavar="DIR", help="write the top class's confidence map over each image as PNG")
     p.add_argument("--mask-rcnn", metavar="CONFIG", help="Mask R-CNN config of a trained run (its weights are used)")
     p.add_argument("--weights", help="Mask R-CNN weights file (default: the config's OUTPUT_DIR/model.weights.h5)")
     p.add_argument("--output", default="predictions", help="folder for the annotated PNGs (Mask R-CNN)")
-    p.add_argument("--score-threshold", type=float, help="Mask R-CNN: override the config's score threshold")
+    p.add_argument("--score-threshold", type=_fraction, help="Mask R-CNN: override the config's score threshold")
     with_overrides(p)
     p.set_defaults(func=cmd_predict)
 
@@ -297,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "files; via: a VIA project json; yolo: a folder of label txt files")  # fmt: skip
     p.add_argument("output", nargs="?", help="file to write (.weights.h5 for torchvision, .json for annotations)")
     p.add_argument("--output", dest="output_option", metavar="OUTPUT", help="the same as the OUTPUT argument")
-    p.add_argument("--num-classes", type=int, default=91, help="torchvision: classes including the background")
+    p.add_argument("--num-classes", type=_count(2), default=91, help="torchvision: classes including the background")
     p.add_argument("--images", help="via / yolo: the image folder (labelme: a fallback folder)")
     p.add_argument("--class-names", help="labelme / via / yolo: comma-separated classes in label order (default: "
                                          "the labels found, sorted; yolo: the names of --data-yaml)")  # fmt: skip
@@ -415,7 +479,12 @@ def _sigterm_as_interrupt():
 def main(argv: list[str] | None = None) -> int:
     """Run the ``kzoo`` command line; returns the exit status: 0, 2 for an error (one line on stderr, no
     traceback), 130 for Ctrl-C and 143 for SIGTERM (one line saying where the run stands and how to resume)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as usage:  # a usage error was printed (one line): return its status; --help exits 0
+        if usage.code == 2:
+            return 2
+        raise
     with _sigterm_as_interrupt():
         try:
             _import_tensorflow_quietly()

@@ -5,10 +5,15 @@ a COCO instances dict built image by image, with the polygons checked and the pr
 ``x`` right, ``y`` down, the tool's own convention: no half-pixel shift) and checks each before anything is
 rasterized:
 
-- polygons: numeric, finite (else dropped), at least 3 distinct points and some area (else dropped), clipped
-  exactly to the image rectangle (Sutherland-Hodgman; polygons reaching more than a pixel outside it are
-  counted), dropped when nothing of them lies inside the image;
-- labels: a non-empty string, in ``class_names`` when given (else dropped);
+- polygons: numeric, finite (else dropped), at least 3 points not all on one line (else dropped: a self-crossing
+  "bow tie" whose signed areas cancel still has a drawn area, and pycocotools fills it), clipped exactly to the
+  image rectangle (Sutherland-Hodgman; polygons reaching more than a pixel outside it are counted as a repair),
+  dropped when nothing of them lies inside the image (counted once, as outside the image); an instance whose
+  polygons fill no pixel when rasterized is dropped;
+- labels: a non-empty string, in ``class_names`` when given (else dropped); labels of ``ignore_labels``
+  (labelme's ``__ignore__`` and ``_background_``) are ignore regions: written as ``iscrowd: 1`` annotations, one
+  per category, so that COCO evaluation ignores detections there whatever their class, and training never makes
+  them positives (crowd boxes are left out of matching; see :mod:`kzoo.ops.targets`);
 - images: the file exists and decodes strictly (:func:`kzoo.data.images.inspect_image_file`: every pixel, so a
   truncated or corrupt file is skipped, counted, here rather than failing training later), and, where the
   annotations give one, the size matches. One image file annotated by several files (two labelme jsons whose
@@ -58,6 +63,12 @@ PROBLEMS = {
     "cache folder was given (skipped)",
 }
 
+#: The counted problems that repair what they concern (kept, changed) rather than drop it.
+REPAIRS = ("clipped_polygons",)
+#: labelme's labels of regions that are no class: ``__ignore__`` (labelme's own converters leave them out of every
+#: class) and ``_background_``; kzoo keeps them as ignore regions (see the module docstring).
+IGNORE_LABELS = ("__ignore__", "_background_")
+
 #: Image file extensions looked for by the readers that search folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -72,6 +83,18 @@ def polygon_area(points: np.ndarray) -> float:
         return 0.0
     x, y = points[:, 0], points[:, 1]
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def spans_area(points: np.ndarray) -> bool:
+    """Whether the ``[n, 2]`` points are not all on one line (so a polygon through them can fill pixels, even a
+    self-crossing one whose shoelace area is 0)."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    if len(points) < 3:
+        return False
+    offsets = points - points[0]
+    far = offsets[np.argmax(np.einsum("ij,ij->i", offsets, offsets))]
+    cross = np.abs(offsets[:, 0] * far[1] - offsets[:, 1] * far[0])
+    return bool(cross.max() > 1e-9 * float(far @ far))
 
 
 def clip_polygon(points: np.ndarray, width: float, height: float) -> np.ndarray:
@@ -138,6 +161,7 @@ class CocoBuilder:
         image_root: the folder the ``file_name`` s will be relative to.
         class_names: the classes, label ``i + 1`` for ``class_names[i]`` (others dropped, counted);
             ``None``: every label seen, sorted.
+        ignore_labels: labels of ignore regions (see the module docstring), never classes.
         cache_dir: where images that must be re-encoded are written (see the module docstring); ``None``:
             such images are skipped (counted).
         log: the logger of the warnings.
@@ -150,8 +174,11 @@ class CocoBuilder:
         class_names: Sequence[str] | None = None,
         cache_dir: str | None = None,
         log: logging.Logger | None = None,
+        ignore_labels: Sequence[str] = (),
     ) -> None:
+        self.ignore_labels = tuple(ignore_labels)
         if class_names is not None:
+            class_names = [str(name) for name in class_names if str(name) not in self.ignore_labels]
             class_names = [str(name) for name in class_names]
             if not class_names or len(set(class_names)) != len(class_names) or not all(class_names):
                 raise ValueError(f"class_names must be unique non-empty names, got {class_names}")
@@ -162,8 +189,11 @@ class CocoBuilder:
         self.log = log or logging.getLogger(__name__)
         self.images: list[dict] = []
         self.instances: list[tuple[int, str, list[list[float]], list[float], float]] = []
+        self.ignore_regions: list[tuple[int, list[list[float]], list[float], float]] = []
         self.labels_seen: set[str] = set()
-        self.counts = dict.fromkeys(("annotation_files", "images", "instances", "merged_images", *PROBLEMS), 0)
+        self.counts = dict.fromkeys(
+            ("annotation_files", "images", "instances", "ignore_regions", "merged_images", *PROBLEMS), 0
+        )
         self._examples: dict[str, list[str]] = {key: [] for key in (*PROBLEMS, "merged_images")}
         #: what the readers looked for, for the message of an empty result (e.g. ``"*.json under /data"``)
         self.looked = source
@@ -305,6 +335,8 @@ class CocoBuilder:
             self.problem("unlabeled_shapes", where)
             return None
         label = str(label).strip()
+        if label in self.ignore_labels:
+            return label
         if self.class_names is not None and label not in self.class_names:
             self.problem("unknown_labels", f"{where}: {label!r}")
             return None
@@ -327,18 +359,18 @@ class CocoBuilder:
         if not np.all(np.isfinite(values)):
             self.problem("non_finite_coordinates", where)
             return None
-        if len(np.unique(values, axis=0)) < 3 or polygon_area(values) <= 0.0:
+        if len(np.unique(values, axis=0)) < 3 or not spans_area(values):
             self.problem("degenerate_polygons", where)
             return None
-        if np.any(values < -1.0) or np.any(values[:, 0] > width + 1.0) or np.any(values[:, 1] > height + 1.0):
-            self.problem("clipped_polygons", where)
         clipped = clip_polygon(values, width, height)
         if len(clipped):  # drop repeated vertices the clipping made
             keep = np.any(clipped != np.roll(clipped, 1, axis=0), axis=1)
             clipped = clipped[keep] if keep.any() else clipped[:1]
-        if len(clipped) < 3 or polygon_area(clipped) <= 0.0:
+        if len(clipped) < 3 or not spans_area(clipped):
             self.problem("outside_image", where)
             return None
+        if np.any(values < -1.0) or np.any(values[:, 0] > width + 1.0) or np.any(values[:, 1] > height + 1.0):
+            self.problem("clipped_polygons", where)
         return [float(v) for v in clipped.reshape(-1)]
 
     def add_instance(self, image_id: int, label, polygons: Sequence, where: str) -> bool:
@@ -348,7 +380,8 @@ class CocoBuilder:
         label = self.check_label(label, where)
         if label is None:
             return False
-        self.labels_seen.add(label)
+        if label not in self.ignore_labels:
+            self.labels_seen.add(label)
         kept = []
         for index, polygon in enumerate(polygons):
             checked = self.check_polygon(polygon, image_id, where if len(polygons) == 1 else f"{where} part {index}")
@@ -364,6 +397,9 @@ class CocoBuilder:
         points = np.concatenate([np.reshape(p, (-1, 2)) for p in kept])
         (xmin, ymin), (xmax, ymax) = points.min(axis=0), points.max(axis=0)
         bbox = [float(xmin), float(ymin), float(xmax - xmin), float(ymax - ymin)]
+        if label in self.ignore_labels:
+            self.ignore_regions.append((image_id, kept, bbox, area))
+            return True
         self.instances.append((image_id, label, kept, bbox, area))
         return True
 
@@ -383,6 +419,13 @@ class CocoBuilder:
         categories = [{"id": index + 1, "name": name, "supercategory": ""} for index, name in enumerate(names)]
         self.counts["images"] = len(self.images)
         self.counts["instances"] = len(annotations)
+        self.counts["ignore_regions"] = len(self.ignore_regions)
+        for image_id, polygons, bbox, area in self.ignore_regions:  # one crowd copy per category
+            for category in categories:
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": image_id, "category_id": category["id"],
+                    "segmentation": polygons, "bbox": bbox, "area": area, "iscrowd": 1,
+                })  # fmt: skip
         for key, description in PROBLEMS.items():
             if self.counts[key]:
                 self.log.warning("%s: %d %s, e.g. %s", self.source, self.counts[key], description, self._examples[key])
@@ -390,7 +433,7 @@ class CocoBuilder:
             self.log.warning("%s: %d images annotated in several files, merged into one image each (their "
                              "instances together), e.g. %s", self.source, self.counts["merged_images"],
                              self._examples["merged_images"])  # fmt: skip
-        if not annotations:
+        if not self.counts["instances"]:
             raise NoInstancesError(self.empty_message())
         coco = {"images": list(self.images), "annotations": annotations, "categories": categories}
         return coco, self.image_root, dict(self.counts)

@@ -172,8 +172,9 @@ def write_coco_from_tool(
         A summary: ``output``, ``image_dir`` (the folder the json's ``file_name`` s are relative to: train on
         the json with this image folder), ``images``, ``instances``, ``categories`` (names, in label order),
         ``annotation_files``, ``merged_images`` (how many times an image already annotated in another file was
-        met again: its instances were merged into that image) and ``problems`` (the non-zero problem counts,
-        see :data:`kzoo.data.annotation_builder.PROBLEMS`).
+        met again: its instances were merged into that image), ``ignore_regions`` (labelme's ``__ignore__`` /
+        ``_background_`` regions, written as crowd annotations) and ``problems`` (the non-zero problem counts,
+        see :data:`kzoo.data.annotation_builder.PROBLEMS`; those of ``REPAIRS`` were kept, repaired).
 
     Raises:
         ValueError: ``output_json`` is one of the conversion's inputs (an annotation file, the ``data.yaml``,
@@ -198,6 +199,7 @@ def write_coco_from_tool(
         "categories": [c["name"] for c in coco["categories"]],
         "annotation_files": counts["annotation_files"],
         "merged_images": counts.get("merged_images", 0),
+        "ignore_regions": counts.get("ignore_regions", 0),
         "problems": {key: counts[key] for key in PROBLEMS if counts[key]},
     }
 

@@ -9,6 +9,9 @@ A labelme json holds ``shapes`` (each with ``label``, ``points`` ``[[x, y], ...]
 - ``point``, ``line``, ``linestrip`` (and unknown types) enclose no area: dropped, counted;
 - shapes of the same label and ``group_id`` join into one instance (several polygons), as labelme's own
   ``labelme2coco`` does; shapes without a ``group_id`` are one instance each;
+- shapes labelled ``__ignore__`` or ``_background_`` (labelme's own conventions: its converters give them no class)
+  are ignore regions: ``iscrowd: 1`` annotations, never positives, ignored in matching (see
+  :mod:`kzoo.data.annotation_builder`);
 - one image annotated in several json files (their ``imagePath`` s lead to the same file) is one COCO image with
   the instances of all of them (merged, counted as ``merged_images``).
 
@@ -27,7 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kzoo.data.annotation_builder import CocoBuilder, ellipse_polygon, rectangle_polygon
+from kzoo.data.annotation_builder import IGNORE_LABELS, CocoBuilder, ellipse_polygon, rectangle_polygon
 
 LOG = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ def labelme_to_coco(
     """
     paths = find_labelme_files(annotations)
     root = annotations if os.path.isdir(annotations) else os.path.dirname(os.path.abspath(annotations))
-    builder = CocoBuilder(f"labelme {annotations}", root, class_names, image_dir, LOG)
+    builder = CocoBuilder(f"labelme {annotations}", root, class_names, image_dir, LOG, ignore_labels=IGNORE_LABELS)
     builder.looked = (f"*.json under {os.path.abspath(annotations)} (recursively)" if os.path.isdir(annotations)
                       else os.path.abspath(annotations))  # fmt: skip
     for path in paths:
