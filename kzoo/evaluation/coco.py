@@ -9,6 +9,11 @@ are pasted into the image (:func:`kzoo.ops.masks.paste_masks`, threshold 0.5) an
 - :func:`evaluate_coco`: ground truth + results -> ``{"bbox_AP", ..., "segm_APl"}`` and per-class AP
   ``{"bbox_AP/<class name>", "segm_AP/<class name>"}`` (:func:`per_class_ap`);
 - :class:`CocoEvaluator`: accumulates batches (``update``), then ``evaluate`` and ``write_results``.
+
+pycocotools crashes the process (a segfault, or memory exhausted) on bad geometry, so nothing reaches it
+unchecked: the ground truth goes through the COCO reader's checks (:func:`kzoo.data.coco.validate_coco_dict`),
+model detections are made finite and clipped to the image (:func:`check_detection_boxes`) before masks are
+pasted and encoded, and results are checked before ``loadRes``.
 """
 
 from __future__ import annotations
@@ -299,12 +304,14 @@ def evaluate_coco(
     """COCO AP of results against ground truth, by pycocotools' ``COCOeval``.
 
     Args:
-        ground_truth: a pycocotools ``COCO`` object, a COCO dict or a json path (see
-            :func:`load_ground_truth`; a ``COCO`` object is used as is, and ``COCOeval`` turns its
-            polygon segmentations into RLE in place).
+        ground_truth: a pycocotools ``COCO`` object, a COCO dict or a json path, checked by the COCO reader's
+            rules (see :func:`load_ground_truth`; a ``COCO`` object that needs no repair is used as is, and
+            ``COCOeval`` turns its polygon segmentations into RLE in place).
         results: COCO result dicts (``image_id``, ``category_id``, ``score``, ``bbox`` ``[x, y, w, h]``
-            and, for ``"segm"``, ``segmentation`` as compressed RLE), e.g. from :func:`detections_to_coco`;
-            may be empty.
+            and, for ``"segm"``, ``segmentation`` as compressed RLE; uncompressed RLE and polygons are
+            converted), e.g. from :func:`detections_to_coco`; may be empty. Results pycocotools cannot take
+            safely (a non-finite score or box, a negative box size, a segmentation that is not of the image's
+            size) are dropped, counted and warned about.
         iou_types: any of ``"bbox"``, ``"segm"``.
         image_ids: evaluate on these images only (``COCOeval.params.imgIds``); default: every ground-truth
             image. An empty collection gives -1 everywhere (nothing to evaluate).
@@ -361,7 +368,7 @@ class CocoEvaluator:
         metrics = evaluator.evaluate()  # {"bbox_AP": ..., "segm_AP": ...}
 
     Args:
-        ground_truth: a pycocotools ``COCO`` object, a COCO dict or a json path.
+        ground_truth: a pycocotools ``COCO`` object, a COCO dict or a json path (checked: :func:`load_ground_truth`).
         categories: the label <-> category id mapping the model was trained with (default: the ground
             truth's categories in increasing id order, as :func:`kzoo.data.coco.load_coco_instances` maps them).
         iou_types: any of ``"bbox"``, ``"segm"``; without ``"segm"`` masks are neither needed nor pasted.

@@ -105,6 +105,12 @@ def test_failed_evaluation_resumes_by_evaluating_not_retraining(fault, uninterru
     stored = json.loads((tmp_path / loop.METRICS_FILE).read_text())
     assert _without_timings(stored) == _without_timings(uninterrupted)
     assert _without_timings(metrics) == _without_timings(uninterrupted)
+    # epoch 1's TensorBoard summaries, evaluation included, were written by the resumed run
+    import tensorflow as tf
+
+    tags = {(event.step, value.tag) for path in (tmp_path / "logs").glob("events.*")
+            for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
+    assert {(1, "train_loss"), (1, "eval_accuracy"), (2, "eval_accuracy")} <= tags, sorted(tags)
 
 
 def test_failed_last_evaluation_trains_nothing_again(uninterrupted, tmp_path, capsys):
@@ -122,8 +128,7 @@ def test_failed_last_evaluation_trains_nothing_again(uninterrupted, tmp_path, ca
     assert resumed.counts == {"steps": 0, "evaluations": 1}
     out = capsys.readouterr().out
     assert "evaluating epoch 2 first (its evaluation did not finish)" in out and "Epoch 2/2" not in out
-    expected = {k: v for k, v in _without_timings(uninterrupted).items()}
-    assert _without_timings(metrics) == expected
+    assert _without_timings(metrics) == _without_timings(uninterrupted)
     # finished: a third run returns the stored metrics, trains and evaluates nothing
     again = _task(tmp_path, eval_every_epochs=0)
     assert loop.train(again, verbose=0)["already_finished"] is True and again.counts == {"steps": 0,
@@ -261,14 +266,19 @@ WORDS = {
 }  # fmt: skip
 
 
-def test_the_reader_counts_the_same_problems(tmp_path):
-    """The training reader drops and repairs the same annotations (it sees image 2 as bad too)."""
+def test_the_reader_counts_the_same_problems(tmp_path, caplog):
+    """The training reader drops and repairs the same annotations (it sees image 2 as bad too), with the same
+    warnings."""
     from kzoo.data.coco import load_coco_instances
 
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "a.png")
-    loaded = load_coco_instances(_bad_coco(), str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="kzoo.data.coco"):
+        loaded = load_coco_instances(_bad_coco(), str(tmp_path))
     expected = _expected_counts()
     assert {k: loaded.counts[k] for k in expected} == expected
+    assert ("COCO dict: 2 instances with polygon vertices more than a pixel outside the image, moved onto its border "
+            "(kept, but the label changed: the mask may now cover much of the image), e.g. [2, 15]") in caplog.text
+    assert "COCO dict: 1 instances that lost polygons of under 3 points" in caplog.text
     kept = [i + 1 for i, (_, what) in enumerate(BAD_ANNOTATIONS) if what in ("kept", *REPAIR_KINDS)]
     assert list(loaded.records[0].annotation_ids) == kept
     masks = loaded.records[0].masks()  # rasterized without a crash
