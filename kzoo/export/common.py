@@ -183,8 +183,64 @@ DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 
 
+def check_image_bytes(image_bytes: tf.Tensor) -> tf.Tensor:
+    """``image_bytes`` as a 1-D string tensor ``[B]``, or (when run) an InvalidArgumentError saying a 1-D string
+    tensor is needed, with the shape received: the ``serving_bytes`` signatures take any rank, so a scalar or a
+    ``[B, 1]`` request gets this message instead of an internal error of the graph."""
+    rank_ok = tf.equal(tf.rank(image_bytes), 1)
+    check = tf.debugging.Assert(rank_ok, [
+        "image_bytes must be a 1-D string tensor [batch] of encoded images (one string per image; a single image "
+        "is a batch of one); got shape", tf.shape(image_bytes)])  # fmt: skip
+    with tf.control_dependencies([check]):
+        return tf.reshape(image_bytes, [-1])
+
+
+def _header_facts(image_bytes: tf.Tensor, max_pixels: int) -> dict[str, tf.Tensor]:
+    """What one encoded image's first bytes say, without decoding: bool scalars ``empty``, ``known`` (JPEG, PNG, GIF
+    or BMP with a size in the header), ``webp``, ``over_cap`` (the header's size over ``max_pixels``), ``ok`` (none
+    of the problems: the data may be decoded), and int64 ``size`` ``[2]``."""
+    empty = tf.equal(tf.strings.length(image_bytes), 0)
+    webp = is_webp(image_bytes)
+    known, size = encoded_image_size(image_bytes)
+    over_cap = known & (size[0] * size[1] > max_pixels)
+    ok = tf.logical_not(empty) & (known | webp) & tf.logical_not(over_cap)
+    return {"empty": empty, "known": known, "webp": webp, "over_cap": over_cap, "ok": ok, "size": size}
+
+
+def probe_images(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[tf.Tensor, tf.Tensor]:
+    """Try to decode each encoded image ``[B]`` without failing: ``(decodable bool [B], sizes int32 [B, 2])``.
+
+    An image whose header is refused (empty, unknown format, over ``max_pixels``) is not decoded (``decodable``
+    true, size ``[0, 0]``: :func:`decode_image` refuses it with its own message). The others are decoded in a
+    ``tf.data`` pipeline whose ``ignore_errors`` drops the ones the decoder fails on (truncated or corrupt data):
+    those are ``decodable`` false, so :func:`decode_image` can name their index instead of letting the decoder's
+    text, which names no image, reach the client. A graph cannot catch an op's error any other way.
+    """
+    count = tf.size(image_bytes, out_type=tf.int64)
+
+    def probe(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        data = tf.gather(image_bytes, index)
+        ok = _header_facts(data, max_pixels)["ok"]
+
+        def decoded_size() -> tf.Tensor:
+            image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+            return tf.shape(image)[:2]
+
+        return index, tf.cond(ok, decoded_size, lambda: tf.zeros([2], tf.int32))
+
+    probed = tf.data.Dataset.range(count).map(probe).ignore_errors()
+
+    def add(state: tuple[tf.Tensor, tf.Tensor], item: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        (decodable, sizes), (index, size) = state, item
+        return (tf.tensor_scatter_nd_update(decodable, [[index]], [True]),
+                tf.tensor_scatter_nd_update(sizes, [[index]], [size]))  # fmt: skip
+
+    return probed.reduce((tf.zeros([count], tf.bool), tf.zeros([count, 2], tf.int32)), add)
+
+
 def decode_image(
-    image_bytes: tf.Tensor, index: tf.Tensor, channels: int = 3, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    image_bytes: tf.Tensor, index: tf.Tensor, channels: int = 3, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    decodable: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """One encoded image (scalar string) -> uint8 ``[H, W, channels]``: the one decoder of the ``serving_bytes``
     signatures (NIN and Mask R-CNN).
@@ -193,10 +249,14 @@ def decode_image(
     (color converted to gray). Before decoding, the height and width in the header (JPEG, PNG, GIF, BMP) are
     checked against ``max_pixels``; WebP is checked after decoding.
 
+    ``decodable`` (a bool scalar, from :func:`probe_images`): false when the decoder fails on the data; the image is
+    then refused as corrupt or truncated, naming its index, before the decoder runs. Without it, corrupt data
+    gives the decoder's own error, which names no image.
+
     Raises:
         tf.errors.InvalidArgumentError: when run, naming ``image_bytes[index]`` and the problem: empty input, an
-            unknown format, an image over ``max_pixels`` (its size and the cap), an image with no pixels, or the
-            decoder's own error for corrupt data.
+            unknown format, an image over ``max_pixels`` (its size and the cap), corrupt or truncated data (with
+            ``decodable``), or an image with no pixels.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -205,9 +265,8 @@ def decode_image(
     def message(text: str, *values: tf.Tensor) -> list[tf.Tensor]:
         return [tf.strings.format("image_bytes[{}] " + text, (index, *values))]
 
-    empty = tf.equal(tf.strings.length(image_bytes), 0)
-    webp = is_webp(image_bytes)
-    known, size = encoded_image_size(image_bytes)
+    facts = _header_facts(image_bytes, max_pixels)
+    empty, known, webp, size = facts["empty"], facts["known"], facts["webp"], facts["size"]
     pixels = size[0] * size[1]
     checks = [
         tf.debugging.Assert(tf.logical_not(empty), message("is empty")),
@@ -216,6 +275,11 @@ def decode_image(
             f"is {{}}x{{}} (height x width) = {{}} pixels, over the cap of {max_pixels} pixels (max_image_pixels)",
             size[0], size[1], pixels)),
     ]  # fmt: skip
+    if decodable is not None:  # only when the header passed, so one problem gives one message
+        kind = tf.where(tf.io.is_jpeg(image_bytes), "JPEG", tf.where(is_jpeg_or_png(image_bytes), "PNG", tf.where(
+            webp, "WebP", tf.where(tf.equal(tf.strings.substr(image_bytes, 0, 2), b"BM"), "BMP", "GIF"))))  # fmt: skip
+        text = tf.strings.join([message("is a corrupt or truncated ")[0], kind, " image: the decoder cannot read it"])
+        checks.append(tf.debugging.Assert(decodable | tf.logical_not(facts["ok"]), [text]))
 
     def decode(decode_channels: int) -> tf.Tensor:
         image = tf.io.decode_image(image_bytes, channels=decode_channels, dtype=tf.uint8, expand_animations=False)

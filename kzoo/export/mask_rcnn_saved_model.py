@@ -12,7 +12,9 @@ The SavedModel (tag ``serve``) lives in ``<base_dir>/<model_name>/<version>/`` a
   ``detection_class_names`` string ``[B, D]`` (``""`` for padding). Rows at and after ``num_detections`` are 0.
 - ``serving_bytes``: ``image_bytes`` string ``[B]``, each an encoded JPEG, PNG, GIF, BMP or WebP (REST clients
   send ``{"b64": "..."}``), decoded to RGB (grayscale and RGBA converted; :func:`kzoo.export.common.decode_image`,
-  which refuses images over ``max_image_pixels`` before decoding them), of any sizes -> the same outputs, each
+  which refuses images over ``max_image_pixels`` before decoding them; every error names ``image_bytes[i]`` and the
+  problem, corrupt or truncated data included, and an input of another rank is refused, saying a 1-D string tensor
+  is needed), of any sizes -> the same outputs, each
   image's boxes in its own pixels. Images of one size run as one batch, mixed sizes one image at a time, and
   then ``detection_full_masks`` is ``[B, D, H_max, W_max]``: image ``b``'s masks in ``[:, :H_b, :W_b]``, zeros
   beyond.
@@ -34,9 +36,11 @@ from kzoo.export.common import (
     DEFAULT_MAX_IMAGE_PIXELS,
     MASK_RCNN_OUTPUT_KEYS,
     WARMUP_FILE,
+    check_image_bytes,
     check_max_image_pixels,
     decode_image,
     new_version_dir,
+    probe_images,
     unless_empty,
     write_class_names,
     write_prediction_logs,
@@ -193,14 +197,14 @@ def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: l
         image_size = tf.shape(images)[1:3]
         return unless_empty(lambda pixels: run(pixels, image_size), images, lambda: empty_outputs(image_size))
 
-    def detect_each(image_bytes: tf.Tensor, sizes: tf.Tensor) -> dict[str, tf.Tensor]:
+    def detect_each(image_bytes: tf.Tensor, sizes: tf.Tensor, decodable: tf.Tensor) -> dict[str, tf.Tensor]:
         """Images of different sizes, one at a time; full-image masks zero-padded to the largest height and
         width of the request."""
         padded_size = tf.reduce_max(sizes, axis=0)
 
-        def one(args: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
-            data, index = args
-            image = decode_image(data, index, max_pixels=max_pixels)
+        def one(args: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+            data, index, ok = args
+            image = decode_image(data, index, max_pixels=max_pixels, decodable=ok)
             out = {key: value[0] for key, value in run(image[None], tf.shape(image)[:2]).items()}
             if full_image_masks:
                 masks = out["detection_full_masks"]
@@ -211,19 +215,24 @@ def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: l
         spec = {key: tf.TensorSpec(value.shape[1:], value.dtype) for key, value in empty_outputs([0, 0]).items()}
         if full_image_masks:
             spec["detection_full_masks"] = tf.TensorSpec([detections, None, None], tf.uint8)
-        return tf.map_fn(one, (image_bytes, tf.range(tf.size(image_bytes))), fn_output_signature=spec)
+        return tf.map_fn(one, (image_bytes, tf.range(tf.size(image_bytes)), decodable), fn_output_signature=spec)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")], autograph=False)
     def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
         return with_class_names(detect(assert_image_shape(images, channels=3)))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")], autograph=False)
+    # any rank: other ranks are refused by name (check_image_bytes)
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name="image_bytes")], autograph=False)
     def serving_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        image_bytes = check_image_bytes(image_bytes)
+
         def some() -> dict[str, tf.Tensor]:
-            sizes = decoded_sizes(image_bytes, max_pixels)
+            # one decoding pass for the sizes and the corrupt data; refused images (size 0 x 0) are refused by name
+            # when decoded below, whichever path runs
+            decodable, sizes = probe_images(image_bytes, max_pixels)
             same = tf.reduce_all(tf.equal(sizes, sizes[:1]))
-            return tf.cond(same, lambda: detect(decode_batch(image_bytes, max_pixels)),
-                           lambda: detect_each(image_bytes, sizes))
+            return tf.cond(same, lambda: detect(decode_batch(image_bytes, max_pixels, decodable)),
+                           lambda: detect_each(image_bytes, sizes, decodable))
 
         def nothing() -> dict[str, tf.Tensor]:
             return empty_outputs(tf.zeros([2], tf.int32))
@@ -235,18 +244,26 @@ def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: l
     return module
 
 
-def decoded_sizes(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tf.Tensor:
+def _with_probe(image_bytes: tf.Tensor, decodable: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    if decodable is None:
+        decodable = tf.ones(tf.shape(image_bytes), tf.bool)  # unknown: corrupt data gives the decoder's own error
+    return image_bytes, tf.range(tf.size(image_bytes)), decodable
+
+
+def decoded_sizes(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                  decodable: tf.Tensor | None = None) -> tf.Tensor:
     """int32 ``[B, 2]``: the ``(height, width)`` of each encoded image ``[B]`` (decoded, with the errors of
-    :func:`kzoo.export.common.decode_image`)."""
+    :func:`kzoo.export.common.decode_image`; ``decodable`` from :func:`kzoo.export.common.probe_images`)."""
     return tf.map_fn(
-        lambda args: tf.shape(decode_image(*args, max_pixels=max_pixels))[:2],
-        (image_bytes, tf.range(tf.size(image_bytes))), fn_output_signature=tf.TensorSpec([2], tf.int32),
+        lambda args: tf.shape(decode_image(args[0], args[1], max_pixels=max_pixels, decodable=args[2]))[:2],
+        _with_probe(image_bytes, decodable), fn_output_signature=tf.TensorSpec([2], tf.int32),
     )  # fmt: skip
 
 
-def decode_batch(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tf.Tensor:
+def decode_batch(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                 decodable: tf.Tensor | None = None) -> tf.Tensor:
     """Encoded images ``[B]``, ``B >= 1``, all of one size (see :func:`decoded_sizes`) -> uint8 ``[B, H, W, 3]``."""
     return tf.map_fn(
-        lambda args: decode_image(*args, max_pixels=max_pixels), (image_bytes, tf.range(tf.size(image_bytes))),
-        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+        lambda args: decode_image(args[0], args[1], max_pixels=max_pixels, decodable=args[2]),
+        _with_probe(image_bytes, decodable), fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
     )  # fmt: skip

@@ -13,8 +13,9 @@ so export ``float32`` (the default) to have every value checked.
   ``class_names`` ``[B]`` string (name of the top class).
 - ``serving_bytes``: ``image_bytes`` ``[B]`` string, each an encoded JPEG, PNG, GIF, BMP or WebP (REST clients
   send ``{"b64": "..."}``), decoded to ``C`` channels (:func:`kzoo.export.common.decode_image`: an image over
-  ``max_image_pixels`` is refused before decoding, errors name the image's index) and resized (bilinear) to
-  ``H x W`` -> same outputs.
+  ``max_image_pixels`` is refused before decoding; every error names ``image_bytes[i]`` and the problem, corrupt or
+  truncated data included; an input of another rank is refused, saying a 1-D string tensor is needed) and resized
+  (bilinear) to ``H x W`` -> same outputs.
 - ``class_maps``: ``images`` like ``serving_default`` -> ``class_maps`` ``[B, h, w, K]`` float32, the
   class confidence maps that NIN's global-average-pooling head averages (for class activation maps).
 """
@@ -32,10 +33,12 @@ from kzoo.export.common import (
     CLASS_NAMES_FILE,
     DEFAULT_MAX_IMAGE_PIXELS,
     WARMUP_FILE,
+    check_image_bytes,
     check_max_image_pixels,
     decode_image,
     latest_version_dir,
     new_version_dir,
+    probe_images,
     unless_empty,
     write_class_names,
     write_prediction_logs,
@@ -205,8 +208,9 @@ def _serving_module(
         classes = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
         return {"probabilities": probabilities, "classes": classes, "class_names": tf.gather(names, classes)}
 
-    def decode(args: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
-        image = decode_image(*args, channels=channels, max_pixels=max_pixels)
+    def decode(args: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        data, index, decodable = args
+        image = decode_image(data, index, channels=channels, max_pixels=max_pixels, decodable=decodable)
         return tf.image.resize(image, [height, width], method="bilinear")
 
     def checked(images: tf.Tensor) -> tf.Tensor:
@@ -217,8 +221,10 @@ def _serving_module(
         return classify(checked(images))
 
     def serving_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        image_bytes = check_image_bytes(image_bytes)
+        decodable, _ = probe_images(image_bytes, max_pixels)
         pixels = tf.map_fn(
-            decode, (image_bytes, tf.range(tf.size(image_bytes))),
+            decode, (image_bytes, tf.range(tf.size(image_bytes)), decodable),
             fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32),
         )  # fmt: skip
         return classify(pixels)
@@ -227,7 +233,7 @@ def _serving_module(
         return {"class_maps": unless_empty(maps_of, checked(images), zeros(*maps_shape))}
 
     images_spec = tf.TensorSpec([None, height, width, channels], tf.as_dtype(input_dtype), name="images")
-    bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
+    bytes_spec = tf.TensorSpec(None, tf.string, name="image_bytes")  # any rank: others are refused by name
     module.serving_default = tf.function(serving_default, input_signature=[images_spec], autograph=False)
     module.serving_bytes = tf.function(serving_bytes, input_signature=[bytes_spec], autograph=False)
     module.class_maps = tf.function(class_maps, input_signature=[images_spec], autograph=False)

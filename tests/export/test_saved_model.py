@@ -99,11 +99,12 @@ def test_serving_bytes_rejects_non_images(exports, images):
     signature = exports["float32"][1].signatures["serving_bytes"]
     good = tf.io.encode_png(images[0]).numpy()
     for bad, message in ((b"this is not an image", r"image_bytes\[1\] is not a JPEG, PNG, GIF, BMP or WebP image"),
-                         (b"", r"image_bytes\[1\] is empty"), (b"GIF89a" + b"\0" * 32, "Invalid GIF data")):
+                         (b"", r"image_bytes\[1\] is empty"),
+                         (b"GIF89a" + b"\0" * 32, r"image_bytes\[1\] is a corrupt or truncated GIF image")):
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             signature(image_bytes=tf.constant([good, bad]))
-    # A corrupt file with a valid signature fails in the decoder, which names the format.
-    with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid PNG"):
+    # A corrupt file with a valid signature fails in the decoder: the error names the image and the format.
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[0\] is a corrupt or truncated PNG"):
         signature(image_bytes=tf.constant([good[:20]]))
 
 
