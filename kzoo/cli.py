@@ -326,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
     p.add_argument("--output", help="export base directory (default: OUTPUT_DIR/export)")
     p.add_argument("--model-name", help="model name in the TF Serving layout (default: the config's name)")
-    p.add_argument("--version", type=_count(1, INT64_MAX), help="SavedModel version (default: next free); an existing one is refused")
+    p.add_argument("--version", type=_count(1, INT64_MAX),
+                   help="SavedModel version (default: next free); an existing one is refused")
     p.add_argument("--overwrite", action="store_true",
                    help="TFLite: replace existing .tflite files (atomically) instead of refusing them")  # fmt: skip
     p.add_argument("--input-dtype", choices=["float32", "uint8"], default="float32",
