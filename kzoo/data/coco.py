@@ -423,7 +423,7 @@ def validate_coco_dict(
         images = list(dataset.get("images", []))
         annotations = list(dataset.get("annotations", []))
         known = {int(c["id"]) for c in dataset.get("categories", [])}
-        ids = [image["id"] for image in images]
+        ids = {image["id"] for image in images}
         order = sorted(range(len(annotations)), key=lambda i: (annotations[i]["image_id"], annotations[i]["id"]))
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{name} is not a COCO instances json or dict: {error!r}") from error

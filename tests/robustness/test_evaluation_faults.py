@@ -465,3 +465,25 @@ def test_train_and_evaluate_on_a_json_with_far_outside_polygons(tmp_path, tiny_m
         x, y, w, h = result["bbox"]
         assert np.all(np.isfinite(result["bbox"])) and x >= 0 and y >= 0 and x + w <= 64 and y + h <= 64
         assert result["segmentation"]["size"] == [64, 64]
+
+
+def test_predict_with_non_finite_and_far_outside_boxes(tmp_path, tiny_mask_rcnn, monkeypatch):
+    """A broken model's NaN and 1e9 boxes: predict drops the NaN ones and clips the others before pasting masks."""
+    import tensorflow as tf
+
+    from kzoo.config import config_from_dict
+
+    task = task_for(config_from_dict(tiny_mask_rcnn(tmp_path / "run")))
+    image = tmp_path / "image.png"
+    Image.fromarray(np.full((H, W, 3), 128, np.uint8)).save(image)
+    boxes = np.array([[[5, 5, 20, 30], [np.nan, 0, 5, 5], [-1e9, 3, 1e9, 1e9], [2, 2, 9, 9]]], np.float32)
+
+    def broken_model(images):
+        return {"detection_boxes": tf.constant(boxes), "detection_scores": tf.constant([[0.9, 0.8, 0.7, np.nan]]),
+                "detection_classes": tf.constant([[1, 2, 3, 1]]), "num_detections": tf.constant([4]),
+                "detection_masks": tf.fill([1, 4, 28, 28], 0.9)}  # fmt: skip
+
+    monkeypatch.setattr(task, "trained_model", lambda weights=None, **overrides: broken_model)
+    (result,) = task.predict([str(image)], str(tmp_path / "out"))
+    assert len(result["detections"]) == 2 and os.path.isfile(result["output"])
+    np.testing.assert_array_equal(result["detections"][1][2], [0, 3, H, W])
