@@ -185,10 +185,24 @@ def decode_predictions(
 
     Returns:
         One list per image of ``(class_index, class_name, score)``, best first.
+
+    Raises:
+        ValueError: ``preds`` is not ``(batch, classes)`` numbers, or a row holds NaN or inf (named with its row:
+            NaN cannot be ranked, so no top class is made up for it).
     """
     preds = np.asarray(keras.ops.convert_to_numpy(preds))
     if preds.ndim != 2:
         raise ValueError(f"decode_predictions expects scores of shape (batch, classes), got {preds.shape}")
+    if not (np.issubdtype(preds.dtype, np.floating) or np.issubdtype(preds.dtype, np.integer)):
+        raise ValueError(f"decode_predictions expects numeric scores, got dtype {preds.dtype}")
+    finite = np.isfinite(preds).all(axis=1)
+    if not finite.all():
+        rows = np.flatnonzero(~finite)
+        shown = ", ".join(str(int(r)) for r in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+        raise ValueError(
+            f"decode_predictions: preds[{int(rows[0])}] holds non-finite scores (NaN or inf), which cannot be ranked "
+            f"(rows {shown}); check the model's inputs and weights"
+        )
     if isinstance(class_names, str):
         class_names = get_registered(class_names, "nin").class_names
     if class_names is None:

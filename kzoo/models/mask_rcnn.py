@@ -92,10 +92,13 @@ class MaskRCNNModel(keras.Model):
     """Mask R-CNN inference model.
 
     Call on images ``[B, H, W, 3]``, uint8 or float32 RGB pixels in ``[0, 255]``, of any size (one size
-    per batch). Inside, each batch is resized so the short side is ``min_size`` (the long side at most
-    ``max_size``), normalized with ``image_mean``/``image_std`` and zero-padded at the bottom/right to a
-    multiple of ``size_divisible`` (a static canvas: the input's size when it is known while tracing,
-    else ``max_size`` x ``max_size``), so every shape after the resize is static.
+    per batch), or on images of mixed sizes as a Python list of ``[H_i, W_i, 3]`` arrays or a ``tf.RaggedTensor``
+    ``[B, (H_i), (W_i), 3]`` (eager): one result row per image, in order, each image resized by the rule below and
+    its boxes in its own pixels. ``predict`` takes the same (images of one size are batched together) and returns
+    empty outputs (``B = 0``) for an empty batch. Inside, each batch is resized so the short side is ``min_size``
+    (the long side at most ``max_size``), normalized with ``image_mean``/``image_std`` and zero-padded at the
+    bottom/right to a multiple of ``size_divisible`` (a static canvas: the input's size when it is known while
+    tracing, else ``max_size`` x ``max_size``), so every shape after the resize is static.
 
     Returns a dict:
         ``detection_boxes`` float32 ``[B, D, 4]`` ``[ymin, xmin, ymax, xmax]`` in input-image pixels,
@@ -439,7 +442,53 @@ class MaskRCNNModel(keras.Model):
 
     # -- the whole graph ----------------------------------------------------------------------------------
 
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None) -> dict[str, np.ndarray]:
+        """Keras' ``predict``, plus: a list (or ``tf.RaggedTensor``) of images of mixed sizes, one result row per
+        image in order (images of one size run as one batch), and empty outputs of the right shapes for an empty
+        batch or list (Keras itself fails on 0 samples with an ``UnboundLocalError``)."""
+        def check(shape, dtype, name: str) -> None:  # here too: Keras retraces its predict function with unknown
+            # sizes for a second input shape, where the call's static check sees no sizes
+            check_image_spec(tuple(shape), keras.backend.standardize_dtype(dtype), channels=3, name=name,
+                             allow_empty=True)  # fmt: skip
+
+        if not _is_image_list(x):
+            if hasattr(x, "shape") and hasattr(x, "dtype"):
+                check(x.shape, x.dtype, "MaskRCNN RGB images")
+                if x.shape[0] == 0:
+                    return self.empty_outputs()
+            return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+        images = _image_list(x)
+        if not images:
+            return self.empty_outputs()
+        rows: dict[int, dict[str, np.ndarray]] = {}
+        by_size: dict[tuple, list[int]] = {}
+        for index, image in enumerate(images):
+            by_size.setdefault((tuple(image.shape), str(image.dtype)), []).append(index)
+        for indices in by_size.values():
+            batch = np.stack([images[i] for i in indices])
+            check(batch.shape, batch.dtype, f"images[{indices[0]}]")
+            out = super().predict(batch, batch_size=batch_size, verbose=verbose, callbacks=callbacks)
+            for row, index in enumerate(indices):
+                rows[index] = {key: value[row] for key, value in out.items()}
+        return {key: np.stack([rows[i][key] for i in range(len(images))]) for key in rows[0]}
+
+    def empty_outputs(self) -> dict[str, np.ndarray]:
+        """The outputs of a batch of 0 images (NumPy, the dtypes of :meth:`call`'s)."""
+        detections, mask_size = self.config.max_detections, 2 * self.config.mask_roi_size
+        return {
+            "detection_boxes": np.zeros((0, detections, 4), np.float32),
+            "detection_scores": np.zeros((0, detections), np.float32),
+            "detection_classes": np.zeros((0, detections), np.int32),
+            "num_detections": np.zeros((0,), np.int32),
+            "detection_masks": np.zeros((0, detections, mask_size, mask_size), np.float32),
+        }
+
     def call(self, images, training: bool = False) -> dict:
+        if isinstance(images, (list, tuple, tf.RaggedTensor)):  # mixed sizes: one image at a time
+            parts = [self.call(image[None], training=training) for image in _image_list(images, tensors=True)]
+            if not parts:
+                raise ValueError("MaskRCNN got an empty list of images; model.predict([]) returns empty outputs")
+            return {key: tf.concat([part[key] for part in parts], 0) for key in parts[0]}
         input_size = tf.shape(images)[1:3]
         canvas, image_size = self.preprocess(images)
         batch_image_size = tf.tile(image_size[None], [tf.shape(canvas)[0], 1])
@@ -482,3 +531,34 @@ class MaskRCNNModel(keras.Model):
     @classmethod
     def from_config(cls, config: dict) -> MaskRCNNModel:
         return cls(**config)
+
+
+def _is_image_list(images) -> bool:
+    """Whether ``images`` is a Python list/tuple of images or a ``tf.RaggedTensor`` (not one array)."""
+    return isinstance(images, (list, tuple, tf.RaggedTensor))
+
+
+def _image_list(images, tensors: bool = False, name: str = "images") -> list:
+    """A list/tuple of images ``[H_i, W_i, 3]`` or a ``tf.RaggedTensor`` ``[B, (H), (W), 3]`` -> a list of NumPy
+    arrays (or, with ``tensors``, tensors), each checked to be one image; errors name ``images[i]``."""
+    if isinstance(images, tf.RaggedTensor):
+        if not tf.executing_eagerly():
+            raise ValueError(
+                f"a tf.RaggedTensor of {name} is taken eagerly only (model(...) or model.predict outside a "
+                "tf.function); inside one, pass images of one size per call, or a Python list of images"
+            )
+        images = [images[i] for i in range(int(images.nrows()))]
+        images = [image.to_tensor() if isinstance(image, tf.RaggedTensor) else image for image in images]
+    out = []
+    for index, image in enumerate(images):
+        if not tensors:
+            image = np.asarray(keras.ops.convert_to_numpy(image))
+        elif not isinstance(image, tf.Tensor):
+            image = tf.convert_to_tensor(image)
+        if len(image.shape) != 3:
+            raise ValueError(
+                f"{name}[{index}] must be one image [height, width, 3] (a list holds one image per entry; pass a "
+                f"batch [B, H, W, 3] of one size as one array), got shape {list(image.shape)}"
+            )
+        out.append(image)
+    return out

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 
 from kzoo.layers import GlobalAveragePoolingHead, Mlpconv
 from kzoo.models.nin_config import DEFAULT_INPUT_SHAPES, VARIANTS, BlockSpec
@@ -37,6 +38,11 @@ class NINModel(keras.Model):
     outside training, on the TensorFlow backend, the values too (``InvalidArgumentError``: non-finite values,
     values outside ``NIN_INPUT_RANGE``, such as raw pixels or pixels preprocessed twice). Keras' own input check
     (which would add or drop a trailing axis of size 1) is replaced by these.
+
+    ``predict`` also takes a Python list (or a ``tf.RaggedTensor``) of images: images of one size run as one batch,
+    one result row per image in order (a NIN with a fixed input size refuses other sizes, naming the image: resize
+    them first); an empty batch or list gives empty outputs of the right shapes instead of Keras' own
+    ``UnboundLocalError``. Calling the model on a list is refused with a message saying so.
     """
 
     @property
@@ -49,8 +55,71 @@ class NINModel(keras.Model):
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         if len(self.inputs) == 1:
+            if _is_image_list(inputs):
+                raise ValueError(
+                    "NIN takes one batch [batch, height, width, channels] of one size per call; for a list (or a "
+                    "tf.RaggedTensor) of images use model.predict(images), which batches each size separately"
+                )
             inputs = check_nin_images(inputs, self.inputs[0].shape, training=bool(training))
         return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    def _check_batch(self, shape, dtype, name: str) -> None:
+        _check_batch_of(self, shape, dtype, name)
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        if len(self.inputs) != 1:
+            return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+        empty = keras.tree.map_structure(lambda t: np.zeros((0, *t.shape[1:]), t.dtype), self.outputs[0]
+                                         if len(self.outputs) == 1 else self.outputs)  # fmt: skip
+        if not _is_image_list(x):
+            if hasattr(x, "shape") and hasattr(x, "dtype"):  # arrays: checked here too, as Keras' predict function
+                # is retraced for a second input size with unknown sizes, where the call's static check sees none
+                self._check_batch(x.shape, x.dtype, _NIN_INPUT_NAME)
+                if x.shape[0] == 0:
+                    return empty
+            return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+        images = _image_list(x)
+        if not images:
+            return empty
+        by_size: dict[tuple, list[int]] = {}
+        for index, image in enumerate(images):
+            by_size.setdefault((image.shape, str(image.dtype)), []).append(index)
+        parts = []
+        for indices in by_size.values():
+            batch = np.stack([images[i] for i in indices])
+            self._check_batch(batch.shape, batch.dtype, f"images[{indices[0]}]")
+            out = super().predict(batch, batch_size=batch_size, verbose=verbose, callbacks=callbacks)
+            parts.append((indices, out))
+        order = np.argsort(np.concatenate([indices for indices, _ in parts]), kind="stable")
+        return keras.tree.map_structure(lambda *outs: np.concatenate(outs)[order], *[out for _, out in parts])
+
+
+def _check_batch_of(model: keras.Model, shape, dtype, name: str) -> None:
+    _, height, width, channels = (None if d is None else int(d) for d in model.inputs[0].shape)
+    check_image_spec(tuple(shape), keras.backend.standardize_dtype(dtype), channels=channels, height=height,
+                     width=width, dtypes=FLOAT_DTYPES, name=name, allow_empty=True, hint=_NIN_HINT)  # fmt: skip
+
+
+def _is_image_list(images) -> bool:
+    """A Python list/tuple of images or a ``tf.RaggedTensor`` (any backend: the ragged type is checked by name)."""
+    return isinstance(images, (list, tuple)) or type(images).__name__ == "RaggedTensor"
+
+
+def _image_list(images) -> list[np.ndarray]:
+    """A list of images ``[H_i, W_i, C]`` (or a ``tf.RaggedTensor``) -> NumPy arrays; errors name ``images[i]``."""
+    if type(images).__name__ == "RaggedTensor":
+        images = [images[i] for i in range(int(images.nrows()))]
+        images = [image.to_tensor() if type(image).__name__ == "RaggedTensor" else image for image in images]
+    out = []
+    for index, image in enumerate(images):
+        image = np.asarray(keras.ops.convert_to_numpy(image))
+        if image.ndim != 3:
+            raise ValueError(
+                f"images[{index}] must be one image [height, width, channels] (a list holds one image per entry; "
+                f"pass a batch of one size as one array), got shape {list(image.shape)}"
+            )
+        out.append(image)
+    return out
 
 
 def check_nin_images(images, input_shape, training: bool = False):
