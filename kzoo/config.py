@@ -11,13 +11,23 @@ import dataclasses
 import importlib.resources
 import os
 import pathlib
+import re
 from typing import Any
 
 import yaml
 
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 from kzoo.models.nin_config import BlockSpec
-from kzoo.utils.structs import ConfigError, check_choice, check_range, dataclass_from_dict
+from kzoo.utils.structs import (
+    INT64_MAX,
+    ConfigError,
+    check_choice,
+    check_count,
+    check_finite,
+    check_fraction,
+    check_range,
+    dataclass_from_dict,
+)
 
 __all__ = ["ConfigError", "ExperimentConfig", "MaskRCNNExperimentConfig", "config_from_dict", "config_to_dict",
            "dataclass_from_dict", "load_config", "parse_overrides"]
@@ -36,6 +46,26 @@ CHECK_IMAGES = ("exists", "header", "full")
 TRAINABLE_LAYERS = ("all", "heads", "3+", "4+", "5+")
 #: Where ``configs/*.yaml`` live inside an installed kzoo (``setup.py`` ships the repository's ``configs/``).
 PACKAGED_CONFIGS = "kzoo.configs"
+#: The shapes of the built-in shapes data (``data.shapes_classes``, kzoo.data.shapes).
+SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring")
+#: A plain name (``name``: the demo's folder ``runs/demo/<name>``, the default SavedModel name): letters, digits,
+#: ``-``, ``_`` and ``.``, not ``.`` or ``..``.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_plain_name(key: str, value: str) -> None:
+    """ConfigError naming ``key`` unless ``value`` is a plain name (:data:`PLAIN_NAME`, not ``.``/``..``): a name
+    that is used as a folder or file name never leaves the folder it is meant for (``runs/demo/<name>``)."""
+    if not isinstance(value, str) or not PLAIN_NAME.fullmatch(value) or value in (".", ".."):
+        raise ConfigError(f"config key '{key}' must be a plain name (letters, digits, '-', '_', '.'; not '.' or "
+                          f"'..'), got {value!r}")  # fmt: skip
+
+
+def check_output_dir(value: str) -> None:
+    """ConfigError unless ``output_dir`` is a non-empty path (an empty one would write the run into the current
+    folder)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"config key 'output_dir' must be a folder path, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +85,19 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_choice("model.family", self.family, ("nin",))
-        check_range("model.classes", self.classes, 2)
-        check_range("model.dropout_rate", self.dropout_rate, 0.0, 1.0)
+        check_count("model.classes", self.classes, 2)
+        check_fraction("model.dropout_rate", self.dropout_rate, high_open=True)  # 1 would divide by 0
+        if len(self.input_shape) != 3:
+            raise ConfigError(f"config key 'model.input_shape' must be [height, width, channels], "
+                              f"got {list(self.input_shape)}")
+        for side in self.input_shape:
+            check_count("model.input_shape", side)
+        for block in self.blocks or ():
+            for width in block.filters:
+                check_count("model.blocks.filters", width)
+            check_count("model.blocks.kernel_size", block.kernel_size)
+            check_count("model.blocks.strides", block.strides)
+            check_choice("model.blocks.padding", block.padding, ("same", "valid"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +118,12 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_choice("data.source", self.source, CLASSIFICATION_SOURCES)
-        check_range("data.train_examples", self.train_examples, 1)
-        check_range("data.eval_examples", self.eval_examples, 1)
-        check_range("data.image_size", self.image_size, 1)
-        check_range("data.crop_padding", self.crop_padding, 0)
+        check_count("data.train_examples", self.train_examples)
+        check_count("data.eval_examples", self.eval_examples)
+        # the built-in shapes are drawn on at least 16 x 16 pixels
+        check_count("data.image_size", self.image_size, 16 if self.source == "shapes" else 1)
+        check_count("data.crop_padding", self.crop_padding, 0)
+        check_count("data.shuffle_buffer", self.shuffle_buffer, 1, INT64_MAX)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +135,9 @@ class PhaseConfig:
     learning_rate: float | None = None  # peak of this phase (None: train.learning_rate)
 
     def __post_init__(self) -> None:
-        check_range("train.phases.epochs", self.epochs, 1)
+        check_count("train.phases.epochs", self.epochs)
         check_choice("train.phases.trainable_layers", self.trainable_layers, TRAINABLE_LAYERS)
-        check_range("train.phases.learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_finite("train.phases.learning_rate", self.learning_rate, 0.0, low_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,20 +169,24 @@ class TrainConfig:
         check_choice("train.trainable_layers", self.trainable_layers, TRAINABLE_LAYERS)
         if self.phases:
             object.__setattr__(self, "epochs", sum(phase.epochs for phase in self.phases))
-        check_range("train.epochs", self.epochs, 1)
-        check_range("train.batch_size", self.batch_size, 1)
+        check_count("train.epochs", self.epochs)
+        check_count("train.batch_size", self.batch_size)
         check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
-        check_range("train.learning_rate", self.learning_rate, 0.0, low_open=True)
-        check_range("train.momentum", self.momentum, 0.0, 1.0)
-        check_range("train.weight_decay", self.weight_decay, 0.0)
+        check_finite("train.learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_fraction("train.momentum", self.momentum)
+        check_finite("train.weight_decay", self.weight_decay, 0.0)
         check_choice("train.schedule", self.schedule, SCHEDULES)
-        check_range("train.warmup_epochs", self.warmup_epochs, 0.0)
+        check_finite("train.warmup_epochs", self.warmup_epochs, 0.0)
+        check_fraction("train.step_factor", self.step_factor)
         check_range("train.step_factor", self.step_factor, 0.0, 1.0, low_open=True)
-        check_range("train.label_smoothing", self.label_smoothing, 0.0, 1.0)
-        check_range("train.gradient_clip_norm", self.gradient_clip_norm, 0.0, low_open=True)
-        check_range("train.eval_every_epochs", self.eval_every_epochs, 0)
+        check_fraction("train.label_smoothing", self.label_smoothing)
+        check_finite("train.gradient_clip_norm", self.gradient_clip_norm, 0.0, low_open=True)
+        check_count("train.eval_every_epochs", self.eval_every_epochs, 0)
+        check_count("train.seed", self.seed, 0, 2**32 - 1)  # NumPy's seed range (keras.utils.set_random_seed)
         if any(epoch < 1 for epoch in self.step_epochs):
             raise ConfigError(f"config key 'train.step_epochs' must hold epochs >= 1, got {list(self.step_epochs)}")
+        for epoch in self.step_epochs:
+            check_count("train.step_epochs", epoch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +198,8 @@ class StrategyConfig:
 
     def __post_init__(self) -> None:
         check_choice("strategy.kind", self.kind, STRATEGY_KINDS)
+        if self.devices is not None and not self.devices:
+            raise ConfigError("config key 'strategy.devices' must name at least one device (or be left out)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +216,8 @@ class ExperimentConfig:
     strategy: StrategyConfig = StrategyConfig()
 
     def __post_init__(self) -> None:
+        check_plain_name("name", self.name)
+        check_output_dir(self.output_dir)
         check_choice("precision", self.precision, PRECISIONS)
         stages = {phase.trainable_layers for phase in self.train.phases} | {self.train.trainable_layers}
         if stages - {"all", "heads"}:
@@ -228,14 +279,26 @@ class DetectionDataConfig:
     def __post_init__(self) -> None:
         check_choice("data.source", self.source, DETECTION_SOURCES)
         check_choice("data.check_images", self.check_images, CHECK_IMAGES)
-        check_range("data.train_examples", self.train_examples, 1)
-        check_range("data.eval_examples", self.eval_examples, 1)
-        check_range("data.max_instances", self.max_instances, 1)
-        check_range("data.mask_size", self.mask_size, 1)
-        check_range("data.min_box_size", self.min_box_size, 0.0)
+        check_count("data.shapes_image_size", self.shapes_image_size, 32)  # shapes are drawn on >= 32 x 32
+        check_count("data.shapes_max_instances", self.shapes_max_instances)
+        if not self.shapes_classes:
+            raise ConfigError("config key 'data.shapes_classes' must name at least one shape")
+        for name in self.shapes_classes:
+            check_choice("data.shapes_classes", name, SHAPE_CLASSES)
+        if len(set(self.shapes_classes)) != len(self.shapes_classes):
+            raise ConfigError(f"config key 'data.shapes_classes' names a shape twice: {list(self.shapes_classes)}")
+        check_count("data.train_examples", self.train_examples)
+        check_count("data.eval_examples", self.eval_examples)
+        check_count("data.max_instances", self.max_instances)
+        check_count("data.mask_size", self.mask_size)
+        check_count("data.shuffle_buffer", self.shuffle_buffer, 1, INT64_MAX)
+        check_finite("data.min_box_size", self.min_box_size, 0.0)
         for key in ("brightness", "contrast", "saturation"):
-            check_range(f"data.{key}", getattr(self, key), 0.0, 1.0)
+            check_fraction(f"data.{key}", getattr(self, key))
+        check_fraction("data.hue", self.hue)
         check_range("data.hue", self.hue, 0.0, 0.5)
+        for value in self.scale_jitter or ():
+            check_finite("data.scale_jitter", value, 0.0, low_open=True)
         if self.scale_jitter is not None and not (len(self.scale_jitter) == 2
                                                   and 0 < self.scale_jitter[0] <= self.scale_jitter[1]):
             raise ConfigError(f"config key 'data.scale_jitter' must be [low, high] with 0 < low <= high, "
@@ -258,6 +321,8 @@ class MaskRCNNExperimentConfig:
     strategy: StrategyConfig = StrategyConfig()
 
     def __post_init__(self) -> None:
+        check_plain_name("name", self.name)
+        check_output_dir(self.output_dir)
         check_choice("precision", self.precision, ("float32", "bfloat16"))
         stages = {phase.trainable_layers for phase in self.train.phases} | {self.train.trainable_layers}
         if stages & {"3+", "4+", "5+"} and not self.model.backbone.startswith("resnet"):
@@ -335,18 +400,33 @@ def packaged_configs() -> list[str]:
     return sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".yaml"))
 
 
+def _packaged_name(path: str) -> str | None:
+    """The shipped config ``path`` may stand for: a bare ``NAME.yaml`` / ``NAME``, or ``configs/NAME.yaml`` exactly
+    as the README writes it (``./configs/NAME.yaml`` too); ``None`` for any other path."""
+    if os.sep in path or (os.altsep and os.altsep in path):
+        folder, name = os.path.split(os.path.normpath(path))
+        return name if folder == "configs" and name.endswith(".yaml") else None
+    return path if path.endswith(".yaml") else path + ".yaml"
+
+
 def resolve_config_path(path: str | os.PathLike) -> str:
-    """``path`` if it is a file; else, for ``configs/NAME.yaml`` or ``NAME.yaml`` / ``NAME``, the copy shipped
-    with kzoo (so the README's commands work after ``pip install .``, from any folder).
+    """``path`` if it is a file; else, for a bare ``NAME.yaml`` / ``NAME`` or exactly ``configs/NAME.yaml``, the
+    copy shipped with kzoo (so the README's commands work after ``pip install .``, from any folder). Any other
+    path that does not exist is an error: ``my/configs/x.yaml`` never silently runs the shipped ``x.yaml``.
 
     Raises:
-        FileNotFoundError: neither exists; the message lists the shipped configs.
+        FileNotFoundError: the file does not exist (and is no shipped config); the message names ``path`` and,
+            for a bare name or ``configs/NAME.yaml``, lists the shipped configs.
+        IsADirectoryError: ``path`` is a folder.
     """
     path = os.fspath(path)
     if os.path.isfile(path):
         return path
-    name = os.path.basename(path)
-    name = name if name.endswith(".yaml") else name + ".yaml"
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"config path {path} is a folder, not a YAML file")
+    name = _packaged_name(path)
+    if name is None:
+        raise FileNotFoundError(f"config file not found: {path}")
     if name in packaged_configs():
         return str(_packaged_config_dir() / name)
     raise FileNotFoundError(f"config file not found: {path} (kzoo ships: {', '.join(packaged_configs())})")

@@ -12,9 +12,14 @@ from kzoo.ops.kernel_choices import (
     ROI_ALIGN_BORDERS,
     ROI_ALIGN_METHODS,
 )
+from kzoo.utils.structs import ConfigError, check_choice, check_count, check_finite, check_fraction
 
 ANCHOR_STRIDES = ("nominal", "torchvision")
 ROI_LEVEL_EPS = LEVEL_EPS_PLACEMENTS
+#: ``backbone`` names (kzoo.models.backbones.BACKBONES) and every backbone's ``norm`` choices together
+BACKBONE_NAMES = ("resnet50", "resnet101", "mobilenet_v2", "small_convnet")
+NORMS = ("frozen", "batch", "sync_batch", "group")
+FLATTEN_ORDERS = ("nhwc", "nchw")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +135,43 @@ class MaskRCNNConfig:
             raise ValueError(f"nms_method must be one of {NMS_METHODS}, got {self.nms_method!r}")
         if self.size_divisible % 32:
             raise ValueError(f"size_divisible must be a multiple of 32 (the stride of P5), got {self.size_divisible}")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Every number in its range (ConfigError naming ``model.<field>``): probabilities, IoU thresholds and
+        fractions finite in [0, 1]; counts positive and within int32 (they become tensor sizes); sizes, widths and
+        weights finite and positive."""
+        check_choice("model.backbone", self.backbone, BACKBONE_NAMES)
+        check_choice("model.norm", self.norm, NORMS)
+        check_choice("model.box_flatten_order", self.box_flatten_order, FLATTEN_ORDERS)
+        check_count("model.num_classes", self.num_classes, 2)
+        check_count("model.frozen_stages", self.frozen_stages, 0, 5)
+        for key in ("fpn_channels", "rpn_pre_nms_top_k_train", "rpn_pre_nms_top_k_test", "rpn_post_nms_top_k_train",
+                    "rpn_post_nms_top_k_test", "rpn_samples_per_image", "roi_samples_per_image", "box_roi_size",
+                    "mask_roi_size", "roi_sampling_ratio", "box_fc_dim", "max_detections", "detection_pre_nms_top_k",
+                    "mask_channels", "min_size", "max_size", "size_divisible"):  # fmt: skip
+            check_count(f"model.{key}", getattr(self, key))
+        check_count("model.mask_num_convs", self.mask_num_convs, 0)
+        check_count("model.canonical_level", self.canonical_level, 2, 6)  # within the pyramid P2..P6
+        for key in ("rpn_nms_threshold", "rpn_positive_iou", "rpn_negative_iou", "rpn_positive_fraction",
+                    "roi_positive_iou", "roi_negative_iou", "roi_positive_fraction", "score_threshold",
+                    "nms_threshold", "anchor_offset"):  # fmt: skip
+            check_fraction(f"model.{key}", getattr(self, key))
+        for low, high in (("rpn_negative_iou", "rpn_positive_iou"), ("roi_negative_iou", "roi_positive_iou")):
+            if getattr(self, low) > getattr(self, high):
+                raise ConfigError(f"config key 'model.{low}' ({getattr(self, low)}) must be <= 'model.{high}' "
+                                  f"({getattr(self, high)})")  # fmt: skip
+        for key in ("backbone_width", "canonical_size"):
+            check_finite(f"model.{key}", getattr(self, key), 0.0, low_open=True)
+        for key in ("norm_epsilon", "rpn_min_size", "min_box_size"):
+            check_finite(f"model.{key}", getattr(self, key), 0.0)
+        for key in ("anchor_sizes", "aspect_ratios", "rpn_box_weights", "box_weights", "image_std"):
+            if not getattr(self, key):
+                raise ConfigError(f"config key 'model.{key}' must hold at least one value")
+            for value in getattr(self, key):
+                check_finite(f"model.{key}", value, 0.0, low_open=True)
+        for value in self.image_mean:
+            check_finite("model.image_mean", value)
 
 
 def torchvision_config(num_classes: int = 91, **overrides: Any) -> MaskRCNNConfig:

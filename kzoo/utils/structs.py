@@ -113,3 +113,46 @@ def dataclass_from_dict(cls: type, values: Mapping[str, Any], prefix: str = "",
         raise
     except (ValueError, TypeError) as error:  # a dataclass's own check (e.g. MaskRCNNConfig.__post_init__)
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}': {error}") from error
+
+
+#: The largest values of the integer types counts become (tensor sizes and indices are int32, pixel counts int64).
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def check_fraction(key: str, value: Any, high_open: bool = False) -> None:
+    """ConfigError naming ``key`` unless ``value`` is a finite number in ``[0, 1]`` (``[0, 1)`` with ``high_open``):
+    probabilities, IoU thresholds, fractions, dropout rates; ``None`` passes (optional keys)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise ConfigError(f"config key '{key}' must be a number in [0, 1], got {value!r}")
+    number = float(value)
+    if not (0.0 <= number < 1.0 if high_open else 0.0 <= number <= 1.0):  # NaN fails both
+        raise ConfigError(f"config key '{key}' must be in [0, {'1)' if high_open else '1]'}, got {value!r}")
+
+
+def check_count(key: str, value: Any, low: int = 1, high: int = INT32_MAX) -> None:
+    """ConfigError naming ``key`` unless ``value`` is an int in ``[low, high]`` (by default a positive count that
+    fits int32, the type of the tensor sizes it becomes); ``None`` passes (optional keys)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
+        raise ConfigError(f"config key '{key}' must be an int, got {value!r}")
+    if not low <= int(value) <= high:
+        bound = f">= {low}" if int(value) < low else f"<= {high}" + (" (int32)" if high == INT32_MAX else
+                                                                      " (int64)" if high == INT64_MAX else "")
+        raise ConfigError(f"config key '{key}' must be {bound}, got {value!r}")
+
+
+def check_finite(key: str, value: Any, low: float | None = None, low_open: bool = False) -> None:
+    """ConfigError naming ``key`` unless ``value`` is a finite number (``>= low``, or ``> low`` with ``low_open``);
+    ``None`` passes."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+    check_range(key, number, low, low_open=low_open)

@@ -92,7 +92,7 @@ CASES = [
      ["{root}/images is a directory, not an image file"]),
     ("override without =", ["train", "{root}/tiny.yaml", "--set", "train.epochs"], ["train.epochs"]),
     ("max image pixels 0", ["export", "{root}/tiny.yaml", "--weights", "{root}/full.weights.h5",
-                            "--max-image-pixels", "0"], ["max_image_pixels must be a positive int, got 0"]),
+                            "--max-image-pixels", "0"], ["--max-image-pixels must be >= 1, got 0"]),
     ("model name with ../", ["export", "{root}/tiny.yaml", "--weights", "{root}/full.weights.h5", "--model-name",
                              "../escape"], ["model name must be a plain name", "../escape"]),
 ]
