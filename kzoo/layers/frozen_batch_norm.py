@@ -73,8 +73,8 @@ class FrozenBatchNormalization(keras.layers.Layer):
     Args:
         epsilon: added to the variance. torchvision's ``FrozenBatchNorm2d`` defaults to
             ``1e-5``; its COCO_V1 Mask R-CNN weights were trained with ``0.0``.
-        gamma_initializer, beta_initializer, moving_mean_initializer,
-            moving_variance_initializer: initial values (identity transform by default).
+        gamma_initializer, beta_initializer, moving_mean_initializer, moving_variance_initializer: initial
+            values (identity transform by default).
 
     Input shape:
         ``(..., channels)``, any rank >= 2, float; ``channels`` must be known.
