@@ -389,7 +389,8 @@ def validate_coco_dict(
     does not list), images without a valid ``height``/``width`` are dropped with their annotations
     (``bad_image_size``), and polygons are repaired the same way (``dropped_polygons``,
     ``clipped_segmentations``); each kind is counted and logged as one warning naming a few annotation ids.
-    Kept annotations keep their fields, except: ``segmentation`` as cleaned (polygon coordinates as floats),
+    Kept annotations keep their fields (``iscrowd`` 0 where missing, as the reader takes it), except:
+    ``segmentation`` as cleaned (polygon coordinates as floats),
     ``bbox`` clipped to the image where it crosses its border, and ``area`` recomputed from the segmentation
     where the segmentation was repaired or the area is missing, not a number or negative.
 
@@ -463,7 +464,7 @@ def validate_coco_dict(
             continue
         for repair in repairs:
             problem(repair, ann["id"])
-        cleaned = {**ann, "segmentation": segmentation}
+        cleaned = {"iscrowd": 0, **ann, "segmentation": segmentation}  # COCOeval needs iscrowd; the reader's default
         x, y, w, h = (float(v) for v in ann["bbox"])
         if x < 0 or y < 0 or x + w > width or y + h > height:
             x0, y0 = max(x, 0.0), max(y, 0.0)
