@@ -22,6 +22,9 @@ setup(
         "tensorflow>=2.20",
         "keras>=3.10",
         "tensorflow-datasets>=4.9",
+        # tensorflow-datasets imports it lazily (DatasetBuilder.code_path, metadata of builders) without declaring
+        # it for Python >= 3.9: without it `data.source: tfds` fails with ModuleNotFoundError in a fresh install
+        "importlib_resources>=5.0",
         "tensorboard>=2.20",
         "numpy>=1.26",
         "pycocotools>=2.0.8",

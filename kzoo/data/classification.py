@@ -58,7 +58,9 @@ def load_classification(
             files) or ``"tfds"`` (a TFDS builder, ``tfds_name``).
         split: ``"train"`` or ``"test"`` (TFDS accepts its own split strings).
         data_dir: idx directory for ``fashion_mnist``; TFDS ``data_dir`` for ``tfds``.
-        tfds_name: one of ``TFDS_DATASETS``.
+        tfds_name: a TFDS builder with ``(image, label)`` supervised keys: one of ``TFDS_DATASETS`` (whose flip rule
+            is known), or any other builder TFDS can load (registered, or prepared in ``data_dir``), which gets no
+            horizontal flip.
         num_examples: for ``shapes``, the number of images (default 6000 train,
             1000 test); elsewhere, keep only the first ``num_examples``.
         image_size: for ``shapes``, the side of the images.
@@ -81,16 +83,21 @@ def load_classification(
 
 
 def _load_tfds(name: str | None, split: str, data_dir: str | None, num_examples: int | None) -> ClassificationSplit:
-    if name not in TFDS_DATASETS:
-        raise ValueError(f"unknown TFDS classification set {name!r}; choose one of {sorted(TFDS_DATASETS)}")
+    if not name:
+        raise ValueError(f"data.source 'tfds' needs data.tfds_name, e.g. one of {sorted(TFDS_DATASETS)}")
     import tensorflow_datasets as tfds
 
     if num_examples:
         split = f"{split}[:{num_examples}]"
-    dataset, info = tfds.load(name, split=split, data_dir=data_dir, as_supervised=True, with_info=True)
+    builder = tfds.builder(name, data_dir=data_dir)
+    keys = builder.info.supervised_keys
+    if not keys or len(keys) != 2 or not hasattr(builder.info.features[keys[1]], "names"):
+        raise ValueError(f"TFDS {name} has no (image, class label) supervised keys: not a classification set")
+    dataset = tfds.load(name, split=split, data_dir=data_dir, as_supervised=True)
     dataset = dataset.map(lambda image, label: (image, tf.cast(label, tf.int64)))
     count = int(dataset.cardinality())
-    return ClassificationSplit(dataset, count, tuple(info.features["label"].names), TFDS_DATASETS[name])
+    names = tuple(builder.info.features[keys[1]].names)
+    return ClassificationSplit(dataset, count, names, TFDS_DATASETS.get(name.split("/")[0].split(":")[0], False))
 
 
 def _augment(image: tf.Tensor, crop_padding: int, flip: bool) -> tf.Tensor:
