@@ -9,6 +9,11 @@ its schedule, resuming from the newest epoch checkpoint (and skipping the batche
 bar, the divergence check, TensorBoard summaries, per-epoch checkpoints, evaluation every
 ``train.eval_every_epochs`` epochs and after the last, and the run's files (written atomically). A task
 (:class:`TrainableTask`, see ``kzoo.tasks``) says how to build the model, the data and the step.
+
+Each epoch's checkpoint is saved before its evaluation, with a record beside it (``checkpoints/epoch_record.json``:
+the epoch's running metrics, whether its evaluation is due, its results once done): an evaluation that fails (an
+error, Ctrl-C, a full disk) loses no training, and the next run evaluates the restored model before going on, so
+that its ``metrics.json`` is the uninterrupted run's (timings aside).
 """
 
 from __future__ import annotations
