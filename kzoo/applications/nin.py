@@ -121,10 +121,9 @@ def _check_input_shape(input_shape, input_tensor, default_shape, entry) -> tuple
 
 
 def _load_weights(model: keras.Model, path: str) -> None:
-    try:
-        model.load_weights(path)
-    except Exception as error:  # keras raises ValueError, OSError or KeyError depending on the mismatch
-        raise ValueError(f"cannot load weights file {path} into {model.name}: {error}") from error
+    from kzoo.models.weight_files import load_weights_file
+
+    load_weights_file(model, path)  # one line naming the first layer that differs and both shapes
 
 
 def _copy_prefix_weights(source: keras.Model, target: keras.Model) -> None:

@@ -138,8 +138,8 @@ def tflite_ready_model(
             raise ValueError(f"cannot copy {len(values)} weights into the rebuilt model's {len(ready.weights)}")
         ready.set_weights(values)
     elif weights is not None:
-        if not os.path.isfile(os.fspath(weights)):
-            raise FileNotFoundError(f"weights file not found: {weights}")
-        ready.load_weights(os.fspath(weights))
+        from kzoo.models.weight_files import load_weights_file
+
+        load_weights_file(ready, weights)  # FileNotFoundError, or one line naming the first layer that differs
     return ready
 

@@ -16,13 +16,18 @@ import keras
 
 
 def load_weights_file(model: keras.Model, path: str | os.PathLike) -> None:
-    """Load ``path`` into ``model`` (built), all or nothing.
+    """Load ``path`` into ``model`` (built), all or nothing: the one checked loader of trained weights
+    (``kzoo evaluate / export / predict --weights``, the tasks' ``trained_model``, the applications).
+
+    Args:
+        model: a built Keras model.
+        path: a ``.weights.h5`` file written by ``model.save_weights`` for the same architecture and class count.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a readable Keras weights file, or it holds weights of another
-            architecture (a missing or extra layer, a shape that differs): one line naming the file and the
-            first problem Keras reports.
+        ValueError: the file is not a readable Keras weights file, or it holds weights of another architecture
+            or class count: one line naming the file, the first weight that differs (its layer and path) and
+            both shapes (the model's and the file's), as :func:`load_weights_transferring` does.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -35,6 +40,9 @@ def load_weights_file(model: keras.Model, path: str | os.PathLike) -> None:
         try:
             model.load_weights(path)
         except Exception as error:  # h5py's OSError, Keras's ValueError: name the file, keep one line
+            difference = _difference_or_none(model, path)
+            if difference is not None:
+                raise ValueError(difference) from None
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ValueError(f"cannot load weights file {path} into model '{model.name}': {first}") from None
         finally:
@@ -42,8 +50,60 @@ def load_weights_file(model: keras.Model, path: str | os.PathLike) -> None:
     mismatch = [str(w.message) for w in caught if "could not be loaded" in str(w.message) or "Skipping" in
                 str(w.message)]  # fmt: skip
     if mismatch:
+        difference = _difference_or_none(model, path)
+        if difference is not None:
+            raise ValueError(difference)
         first = mismatch[0].strip().splitlines()[0]
         raise ValueError(f"weights file {path} does not fit model '{model.name}': {first}")
+
+
+def first_difference(model: keras.Model, path: str | os.PathLike,
+                     resettable: Callable[[str], bool] | None = None) -> str | None:
+    """The first weight (in the model's order, then the file's extras) whose shape differs between ``model`` and
+    the weights file ``path``, as a phrase naming the layer, the weight path and both shapes (``"first difference
+    at layer 'box_head/bbox_pred' (box_head/bbox_pred/vars/0): the model has shape [1024, 12], the file shape
+    [1024, 16]"``); ``None`` when every weight fits (weights for which ``resettable(name)`` is true may differ).
+
+    Args:
+        model: a built Keras model.
+        path: a ``.weights.h5`` file.
+        resettable: weight paths (``"box_head/cls_score/vars/0"``...) allowed to differ; default none.
+
+    Raises:
+        ValueError: ``path`` is not a readable weights file.
+    """
+    path = os.fspath(path)
+    source = _tensor_shapes(path)
+    with tempfile.TemporaryDirectory(prefix="kzoo-weights-") as temp_dir:
+        mine = os.path.join(temp_dir, "model.weights.h5")
+        model.save_weights(mine)
+        target = _tensor_shapes(mine)
+    return _first_difference(model, path, target, source, resettable or (lambda name: False))
+
+
+def _first_difference(model: keras.Model, path: str, target: dict[str, tuple[int, ...]],
+                      source: dict[str, tuple[int, ...]], resettable: Callable[[str], bool]) -> str | None:
+    for name in list(target) + [n for n in source if n not in target]:
+        have, given = target.get(name), source.get(name)
+        if have == given or (have is not None and given is not None and resettable(name)):
+            continue
+        layer = name.rsplit("/vars/", 1)[0]
+        return (f"first difference at layer '{layer}' ({name}): the model has {_shape_text(have)}, the file "
+                f"{_shape_text(given)}")  # fmt: skip
+    return None
+
+
+def _difference_or_none(model: keras.Model, path: str) -> str | None:
+    """The loader's one-line error from :func:`first_difference`, or ``None`` when every shape fits or the file
+    cannot be read or compared (the caller's message then stands)."""
+    try:
+        difference = first_difference(model, path)
+    except Exception:  # noqa: BLE001 - an unreadable file: keep the loader's own message
+        return None
+    if difference is None:
+        return None
+    return (f"cannot load weights file {path} into model '{model.name}' (another architecture or class count): "
+            f"{difference}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,19 +183,10 @@ def load_weights_transferring(
 
             resettable = mask_rcnn_class_specific if isinstance(model, MaskRCNNModel) else nin_class_specific(
                 list(target))  # fmt: skip
-        reset = []
-        for name in list(target) + [n for n in source if n not in target]:
-            have, given = target.get(name), source.get(name)
-            if have == given:
-                continue
-            if have is not None and given is not None and resettable(name):
-                reset.append(name)
-                continue
-            layer = name.rsplit("/vars/", 1)[0]
-            raise ValueError(
-                f"weights file {path} holds another architecture than model '{model.name}': first difference at "
-                f"layer '{layer}' ({name}): the model has {_shape_text(have)}, the file {_shape_text(given)}"
-            )
+        difference = _first_difference(model, path, target, source, resettable)
+        if difference is not None:
+            raise ValueError(f"weights file {path} holds another architecture than model '{model.name}': {difference}")
+        reset = [name for name in target if name in source and target[name] != source[name]]
         with h5py.File(path, "r") as f, h5py.File(merged, "r+") as out:
             for name in target:
                 if name not in reset:
