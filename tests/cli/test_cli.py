@@ -138,7 +138,8 @@ def test_predict_with_mask_rcnn_uses_the_runs_weights_and_class_names(tmp_path, 
     assert any(name in out for name in ("circle", "square", "triangle"))  # the config's class names, not numbers
     written = {p.name: tf.io.decode_png(tf.io.read_file(str(p))).numpy().shape for p in out_dir.glob("*.png")}
     # two inputs named street.png do not overwrite each other
-    assert sorted(written.values()) == [(30, 60, 3), (40, 50, 3), (48, 80, 3)], written
+    # drawn at a readable size: each enlarged by a whole factor to at least 512 px on the shorter side
+    assert sorted(written.values()) == [(520, 650, 3), (528, 880, 3), (540, 1080, 3)], written
     assert main(["predict", str(rgb)]) == 2
     assert "--saved-model" in capsys.readouterr().err
 
