@@ -142,8 +142,11 @@ def render(results: dict[str, dict]) -> str:
     unlisted = sorted(set(results) - listed)
     if unlisted:
         raise SystemExit(f"benchmarks/render.py: results without a section in SECTIONS: {unlisted}")
-    settings = collections.Counter((r["machine"].get("cpu"), r["machine"].get("cores"), _versions(r["machine"]))
-                                   for r in results.values() if "machine" in r)
+    settings = collections.Counter(
+        (r["machine"].get("cpu"), r["machine"].get("cores"), _versions(r["machine"]))
+        for r in results.values()
+        if "machine" in r
+    )
     common = settings.most_common(1)[0][0] if settings else (None, None, "")
     dates = sorted(r["machine"]["date"][:10] for r in results.values() if r.get("machine", {}).get("date"))
     lines = [
@@ -198,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         with open(PAGE, encoding="utf-8") as f:
             if f.read() != page:
-                print("benchmarks/README.md differs from the rendered page: run python benchmarks/render.py",
-                      file=sys.stderr)
+                print(
+                    "benchmarks/README.md differs from the rendered page: run python benchmarks/render.py",
+                    file=sys.stderr,
+                )
                 return 1
         return 0
     with open(PAGE, "w", encoding="utf-8") as f:

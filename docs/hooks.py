@@ -160,8 +160,11 @@ def _constraints(cls) -> dict[str, list[str]]:
         return f"`{field[0]}`" if field else str(_number(node, namespace))
 
     def check_call(call: ast.Call, env: dict) -> None:
-        if isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name) \
-                and call.func.value.id == "self":
+        if (
+            isinstance(call.func, ast.Attribute)
+            and isinstance(call.func.value, ast.Name)
+            and call.func.value.id == "self"
+        ):
             method(call.func.attr)  # self._check_ranges()
             return
         name = call.func.id if isinstance(call.func, ast.Name) else None
@@ -310,8 +313,10 @@ def _rows(cls, prefix: str, sections: list) -> list[str]:
         # the kind of value first ("an int", "a finite number"), then its bounds
         kinds = sorted(constraints.get(field.name, []), key=lambda t: not re.match(r"(each )?an? ", t))
         allowed = ", ".join(kinds)
-        rows.append(f"| `{prefix}{field.name}` | `{_cell(_type_text(field))}` | {_cell(default)} | {_cell(allowed)} | "
-                    f"{_cell(comments.get(field.name, ''))} |")
+        rows.append(
+            f"| `{prefix}{field.name}` | `{_cell(_type_text(field))}` | {_cell(default)} | {_cell(allowed)} | "
+            f"{_cell(comments.get(field.name, ''))} |"
+        )
     return rows
 
 
