@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import logging
 import math
 import os
@@ -483,19 +484,24 @@ def validate_coco_dict(
 
 
 def _check_image(path: str, height: int, width: int, check: str) -> str | None:
-    """``None`` when the image is usable, else the problem (``missing_images`` or ``corrupt_images``)."""
-    if not os.path.isfile(path):
+    """``None`` when the image is usable, else the problem (``missing_images`` or ``corrupt_images``; a FIFO,
+    socket or device is no regular file, so unusable, and is never opened: reading it could block)."""
+    if not os.path.exists(path):
         return "missing_images"
+    if not os.path.isfile(path):
+        return "corrupt_images"
     if check == "exists":
         return None
     from PIL import Image
+
+    from kzoo.data.images import inspect_image_file
 
     try:
         with Image.open(path) as image:
             if image.format not in DECODABLE_FORMATS or image.size != (width, height):
                 return "corrupt_images"
-            if check == "full":
-                image.load()
+        if check == "full":
+            inspect_image_file(path)  # every pixel, strictly (kzoo.data.images: the one strict decoder)
     except Exception:  # noqa: BLE001 - any failure to read the file makes it unusable
         return "corrupt_images"
     return None
@@ -596,6 +602,7 @@ def load_coco_instances(
             problem(issue, path)
             continue
         boxes, classes, crowd, segmentations, ann_ids = [], [], [], [], []
+        crowd_regions: set[str] = set()
         for ann in sorted(coco.imgToAnns.get(image_id, []), key=lambda a: a["id"]):
             if ann["id"] in seen_annotations:
                 problem("duplicate_annotations", ann["id"])
@@ -607,6 +614,13 @@ def load_coco_instances(
                 continue
             for repair in repairs:
                 problem(repair, ann["id"])
+            if ann.get("iscrowd", 0):
+                # an ignore region written once per category (kzoo's labelme __ignore__, for COCOeval) is one
+                # region for training: crowd boxes are left out of matching whatever their class
+                region = json.dumps([np.asarray(box).round(3).tolist(), segmentation], sort_keys=True, default=str)
+                if region in crowd_regions:
+                    continue
+                crowd_regions.add(region)
             boxes.append(box)
             classes.append(ann["category_id"])
             crowd.append(bool(ann.get("iscrowd", 0)))

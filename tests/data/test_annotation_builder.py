@@ -109,3 +109,35 @@ def test_convert_table_stays_terminal_wide_with_80_classes(tmp_path, capsys):
     assert "categories (80)" in out and "class_number_79" in out
     path_width = len(str(tmp_path / "out.json")) + len(str(tmp_path)) + 40
     assert max(len(line) for line in out.splitlines()) <= max(110, path_width)
+
+
+def test_ignore_regions_train_as_one_crowd_box_each(tmp_path):
+    from kzoo.data.annotation_tools import load_annotation_tool_instances
+
+    folder = tmp_path / "labelme"
+    _labelme(folder, "a", [
+        ("cat", "rectangle", [[10, 10], [50, 60]]),
+        ("dog", "rectangle", [[60, 10], [80, 60]]),
+        ("bird", "rectangle", [[100, 10], [120, 60]]),
+        ("__ignore__", "rectangle", [[90, 70], [150, 110]]),
+    ])  # fmt: skip
+    instances = load_annotation_tool_instances("labelme", str(folder), None)
+    (record,) = instances.records
+    assert record.is_crowd.tolist() == [False, False, False, True]  # 3 crowd copies in the json, 1 region here
+    np.testing.assert_allclose(record.boxes[3], [70, 90, 110, 150])  # [ymin, xmin, ymax, xmax]
+
+
+def test_coco_reader_counts_a_fifo_image_as_unusable_without_opening_it(tmp_path):
+    import os
+
+    from kzoo.data.coco import load_coco_instances
+
+    (tmp_path / "images").mkdir()
+    os.mkfifo(tmp_path / "images" / "a.png")
+    coco = {"images": [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "iscrowd": 0,
+                             "segmentation": [[1, 1, 11, 1, 11, 11]], "area": 50}],
+            "categories": [{"id": 1, "name": "cat"}]}  # fmt: skip
+    for check in ("exists", "header", "full"):
+        instances = load_coco_instances(coco, str(tmp_path / "images"), check_images=check)
+        assert instances.counts["corrupt_images"] == 1 and instances.counts["missing_images"] == 0, check
