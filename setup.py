@@ -38,6 +38,8 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.20"],
         # torchvision parity tests and `kzoo convert torchvision` / MaskRCNN(weights="coco")'s one-time conversion
         "torch": ["torch>=2.9,<2.15", "torchvision>=0.24,<0.30"],
+        # the documentation site: mkdocs build --strict (mkdocs.yml, docs/)
+        "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=0.29"],
     },
     entry_points={"console_scripts": ["kzoo=kzoo.cli:main"]},
 )
