@@ -19,10 +19,9 @@ full-integer quantization needs it, see :mod:`kzoo.ops.nms`), and the weights ar
 Quantization (``quantize``): ``"none"`` (float32), ``"float16"`` (float16 weights), ``"dynamic"`` (int8 weights,
 float activations), ``"int8"``: the convolutions and fully connected layers (:data:`INT8_OPS`, nearly all of the
 compute) run with int8 weights and activations calibrated on ``representative_images``; every other op stays
-float32 (*measured* on the trained shapes model against Keras: all 125 detections found, 94% matched, classes
-99% equal). Letting the converter quantize the whole graph instead makes the post-processing's box coordinates,
-class offsets and scores int8 and the detections unusable (*measured*: 348 detections for 125, a quarter of them
-matched, boxes off by up to 30 pixels).
+float32, so the detections stay close to the Keras model's. Letting the converter quantize the whole graph
+instead makes the post-processing's box coordinates, class offsets and scores int8 and the detections unusable
+(the measured agreement of both: benchmarks/README.md).
 """
 
 from __future__ import annotations

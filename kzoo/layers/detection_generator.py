@@ -38,8 +38,8 @@ class DetectionGenerator(keras.layers.Layer):
     Candidate cap: it matters for the ``"padded"`` NMS kernel; the per-image default, which compares a box only with
     the kept ones, stays cheap for all of the counts below. TF's padded NMS walks every 512-box tile of its input
     when fewer than ``max_detections`` boxes survive, at a cost that grows with the square of the number of tiles,
-    whether or not the boxes pass the score threshold (*measured*, N = 1000, K = 91, 5 detections, one image, 2 CPU
-    cores: 25 s for all 90,000 candidates, 1.0 s for the exact bound below, 0.1 s with ``pre_nms_top_k=5000``).
+    whether or not the boxes pass the score threshold: seconds per image for the 90,000 candidates of 1000 proposals
+    and 91 classes (the timings are on the benchmarks page, benchmarks/README.md).
     Softmax probabilities sum to 1, so at most ``ceil(1 / score_threshold) - 1`` classes of a proposal can pass the
     threshold: only the best ``N * min(K - 1, ceil(1 / score_threshold))`` candidates enter NMS (20,000 for 1000
     proposals at 0.05), which is exact. ``pre_nms_top_k`` caps the number further: ``None`` (default) keeps the

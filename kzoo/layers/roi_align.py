@@ -63,7 +63,7 @@ class RoIAlign(keras.layers.Layer):
     feature map (a tensor or a one-element list).
 
     Kernels (``method``): the gather kernel repeats crop_and_resize's float32 arithmetic step by step, so the
-    two agree bit for bit in TF on CPU (*measured*: max difference 0.0; the TFLite gather model is within 2e-6):
+    two agree in TF on CPU, and the TFLite gather model with them (the differences: benchmarks/README.md):
 
     * ``"crop_and_resize"`` (default): ``tf.image.crop_and_resize`` to ``(s * m, s * m)`` then ``s x s``
       average pooling, with the box mapping ``a = Y1 + 0.5 * h / n``, ``b = Y1 + h - 0.5 * h / n``,

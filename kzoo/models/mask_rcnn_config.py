@@ -94,7 +94,7 @@ class MaskRCNNConfig:
     mask_num_convs: int = 4
     mask_channels: int = 256
     # numerics: "bfloat16" runs the backbone, FPN and heads in bfloat16 (float32 variables; anchors, proposals,
-    # RoIAlign sampling, box decoding, NMS and outputs stay float32): about 2x faster on CPUs with AVX512-BF16
+    # RoIAlign sampling, box decoding, NMS and outputs stay float32): faster on CPUs with AVX512-BF16
     compute_dtype: str = "float32"  # float32 | bfloat16
     # input
     min_size: int = 800

@@ -4,9 +4,8 @@ TensorFlow's CPU kernel for the image gradient (``CropAndResizeGradImage``) spli
 and adds into the image gradient without atomics: when two boxes handled by different threads sample the
 same pixel, updates are lost. Its source says so ("Sharding introduces nondeterminism when the gradients
 associated with more than two crops backprop into the same element"), but the effect is wrong values, not
-only a different summation order (*measured*, TF 2.21 on 2 cores: 400 copies of one box on a 32 x 32 map,
-gradient entries up to 47 in magnitude, errors up to 8.7 between repeated calls). Mask R-CNN's RoIs overlap
-heavily, so training on CPU with the stock gradient corrupts the feature gradients.
+only a different summation order (a measured case is on the benchmarks page, benchmarks/README.md). Mask
+R-CNN's RoIs overlap heavily, so training on CPU with the stock gradient corrupts the feature gradients.
 
 :func:`crop_and_resize_bilinear` runs the stock forward kernel, followed by RoIAlign's average pooling of
 ``pool x pool`` samples per bin when asked (the boxes cropped in groups, so that the unpooled crops are never all
