@@ -266,7 +266,8 @@ def train(task: TrainableTask, verbose: int = 1, strategy: tf.distribute.Strateg
         with run_lock(config.output_dir, purpose, _command_line()) if chief else contextlib.nullcontext():
             if fresh and chief:
                 clear_run(config.output_dir)
-            check_same_model(config, config.output_dir)
+            if chief or not fresh:  # a worker of a --fresh job must not judge the run the chief is deleting
+                check_same_model(config, config.output_dir)
             with keras_policy(task.keras_policy):
                 return _train(task, verbose, strategy)
     except BaseException as error:
