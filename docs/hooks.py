@@ -47,7 +47,10 @@ def on_files(files, config):
 
     for page, source in REPOSITORY_PAGES.items():
         with open(os.path.join(ROOT, source), encoding="utf-8") as f:
-            files.append(File.generated(config, page, content=f.read()))
+            content = f.read()
+        for other_page, other_source in REPOSITORY_PAGES.items():  # links between them, as the site names them
+            content = content.replace(f"]({other_source}", f"]({other_page}")
+        files.append(File.generated(config, page, content=content))
     return files
 
 
