@@ -30,6 +30,7 @@ setup(
         "pycocotools>=2.0.8",
         "pyyaml>=6.0",
         "pillow>=10.0",
+        "av>=12",  # PyAV: video files for kzoo predict (FFmpeg in a wheel)
         "ai-edge-litert>=1.2",
         "tensorflow-serving-api>=2.20",
     ],

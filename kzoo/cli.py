@@ -148,8 +148,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from kzoo.data.images import expand_image_inputs
+    from kzoo.data.video import VIDEO_EXTENSIONS, is_video_path
+
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
+    args.images = expand_image_inputs(args.images, VIDEO_EXTENSIONS)
     if args.mask_rcnn:
         from kzoo.config import load_config
         from kzoo.tasks import task_for
@@ -158,14 +162,21 @@ def cmd_predict(args) -> int:
         if not _is_mask_rcnn(config):
             raise ValueError(f"{args.mask_rcnn} is not a Mask R-CNN config (it needs 'task: mask_rcnn')")
         results = task_for(config).predict(args.images, args.output, args.weights, args.score_threshold)
-        rows = [("image", "detections", "best (label score)", "annotated PNG")]
+        rows = [("image", "detections", "best (label score)", "output")]
         for r in results:
-            best = ", ".join(f"{label} {score:.2f}" for label, score, _ in r["detections"][:3]) or "-"
-            rows.append((r["image"], len(r["detections"]), best, r["output"]))
+            ranked = sorted(r["detections"], key=lambda d: -d[1])
+            best = ", ".join(f"{label} {score:.2f}" for label, score, _ in ranked[:3]) or "-"
+            found = f"{len(r['detections'])} in {r['frames']} frames" if "results" in r else len(r["detections"])
+            rows.append((r["image"], found, best, r["output"] + (f" + {r['results']}" if "results" in r else "")))
         _print_table(f"kzoo predict with Mask R-CNN {args.mask_rcnn}", rows)
+        frames, seconds = sum(r["frames"] for r in results), sum(r["seconds"] for r in results)
+        print(f"{frames} images in {seconds:.1f} s: {frames / max(seconds, 1e-9):.1f} images/s")
         return 0
     if not args.saved_model:
         raise ValueError("give --saved-model (an exported NIN) or --mask-rcnn CONFIG")
+    videos = [path for path in args.images if is_video_path(path)]
+    if videos:
+        raise ValueError(f"video input ({videos[0]}) is for Mask R-CNN (--mask-rcnn CONFIG); NIN classifies images")
     from kzoo.tasks.classification import predict_with_saved_model
 
     results = predict_with_saved_model(args.saved_model, args.images, args.top, args.cam)
@@ -344,15 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="classify (NIN SavedModel) or detect and segment (Mask R-CNN) images")
-    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, BMP, WebP, TIFF)")
+    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, BMP, WebP, TIFF), folders of them, glob "
+                                             "patterns ('photos/*.jpg'), and with --mask-rcnn video files (MP4, MOV, "
+                                             "AVI, MKV, WebM)")  # fmt: skip
     p.add_argument("--saved-model", help="NIN SavedModel (TF Serving model dir or version dir); a SavedModel is a "
                                          "program: load only ones you trust")  # fmt: skip
     p.add_argument("--top", type=_count(1), default=3)
     p.add_argument("--cam", metavar="DIR", help="write the top class's confidence map over each image as PNG")
     p.add_argument("--mask-rcnn", metavar="CONFIG", help="Mask R-CNN config of a trained run (its weights are used)")
     p.add_argument("--weights", help="Mask R-CNN weights file (default: the config's OUTPUT_DIR/model.weights.h5)")
-    p.add_argument("--output", default="predictions", help="folder for the annotated PNGs (Mask R-CNN)")
-    p.add_argument("--score-threshold", type=_fraction, help="Mask R-CNN: override the config's score threshold")
+    p.add_argument("--output", default="predictions", help="folder for the annotated PNGs and videos (Mask R-CNN)")
+    p.add_argument("--score-threshold", type=_fraction, help="Mask R-CNN: the detections kept and drawn (default "
+                                                             "0.5, the demo's)")  # fmt: skip
     with_overrides(p)
     p.set_defaults(func=cmd_predict)
 

@@ -281,3 +281,45 @@ def _to_rgb_uint8(image) -> np.ndarray:
         image = image.convert("RGB")  # L, 1, RGBA, RGBX, CMYK, YCbCr, LAB, HSV
     array = np.asarray(image, dtype=np.uint8)
     return np.ascontiguousarray(array.reshape(array.shape[0], array.shape[1], 3))
+
+
+#: Extensions of the image files a folder or a glob given to ``kzoo predict`` stands for.
+IMAGE_FILE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def expand_image_inputs(inputs: list[str], extra_extensions: tuple[str, ...] = ()) -> list[str]:
+    """The files a list of ``kzoo predict`` inputs stands for, in order: a file as it is (checked later by the
+    reader), a folder as its image files (sorted, not recursive, hidden files left out), a glob pattern
+    (``photos/*.jpg``, ``data/**/*.png``; quoted in the shell) as the files it matches, sorted.
+
+    Args:
+        inputs: paths, folders and patterns.
+        extra_extensions: further extensions a folder or pattern takes (``kzoo predict`` adds video files).
+
+    Returns:
+        File paths; one file listed twice stays twice (each gets its own output).
+
+    Raises:
+        FileNotFoundError: a folder with no image file, or a pattern that matches none (named), or a path with
+            nothing there that is no pattern.
+    """
+    import glob
+
+    extensions = IMAGE_FILE_EXTENSIONS + tuple(extra_extensions)
+    found: list[str] = []
+    for item in inputs:
+        item = os.fspath(item)
+        if os.path.isdir(item):
+            names = sorted(n for n in os.listdir(item) if n.lower().endswith(extensions) and not n.startswith("."))
+            paths = [os.path.join(item, n) for n in names if not os.path.isdir(os.path.join(item, n))]
+            if not paths:
+                raise FileNotFoundError(f"no image files ({', '.join(extensions)}) in the folder {item}")
+            found.extend(paths)
+        elif not os.path.lexists(item) and glob.has_magic(item):
+            paths = sorted(p for p in glob.glob(item, recursive=True) if p.lower().endswith(extensions))
+            if not paths:
+                raise FileNotFoundError(f"no image files match {item!r}")
+            found.extend(paths)
+        else:
+            found.append(item)
+    return found

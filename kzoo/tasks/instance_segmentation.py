@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -175,6 +176,10 @@ def build_mask_rcnn(config: MaskRCNNExperimentConfig, init_weights: bool = False
         print(f"model.init_weights: {report.summary()}")
     return model
 
+
+#: The score from which ``kzoo predict`` keeps and draws detections, unless ``--score-threshold`` says otherwise
+#: (the demo's; ``model.score_threshold`` is the evaluation's, which keeps far more for COCO AP).
+PREDICT_SCORE_THRESHOLD = 0.5
 
 #: Backbone layer name prefixes of each ResNet stage (res2..res5 = torchvision's layer1..layer4).
 RESNET_STAGE_PREFIXES = {2: "layer1_", 3: "layer2_", 4: "layer3_", 5: "layer4_"}
@@ -369,38 +374,105 @@ class InstanceSegmentationTask:
         return artifacts
 
     def predict(self, paths: Sequence[str], output_dir: str, weights: str | None = None,
-                score_threshold: float | None = None) -> list[dict[str, Any]]:
-        """Detect and segment image files with the run's trained weights (or ``weights``); write one annotated
-        PNG per image into ``output_dir``.
+                score_threshold: float | None = None, verbose: int = 1) -> list[dict[str, Any]]:
+        """Detect and segment image and video files with the run's trained weights (or ``weights``).
+
+        Every input is checked (a regular file, decodable: images wholly, videos' headers) before the model is
+        loaded; images are then decoded one at a time. Each image gives ``<output_dir>/<name>_detections.png``
+        (drawn at a readable size, :func:`kzoo.visualization.detections_picture`); each video
+        (:data:`kzoo.data.video.VIDEO_EXTENSIONS`) gives ``<name>_detections.mp4`` (every frame annotated, at the
+        source's rate) and ``<name>_detections.json``, the detections of every frame as COCO results
+        (``image_id`` = frame number from 1, ``category_id``, ``bbox`` ``[x, y, w, h]``, ``score``,
+        ``segmentation`` as compressed RLE). Output names are unique even when inputs share a name.
+
+        Args:
+            paths: image and video files.
+            output_dir: the folder of the outputs.
+            weights: a weights file (default: the run's ``model.weights.h5``).
+            score_threshold: the detections kept and drawn (default :data:`PREDICT_SCORE_THRESHOLD`, the demo's;
+                the config's ``model.score_threshold`` is the evaluation's, far lower).
+            verbose: 1 shows a progress bar over images and frames.
 
         Returns:
-            One dict per image: ``image``, ``output`` (the PNG) and ``detections``
-            (``[(label name, score, box [ymin, xmin, ymax, xmax] in the image's pixels)]``, best first).
+            One dict per input: ``image`` (the path), ``output`` (the PNG or MP4), ``detections``
+            (``[(label name, score, box [ymin, xmin, ymax, xmax] in the image's pixels)]``, best first; for a
+            video, every frame's, in frame order), ``frames`` (1 for an image), ``seconds`` (decoding, model and
+            drawing), and for a video ``results`` (the json).
         """
+        from kzoo.data.images import inspect_image_file
+        from kzoo.data.video import is_video_path, video_info
+
+        threshold = PREDICT_SCORE_THRESHOLD if score_threshold is None else float(score_threshold)
+        frames_total = 0
+        for path in paths:  # every input checked before the model loads
+            if is_video_path(path):
+                frames_total += video_info(path).frames
+            else:
+                inspect_image_file(path)
+                frames_total += 1
+        model = self.trained_model(weights, score_threshold=threshold)
+        names = self.class_names()
+        suffixes = ["_detections.mp4" if is_video_path(p) else "_detections.png" for p in paths]
+        outputs = [files.unique_output_paths(list(paths), output_dir, s)[i] for i, s in enumerate(suffixes)]
+        progress = keras.utils.Progbar(frames_total or None, verbose=verbose, unit_name="image")
+        results = []
+        for path, out_path in zip(paths, outputs):
+            started = time.perf_counter()
+            if is_video_path(path):
+                result = self._predict_video(model, path, out_path, names, progress)
+            else:
+                rgb = read_image_file(path)[1]
+                drawn, detections, _ = self._detect_and_draw(model, rgb, names)
+                files.write_bytes(out_path, tf.io.encode_png(drawn).numpy())
+                progress.add(1)
+                result = {"image": path, "output": out_path, "detections": detections, "frames": 1}
+            results.append({**result, "seconds": time.perf_counter() - started})
+        return results
+
+    def _detect_and_draw(self, model: MaskRCNNModel, rgb: np.ndarray, names: dict[int, str], min_side: int = 512):
+        """``(picture, [(label, score, box)], raw)`` for one uint8 ``[H, W, 3]`` image; ``raw`` holds the kept
+        detections' ``boxes``, ``scores``, ``classes`` and RoI-space ``masks``."""
         from kzoo.ops.masks import paste_masks
         from kzoo.visualization import detections_picture
 
-        images = [(path, read_image_file(path)[1]) for path in paths]
-        overrides = {} if score_threshold is None else {"score_threshold": float(score_threshold)}
-        model = self.trained_model(weights, **overrides)
-        names = self.class_names()
-        out_paths = files.unique_output_paths([p for p, _ in images], output_dir, "_detections.png")
-        results = []
-        for (path, rgb), out_path in zip(images, out_paths):
-            out = {k: v.numpy()[0] for k, v in model(rgb[None]).items()}
-            count = int(out["num_detections"])
-            # finite and inside the image before pasting (a diverged model's NaN or 1e9 boxes are dropped/clipped)
-            keep, boxes, _ = check_detection_boxes(out["detection_boxes"][:count], out["detection_scores"][:count],
-                                                   rgb.shape[:2])  # fmt: skip
-            boxes = boxes[keep].astype(out["detection_boxes"].dtype)
-            scores, classes = out["detection_scores"][:count][keep], out["detection_classes"][:count][keep]
-            masks = paste_masks(out["detection_masks"][:count][keep], boxes, rgb.shape[:2])
-            drawn = detections_picture(rgb, boxes, classes, scores, masks, names)
-            files.write_bytes(out_path, tf.io.encode_png(drawn).numpy())
-            labels = [names.get(int(c), str(int(c))) for c in classes]
-            results.append({"image": path, "output": out_path,
-                            "detections": list(zip(labels, scores.tolist(), boxes))})  # fmt: skip
-        return results
+        out = {k: v.numpy()[0] for k, v in model(rgb[None]).items()}
+        count = int(out["num_detections"])
+        # finite and inside the image before pasting (a diverged model's NaN or 1e9 boxes are dropped/clipped)
+        keep, boxes, _ = check_detection_boxes(out["detection_boxes"][:count], out["detection_scores"][:count],
+                                               rgb.shape[:2])  # fmt: skip
+        boxes = boxes[keep].astype(out["detection_boxes"].dtype)
+        scores, classes = out["detection_scores"][:count][keep], out["detection_classes"][:count][keep]
+        roi_masks = out["detection_masks"][:count][keep]
+        masks = paste_masks(roi_masks, boxes, rgb.shape[:2])
+        drawn = detections_picture(rgb, boxes, classes, scores, masks, names, min_side=min_side)
+        labels = [names.get(int(c), str(int(c))) for c in classes]
+        raw = {"boxes": boxes, "scores": scores, "classes": classes, "masks": roi_masks}
+        return drawn, list(zip(labels, scores.tolist(), boxes)), raw
+
+    def _predict_video(self, model, path: str, out_path: str, names: dict[int, str], progress) -> dict[str, Any]:
+        from kzoo.data.video import VideoWriter, read_video_frames, video_info
+        from kzoo.evaluation.coco import detections_to_coco
+
+        categories = CocoCategories.from_coco([{"id": label, "name": name} for label, name in names.items()])
+        results_path = os.path.splitext(out_path)[0] + ".json"
+        coco_results, detections, frames = [], [], 0
+        with VideoWriter(out_path, video_info(path).fps) as writer:
+            for index, rgb in enumerate(read_video_frames(path)):
+                drawn, found, raw = self._detect_and_draw(model, rgb, names, min_side=0)
+                writer.write(drawn)
+                detections.extend(found)
+                coco_results.extend(detections_to_coco(
+                    np.array([index + 1]), raw["boxes"][None], raw["scores"][None], raw["classes"][None],
+                    np.array([len(raw["scores"])]), raw["masks"][None], np.array([rgb.shape[:2]]), categories,
+                ))  # fmt: skip
+                frames += 1
+                progress.add(1)
+        if not frames:
+            os.remove(out_path)
+            raise ValueError(f"the video {path} holds no frame")
+        files.write_json(results_path, coco_results)
+        return {"image": path, "output": out_path, "results": results_path, "detections": detections,
+                "frames": frames}  # fmt: skip
 
 
 def make_mask_rcnn_train_step(
@@ -458,7 +530,7 @@ def run_demo(config: MaskRCNNExperimentConfig, fresh: bool = False) -> tuple[str
         path = os.path.join(sample_dir, f"sample{i}.png")
         files.write_bytes(path, tf.io.encode_png(example["image"]).numpy())
         paths.append(path)
-    predictions = task.predict(paths, sample_dir, score_threshold=0.5)
+    predictions = task.predict(paths, sample_dir, score_threshold=PREDICT_SCORE_THRESHOLD)
 
     rows: list[tuple] = [("result", "value", "target")]
     for key, target in SHAPES_TARGETS.items():
