@@ -270,8 +270,8 @@ def _comments(cls) -> dict[str, str]:
         for entry in re.split(r"\n(?=\s{4}\S)", doc.split("Attributes:", 1)[1]):
             keys, _, text = entry.strip().partition(":")
             for key in keys.split(","):
-                if key.strip() in names and text.strip():
-                    found.setdefault(key.strip(), " ".join(text.split()))
+                if key.strip() in names and text.strip() and not found.get(key.strip()):
+                    found[key.strip()] = " ".join(text.split())
     return found
 
 
@@ -291,7 +291,9 @@ def _cell(text: str) -> str:
 
 
 def _type_text(field: dataclasses.Field) -> str:
-    return field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+    """The annotation as code spans, alternatives joined by "or" (a ``|`` would split the table's cell)."""
+    text = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+    return " or ".join(f"`{part.strip()}`" for part in text.split("|"))
 
 
 def _rows(cls, prefix: str, sections: list) -> list[str]:
@@ -314,10 +316,11 @@ def _rows(cls, prefix: str, sections: list) -> list[str]:
         else:
             default = "required"
         # the kind of value first ("an int", "a finite number"), then its bounds
-        kinds = sorted(constraints.get(field.name, []), key=lambda t: not re.match(r"(each )?an? ", t))
+        kinds = [text.replace("<= 2147483647 (int32)", "fits int32") for text in constraints.get(field.name, [])]
+        kinds = sorted(kinds, key=lambda t: not re.match(r"(each )?an? ", t))
         allowed = ", ".join(kinds)
         rows.append(
-            f"| `{prefix}{field.name}` | `{_cell(_type_text(field))}` | {_cell(default)} | {_cell(allowed)} | "
+            f"| `{prefix}{field.name}` | {_type_text(field)} | {_cell(default)} | {_cell(allowed)} | "
             f"{_cell(comments.get(field.name, ''))} |"
         )
     return rows
