@@ -322,8 +322,9 @@ def run_demo(config: ExperimentConfig, fresh: bool = False) -> tuple[str, list[t
 
     print("[3/4] export: SavedModel (TF Serving layout) and TFLite (int8)")
     export_dir = os.path.join(config.output_dir, "export")
+    # the demo's own .tflite file, refreshed by each run of the demo (its SavedModel gets a new version)
     saved, tflite = (task.export("saved_model", output=export_dir, warmup=1)[0],
-                     task.export("tflite", output=export_dir, quantize=("int8",))[-1])  # fmt: skip
+                     task.export("tflite", output=export_dir, quantize=("int8",), overwrite=True)[-1])  # fmt: skip
 
     print("[4/4] predict with the SavedModel on sample PNG files")
     sample_dir = os.path.join(config.output_dir, "samples")
