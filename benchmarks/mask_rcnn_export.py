@@ -68,7 +68,7 @@ def main() -> None:
           f"{args.threads}; {os.path.basename(args.config)} at {args.size}x{args.size}, backbone {config.backbone}, "
           f"{model.count_params() / 1e6:.2f} M parameters")  # fmt: skip
 
-    pixels = image.astype(np.float32)
+    pixels = image  # uint8: kzoo's .tflite files take uint8 pixels
     rows = [("artifact", "size (MB)", "export (s)", "latency (ms)")]
     graph = tf.function(model.call)
     graph(tf.constant(image))
