@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML config (resumes from its output_dir)")
     with_config(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--fresh", action="store_true", help="delete the run in output_dir first and start over")
+    p.add_argument("--fresh", action="store_true", help="delete the run in output_dir first and start over (refused, "
+                                                        "deleting nothing, while another process trains there)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate trained weights on the config's evaluation split")
