@@ -153,7 +153,7 @@ def cmd_predict(args) -> int:
 
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
-    args.images = expand_image_inputs(args.images, VIDEO_EXTENSIONS)
+    args.images = expand_image_inputs(args.images, VIDEO_EXTENSIONS)  # again: main() may not have run
     if args.mask_rcnn:
         from kzoo.config import load_config
         from kzoo.tasks import task_for
@@ -302,14 +302,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kzoo import __version__
+
     parser = _Parser(prog="kzoo", description="kzoo: Network In Network and Mask R-CNN for Keras")
+    parser.add_argument("--version", action="version", version=f"kzoo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_overrides(p: argparse.ArgumentParser) -> None:
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
 
     def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("config", help="YAML experiment config (configs/*.yaml, or a run's OUTPUT_DIR/config.yaml)")
+        p.add_argument("config", help="YAML experiment config (configs/*.yaml, a run's OUTPUT_DIR/config.yaml, or "
+                                      "the run folder OUTPUT_DIR itself)")  # fmt: skip
         with_overrides(p)
 
     p = sub.add_parser("train", help="train a model from a YAML config (resumes from its output_dir)")
@@ -395,6 +399,65 @@ def build_parser() -> argparse.ArgumentParser:
     with_overrides(p)
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+#: The config fields that name files or folders (relative ones are read from the folder kzoo runs in).
+_DATA_PATH_FIELDS = ("train_annotations", "train_images", "eval_annotations", "eval_images", "yolo_data_yaml")
+
+
+def _check_path(path: str | None, what: str, kind: str = "file") -> None:
+    """FileNotFoundError naming ``what`` unless ``path`` (when given) is a ``kind``: file, folder, or either."""
+    if path is None:
+        return
+    exists = {"file": os.path.isfile, "folder": os.path.isdir, "file or folder": os.path.exists}[kind](path)
+    if not exists:
+        where = "" if os.path.isabs(path) else f" (relative to the current folder {os.getcwd()})"
+        raise FileNotFoundError(f"{what} {kind} not found: {path}{where}")
+
+
+def _check_config_paths(config) -> None:
+    """The files and folders a config's data section names exist; relative paths are read from the current folder,
+    which the message says (a run's config.yaml keeps them as they were written)."""
+    data = config.data
+    for field in _DATA_PATH_FIELDS:
+        value = getattr(data, field, None)
+        if value:
+            _check_path(value, f"data.{field}", "folder" if field.endswith("_images") else "file or folder")
+    init = getattr(config.model, "init_weights", None)
+    if init and (os.sep in init or init.endswith(".h5")):
+        _check_path(init, "model.init_weights")
+
+
+def check_before_tensorflow(args) -> None:
+    """What can be checked without TensorFlow, before it loads (several seconds): the config (its keys, values and
+    data paths), the files named on the command line (weights, images and videos, SavedModel, the source of a
+    conversion). A mistake fails at once, naming the problem.
+
+    Raises:
+        FileNotFoundError, ValueError (ConfigError): the first problem found.
+    """
+    from kzoo.config import load_config
+    from kzoo.data.images import expand_image_inputs
+
+    config_path = getattr(args, "config", None) or getattr(args, "mask_rcnn", None)
+    if config_path is not None:
+        overrides = list(args.set or [])
+        if args.command == "demo" and args.output_dir:
+            overrides = [f"output_dir={args.output_dir}", *overrides]
+        config = load_config(config_path, overrides)
+        if args.command in ("train", "evaluate", "export", "demo"):
+            _check_config_paths(config)
+    if args.command == "predict":  # the inputs first: a bad image is named whatever else is wrong
+        from kzoo.data.images import inspect_image_file
+        from kzoo.data.video import VIDEO_EXTENSIONS, is_video_path, video_info
+
+        args.images = expand_image_inputs(args.images, VIDEO_EXTENSIONS)
+        for path in args.images:
+            video_info(path) if is_video_path(path) else inspect_image_file(path)
+        _check_path(args.saved_model, "--saved-model", "folder")
+    _check_path(getattr(args, "weights", None), "--weights")
+    if args.command == "convert" and not os.path.exists(args.src):
+        raise FileNotFoundError(f"{args.source} input not found: {args.src}")
 
 
 def _import_tensorflow_quietly() -> None:
@@ -501,6 +564,11 @@ def main(argv: list[str] | None = None) -> int:
         if usage.code == 2:
             return 2
         raise
+    try:
+        check_before_tensorflow(args)
+    except (ValueError, OSError) as error:
+        print(f"kzoo {args.command}: error: {error}", file=sys.stderr)
+        return 2
     with _sigterm_as_interrupt():
         try:
             _import_tensorflow_quietly()

@@ -410,20 +410,25 @@ def _packaged_name(path: str) -> str | None:
 
 
 def resolve_config_path(path: str | os.PathLike) -> str:
-    """``path`` if it is a file; else, for a bare ``NAME.yaml`` / ``NAME`` or exactly ``configs/NAME.yaml``, the
+    """``path`` if it is a file; a run folder's ``config.yaml`` (every run writes the config it was trained with
+    into its ``output_dir``); else, for a bare ``NAME.yaml`` / ``NAME`` or exactly ``configs/NAME.yaml``, the
     copy shipped with kzoo (so the README's commands work after ``pip install .``, from any folder). Any other
     path that does not exist is an error: ``my/configs/x.yaml`` never silently runs the shipped ``x.yaml``.
 
     Raises:
         FileNotFoundError: the file does not exist (and is no shipped config); the message names ``path`` and,
             for a bare name or ``configs/NAME.yaml``, lists the shipped configs.
-        IsADirectoryError: ``path`` is a folder.
+        IsADirectoryError: ``path`` is a folder without a ``config.yaml``.
     """
     path = os.fspath(path)
     if os.path.isfile(path):
         return path
     if os.path.isdir(path):
-        raise IsADirectoryError(f"config path {path} is a folder, not a YAML file")
+        run_config = os.path.join(path, "config.yaml")
+        if os.path.isfile(run_config):
+            return run_config
+        raise IsADirectoryError(f"config path {path} is a folder without a config.yaml (give a YAML file, or a run "
+                                "folder: the output_dir of a run)")
     name = _packaged_name(path)
     if name is None:
         raise FileNotFoundError(f"config file not found: {path}")

@@ -38,7 +38,7 @@ def MaskRCNN(
         weights: ``None`` (random), a ``.weights.h5`` file of this architecture, or a name registered in
             :mod:`kzoo.applications.weights` for family ``"mask_rcnn"``: ``"coco"``, torchvision's COCO weights of
             ``maskrcnn_resnet50_fpn`` (box AP 37.9, mask AP 34.6; ``backbone="resnet50_fpn"``), downloaded and
-            converted into the Keras cache on first use (which needs torch), with the config defaulting to
+            converted into the Keras cache on first use (no torch needed), with the config defaulting to
             :func:`kzoo.models.mask_rcnn_config.torchvision_config`. Weights of any class count load into a model
             of any ``num_classes``: when they differ, the class-specific predictors (box classifier, box
             regressor, mask predictor) keep their fresh initial values and a one-line summary is printed.
