@@ -310,6 +310,11 @@ def run_demo(config: ExperimentConfig, fresh: bool = False) -> tuple[str, list[t
     export on sample PNG files. Returns the final table's title and rows."""
     import time
 
+    from kzoo.tasks.demo import finished_demo, save_demo
+
+    finished = finished_demo(config, fresh)
+    if finished is not None:
+        return finished
     started = time.perf_counter()
     task = ClassificationTask(config)
     print(f"[1/4] train {config.name}: {config.train.epochs} epochs on the built-in '{config.data.source}' data "
@@ -354,4 +359,5 @@ def run_demo(config: ExperimentConfig, fresh: bool = False) -> tuple[str, list[t
                      f"{name} ({prob:.3f}), map {prediction['cam']}"))  # fmt: skip
     rows.append(("total time", f"{time.perf_counter() - started:.0f} s"))
     rows.append(("next", f"kzoo evaluate {os.path.join(config.output_dir, 'config.yaml')}"))
+    save_demo(config, "kzoo demo: NIN on built-in shapes", rows)
     return "kzoo demo: NIN on built-in shapes", rows

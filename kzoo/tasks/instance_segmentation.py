@@ -513,6 +513,11 @@ def run_demo(config: MaskRCNNExperimentConfig, fresh: bool = False) -> tuple[str
     PNG files. Returns the final table's title and rows."""
     import time
 
+    from kzoo.tasks.demo import finished_demo, save_demo
+
+    finished = finished_demo(config, fresh)
+    if finished is not None:
+        return finished
     started = time.perf_counter()
     task = InstanceSegmentationTask(config)
     print(f"[1/2] train {config.name}: {config.train.epochs} epochs on {config.data.train_examples} built-in "
@@ -549,4 +554,5 @@ def run_demo(config: MaskRCNNExperimentConfig, fresh: bool = False) -> tuple[str
         rows.append((f"predict {os.path.basename(prediction['image'])}", found, prediction["output"]))
     rows.append(("total time", f"{time.perf_counter() - started:.0f} s", ""))
     rows.append(("next", f"kzoo evaluate {os.path.join(config.output_dir, 'config.yaml')}", ""))
+    save_demo(config, "kzoo demo: Mask R-CNN on built-in shapes", rows)
     return "kzoo demo: Mask R-CNN on built-in shapes", rows

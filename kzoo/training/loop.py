@@ -46,7 +46,9 @@ from kzoo.utils import files
 #: The Keras dtype policy of each ``precision``.
 PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 #: Files of a run in its ``output_dir`` (what ``fresh=True`` removes; exports and pictures stay).
-RUN_FILES = ("checkpoints", "logs", "metrics.json", "model.weights.h5", "model.keras", "config.yaml")
+RUN_FILES = (
+    "checkpoints", "logs", "metrics.json", "model.weights.h5", "model.keras", "config.yaml", "demo_results.json",
+)  # fmt: skip
 WEIGHTS_FILE = "model.weights.h5"
 METRICS_FILE = "metrics.json"
 
@@ -220,7 +222,7 @@ def _start_run(config: Any, strategy: tf.distribute.Strategy, model: keras.Model
         os.path.join(config.output_dir, "checkpoints"), chief, task_id(strategy), model=model, optimizer=optimizer
     )
     start_epoch = checkpointer.restore_latest()
-    if chief and verbose and start_epoch:
+    if chief and verbose and 0 < start_epoch < config.train.epochs:
         print(f"resuming {config.output_dir} after epoch {start_epoch} of {config.train.epochs} "
               f"(checkpoint {checkpointer.restored})")
     writer = tf.summary.create_file_writer(os.path.join(config.output_dir, "logs")) if chief else None
