@@ -92,7 +92,7 @@ def check_output_file(path, overwrite: bool) -> str:
     import os
 
     path = os.fspath(path)
-    if not overwrite and os.path.lexists(path):
+    if not overwrite and os.path.lexists(path) and not os.path.isdir(path):  # a folder: the write names it
         raise FileExistsError(
             f"{path} exists already; refusing to replace it (pass overwrite=True, or kzoo export --overwrite)"
         )

@@ -179,8 +179,8 @@ def test_serving_bytes_errors_name_the_problem(exported, shapes_images):
     good = tf.io.encode_png(shapes_images[0]).numpy()
     for bad, message in ((b"", r"image_bytes\[1\] is empty"),
                          (b"this is not an image", r"image_bytes\[1\] is not a JPEG, PNG, GIF, BMP or WebP image"),
-                         (b"GIF89a" + b"\0" * 32, "Invalid GIF data"),
-                         (good[:40], "Invalid PNG")):  # fmt: skip
+                         (b"GIF89a" + b"\0" * 32, r"image_bytes\[1\] is a corrupt or truncated GIF image"),
+                         (good[:40], r"image_bytes\[1\] is a corrupt or truncated PNG image")):  # fmt: skip
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             signature(image_bytes=tf.constant([good, bad]))
 

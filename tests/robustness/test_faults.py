@@ -176,8 +176,9 @@ def test_export_killed_leaves_nothing_half_written_and_reruns(trained, tmp_path,
 
     # the re-runs succeed and clear the killed runs' temporary files
     assert main(["export", str(config), "--format", "saved_model", "--output", str(out)]) == 0
+    # the killed run's first .tflite file is there: kzoo export refuses it without --overwrite
     assert main(["export", str(config), "--format", "tflite", "--quantize", "none", "dynamic", "--output",
-                 str(out)]) == 0  # fmt: skip
+                 str(out), "--overwrite"]) == 0  # fmt: skip
     capsys.readouterr()
     assert _leftovers(out) == []
     for version_dir in model_dir.iterdir():
@@ -392,7 +393,8 @@ def test_full_disk_keeps_the_previous_files(trained, tmp_path, capsys, monkeypat
     assert main(["export", str(config), "--format", "tflite", "--quantize", "none", "--output", str(out)]) == 0
     before = (out / "tiny_none.tflite").read_bytes()
     monkeypatch.setattr(files, "_write_file", _full_disk_after())
-    assert main(["export", str(config), "--format", "tflite", "--quantize", "none", "--output", str(out)]) == 2
+    assert main(["export", str(config), "--format", "tflite", "--quantize", "none", "--output", str(out),
+                 "--overwrite"]) == 2  # fmt: skip
     _one_line_error(capsys, f"cannot write {out / 'tiny_none.tflite'}: No space left on device")
     assert (out / "tiny_none.tflite").read_bytes() == before and _leftovers(out) == []
     monkeypatch.undo()
