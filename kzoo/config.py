@@ -380,7 +380,27 @@ def config_from_dict(values: dict) -> ExperimentConfig | MaskRCNNExperimentConfi
     task = values.get("task", "classification")
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r} (config key 'task'); known tasks: {sorted(TASKS)}")
+    if task == "mask_rcnn":
+        values = _num_classes_from_data(values)
     return dataclass_from_dict(TASKS[task], values, moved_keys=MOVED_KEYS)
+
+
+def _num_classes_from_data(values: dict) -> dict:
+    """A Mask R-CNN config without ``model.num_classes`` takes it from its data: the built-in shapes' classes + 1
+    here; for file sources ``None``, which the task replaces by the data's categories + 1 once it reads them
+    (:class:`kzoo.tasks.instance_segmentation.InstanceSegmentationTask`)."""
+    model = values.get("model")
+    if model is not None and not isinstance(model, dict):
+        return values  # the loader names the bad section
+    if model and "num_classes" in model:
+        return values
+    data = values.get("data") if isinstance(values.get("data"), dict) else {}
+    if data.get("source", DetectionDataConfig.source) == "shapes":
+        classes = data.get("shapes_classes", DetectionDataConfig.shapes_classes)
+        number = len(classes) + 1 if isinstance(classes, (list, tuple)) else None
+    else:
+        number = None
+    return {**values, "model": {**(model or {}), "num_classes": number}}
 
 
 def _packaged_config_dir():

@@ -31,7 +31,9 @@ class MaskRCNNConfig:
     Boxes: ``[ymin, xmin, ymax, xmax]`` in pixels; box deltas ``(ty, tx, th, tw)`` scaled by the weights.
     """
 
-    num_classes: int = 91
+    # counts the background; None only in an experiment config whose data gives it (the task sets it, see
+    # kzoo.config.config_from_dict): a model cannot be built before
+    num_classes: int | None = 91
     # backbone
     backbone: str = "resnet50"  # resnet50 | resnet101 | mobilenet_v2 | small_convnet
     backbone_width: float = 1.0  # width multiplier of mobilenet_v2 (alpha) and small_convnet
@@ -107,7 +109,7 @@ class MaskRCNNConfig:
     init_weights: str | None = None
 
     def __post_init__(self) -> None:
-        if self.num_classes < 2:
+        if self.num_classes is not None and self.num_classes < 2:
             raise ValueError(f"num_classes counts the background and must be >= 2, got {self.num_classes}")
         if len(self.anchor_sizes) != 5:
             raise ValueError(f"anchor_sizes needs one size per level P2..P6 (5), got {self.anchor_sizes}")

@@ -208,23 +208,36 @@ class InstanceSegmentationTask:
     keras_policy = "float32"  # the model applies config.precision itself (MaskRCNNConfig.compute_dtype)
 
     def __init__(self, config: MaskRCNNExperimentConfig) -> None:
-        self.config = config
         self._data: DetectionData | None = None
         self._backbone_defaults: dict[str, bool] | None = None
+        self.config = config
+        if config.model.num_classes is None:  # left to the data (kzoo.config.config_from_dict): a trained run's
+            names = (loop.read_run_metrics(config.output_dir) or {}).get("class_names")  # classes first
+            if names:
+                self._set_num_classes(len(names) + 1)
+
+    def _set_num_classes(self, number: int) -> None:
+        self.config = dataclasses.replace(self.config, model=dataclasses.replace(self.config.model,
+                                                                                 num_classes=number))  # fmt: skip
 
     @property
     def data(self) -> DetectionData:
-        """The configured sources (loaded once)."""
+        """The configured sources (loaded once); a config without ``model.num_classes`` takes the data's
+        categories + 1 (the background) here."""
         if self._data is None:
             self._data = load_detection_data(self.config)
+            if self.config.model.num_classes is None:
+                self._set_num_classes(self._data.categories.num_classes + 1)
         return self._data
 
     def training_data(self, global_batch: int) -> tuple[tf.data.Dataset, int]:
         data, config = self.data, self.config
         if data.categories.num_classes + 1 != config.model.num_classes:
+            names = ", ".join(data.categories.names[:12]) + (", ..." if data.categories.num_classes > 12 else "")
             raise ValueError(
                 f"model.num_classes is {config.model.num_classes} but the data set has {data.categories.num_classes}"
-                f" categories (+1 for the background = {data.categories.num_classes + 1})"
+                f" categories ({names}): +1 for the background = {data.categories.num_classes + 1}; set"
+                f" model.num_classes to that, or leave it out to take it from the data"
             )
         if not data.num_train:
             raise ValueError("the size of the training set is unknown: set data.train_examples")
@@ -280,6 +293,8 @@ class InstanceSegmentationTask:
         """The model with trained weights loaded; ``model_overrides`` replace :class:`MaskRCNNConfig` fields that
         do not change the weights (``score_threshold``...)."""
         path = self.weights_path(weights)
+        if self.config.model.num_classes is None:
+            self.data  # noqa: B018 - the categories give the class count
         config = self.config
         if model_overrides:
             config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model_overrides))
@@ -292,6 +307,8 @@ class InstanceSegmentationTask:
         else COCO's for a 91-class model, else the label numbers."""
         metrics = loop.read_run_metrics(self.config.output_dir) or {}
         names = metrics.get("class_names")
+        if self.config.model.num_classes is None:
+            self.data  # noqa: B018 - the categories give the class count
         if not names:
             if self.config.data.source == "shapes":
                 names = list(self.config.data.shapes_classes)

@@ -200,7 +200,9 @@ def check_same_model(config: Any, output_dir: str) -> None:
     for section in ("task", "model"):
         before, now = previous.get(section, current[section]), current[section]
         if isinstance(before, dict) and isinstance(now, dict):  # where the weights started is not the model
-            before, now = ({k: v for k, v in d.items() if k != "init_weights"} for d in (before, now))
+            # (nor a class count still to be taken from the data: the data will say)
+            skip = {"init_weights"} | ({"num_classes"} if now.get("num_classes") is None else set())
+            before, now = ({k: v for k, v in d.items() if k not in skip} for d in (before, now))
         if before == now:
             continue
         if isinstance(before, dict) and isinstance(now, dict):
@@ -318,6 +320,7 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
     replicas = strategy.num_replicas_in_sync
     global_batch = train_config.batch_size * replicas
     train_dataset, steps_per_epoch = task.training_data(global_batch)
+    config = task.config  # the data may have completed it (a class count taken from the data)
 
     with strategy.scope():
         model = task.build_model()
