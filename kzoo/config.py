@@ -250,6 +250,9 @@ class DetectionDataConfig:
     # sort them; yolo reads the names of yolo_data_yaml)
     class_names: tuple[str, ...] | None = None
     yolo_data_yaml: str | None = None
+    # via: the region attribute that holds the class (default: the project's only attribute, else an error listing
+    # them); regions without it are dropped and counted
+    class_attribute: str | None = None
     check_images: str = "header"  # exists | header (size and format) | full (decode every image once)
     # tfds
     tfds_name: str | None = None

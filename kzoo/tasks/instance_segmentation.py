@@ -99,7 +99,7 @@ def _annotation_file_data(config: MaskRCNNExperimentConfig) -> DetectionData:
                 loaded = load_annotation_tool_instances(
                     data.source, annotations, images, class_names=data.class_names,
                     yolo_data_yaml=data.yolo_data_yaml, skip_empty=skip_empty, check_images=data.check_images,
-                    cache_dir=os.path.join(config.output_dir, "image_cache"),
+                    cache_dir=os.path.join(config.output_dir, "image_cache"), class_attribute=data.class_attribute,
                 )  # fmt: skip
             except NoInstancesError as error:
                 raise NoInstancesError(f"the {split} split of {annotations} has no annotations: {error}") from error

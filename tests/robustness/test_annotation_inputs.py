@@ -264,6 +264,20 @@ def test_via_ambiguous_attributes_are_an_error_listing_them(tmp_path, capsys):
     assert "['species', 'note']" in capsys.readouterr().err and not (tmp_path / "other.json").exists()
 
 
+def test_training_names_the_via_class_attribute_in_the_config(tmp_path):
+    from kzoo.config import load_config
+    from kzoo.tasks import task_for
+
+    project = _via_two_attributes(tmp_path, [_polygon_region({"species": "cat", "note": "blurry"})],
+                                  attributes=("species", "note"))  # fmt: skip
+    data = ["data.source=via", f"data.train_annotations={project}", f"data.train_images={tmp_path}",
+            f"data.eval_annotations={project}", f"data.eval_images={tmp_path}", f"output_dir={tmp_path / 'run'}"]
+    with pytest.raises(ValueError, match=r"several: \['species', 'note'\]"):
+        task_for(load_config("configs/mask_rcnn_shapes.yaml", data)).data  # noqa: B018
+    task = task_for(load_config("configs/mask_rcnn_shapes.yaml", [*data, "data.class_attribute=species"]))
+    assert task.data.categories.names == ("cat",)
+
+
 def test_via_negative_rect_is_dropped_and_counted_not_mirrored(tmp_path):
     regions = [_polygon_region({"class": "cat"}),
                {"shape_attributes": {"name": "rect", "x": 30, "y": 25, "width": -20, "height": -15},
