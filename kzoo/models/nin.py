@@ -43,6 +43,10 @@ class NINModel(keras.Model):
     one result row per image in order (a NIN with a fixed input size refuses other sizes, naming the image: resize
     them first); an empty batch or list gives empty outputs of the right shapes instead of Keras' own
     ``UnboundLocalError``. Calling the model on a list is refused with a message saying so.
+
+    Called eagerly for inference (``model(images)``) on the TensorFlow backend, the model runs one compiled graph
+    (``tf.function``) per input dtype, whatever the batch size (its input size is fixed), as ``predict`` does:
+    as fast and lean as the graph instead of op by op.
     """
 
     @property
@@ -60,8 +64,24 @@ class NINModel(keras.Model):
                     "NIN takes one batch [batch, height, width, channels] of one size per call; for a list (or a "
                     "tf.RaggedTensor) of images use model.predict(images), which batches each size separately"
                 )
+            if not training and mask is None and not kwargs and _eager_tensorflow():
+                return self._compiled_inference(inputs)
             inputs = check_nin_images(inputs, self.inputs[0].shape, training=bool(training))
         return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    def _compiled_inference(self, images):
+        """An eager inference call through the compiled graph of the input's dtype."""
+        import tensorflow as tf
+
+        images = tf.convert_to_tensor(images)
+        check_nin_images(images, self.inputs[0].shape, training=True)  # shapes and dtype, before any trace
+        graphs = self.__dict__.setdefault("_kzoo_compiled_graphs", {})  # not tracked by Keras
+        if images.dtype.name not in graphs:
+            graphs[images.dtype.name] = tf.function(
+                lambda x: super(NINModel, self).call(check_nin_images(x, self.inputs[0].shape), training=False),
+                input_signature=[tf.TensorSpec([None, *images.shape[1:]], images.dtype)],
+            )
+        return graphs[images.dtype.name](images)
 
     def _check_batch(self, shape, dtype, name: str) -> None:
         _check_batch_of(self, shape, dtype, name)
@@ -229,3 +249,12 @@ def class_map_model(model: keras.Model) -> keras.Model:
     except ValueError as error:
         raise ValueError("class maps need a NIN built with include_top=True") from error
     return keras.Model(model.inputs, [model.outputs[0], head.input], name=f"{model.name}_class_maps")
+
+
+def _eager_tensorflow() -> bool:
+    """Whether this runs eagerly on the TensorFlow backend (where a compiled graph can replace op-by-op calls)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.executing_eagerly()

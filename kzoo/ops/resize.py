@@ -104,18 +104,21 @@ def _dynamic_hw(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 def resize_and_pad(
-    images: tf.Tensor, min_size: int, max_size: int, size_divisible: int = 32
+    images: tf.Tensor, min_size: int, max_size: int, size_divisible: int = 32, canvas: Sequence[int] | None = None
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Resize a batch keeping its aspect ratio (:func:`resized_size`) and pad it at the bottom/right with zeros.
 
     With a static input size the output size is static too (the resized size padded up to a multiple of
-    ``size_divisible``). With an unknown input size the resized size is computed in the graph and the batch is padded
-    to the fixed canvas :func:`canvas_size`, so the rest of the graph keeps static shapes.
+    ``size_divisible``). With an unknown input size the resized size is computed in the graph (the same value, to
+    the bit) and the batch is padded to ``canvas``, by default the fixed canvas :func:`canvas_size`, so the rest of
+    the graph keeps static shapes.
 
     Args:
         images: float32 ``[B, H, W, C]``.
         min_size, max_size: the target short side and the cap on the long side.
         size_divisible: the canvas is a multiple of this (32 = the stride of P5).
+        canvas: ``(Hc, Wc)`` for an unknown input size (a graph shared by every input size that pads to it);
+            ignored for a static size.
 
     Returns:
         ``padded`` float32 ``[B, H', W', C]`` and ``image_size`` int32 ``[2]``, the ``(height, width)`` of
@@ -126,7 +129,7 @@ def resize_and_pad(
         new_h, new_w = resized_size(height, width, min_size, max_size)
         padded = _place(images, (new_h, new_w), padded_size(new_h, new_w, size_divisible))
         return padded, tf.constant([new_h, new_w], tf.int32)
-    canvas = canvas_size(max_size, size_divisible)
+    canvas = tuple(canvas) if canvas is not None else canvas_size(max_size, size_divisible)
     size = tf.minimum(resized_size(*_dynamic_hw(images), min_size, max_size), tf.constant(canvas, tf.int32))
     return _place(images, size, canvas), size
 
