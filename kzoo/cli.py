@@ -466,16 +466,11 @@ def _import_tensorflow_quietly() -> None:
     not initialized here (MultiWorkerMirroredStrategy must configure it first)."""
     if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
+    from kzoo.utils.native_output import native_stderr_silenced
+
+    with native_stderr_silenced():
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 class Terminated(KeyboardInterrupt):

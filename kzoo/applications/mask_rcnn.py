@@ -52,10 +52,11 @@ def MaskRCNN(
         **overrides: any other :class:`MaskRCNNConfig` field (``score_threshold``, ``roi_method``...).
 
     Returns:
-        A :class:`kzoo.models.mask_rcnn.MaskRCNNModel`: images ``[B, H, W, 3]`` uint8/float32 RGB pixels in
-        ``[0, 255]`` -> dict of ``detection_boxes [B, D, 4]`` (input pixels, ``[ymin, xmin, ymax, xmax]``),
-        ``detection_scores [B, D]``, ``detection_classes [B, D]``, ``num_detections [B]``,
-        ``detection_masks [B, D, 28, 28]``.
+        A :class:`kzoo.models.mask_rcnn.MaskRCNNModel` (with registered weights of its class count, its
+        ``class_names`` attribute maps each label to its name, e.g. ``1: "person"`` for ``"coco"``): images
+        ``[B, H, W, 3]`` uint8/float32 RGB pixels in ``[0, 255]`` -> dict of ``detection_boxes [B, D, 4]``
+        (input pixels, ``[ymin, xmin, ymax, xmax]``), ``detection_scores [B, D]``, ``detection_classes [B, D]``,
+        ``num_detections [B]``, ``detection_masks [B, D, 28, 28]``.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
@@ -86,7 +87,10 @@ def MaskRCNN(
         base, backbone=BACKBONES[backbone], num_classes=num_classes, min_size=min_size, max_size=max_size,
         **overrides,
     )  # fmt: skip
-    return mask_rcnn_from_config(config, weights, input_shape, name)
+    model = mask_rcnn_from_config(config, weights, input_shape, name)
+    if entry is not None and num_classes == len(entry.class_names):
+        model.class_names = entry.categories  # label -> name (COCO's 80 of 91 ids), for pictures and tables
+    return model
 
 
 def mask_rcnn_from_config(

@@ -89,6 +89,8 @@ def NIN(
         )  # fmt: skip
 
     model = build(include_top, inputs)
+    if entry is not None and include_top:
+        model.class_names = tuple(entry.class_names)  # output index -> name (decode_predictions, pictures)
     if weights is None:
         return model
     path = resolve_weights_file(entry) if entry else str(weights)

@@ -304,10 +304,11 @@ def decode_image(
 
 
 def check_max_image_pixels(max_image_pixels: int) -> int:
-    """``max_image_pixels`` as a positive int, or a ValueError naming it."""
-    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, (int, np.integer)) or (
-            max_image_pixels < 1):
-        raise ValueError(f"max_image_pixels must be a positive int, got {max_image_pixels!r}")
+    """``max_image_pixels`` as a positive int that fits int64 (the graph compares it with the header's
+    height x width in int64), or a ValueError naming it."""
+    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, (int, np.integer)) or not (
+            1 <= max_image_pixels <= np.iinfo(np.int64).max):  # fmt: skip
+        raise ValueError(f"max_image_pixels must be a positive int of at most 2**63 - 1, got {max_image_pixels!r}")
     return int(max_image_pixels)
 
 

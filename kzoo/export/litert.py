@@ -24,10 +24,15 @@ __all__ = ["detect_photos_tflite", "letterbox", "run_mask_rcnn_tflite", "run_tfl
 def _interpreter(path: str | os.PathLike, **kwargs):
     from ai_edge_litert.interpreter import Interpreter
 
+    from kzoo.utils.native_output import native_stderr_silenced
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no TFLite model at {path}")
-    return Interpreter(model_path=path, **kwargs)
+    with native_stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+        interpreter = Interpreter(model_path=path, **kwargs)
+        interpreter.allocate_tensors()
+    return interpreter
 
 
 # -- NIN classifiers ----------------------------------------------------------------------------------------------

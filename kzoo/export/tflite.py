@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from kzoo.utils.native_output import native_stderr_silenced
+
 __all__ = [
     "QUANTIZE_MODES",
     "check_quantize",
@@ -177,9 +179,10 @@ def convert_function_to_tflite(
     if selected:
         converter._experimental_calibrate_only = True  # calibrate here, quantize below with a deny list
     try:
-        flatbuffer = converter.convert()
-        if selected:
-            flatbuffer = quantize_only(flatbuffer, int8_ops)
+        with native_stderr_silenced():  # the converter's progress lines ("fully_quantize: 0, ...")
+            flatbuffer = converter.convert()
+            if selected:
+                flatbuffer = quantize_only(flatbuffer, int8_ops)
     except Exception as error:  # the converter raises its own ConverterError, not a ValueError
         text = str(error)
         if "not supported" in text or "Select TF" in text or "illegal" in text:
@@ -262,7 +265,8 @@ def quantize_only(calibrated: bytes, int8_ops: Sequence[str]) -> bytes:
             "Mask R-CNN conversion uses to keep the post-processing in float32 (tested with TensorFlow 2.20-2.21); "
             "use quantize='dynamic' or a TensorFlow release that has it"
         )  # fmt: skip
-    present = {op["op_name"] for op in Interpreter(model_content=calibrated)._get_ops_details()}
+    with native_stderr_silenced():
+        present = {op["op_name"] for op in Interpreter(model_content=calibrated)._get_ops_details()}
     return lite_convert.mlir_quantize(
         calibrated, disable_per_channel=False, fully_quantize=False, enable_numeric_verify=False,
         denylisted_ops=sorted(present - set(int8_ops)),

@@ -75,7 +75,9 @@ def load_detection_data(config: MaskRCNNExperimentConfig) -> DetectionData:
          "is_crowd": e["is_crowd"], "image_id": int(e["image_id"])}
         for e in evaluation.dataset.take(data.eval_examples or -1).as_numpy_iterator()
     ]  # fmt: skip
-    num_train = data.train_examples or train.num_examples
+    # data.train_examples caps the split; a split TFDS knows to be smaller has only its own images
+    known = train.num_examples
+    num_train = min(data.train_examples, known) if data.train_examples and known else data.train_examples or known
     ground_truth = coco_dict(eval_examples, evaluation.categories)
     return DetectionData(train.dataset.take(data.train_examples or -1), eval_examples, ground_truth,
                          evaluation.categories, num_train)  # fmt: skip

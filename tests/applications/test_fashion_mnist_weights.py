@@ -25,6 +25,7 @@ def test_loads_offline_by_name():
     assert model.count_params() == 351_816  # the paper's MNIST widths, with batch norm (incl. moving stats)
     scores = model(np.zeros((1, 28, 28, 1), np.float32))
     assert scores.shape == (1, 10)
+    assert model.class_names == ENTRY.class_names and model.class_names[0] == "T-shirt/top"
 
 
 @pytest.mark.skipif(not os.path.isdir(DEFAULT_DIR), reason="Debian's dataset-fashion-mnist is not installed")

@@ -172,3 +172,9 @@ def test_tfds_instances_through_the_config(data_dir):
     assert data.num_train == 5 and len(list(data.train.as_numpy_iterator())) == 5 and len(data.eval) == 3
     assert len(data.ground_truth["images"]) == 3 and data.ground_truth["annotations"]
     assert list(data.categories.names) == list(SHAPES_INSTANCE_CLASSES)
+    # the shapes config's data.train_examples (1800) is more than the split holds: the split's size counts
+    whole = load_detection_data(load_config("mask_rcnn_shapes.yaml", [
+        "data.source=tfds", "data.tfds_name=kzoo_tiny_shapes_instances", f"data.data_dir={data_dir}",
+        "data.train_split=train", "data.eval_split=validation", "data.eval_examples=3",
+    ]))  # fmt: skip
+    assert whole.num_train == len(list(whole.train.as_numpy_iterator())) < 1800

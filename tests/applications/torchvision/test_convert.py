@@ -326,6 +326,7 @@ def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkey
     assert sorted(os.listdir(cache / "models" / "kzoo")) == sorted([pth.name, converted.name,
                                                                      converted.name + ".sha256.json"])  # fmt: skip
     assert model.config == tv.torchvision_config(min_size=64, max_size=64)
+    assert model.class_names[1] == "person" and len(model.class_names) == 80  # the entry's names, for pictures
     conv1 = keras.ops.convert_to_numpy(model.backbone.get_layer("conv1").kernel)
     np.testing.assert_array_equal(conv1, ref["backbone.body.conv1.weight"].transpose(2, 3, 1, 0))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.box_head.fc6.kernel),
@@ -347,6 +348,7 @@ def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkey
     assert "freshly initialized (other class count): box_head/bbox_pred, box_head/cls_score, " \
            "layers/mask_head/mask_fcn_logits" in capsys.readouterr().out
     assert mine.box_head.cls_score.kernel.shape[-1] == 3 and mine.mask_head.mask_fcn_logits.kernel.shape[-1] == 3
+    assert not hasattr(mine, "class_names")  # another class count: COCO's names do not apply
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine.box_head.fc6.kernel),
                                   ref["roi_heads.box_head.fc6.weight"].T)  # fmt: skip
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine.backbone.get_layer("conv1").kernel), conv1)
