@@ -51,9 +51,43 @@ _PROBLEMS = {
     "their other polygons)",
     "clipped_segmentations": "instances with polygon vertices more than a pixel outside the image, moved onto its "
     "border (kept, but the label changed: the mask may now cover much of the image)",
+    "duplicate_image_files": "image ids whose file another id lists already (merged into the first id with their "
+    "annotations; one of another size is skipped with them)",
 }
 #: The problems above that repair an instance rather than drop it.
 REPAIRS = ("dropped_polygons", "clipped_segmentations")
+#: The top-level lists a COCO instances json must have.
+REQUIRED_KEYS = ("images", "annotations", "categories")
+
+
+def _check_required_keys(dataset, name: str) -> None:
+    """ValueError naming the first of :data:`REQUIRED_KEYS` that ``dataset`` lacks or holds as no list (a json
+    without ``annotations`` would otherwise load as 0 instances without a word)."""
+    if not isinstance(dataset, Mapping):
+        raise ValueError(f"{name} is not a COCO instances json: it holds a {type(dataset).__name__}, not an object")
+    for key in REQUIRED_KEYS:
+        if not isinstance(dataset.get(key), list):
+            what = "has no" if key not in dataset else f"has a {type(dataset[key]).__name__} as"
+            raise ValueError(f"{name} is not a COCO instances json: it {what} '{key}' list "
+                             f"(a COCO json has {', '.join(REQUIRED_KEYS)})")  # fmt: skip
+
+
+def _duplicate_image_ids(images: list) -> tuple[dict, dict]:
+    """``(merged, skipped)``: image ids whose ``file_name`` an earlier id (json order) lists already, each mapped to
+    that first id; ``merged`` when the sizes agree (their annotations join it), ``skipped`` when they do not."""
+    first: dict[str, Any] = {}
+    merged, skipped = {}, {}
+    for image in images:
+        if not isinstance(image, Mapping) or not isinstance(image.get("file_name"), str):
+            continue
+        key = os.path.normpath(image["file_name"])
+        if key not in first:
+            first[key] = image
+            continue
+        earlier = first[key]
+        target = merged if _image_size(image) == _image_size(earlier) else skipped
+        target[image.get("id")] = earlier.get("id")
+    return merged, skipped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -421,6 +455,7 @@ def validate_coco_dict(
                 dataset = json.load(f)
         except ValueError as error:
             raise ValueError(f"{name} is not a COCO instances json: {error}") from error
+    _check_required_keys(dataset, name)
     try:
         images = list(dataset.get("images", []))
         annotations = list(dataset.get("annotations", []))
@@ -430,7 +465,7 @@ def validate_coco_dict(
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{name} is not a COCO instances json or dict: {error!r}") from error
     keys = ("unknown_image", "bad_image_size", "degenerate_boxes", "outside_image", "unknown_category",
-            "bad_segmentation", "duplicate_annotations", *REPAIRS)  # fmt: skip
+            "bad_segmentation", "duplicate_annotations", "duplicate_image_files", *REPAIRS)  # fmt: skip
     counts = dict.fromkeys(keys, 0)
     examples: dict[str, list] = {key: [] for key in keys}
 
@@ -439,17 +474,22 @@ def validate_coco_dict(
         if len(examples[key]) < 3:
             examples[key].append(what)
 
+    merged, skipped = _duplicate_image_ids(images)
+    for image_id in (*merged, *skipped):
+        problem("duplicate_image_files", image_id)
     sizes = {}
     for image in images:
         size = _image_size(image)
         if size is None:
             problem("bad_image_size", image.get("id"))
-        else:
+        elif image["id"] not in merged and image["id"] not in skipped:
             sizes[image["id"]] = size
     kept: dict[int, dict] = {}
     seen: set = set()
     for index in order:  # the reader's order (image id, then annotation id) decides which repeated id is kept
         ann = annotations[index]
+        if ann["image_id"] in merged:  # the same file under another id: its annotations join the first id
+            ann = {**ann, "image_id": merged[ann["image_id"]]}
         if ann["image_id"] not in sizes:
             if ann["image_id"] not in ids:
                 problem("unknown_image", ann["id"])
@@ -577,6 +617,7 @@ def load_coco_instances(
                 coco = COCO(name)
     except (ValueError, KeyError, TypeError, AssertionError) as error:
         raise ValueError(f"{name} is not a COCO instances {'dict' if in_memory else 'json'}: {error!r}") from error
+    _check_required_keys(coco.dataset, name)
     categories = CocoCategories.from_coco(coco.dataset.get("categories", []))
     known = set(categories.ids)
     counts = dict.fromkeys((*_COUNT_KEYS, *_PROBLEMS), 0)
@@ -589,7 +630,15 @@ def load_coco_instances(
 
     records = []
     seen_annotations: set = set()
+    merged, skipped = _duplicate_image_ids(coco.dataset["images"])
+    joined: dict = {}  # first id -> the ids whose annotations join it
+    for image_id, first_id in merged.items():
+        joined.setdefault(first_id, []).append(image_id)
+    for image_id in (*merged, *skipped):
+        problem("duplicate_image_files", image_id)
     for image_id in sorted(coco.imgs):
+        if image_id in merged or image_id in skipped:
+            continue
         info = coco.imgs[image_id]
         size = _image_size(info)
         if size is None:
@@ -603,7 +652,8 @@ def load_coco_instances(
             continue
         boxes, classes, crowd, segmentations, ann_ids = [], [], [], [], []
         crowd_regions: set[str] = set()
-        for ann in sorted(coco.imgToAnns.get(image_id, []), key=lambda a: a["id"]):
+        own = [a for i in (image_id, *joined.get(image_id, ())) for a in coco.imgToAnns.get(i, [])]
+        for ann in sorted(own, key=lambda a: a["id"]):
             if ann["id"] in seen_annotations:
                 problem("duplicate_annotations", ann["id"])
                 continue
