@@ -44,7 +44,7 @@ CHECK_IMAGES = ("exists", "header", "full")
 #: ``heads`` the RPN, box and mask heads (NIN: the last mlpconv block); ``3+`` / ``4+`` / ``5+`` ResNet stages from
 #: that one up (res3 = torchvision's layer2), plus the FPN and the heads; ``all`` every layer the model trains.
 TRAINABLE_LAYERS = ("all", "heads", "3+", "4+", "5+")
-#: Where ``configs/*.yaml`` live inside an installed kzoo (``setup.py`` ships the repository's ``configs/``).
+#: Where ``configs/*.yaml`` live inside an installed kzoo (``pyproject.toml`` ships the repository's ``configs/``).
 PACKAGED_CONFIGS = "kzoo.configs"
 #: The shapes of the built-in shapes data (``data.shapes_classes``, kzoo.data.shapes).
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring")

@@ -5,9 +5,8 @@ through kzoo's TFDS sources.
 The builders live in a module of a namespace package (a folder without ``__init__.py``), as a user's own builder
 often does: TFDS then reaches ``importlib_resources`` (``DatasetBuilder.code_path``), which tensorflow-datasets
 imports lazily without declaring it, so a fresh install failed with ``ModuleNotFoundError: importlib_resources``
-until kzoo's ``setup.py`` declared it."""
+until kzoo's ``pyproject.toml`` declared it."""
 
-import ast
 import importlib
 import pathlib
 import sys
@@ -112,10 +111,9 @@ def data_dir(tmp_path_factory) -> str:
 
 
 def test_setup_declares_what_tfds_imports():
-    tree = ast.parse((ROOT / "setup.py").read_text())
-    calls = (node for node in ast.walk(tree) if isinstance(node, ast.Call))
-    call = next(node for node in calls if getattr(node.func, "id", "") == "setup")
-    requires = next(ast.literal_eval(k.value) for k in call.keywords if k.arg == "install_requires")
+    import tomllib
+
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {r.split(";")[0].split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip().lower() for r in requires}
     assert {"tensorflow-datasets", "importlib-resources"} <= {name.replace("_", "-") for name in names}
     # the lazy import inside tensorflow-datasets resolves (it failed in a fresh install)
