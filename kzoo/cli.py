@@ -15,7 +15,6 @@ import threading
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: no C++ banners
 DEMO_CONFIG = "configs/mask_rcnn_shapes.yaml"
 DEMO_OUTPUT_ROOT = os.path.join("runs", "demo")
-AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def _print_table(title: str, rows: list[tuple]) -> None:
@@ -24,30 +23,34 @@ def _print_table(title: str, rows: list[tuple]) -> None:
     print(format_table(title, rows))
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
 def _load_config(args):
     from kzoo.config import load_config
 
     return load_config(args.config, args.set or [])
 
 
-def _is_mask_rcnn(config) -> bool:
-    return config.task == "mask_rcnn"
+def _task(config):
+    from kzoo.tasks import task_for
+
+    return task_for(config)
 
 
-def _ap_rows(metrics: dict, prefix: str = "") -> list[tuple]:
-    """COCO AP rows (bbox and segm), then one ``AP <class>`` row per class with ground truth."""
-    rows = [("metric", "bbox", "segm")]
-    for key in AP_KEYS:
-        rows.append((key, *(f"{metrics[f'{prefix}{kind}_{key}']:.3f}" for kind in ("bbox", "segm"))))
-    classes = [key.split("/", 1)[1] for key in metrics if key.startswith(f"{prefix}bbox_AP/")]
-    for name in classes:
-        rows.append((f"AP {name}", *(f"{metrics[f'{prefix}{kind}_AP/{name}']:.3f}" if f"{prefix}{kind}_AP/{name}"
-                                     in metrics else "-" for kind in ("bbox", "segm"))))  # fmt: skip
-    return rows
+def _options(method, given: dict[str, tuple[str, object]]) -> dict:
+    """The options set on the command line (``flag -> (keyword, value)``, unset ones ``None``/``False``) that the
+    task's ``method`` takes; one it does not take is an error naming the flag, not a silent no-op."""
+    import inspect
+
+    accepted = inspect.signature(method).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    options = {}
+    for flag, (keyword, value) in given.items():
+        if value is None or value is False:
+            continue
+        if keyword not in accepted and not takes_any:
+            task = getattr(method, "__self__", None)
+            raise ValueError(f"{flag} is not an option of the {getattr(task, 'name', '?')} task's {method.__name__}")
+        options[keyword] = value
+    return options
 
 
 def _finished_note(config, metrics: dict) -> None:
@@ -57,93 +60,36 @@ def _finished_note(config, metrics: dict) -> None:
 
 
 def cmd_train(args) -> int:
-    from kzoo.tasks import train
+    from kzoo.training import loop
 
     config = _load_config(args)
-    metrics = train(config, verbose=0 if args.quiet else 1, fresh=args.fresh)
+    task = _task(config)
+    metrics = loop.train(task, verbose=0 if args.quiet else 1, fresh=args.fresh)
     _finished_note(config, metrics)
-    batch = f"{metrics['replicas']} x {metrics['global_batch_size'] // metrics['replicas']}"
-    seconds = metrics.get("train_seconds_this_run") or 0.0
-    if _is_mask_rcnn(config):
-        rows = _ap_rows(metrics, "eval_") + [
-            ("epochs", metrics["epochs"], ""),
-            ("replicas x batch", batch, ""),
-            ("loss (last epoch)", f"{metrics['loss_total']:.4f}" if "loss_total" in metrics else "-", ""),
-            ("train time this run", f"{seconds:.1f} s", ""),
-            ("train throughput", f"{metrics.get('train_images_per_second') or 0:.1f} images/s", ""),
-            ("trained weights", os.path.join(config.output_dir, "model.weights.h5"), ""),
-        ]
-        _print_table(f"kzoo train {config.name}: COCO AP on {metrics['eval_images']} images", rows)
-        return 0
-    rows = [
-        ("metric", "value"),
-        ("epochs", metrics["epochs"]),
-        ("replicas x batch", batch),
-        ("train accuracy (last epoch)", _percent(metrics.get("train_accuracy"))),
-        ("eval accuracy", _percent(metrics["eval_accuracy"])),
-        ("eval loss", f"{metrics['eval_loss']:.4f}"),
-        ("train time this run", f"{seconds:.1f} s"),
-        ("train throughput", f"{metrics.get('train_images_per_second') or 0:.0f} images/s"),
-        ("trained weights", os.path.join(config.output_dir, "model.weights.h5")),
-    ]
-    _print_table(f"kzoo train {config.name}", rows)
+    _print_table(*task.train_table(metrics))
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from kzoo.tasks import task_for
-
-    config = _load_config(args)
-    task = task_for(config)
-    if _is_mask_rcnn(config):
-        metrics = task.evaluate_weights(args.weights, results=args.results)
-        weights = task.weights_path(args.weights)
-        title = f"kzoo evaluate {config.name}: COCO AP on {metrics['images']} images ({weights})"
-        _print_table(title, _ap_rows(metrics))
-        return 0
-    result = task.evaluate(task.trained_model(args.weights))
-    _print_table(f"kzoo evaluate {config.name} on {config.data.source}:{config.data.eval_split}", [
-        ("metric", "value"),
-        ("examples", result["examples"]),
-        ("accuracy", _percent(result["accuracy"])),
-        ("top-5 accuracy", _percent(result["top5_accuracy"])),
-        ("loss", f"{result['loss']:.4f}"),
-    ])  # fmt: skip
+    task = _task(_load_config(args))
+    metrics = task.evaluate(weights=args.weights, verbose=1, **_options(task.evaluate, {
+        "--results": ("results", args.results)}))  # fmt: skip
+    _print_table(*task.evaluate_table(metrics, args.weights))
     return 0
 
 
 def cmd_export(args) -> int:
-    from kzoo.tasks import task_for
-
-    config = _load_config(args)
-    task = task_for(config)
-    common = dict(weights=args.weights, output=args.output, model_name=args.model_name, version=args.version,
-                  input_dtype=args.input_dtype, warmup=args.warmup, quantize=args.quantize,
-                  overwrite=args.overwrite)  # fmt: skip
-    if args.max_image_pixels is not None:
-        common["max_image_pixels"] = args.max_image_pixels
-    if _is_mask_rcnn(config):
-        artifacts = task.export(args.format, full_image_masks=args.full_image_masks, **common)
-        if args.format == "saved_model":
-            rows = [("artifact", "size", "path")] + [(a["kind"], f"{a['bytes'] / 1e6:.2f} MB", a["path"])
-                                                      for a in artifacts]  # fmt: skip
-        else:
-            count = artifacts[0]["parity_images"] if artifacts else 0
-            rows = [("artifact", "size", f"vs Keras on {count} eval images: matched", "same class", "box IoU",
-                     "mask IoU (mean / min)", "path")]  # fmt: skip
-            for a in artifacts:
-                p = a["parity"]
-                rows.append((a["kind"], f"{a['bytes'] / 1e6:.2f} MB", f"{p['matched']:.3f}", f"{p['same_class']:.3f}",
-                             f"{p['box_iou_mean']:.4f}", f"{p['mask_iou_mean']:.4f} / {p['mask_iou_min']:.4f}",
-                             a["path"]))  # fmt: skip
-        _print_table(f"kzoo export {config.name}", rows)
-        return 0
-    artifacts = task.export(args.format, eval_examples=args.eval_examples, **common)
-    rows = [("artifact", "size", "test accuracy", "examples")]
-    for a in artifacts:
-        label = a["path"] + (" (SavedModel)" if args.format == "tflite" and not a["path"].endswith(".tflite") else "")
-        rows.append((label, f"{a['bytes'] / 1e6:.2f} MB", _percent(a["accuracy"]), a["examples"]))
-    _print_table(f"kzoo export {config.name} ({args.format})", rows)
+    task = _task(_load_config(args))
+    options = _options(task.export, {
+        "--model-name": ("model_name", args.model_name), "--version": ("version", args.version),
+        "--input-dtype": ("input_dtype", args.input_dtype), "--warmup": ("warmup", args.warmup),
+        "--quantize": ("quantize", args.quantize), "--overwrite": ("overwrite", args.overwrite),
+        "--max-image-pixels": ("max_image_pixels", args.max_image_pixels),
+        "--eval-examples": ("eval_examples", args.eval_examples),
+        "--full-image-masks": ("full_image_masks", args.full_image_masks),
+    })  # fmt: skip
+    artifacts = task.export(args.format, weights=args.weights, output=args.output, **options)
+    _print_table(*task.export_table(args.format, artifacts))
     return 0
 
 
@@ -151,61 +97,45 @@ def cmd_predict(args) -> int:
     from kzoo.data.images import expand_image_inputs
     from kzoo.data.video import VIDEO_EXTENSIONS, is_video_path
 
-    if args.top < 1:
-        raise ValueError(f"--top must be >= 1, got {args.top}")
     args.images = expand_image_inputs(args.images, VIDEO_EXTENSIONS)  # again: main() may not have run
-    if args.mask_rcnn:
+    config_path = args.config or args.mask_rcnn
+    if config_path:
         from kzoo.config import load_config
-        from kzoo.tasks import task_for
 
-        config = load_config(args.mask_rcnn, args.set or [])
-        if not _is_mask_rcnn(config):
-            raise ValueError(f"{args.mask_rcnn} is not a Mask R-CNN config (it needs 'task: mask_rcnn')")
-        results = task_for(config).predict(args.images, args.output, args.weights, args.score_threshold)
-        rows = [("image", "detections", "best (label score)", "output")]
-        for r in results:
-            ranked = sorted(r["detections"], key=lambda d: -d[1])
-            best = ", ".join(f"{label} {score:.2f}" for label, score, _ in ranked[:3]) or "-"
-            found = f"{len(r['detections'])} in {r['frames']} frames" if "results" in r else len(r["detections"])
-            rows.append((r["image"], found, best, r["output"] + (f" + {r['results']}" if "results" in r else "")))
-        _print_table(f"kzoo predict with Mask R-CNN {args.mask_rcnn}", rows)
+        task = _task(load_config(config_path, args.set or []))
+        options = _options(task.predict, {
+            "--score-threshold": ("score_threshold", args.score_threshold), "--top": ("top", args.top),
+            "--cam": ("cam", bool(args.cam)),
+        })  # fmt: skip
+        results = task.predict(args.images, args.cam or args.output, weights=args.weights, **options)
+        _print_table(*task.predict_table(results))
         frames, seconds = sum(r["frames"] for r in results), sum(r["seconds"] for r in results)
         print(f"{frames} images in {seconds:.1f} s: {frames / max(seconds, 1e-9):.1f} images/s")
         return 0
     if not args.saved_model:
-        raise ValueError("give --saved-model (an exported NIN) or --mask-rcnn CONFIG")
+        raise ValueError("give --config CONFIG (a trained run's config) or --saved-model DIR (an exported NIN)")
     videos = [path for path in args.images if is_video_path(path)]
     if videos:
-        raise ValueError(f"video input ({videos[0]}) is for Mask R-CNN (--mask-rcnn CONFIG); NIN classifies images")
-    from kzoo.tasks.classification import predict_with_saved_model
+        raise ValueError(f"video input ({videos[0]}) needs a Mask R-CNN run (--config CONFIG); a NIN SavedModel "
+                         "classifies images")  # fmt: skip
+    from kzoo.tasks.classification import predict_with_saved_model, ranked_table
 
-    results = predict_with_saved_model(args.saved_model, args.images, args.top, args.cam)
-    rows = [("image", "rank", "class", "probability")]
-    for result in results:
-        for rank, (index, name, prob) in enumerate(result["top"], start=1):
-            rows.append((result["image"] if rank == 1 else "", rank, f"{index} {name}", f"{prob:.4f}"))
-    _print_table(f"kzoo predict with {args.saved_model}", rows)
-    for result in results:
-        if "cam" in result:
-            print(f"class confidence map of '{result['top'][0][1]}' over {result['image']}: {result['cam']}")
+    results = predict_with_saved_model(args.saved_model, args.images, args.top or 3, args.cam)
+    _print_table(*ranked_table(f"kzoo predict with {args.saved_model}", results))
     return 0
 
 
 def cmd_demo(args) -> int:
-    """The main job on built-in shapes: Mask R-CNN (default config) or NIN (``--config configs/nin_shapes.yaml``)."""
+    """The main job on built-in data: Mask R-CNN (default config) or NIN (``--config configs/nin_shapes.yaml``)."""
     from kzoo.config import load_config
 
     config = load_config(args.config)
     output_dir = args.output_dir or os.path.join(DEMO_OUTPUT_ROOT, config.name)
     config = load_config(args.config, [f"output_dir={output_dir}"] + (args.set or []))
-    if _is_mask_rcnn(config):
-        from kzoo.tasks.instance_segmentation import run_demo
-    else:
-        from kzoo.tasks.classification import run_demo
     from kzoo.training.run_lock import run_lock
 
     with run_lock(config.output_dir, "--fresh" if args.fresh else "the demo", "kzoo demo"):  # one demo per folder
-        title, rows = run_demo(config, fresh=args.fresh)
+        title, rows = _task(config).demo(fresh=args.fresh)
     _print_table(title, rows)
     return 0
 
@@ -365,9 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
                                              "AVI, MKV, WebM)")  # fmt: skip
     p.add_argument("--saved-model", help="NIN SavedModel (TF Serving model dir or version dir); a SavedModel is a "
                                          "program: load only ones you trust")  # fmt: skip
-    p.add_argument("--top", type=_count(1), default=3)
-    p.add_argument("--cam", metavar="DIR", help="write the top class's confidence map over each image as PNG")
-    p.add_argument("--mask-rcnn", metavar="CONFIG", help="Mask R-CNN config of a trained run (its weights are used)")
+    p.add_argument("--config", metavar="CONFIG", help="a trained run's config (or its folder): its task and weights "
+                                                      "are used")  # fmt: skip
+    p.add_argument("--mask-rcnn", metavar="CONFIG", help="the same as --config (kept for older commands)")
+    p.add_argument("--top", type=_count(1), help="NIN: the classes listed per image (default 3)")
+    p.add_argument("--cam", metavar="DIR", help="NIN: write the top class's confidence map over each image as PNG")
     p.add_argument("--weights", help="Mask R-CNN weights file (default: the config's OUTPUT_DIR/model.weights.h5)")
     p.add_argument("--output", default="predictions", help="folder for the annotated PNGs and videos (Mask R-CNN)")
     p.add_argument("--score-threshold", type=_fraction, help="Mask R-CNN: the detections kept and drawn (default "
@@ -418,12 +350,12 @@ def _check_path(path: str | None, what: str, kind: str = "file") -> None:
 def _check_config_paths(config) -> None:
     """The files and folders a config's data section names exist; relative paths are read from the current folder,
     which the message says (a run's config.yaml keeps them as they were written)."""
-    data = config.data
+    data = getattr(config, "data", None)
     for field in _DATA_PATH_FIELDS:
         value = getattr(data, field, None)
         if value:
             _check_path(value, f"data.{field}", "folder" if field.endswith("_images") else "file or folder")
-    init = getattr(config.model, "init_weights", None)
+    init = getattr(getattr(config, "model", None), "init_weights", None)
     if init and (os.sep in init or init.endswith(".h5")):
         _check_path(init, "model.init_weights")
 

@@ -335,8 +335,19 @@ class MaskRCNNExperimentConfig:
             object.__setattr__(self, "model", dataclasses.replace(self.model, compute_dtype=self.precision))
 
 
-#: The experiment dataclass of each ``task``.
+#: The experiment dataclass of each ``task`` (the built-in ones here, so that configs load without importing
+#: the tasks, which import TensorFlow; others come with :func:`kzoo.tasks.registry.register_task`).
 TASKS: dict[str, type] = {"classification": ExperimentConfig, "mask_rcnn": MaskRCNNExperimentConfig}
+
+
+def register_experiment(task: str, config_class: type) -> None:
+    """Make configs with ``task: <task>`` load into ``config_class`` (a dataclass)."""
+    if not dataclasses.is_dataclass(config_class):
+        raise TypeError(f"the config class of task {task!r} must be a dataclass, got {config_class!r}")
+    known = TASKS.get(task)
+    if known is not None and known.__qualname__ != config_class.__qualname__:
+        raise ValueError(f"task {task!r} loads into {known.__qualname__} already")
+    TASKS[task] = config_class
 
 
 #: Keys that moved, with where they went (an old config gets an error that says so).

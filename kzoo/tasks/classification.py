@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -17,18 +18,27 @@ from kzoo.data.images import read_image_file
 from kzoo.evaluation.classification import evaluate_classifier
 from kzoo.export.common import DEFAULT_MAX_IMAGE_PIXELS
 from kzoo.models.nin import build_nin, resolve_blocks
-from kzoo.models.weight_files import load_weights_file, load_weights_transferring
+from kzoo.models.weight_files import load_weights_transferring
+from kzoo.tasks.base import Table, Task
+from kzoo.tasks.registry import register_task
 from kzoo.training import loop
 from kzoo.utils import files
 
 
-class ClassificationTask:
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+@register_task
+class ClassificationTask(Task):
     """NIN classification as ``config`` (a :class:`kzoo.config.ExperimentConfig`) describes it."""
 
+    name = "classification"
+    config_class = ExperimentConfig
     metric_names = ("train_loss", "train_accuracy")
 
     def __init__(self, config: ExperimentConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self.keras_policy = loop.PRECISION_POLICIES[config.precision]
         self._splits: dict[str, ClassificationSplit] = {}
 
@@ -70,8 +80,9 @@ class ClassificationTask:
 
     # -- model and step -----------------------------------------------------------------------------------------
 
-    def build_model(self) -> keras.Model:
-        """The classifier of ``config.model``: random, or starting from ``model.init_weights`` (any class count)."""
+    def build_model(self, init_weights: bool = True) -> keras.Model:
+        """The classifier of ``config.model``: random, or with ``init_weights`` starting from
+        ``model.init_weights`` (any class count)."""
         model_config = self.config.model
         model = build_nin(
             keras.Input(model_config.input_shape, name="images"),
@@ -81,7 +92,7 @@ class ClassificationTask:
             use_batch_norm=model_config.use_batch_norm,
             name=f"nin_{model_config.variant}",
         )
-        if model_config.init_weights:
+        if init_weights and model_config.init_weights:
             report = load_weights_transferring(model, weights_file(model_config.init_weights, "nin"))
             print(f"model.init_weights: {report.summary()}")
         return model
@@ -102,31 +113,20 @@ class ClassificationTask:
         count = max(float(totals[2]), 1.0)
         return {"train_loss": float(totals[0]) / count, "train_accuracy": float(totals[1]) / count}
 
-    def evaluate(self, model: keras.Model, strategy: tf.distribute.Strategy | None = None,
-                 batch_size: int = 256) -> dict[str, float]:
-        """``loss``, ``accuracy``, ``top5_accuracy`` and ``examples`` on the evaluation split."""
-        dataset = _sharded(make_pipeline(self.split("eval"), batch_size, training=False))
+    def evaluate(self, model: keras.Model | None = None, strategy: tf.distribute.Strategy | None = None,
+                 weights: str | None = None, results: str | None = None, verbose: int = 0) -> dict[str, float]:
+        """``loss``, ``accuracy``, ``top5_accuracy`` and ``examples`` on the evaluation split, of ``model`` or of
+        trained ``weights`` (default: the run's)."""
+        if results:
+            raise ValueError("--results writes detections as COCO results json: a Mask R-CNN task's, not NIN's")
+        model = model if model is not None else self.trained_model(weights)
+        dataset = _sharded(make_pipeline(self.split("eval"), 256, training=False))
         return evaluate_classifier(model, dataset, strategy)
 
     def run_summary(self) -> dict[str, Any]:
         return {"class_names": list(self.split("train").class_names)}
 
     # -- after training -------------------------------------------------------------------------------------------
-
-    def weights_path(self, weights: str | None = None) -> str:
-        """``weights``, or the run's trained weights ``OUTPUT_DIR/model.weights.h5``; FileNotFoundError when absent."""
-        path = weights or os.path.join(self.config.output_dir, loop.WEIGHTS_FILE)
-        if not os.path.isfile(path):
-            hint = "" if weights else " (train first: kzoo train CONFIG, or pass --weights FILE)"
-            raise FileNotFoundError(f"weights file not found: {path}{hint}")
-        return path
-
-    def trained_model(self, weights: str | None = None) -> keras.Model:
-        """The model with trained weights loaded (see :meth:`weights_path`)."""
-        path = self.weights_path(weights)
-        model = self.build_model()
-        load_weights_file(model, path)
-        return model
 
     def export(self, format: str, weights: str | None = None, output: str | None = None,
                model_name: str | None = None, version: int | None = None, input_dtype: str = "float32",
@@ -175,6 +175,106 @@ class ClassificationTask:
             accuracy = float(np.mean(np.argmax(run_tflite_classifier(path, images), -1) == labels))
             artifacts.append(_artifact(path, accuracy, len(labels)))
         return artifacts
+
+
+    def predict(self, inputs: Sequence[str], output_dir: str, weights: str | None = None, verbose: int = 1,
+                top: int = 3, cam: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+        """Classify image files with the run's trained weights (or ``weights``): each image decoded strictly,
+        made the model's channels (gray from RGB as ``0.299 R + 0.587 G + 0.114 B``) and resized to its input
+        size (bilinear), as the SavedModel's ``serving_bytes`` does; with ``cam``, the top class's confidence map
+        over each image goes to ``<output_dir>/<name>_cam.png``.
+
+        Returns:
+            One dict per image: ``image``, ``top`` (``[(class index, name, probability)]``, best first) and
+            ``output`` (the map's PNG, or ``None``).
+        """
+        from kzoo.models.nin import class_map_model
+        from kzoo.visualization import heatmap_picture
+
+        if top < 1:
+            raise ValueError(f"top must be >= 1, got {top}")
+        for path in inputs:  # every input checked before the model is built
+            read_image_file(path)
+        model = self.trained_model(weights)
+        maps_model = class_map_model(model) if cam else None
+        names = (loop.read_run_metrics(self.config.output_dir) or {}).get("class_names")
+        height, width, channels = self.config.model.input_shape
+        outputs = files.unique_output_paths(list(inputs), output_dir, "_cam.png") if cam else [None] * len(inputs)
+        progress = keras.utils.Progbar(len(inputs), verbose=verbose, unit_name="image")
+        results = []
+        for path, out_path in zip(inputs, outputs):
+            started = time.perf_counter()
+            rgb = read_image_file(path)[1]
+            pixels = rgb if channels == 3 else np.round(rgb.astype(np.float32) @ [0.299, 0.587, 0.114])[..., None]
+            resized = tf.clip_by_value(tf.round(tf.image.resize(np.asarray(pixels, np.float32)[None],
+                                                                (height, width))), 0, 255)  # fmt: skip
+            batch = resized / 127.5 - 1.0  # kzoo.applications.nin.preprocess_input
+            if maps_model is not None:
+                probs, maps = (keras.ops.convert_to_numpy(t) for t in maps_model(batch))
+            else:
+                probs, maps = keras.ops.convert_to_numpy(model(batch)), None
+            probs = probs[0]
+            order = np.argsort(-probs)[: min(top, len(probs))]
+            ranked = [(int(i), names[i] if names else str(i), float(probs[i])) for i in order]
+            if maps is not None:
+                picture = heatmap_picture(rgb, maps[0, :, :, order[0]], title=f"{ranked[0][1]} {ranked[0][2]:.2f}")
+                files.write_bytes(out_path, tf.io.encode_png(picture).numpy())
+            progress.add(1)
+            results.append({"image": path, "top": ranked, "output": out_path, "frames": 1,
+                            "seconds": time.perf_counter() - started})  # fmt: skip
+        return results
+
+    def demo(self, fresh: bool = False) -> Table:
+        return run_demo(self.config, fresh=fresh)
+
+    # -- the terminal ----------------------------------------------------------------------------------------------
+
+    def train_table(self, metrics: dict[str, Any]) -> Table:
+        batch = f"{metrics['replicas']} x {metrics['global_batch_size'] // metrics['replicas']}"
+        seconds = metrics.get("train_seconds_this_run") or 0.0
+        return f"kzoo train {self.config.name}", [
+            ("metric", "value"),
+            ("epochs", metrics["epochs"]),
+            ("replicas x batch", batch),
+            ("train accuracy (last epoch)", _percent(metrics.get("train_accuracy"))),
+            ("eval accuracy", _percent(metrics["eval_accuracy"])),
+            ("eval loss", f"{metrics['eval_loss']:.4f}"),
+            ("train time this run", f"{seconds:.1f} s"),
+            ("train throughput", f"{metrics.get('train_images_per_second') or 0:.0f} images/s"),
+            ("trained weights", os.path.join(self.config.output_dir, loop.WEIGHTS_FILE)),
+        ]  # fmt: skip
+
+    def evaluate_table(self, metrics: dict[str, Any], weights: str | None = None) -> Table:
+        data = self.config.data
+        return f"kzoo evaluate {self.config.name} on {data.source}:{data.eval_split}", [
+            ("metric", "value"),
+            ("examples", metrics["examples"]),
+            ("accuracy", _percent(metrics["accuracy"])),
+            ("top-5 accuracy", _percent(metrics["top5_accuracy"])),
+            ("loss", f"{metrics['loss']:.4f}"),
+        ]  # fmt: skip
+
+    def export_table(self, format: str, artifacts: list[dict[str, Any]]) -> Table:
+        rows = [("artifact", "size", "test accuracy", "examples")]
+        for a in artifacts:
+            label = a["path"] + (" (SavedModel)" if format == "tflite" and not a["path"].endswith(".tflite") else "")
+            rows.append((label, f"{a['bytes'] / 1e6:.2f} MB", _percent(a["accuracy"]), a["examples"]))
+        return f"kzoo export {self.config.name} ({format})", rows
+
+    def predict_table(self, results: list[dict[str, Any]]) -> Table:
+        return ranked_table(f"kzoo predict with {self.config.name}", results)
+
+
+def ranked_table(title: str, results: list[dict[str, Any]]) -> Table:
+    """A classification's results (``image``, ``top`` and optional ``output``/``cam`` PNG) as a table."""
+    rows: list[tuple] = [("image", "rank", "class", "probability", "class map")]
+    for result in results:
+        picture = result.get("output") or result.get("cam") or ""
+        for rank, (index, name, prob) in enumerate(result["top"], start=1):
+            first = rank == 1
+            rows.append((result["image"] if first else "", rank, f"{index} {name}", f"{prob:.4f}",
+                         picture if first else ""))  # fmt: skip
+    return title, rows
 
 
 def _artifact(path: str, accuracy: float, examples: int) -> dict[str, Any]:

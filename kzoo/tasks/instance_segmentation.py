@@ -39,6 +39,8 @@ from kzoo.export.common import DEFAULT_MAX_IMAGE_PIXELS
 from kzoo.models.mask_rcnn import LOSS_NAMES, MaskRCNNModel
 from kzoo.models.weight_files import load_weights_file, load_weights_transferring
 from kzoo.ops.resize import padded_size
+from kzoo.tasks.base import Table, Task
+from kzoo.tasks.registry import register_task
 from kzoo.training import loop
 from kzoo.utils import files
 
@@ -179,6 +181,22 @@ def build_mask_rcnn(config: MaskRCNNExperimentConfig, init_weights: bool = False
     return model
 
 
+#: The COCO AP summary keys, in COCOeval's order.
+AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def ap_rows(metrics: dict[str, Any], prefix: str = "") -> list[tuple]:
+    """COCO AP rows (bbox and segm), then one ``AP <class>`` row per class with ground truth."""
+    rows: list[tuple] = [("metric", "bbox", "segm")]
+    for key in AP_KEYS:
+        rows.append((key, *(f"{metrics[f'{prefix}{kind}_{key}']:.3f}" for kind in ("bbox", "segm"))))
+    classes = [key.split("/", 1)[1] for key in metrics if key.startswith(f"{prefix}bbox_AP/")]
+    for name in classes:
+        rows.append((f"AP {name}", *(f"{metrics[f'{prefix}{kind}_AP/{name}']:.3f}" if f"{prefix}{kind}_AP/{name}"
+                                     in metrics else "-" for kind in ("bbox", "segm"))))  # fmt: skip
+    return rows
+
+
 #: The score from which ``kzoo predict`` keeps and draws detections, unless ``--score-threshold`` says otherwise
 #: (the demo's; ``model.score_threshold`` is the evaluation's, which keeps far more for COCO AP).
 PREDICT_SCORE_THRESHOLD = 0.5
@@ -203,16 +221,19 @@ def set_mask_rcnn_trainable(model: MaskRCNNModel, preset: str, defaults: dict[st
     model.fpn.trainable = preset != "heads"
 
 
-class InstanceSegmentationTask:
+@register_task
+class InstanceSegmentationTask(Task):
     """Mask R-CNN as ``config`` (a :class:`kzoo.config.MaskRCNNExperimentConfig`) describes it."""
 
+    name = "mask_rcnn"
+    config_class = MaskRCNNExperimentConfig
     metric_names = tuple(f"loss_{name}" for name in LOSS_NAMES)
     keras_policy = "float32"  # the model applies config.precision itself (MaskRCNNConfig.compute_dtype)
 
     def __init__(self, config: MaskRCNNExperimentConfig) -> None:
+        super().__init__(config)
         self._data: DetectionData | None = None
         self._backbone_defaults: dict[str, bool] | None = None
-        self.config = config
         if config.model.num_classes is None:  # left to the data (kzoo.config.config_from_dict): a trained run's
             names = (loop.read_run_metrics(config.output_dir) or {}).get("class_names")  # classes first
             if names:
@@ -248,8 +269,11 @@ class InstanceSegmentationTask:
             raise ValueError(f"{data.num_train} training images are fewer than one global batch ({global_batch})")
         return make_pipelines(config, data, global_batch)[0], steps_per_epoch
 
-    def build_model(self) -> MaskRCNNModel:
-        return build_mask_rcnn(self.config, init_weights=True)
+    def build_model(self, init_weights: bool = True) -> MaskRCNNModel:
+        """The model of ``config.model``, built; with ``init_weights`` from ``model.init_weights``."""
+        if self.config.model.num_classes is None:
+            self.data  # noqa: B018 - the categories give the class count
+        return build_mask_rcnn(self.config, init_weights=init_weights)
 
     def set_trainable(self, model: keras.Model, preset: str) -> None:
         if self._backbone_defaults is None:  # the flags the model was built with, before any preset
@@ -265,13 +289,20 @@ class InstanceSegmentationTask:
     def step_metrics(self, totals: np.ndarray, steps: int) -> dict[str, float]:
         return {name: float(value) / steps for name, value in zip(self.metric_names, totals)}
 
-    def evaluate(self, model: keras.Model, strategy: tf.distribute.Strategy | None = None,
-                 verbose: int = 0) -> dict[str, float]:
-        """COCO bbox and segm AP on the evaluation split (``bbox_AP``, ..., ``segm_APl``, ``images``)."""
+    def evaluate(self, model: keras.Model | None = None, strategy: tf.distribute.Strategy | None = None,
+                 weights: str | None = None, results: str | None = None, verbose: int = 0) -> dict[str, float]:
+        """COCO bbox and segm AP on the evaluation split (``bbox_AP``, ..., ``segm_APl``, ``images``) of ``model``,
+        or of trained ``weights`` (default: the run's); ``results`` also writes the detections as COCO results
+        json there and the metrics beside it (``*_metrics.json``)."""
+        model = model if model is not None else self.trained_model(weights)
         dataset = make_pipelines(self.config, self.data, self.config.train.batch_size)[1]
         evaluator = CocoEvaluator(self.data.ground_truth, self.data.categories)
         with naming_undecodable_images(self.data.eval, "evaluation"):
-            return evaluate_mask_rcnn(model, dataset, evaluator, verbose=verbose)
+            metrics = evaluate_mask_rcnn(model, dataset, evaluator, verbose=verbose)
+        if results:
+            evaluator.write_results(results)
+            files.write_json(os.path.splitext(results)[0] + "_metrics.json", metrics)
+        return metrics
 
     def explain_data_error(self, error: tf.errors.OpError) -> Exception | None:
         """An :class:`kzoo.data.detection.ImageDecodeError` naming the training image TF could not decode, or None."""
@@ -281,15 +312,6 @@ class InstanceSegmentationTask:
         return {"class_names": list(self.data.categories.names)}
 
     # -- after training -------------------------------------------------------------------------------------------
-
-    def weights_path(self, weights: str | None = None) -> str:
-        """``weights``, or the run's trained weights ``OUTPUT_DIR/model.weights.h5``; FileNotFoundError when absent."""
-        path = weights or os.path.join(self.config.output_dir, loop.WEIGHTS_FILE)
-        if not os.path.isfile(path):
-            hint = "" if weights else " (no trained weights for this config: train first with kzoo train CONFIG, " \
-                                      "or pass --weights FILE)"
-            raise FileNotFoundError(f"weights file not found: {path}{hint}")
-        return path
 
     def trained_model(self, weights: str | None = None, **model_overrides: Any) -> MaskRCNNModel:
         """The model with trained weights loaded; ``model_overrides`` replace :class:`MaskRCNNConfig` fields that
@@ -323,20 +345,6 @@ class InstanceSegmentationTask:
         names = names or []
         return {label: names[label - 1] if label <= len(names) else str(label)
                 for label in range(1, self.config.model.num_classes)}  # fmt: skip
-
-    def evaluate_weights(self, weights: str | None = None, results: str | None = None,
-                         verbose: int = 1) -> dict[str, float]:
-        """COCO AP of trained weights on the evaluation split; ``results`` also writes the detections json and
-        ``*_metrics.json`` beside it."""
-        model = self.trained_model(weights)
-        dataset = make_pipelines(self.config, self.data, self.config.train.batch_size)[1]
-        evaluator = CocoEvaluator(self.data.ground_truth, self.data.categories)
-        with naming_undecodable_images(self.data.eval, "evaluation"):
-            metrics = evaluate_mask_rcnn(model, dataset, evaluator, verbose=verbose)
-        if results:
-            evaluator.write_results(results)
-            files.write_json(os.path.splitext(results)[0] + "_metrics.json", metrics)
-        return metrics
 
     def export(self, format: str, weights: str | None = None, output: str | None = None,
                model_name: str | None = None, version: int | None = None, input_dtype: str = "float32",
@@ -392,8 +400,8 @@ class InstanceSegmentationTask:
                               "parity": parity, "parity_images": len(check)})  # fmt: skip
         return artifacts
 
-    def predict(self, paths: Sequence[str], output_dir: str, weights: str | None = None,
-                score_threshold: float | None = None, verbose: int = 1) -> list[dict[str, Any]]:
+    def predict(self, paths: Sequence[str], output_dir: str, weights: str | None = None, verbose: int = 1,
+                score_threshold: float | None = None) -> list[dict[str, Any]]:
         """Detect and segment image and video files with the run's trained weights (or ``weights``).
 
         Every input is checked (a regular file, decodable: images wholly, videos' headers) before the model is
@@ -467,6 +475,52 @@ class InstanceSegmentationTask:
         labels = [names.get(int(c), str(int(c))) for c in classes]
         raw = {"boxes": boxes, "scores": scores, "classes": classes, "masks": roi_masks}
         return drawn, list(zip(labels, scores.tolist(), boxes)), raw
+
+    def demo(self, fresh: bool = False) -> Table:
+        return run_demo(self.config, fresh=fresh)
+
+    # -- the terminal ----------------------------------------------------------------------------------------------
+
+    def train_table(self, metrics: dict[str, Any]) -> Table:
+        batch = f"{metrics['replicas']} x {metrics['global_batch_size'] // metrics['replicas']}"
+        seconds = metrics.get("train_seconds_this_run") or 0.0
+        rows = ap_rows(metrics, "eval_") + [
+            ("epochs", metrics["epochs"], ""),
+            ("replicas x batch", batch, ""),
+            ("loss (last epoch)", f"{metrics['loss_total']:.4f}" if "loss_total" in metrics else "-", ""),
+            ("train time this run", f"{seconds:.1f} s", ""),
+            ("train throughput", f"{metrics.get('train_images_per_second') or 0:.1f} images/s", ""),
+            ("trained weights", os.path.join(self.config.output_dir, loop.WEIGHTS_FILE), ""),
+        ]
+        return f"kzoo train {self.config.name}: COCO AP on {metrics['eval_images']} images", rows
+
+    def evaluate_table(self, metrics: dict[str, Any], weights: str | None = None) -> Table:
+        weights = self.weights_path(weights)
+        return f"kzoo evaluate {self.config.name}: COCO AP on {metrics['images']} images ({weights})", ap_rows(metrics)
+
+    def export_table(self, format: str, artifacts: list[dict[str, Any]]) -> Table:
+        if format == "saved_model":
+            rows = [("artifact", "size", "path")] + [(a["kind"], f"{a['bytes'] / 1e6:.2f} MB", a["path"])
+                                                      for a in artifacts]  # fmt: skip
+            return f"kzoo export {self.config.name}", rows
+        count = artifacts[0]["parity_images"] if artifacts else 0
+        rows = [("artifact", "size", f"vs Keras on {count} eval images: matched", "same class", "box IoU",
+                 "mask IoU (mean / min)", "path")]  # fmt: skip
+        for a in artifacts:
+            p = a["parity"]
+            rows.append((a["kind"], f"{a['bytes'] / 1e6:.2f} MB", f"{p['matched']:.3f}", f"{p['same_class']:.3f}",
+                         f"{p['box_iou_mean']:.4f}", f"{p['mask_iou_mean']:.4f} / {p['mask_iou_min']:.4f}",
+                         a["path"]))  # fmt: skip
+        return f"kzoo export {self.config.name}", rows
+
+    def predict_table(self, results: list[dict[str, Any]]) -> Table:
+        rows = [("image", "detections", "best (label score)", "output")]
+        for r in results:
+            ranked = sorted(r["detections"], key=lambda d: -d[1])
+            best = ", ".join(f"{label} {score:.2f}" for label, score, _ in ranked[:3]) or "-"
+            found = f"{len(r['detections'])} in {r['frames']} frames" if "results" in r else len(r["detections"])
+            rows.append((r["image"], found, best, r["output"] + (f" + {r['results']}" if "results" in r else "")))
+        return f"kzoo predict with Mask R-CNN {self.config.name}", rows
 
     def _predict_video(self, model, path: str, out_path: str, names: dict[int, str], progress) -> dict[str, Any]:
         from kzoo.data.video import VideoWriter, read_video_frames, video_info

@@ -1,0 +1,135 @@
+"""The one contract of a task (a model family's wiring): what the training loop, the CLI and the demos call.
+
+A task is registered under its config's ``task:`` name (:func:`kzoo.tasks.registry.register_task`) and found from
+the config (:func:`kzoo.tasks.registry.task_for`); ``cli.py`` knows no family. A new family costs a config
+dataclass, a model module and one task module that implements the methods below.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+#: A table for the terminal: a title and rows (the first row is the header).
+Table = tuple[str, list[tuple]]
+
+#: The file a trained run's weights are in (``OUTPUT_DIR/model.weights.h5``).
+WEIGHTS_FILE = "model.weights.h5"
+
+
+class Task:
+    """The contract every task implements, with the signatures every family shares.
+
+    Class attributes: ``name`` (the config's ``task:`` value), ``config_class`` (its experiment dataclass, with
+    ``name``, ``output_dir``, ``precision``, ``train`` and ``strategy`` at least), ``metric_names`` (the train
+    step's running metrics, the loss first) and ``keras_policy`` (the Keras dtype policy while the model is built
+    and trained).
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    metric_names: tuple[str, ...] = ("loss",)
+    keras_policy: str = "float32"
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    # -- the training loop (kzoo.training.loop) ---------------------------------------------------------------
+
+    def training_data(self, global_batch: int) -> tuple[tf.data.Dataset, int]:
+        """``(dataset, steps_per_epoch)``: batches of ``global_batch`` examples, repeating forever."""
+        raise NotImplementedError
+
+    def build_model(self, init_weights: bool = True) -> keras.Model:
+        """A new model with its variables created; with ``init_weights`` from the config's ``init_weights``."""
+        raise NotImplementedError
+
+    def make_train_step(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                        strategy: tf.distribute.Strategy, global_batch: int) -> Callable[[Iterator], tf.Tensor]:
+        """``step(distributed_iterator) -> float32 [N]``: one global batch's sums, summed over the replicas."""
+        raise NotImplementedError
+
+    def step_metrics(self, totals: np.ndarray, steps: int) -> dict[str, float]:
+        """The epoch's running metrics (:attr:`metric_names`) from the step's summed outputs."""
+        raise NotImplementedError
+
+    def set_trainable(self, model: keras.Model, preset: str) -> None:
+        """Make the layers of ``preset`` (``all``, ``heads``, ``3+``...) trainable, freeze the others."""
+        raise NotImplementedError
+
+    def evaluate(self, model: keras.Model | None = None, strategy: tf.distribute.Strategy | None = None,
+                 weights: str | None = None, results: str | None = None, verbose: int = 0) -> dict[str, Any]:
+        """Metrics on the evaluation split, of ``model`` or else of trained ``weights`` (default: the run's);
+        ``results`` writes the predictions there where the task has a results format."""
+        raise NotImplementedError
+
+    def run_summary(self) -> dict[str, Any]:
+        """Extra entries for the run's ``metrics.json`` (e.g. ``class_names``)."""
+        return {}
+
+    # -- after training -------------------------------------------------------------------------------------------
+
+    def weights_path(self, weights: str | None = None) -> str:
+        """``weights``, or the run's trained weights ``OUTPUT_DIR/model.weights.h5``; FileNotFoundError when absent."""
+        path = weights or os.path.join(self.config.output_dir, WEIGHTS_FILE)
+        if not os.path.isfile(path):
+            hint = "" if weights else (" (no trained weights for this config: train first with kzoo train CONFIG, "
+                                       "or pass --weights FILE)")  # fmt: skip
+            raise FileNotFoundError(f"weights file not found: {path}{hint}")
+        return path
+
+    def trained_model(self, weights: str | None = None) -> keras.Model:
+        """The model with trained weights loaded (see :meth:`weights_path`)."""
+        from kzoo.models.weight_files import load_weights_file
+
+        path = self.weights_path(weights)
+        model = self.build_model(init_weights=False)
+        load_weights_file(model, path)
+        return model
+
+    def export(self, format: str, weights: str | None = None, output: str | None = None, **options: Any,
+               ) -> list[dict[str, Any]]:  # fmt: skip
+        """Export trained weights (``format``: ``saved_model`` or ``tflite``); one dict per artifact, with
+        ``path`` and ``bytes`` at least."""
+        raise NotImplementedError
+
+    def predict(self, inputs: Sequence[str], output_dir: str, weights: str | None = None, verbose: int = 1,
+                **options: Any) -> list[dict[str, Any]]:  # fmt: skip
+        """Run trained weights on files, writing what the task draws into ``output_dir``; one dict per input
+        with ``image`` (the path) and ``output`` at least."""
+        raise NotImplementedError
+
+    def demo(self, fresh: bool = False) -> Table:
+        """The task's main job on built-in data, ending in its results table."""
+        raise NotImplementedError
+
+    # -- the terminal (what cli.py prints) -------------------------------------------------------------------
+
+    def train_table(self, metrics: dict[str, Any]) -> Table:
+        """The table ``kzoo train`` prints from the loop's final metrics."""
+        rows = [("metric", "value")] + [(k, _cell(v)) for k, v in sorted(metrics.items()) if not isinstance(v, list)]
+        return f"kzoo train {self.config.name}", rows
+
+    def evaluate_table(self, metrics: dict[str, Any], weights: str | None = None) -> Table:
+        """The table ``kzoo evaluate`` prints."""
+        rows = [("metric", "value")] + [(k, _cell(v)) for k, v in sorted(metrics.items()) if not isinstance(v, list)]
+        return f"kzoo evaluate {self.config.name}", rows
+
+    def export_table(self, format: str, artifacts: list[dict[str, Any]]) -> Table:
+        """The table ``kzoo export`` prints."""
+        rows = [("artifact", "size")] + [(a["path"], f"{a['bytes'] / 1e6:.2f} MB") for a in artifacts]
+        return f"kzoo export {self.config.name} ({format})", rows
+
+    def predict_table(self, results: list[dict[str, Any]]) -> Table:
+        """The table ``kzoo predict`` prints."""
+        return f"kzoo predict with {self.config.name}", [("image", "output")] + [
+            (r["image"], r["output"]) for r in results]  # fmt: skip
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
