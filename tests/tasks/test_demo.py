@@ -26,6 +26,11 @@ def test_finished_nin_demo_again_is_one_line_and_no_new_version(tmp_path, monkey
     assert "SavedModel, test accuracy" in again  # the stored table
     assert first.split("kzoo demo: NIN on built-in shapes")[1].split("total time")[0] in again
     assert sorted(os.listdir(versions)) == ["1"]  # nothing exported again
+    # the run's Keras weights through its task (predict --config works for every task): top classes and maps
+    sample = "runs/demo/nin_shapes/samples/sample0.png"
+    assert main(["predict", sample, "--config", "runs/demo/nin_shapes", "--top", "2", "--cam", "cams"]) == 0
+    out = capsys.readouterr().out
+    assert "sample0.png" in out and "cams/sample0_cam.png" in out and (tmp_path / "cams" / "sample0_cam.png").is_file()
     # other settings run it again (the training itself resumes as finished; one more epoch trains one)
     assert main([*argv, "--set", "train.epochs=2"]) == 0
     assert "[1/4]" in capsys.readouterr().out
