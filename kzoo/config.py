@@ -408,7 +408,7 @@ def _num_classes_from_data(values: dict) -> dict:
         return values  # the loader names the bad section
     if model and "num_classes" in model:
         return values
-    data = values.get("data") if isinstance(values.get("data"), dict) else {}
+    data: dict = values["data"] if isinstance(values.get("data"), dict) else {}
     if data.get("source", DetectionDataConfig.source) == "shapes":
         classes = data.get("shapes_classes", DetectionDataConfig.shapes_classes)
         number = len(classes) + 1 if isinstance(classes, (list, tuple)) else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -102,7 +103,7 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) 
 def instance_color(index: int) -> tuple[int, int, int]:
     """A distinct, bright RGB colour per instance index (golden-ratio steps along the jet ramp)."""
     hue = (index * 0.618033988749895) % 1.0
-    return tuple(int(c) for c in (255 * jet_colormap(np.array(hue))).astype(np.uint8))
+    return cast(tuple[int, int, int], tuple(int(c) for c in (255 * jet_colormap(np.array(hue))).astype(np.uint8)))
 
 
 #: candidates for a mask colour that must stand out from its object
@@ -115,7 +116,7 @@ def contrasting_color(preferred: Sequence[int], object_rgb: Sequence[float]) -> 
     else the palette colour farthest from it (a red object gets a cyan or blue mask, not a red one)."""
     target = np.asarray(object_rgb, np.float64)
     if np.linalg.norm(np.asarray(preferred, np.float64) - target) >= MIN_COLOR_CONTRAST:
-        return tuple(int(c) for c in preferred)
+        return cast(tuple[int, int, int], tuple(int(c) for c in preferred))  # an RGB colour
     distances = [np.linalg.norm(np.asarray(c, np.float64) - target) for c in _PALETTE]
     return _PALETTE[int(np.argmax(distances))]
 
@@ -179,7 +180,7 @@ def render_label(text: str, font_size: int, background: Sequence[int], foregroun
     pad = max(1, int(font_size) // 6)
     if isinstance(font, ImageFont.FreeTypeFont):
         ascent, descent = font.getmetrics()
-        left, _, right, _ = font.getbbox(text)
+        left, _, right, _ = cast(tuple[int, int, int, int], font.getbbox(text))  # ints for a FreeType font
         label = Image.new("RGB", (max(right - left, 1) + 2 * pad, ascent + descent + 2 * pad), background)
         ImageDraw.Draw(label).text((pad - left, pad), text, font=font, fill=foreground)
         return label
@@ -226,7 +227,9 @@ def label_positions(
             top = int(np.floor(y1))
         top = int(np.clip(top, 0, height - h))
         if h > 0 and w > 0 and len(boxes) > 1:
-            edges = [[top, 0, height - h, int(np.floor(y1)), int(np.ceil(y2))], placed[:, 3], placed[:, 1] - h]
+            edges: list[Any] = [
+                [top, 0, height - h, int(np.floor(y1)), int(np.ceil(y2))], placed[:, 3], placed[:, 1] - h
+            ]
             candidates = np.unique(np.concatenate(edges)).astype(np.int64)
             candidates = candidates[(candidates >= 0) & (candidates <= height - h)]
             candidates = candidates[np.lexsort((candidates, np.abs(candidates - top)))]
@@ -343,10 +346,10 @@ def draw_detections(
     picture = Image.fromarray(canvas)
     draw = ImageDraw.Draw(picture)
     thickness = line_width(height, width)
-    for (y1, x1, y2, x2), color in zip(boxes, colors):
+    for (y1, x1, y2, x2), box_color in zip(boxes, colors):
         xs = np.clip([x1, x2], 0, width - 1)
         ys = np.clip([y1, y2], 0, height - 1)
-        draw.rectangle([float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())], outline=color,
+        draw.rectangle([float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())], outline=box_color,
                        width=thickness)  # fmt: skip
 
     font_size = label_font_size(height, width)
@@ -389,7 +392,7 @@ def detections_picture(
         uint8 ``[s * H, s * W, 3]`` with ``s =`` :func:`display_scale` ``(H, W, min_side)``.
     """
     image = _as_rgb(image)
-    scale = display_scale(*image.shape[:2], min_side)
+    scale = display_scale(image.shape[0], image.shape[1], min_side)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4) * scale
     masks = None if masks is None else upscale_nearest(np.moveaxis(np.asarray(masks), 0, -1), scale)
     masks = None if masks is None else np.moveaxis(masks, -1, 0)
@@ -417,7 +420,7 @@ def heatmap_picture(
 
     rgb = _as_rgb(image)
     values = np.nan_to_num(np.asarray(heatmap, np.float32))
-    enlarged = upscale_nearest(rgb, display_scale(*rgb.shape[:2], min_side))
+    enlarged = upscale_nearest(rgb, display_scale(rgb.shape[0], rgb.shape[1], min_side))
     overlay = overlay_heatmap(enlarged, values, alpha)
     height, width = overlay.shape[:2]
     font_size = label_font_size(height, width)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import keras
 import numpy as np
@@ -63,7 +63,7 @@ def NIN(
     """
     entry = registered_or_path(weights, "nin")  # the registry of kzoo.applications.weights
     if entry is not None:
-        variant, blocks = entry.variant, entry.model_kwargs.get("blocks")
+        variant, blocks = cast(str, entry.variant), entry.model_kwargs.get("blocks")  # NIN entries name it
         use_batch_norm = entry.model_kwargs.get("use_batch_norm", use_batch_norm)
         if include_top and classes != len(entry.class_names):
             raise ValueError(

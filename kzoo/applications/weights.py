@@ -21,7 +21,7 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import Any
+from typing import Any, overload
 
 import keras
 
@@ -295,6 +295,7 @@ def converted_weights_file(entry: RegisteredWeights) -> str:
 def _source_checkpoint(entry: RegisteredWeights, root: str) -> str:
     """``entry.source_url``'s file: a local copy (cache folder, then :func:`local_weight_dirs`) or a download
     into the cache; its sha256 prefix checked (a wrong download is deleted, a wrong local copy named)."""
+    assert entry.source_sha256_prefix is not None  # converted entries (source_url) give it
     file_name = entry.url.rsplit("/", 1)[-1]
     cache_path = os.path.join(root, CACHE_SUBDIR, file_name)
     for path in [cache_path] + [os.path.join(d, file_name) for d in local_weight_dirs()]:
@@ -325,6 +326,10 @@ def _source_checkpoint(entry: RegisteredWeights, root: str) -> str:
     return path
 
 
+@overload
+def weights_file(weights: str, family: str) -> str: ...
+@overload
+def weights_file(weights: None, family: str) -> None: ...
 def weights_file(weights: str | None, family: str) -> str | None:
     """A local file for a ``weights=`` value of ``family``: a path as it is, a registered name resolved (shipped
     copy, cache or download; see :func:`resolve_weights_file`), ``None`` for ``None``."""

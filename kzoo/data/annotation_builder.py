@@ -252,9 +252,10 @@ class CocoBuilder:
             if self.cache_dir is None:
                 self.problem("needs_cache", f"{where}: {path}")
                 return None
-            path = self._cached_upright(path, where)
-            if path is None:
+            cached = self._cached_upright(path, where)
+            if cached is None:
                 return None
+            path = cached
         image_id = self._append_image(path, height, width)
         self._image_ids[real] = image_id
         self._image_sources[image_id] = where
@@ -300,6 +301,7 @@ class CocoBuilder:
         """The upright PNG of ``path`` in the cache (written unless up to date); ``None`` when unreadable."""
         from kzoo.data.images import read_image_file
 
+        assert self.cache_dir is not None  # the caller checks
         try:
             target = os.path.join(self.cache_dir, self._cache_name(path) + ".png")
         except ValueError:  # another drive (Windows)

@@ -76,7 +76,8 @@ def _duplicate_image_ids(images: list) -> tuple[dict, dict]:
     """``(merged, skipped)``: image ids whose ``file_name`` an earlier id (json order) lists already, each mapped to
     that first id; ``merged`` when the sizes agree (their annotations join it), ``skipped`` when they do not."""
     first: dict[str, Any] = {}
-    merged, skipped = {}, {}
+    merged: dict[Any, Any] = {}
+    skipped: dict[Any, Any] = {}
     for image in images:
         if not isinstance(image, Mapping) or not isinstance(image.get("file_name"), str):
             continue
@@ -342,9 +343,10 @@ def _valid_rle(segmentation, height: int, width: int) -> bool:
             return False
         runs = [int(c) for c in counts]
     else:
-        runs = _rle_counts(counts)
-        if runs is None:
+        decoded = _rle_counts(counts)
+        if decoded is None:
             return False
+        runs = decoded
     return all(r >= 0 for r in runs) and sum(runs) == height * width
 
 
@@ -600,8 +602,8 @@ def load_coco_instances(
     if check_images not in CHECK_IMAGES:
         raise ValueError(f"unknown check_images {check_images!r}; choose one of {CHECK_IMAGES}")
     in_memory = isinstance(annotation_file, Mapping)
-    name = "COCO dict" if in_memory else os.fspath(annotation_file)
-    if not in_memory and not os.path.isfile(annotation_file):
+    name = "COCO dict" if isinstance(annotation_file, Mapping) else os.fspath(annotation_file)
+    if not isinstance(annotation_file, Mapping) and not os.path.isfile(annotation_file):
         raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
     if not os.path.isdir(image_dir):
         raise FileNotFoundError(f"image folder not found: {image_dir}")
@@ -609,7 +611,7 @@ def load_coco_instances(
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints progress
-            if in_memory:
+            if isinstance(annotation_file, Mapping):  # in_memory
                 coco = COCO()
                 coco.dataset = dict(annotation_file)
                 coco.createIndex()
@@ -790,7 +792,8 @@ def _example_size(example: dict, index: int) -> tuple[int, int]:
 def coco_dict(examples: Sequence[dict], categories: CocoCategories, segmentation_format="rle") -> dict:
     """The COCO json dict of in-memory examples (see :func:`write_coco_json`)."""
     formats = _formats(segmentation_format)
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for index, example in enumerate(examples):
         image_id = int(example.get("image_id", index + 1))
         height, width = _example_size(example, index)

@@ -22,6 +22,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import numpy as np
 import tensorflow as tf
@@ -500,7 +501,8 @@ def make_detection_pipeline(
         ``is_crowd`` bool ``[B, M]``, ``valid`` bool ``[B, M]``, ``masks`` float32 ``[B, M, S, S]``
         (box-cropped, in ``[0, 1]``) and ``image_id`` int64 ``[B]``.
     """
-    canvas = (int(image_size), int(image_size)) if np.ndim(image_size) == 0 else tuple(int(s) for s in image_size)
+    size: Any = image_size  # an int (NumPy's too) or a (height, width) pair
+    canvas = (int(size), int(size)) if np.ndim(size) == 0 else tuple(int(s) for s in size)
     if len(canvas) != 2 or min(canvas) < 1:
         raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
     max_size = int(max_size or max(canvas))
@@ -534,7 +536,8 @@ def make_detection_pipeline(
         raise ValueError(f"the training source has no instances ({count} images, 0 instances): nothing to learn "
                          "from; check its annotations")  # fmt: skip
     if training:
-        buffer = count if loader is not None else min(shuffle_buffer, count or shuffle_buffer)
+        # a source with a loader is a list: its count is known
+        buffer = cast(int, count) if loader is not None else min(shuffle_buffer, count or shuffle_buffer)
         dataset = dataset.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
     if training and (horizontal_flip or augmented):
         randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)

@@ -47,7 +47,7 @@ def find_labelme_files(annotations: str) -> list[str]:
         return [annotations]
     if not os.path.isdir(annotations):
         raise FileNotFoundError(f"labelme annotations not found: {annotations}")
-    found = []
+    found: list[str] = []
     for root, dirs, names in os.walk(annotations):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(os.path.join(root, n) for n in names if n.lower().endswith(".json") and not n.startswith("."))

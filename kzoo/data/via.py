@@ -177,7 +177,7 @@ def find_class_attribute(entries: Sequence[dict], region_names: Sequence[str] = 
 _MISSING = object()
 
 
-def region_class(attributes: dict, class_attribute: str | None):
+def region_class(attributes: dict | None, class_attribute: str | None):
     """The class a region's ``region_attributes`` give under ``class_attribute`` (a string, or ``None`` when the
     value is not one); ``_MISSING`` when the region has no such attribute."""
     if class_attribute is None or not isinstance(attributes, dict) or class_attribute not in attributes:
@@ -245,10 +245,10 @@ def _shape_polygon(shape: dict) -> np.ndarray | None:
         values = _numbers(shape, "x", "y", "width", "height")
         if values is None:
             return None
-        x, y, width, height = values
+        left, top, width, height = values
         if width < 0 or height < 0:
             return _NEGATIVE
-        return rectangle_polygon(x, y, x + width, y + height)
+        return rectangle_polygon(left, top, left + width, top + height)
     if name == "circle":
         values = _numbers(shape, "cx", "cy", "r")
         if values is not None and values[2] < 0:

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +95,8 @@ class VideoWriter:
     def __init__(self, path: str, fps: float) -> None:
         self.path, self.fps = os.fspath(path), float(fps)
         self._atomic = files.atomic_path(self.path)
-        self._container = self._stream = None
+        self._container: Any = None  # av's OutputContainer, opened in __enter__
+        self._stream: Any = None  # its video stream, added with the first frame
 
     def __enter__(self) -> VideoWriter:
         import av

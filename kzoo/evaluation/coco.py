@@ -201,7 +201,7 @@ def detections_to_coco(
     image_sizes = np.asarray(image_sizes).reshape(-1, 2)
     masks = None if masks is None else np.asarray(masks, np.float32)
     results = []
-    problems = {"non_finite": [], "far_outside": []}
+    problems: dict[str, list] = {"non_finite": [], "far_outside": []}
     for b, image_id in enumerate(image_ids.tolist()):
         if image_id < 0:
             continue

@@ -12,6 +12,7 @@ kernel: NIN has no op without one).
 from __future__ import annotations
 
 import os
+from typing import cast
 
 import keras
 import numpy as np
@@ -72,4 +73,4 @@ def _image_shape(model: keras.Model) -> tuple[int, int, int]:
         raise ValueError(
             f"the model must have one image input (batch, height, width, channels) with known sizes, got {shape}"
         )
-    return tuple(int(d) for d in shape[1:])
+    return cast(tuple[int, int, int], tuple(int(d) for d in shape[1:]))  # 3 sides: the rank is 4

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +29,7 @@ CLASS_NAMES_FILE = os.path.join("assets.extra", "class_names.txt")  # one name p
 MASK_RCNN_OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections",
                          "detection_masks")  # fmt: skip
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_T = TypeVar("_T")
 
 
 # -- TF Serving layout --------------------------------------------------------------------------------------------
@@ -126,7 +128,7 @@ def write_prediction_logs(
     return count
 
 
-def unless_empty(fn: Callable[[tf.Tensor], object], batch: tf.Tensor, empty: Callable[[], object]) -> object:
+def unless_empty(fn: Callable[[tf.Tensor], _T], batch: tf.Tensor, empty: Callable[[], _T]) -> _T:
     """``fn(batch)``, or ``empty()`` (the outputs of an empty batch) when ``batch`` has 0 items: TF's oneDNN
     convolution fails on a batch of 0 images with a misleading "input depth must be evenly divisible" error."""
     return tf.cond(tf.shape(batch)[0] > 0, lambda: fn(batch), empty)

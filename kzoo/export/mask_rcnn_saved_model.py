@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import tensorflow as tf
@@ -96,6 +97,7 @@ def export_mask_rcnn_saved_model(
     if not isinstance(model, MaskRCNNModel):
         raise TypeError(f"model must be a kzoo MaskRCNNModel, got {type(model).__name__}")
     config = model.config
+    assert config.num_classes is not None  # a built model has its class count
     names = _class_names(class_names, config.num_classes)
     warmup = _warmup_images(warmup_images, config.min_size)
     max_image_pixels = check_max_image_pixels(max_image_pixels)
@@ -144,7 +146,7 @@ def _warmup_images(warmup_images: int | Sequence[np.ndarray], min_size: int) -> 
             raise ValueError(f"warmup_images must be >= 0 or a list of images, got {warmup_images}")
         rng = np.random.default_rng(0)
         return [rng.integers(0, 256, (min_size, min_size, 3), dtype=np.uint8) for _ in range(int(warmup_images))]
-    images = [np.asarray(image) for image in warmup_images]
+    images = [np.asarray(image) for image in cast(Sequence[np.ndarray], warmup_images)]
     for index, image in enumerate(images):
         if image.dtype != np.uint8 or image.ndim not in (3, 4) or image.shape[-1] != 3 or 0 in image.shape:
             raise ValueError(

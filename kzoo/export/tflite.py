@@ -182,6 +182,7 @@ def convert_function_to_tflite(
         with native_stderr_silenced():  # the converter's progress lines ("fully_quantize: 0, ...")
             flatbuffer = converter.convert()
             if selected:
+                assert int8_ops is not None  # selected: int8_ops names op types
                 flatbuffer = quantize_only(flatbuffer, int8_ops)
     except Exception as error:  # the converter raises its own ConverterError, not a ValueError
         text = str(error)

@@ -67,7 +67,10 @@ class BoxHead(keras.layers.Layer):
         self.fc_dim = fc_dim
         self.flatten_order = flatten_order
         # Sublayers are created in build (fc6's PyTorch-style initializer needs its fan-in), in weight order.
-        self.fc6 = self.fc7 = self.cls_score = self.bbox_pred = None
+        self.fc6: Any = None
+        self.fc7: Any = None
+        self.cls_score: Any = None
+        self.bbox_pred: Any = None
 
     def _torch_linear(self, units: int, fan_in: int, name: str) -> keras.layers.Dense:
         """A Dense initialized like PyTorch's ``nn.Linear`` (kaiming_uniform a=sqrt(5); bias U(+-1/sqrt(fan_in)))."""

@@ -106,7 +106,7 @@ class RPNHead(keras.layers.Layer):
         if isinstance(input_shape, Sequence) and input_shape and isinstance(input_shape[0], int | type(None)):
             input_shape = [input_shape]
         batch = input_shape[0][0]
-        total = 0
+        total: int | None = 0
         for s in input_shape:
             if s[1] is None or s[2] is None:
                 total = None

@@ -11,7 +11,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, cast
 
 import keras
 import numpy as np
@@ -125,11 +125,15 @@ class MaskRCNNModel(keras.Model):
     Every loss of ``LOSS_NAMES`` is a metric (progress bar, ``History``; ``monitor="total"`` for callbacks).
     """
 
+    built: bool  # keras.Layer's
+
     def __init__(self, config: MaskRCNNConfig | dict | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(config, dict):
             config = dataclass_from_dict(MaskRCNNConfig, config)  # from get_config() (lists for tuples)
         self.config = config = config or MaskRCNNConfig()
+        # None (a config whose data gives it) is not a model's: the heads raise a TypeError
+        num_classes = cast(int, config.num_classes)
         backbone_kwargs: dict[str, Any] = {}
         if config.backbone.startswith("resnet"):
             backbone_kwargs = dict(
@@ -155,7 +159,7 @@ class MaskRCNNModel(keras.Model):
             min_size=config.rpn_min_size, box_weights=config.rpn_box_weights, nms_method=config.nms_method,
             name="proposal_generator",
         )  # fmt: skip
-        roi = dict(
+        roi: dict[str, Any] = dict(
             sampling_ratio=config.roi_sampling_ratio, aligned=config.roi_aligned, min_level=2, max_level=5,
             canonical_size=config.canonical_size, canonical_level=config.canonical_level, border=config.roi_border,
             method=config.roi_method, level_eps=config.roi_level_eps,
@@ -164,17 +168,17 @@ class MaskRCNNModel(keras.Model):
         self.mask_roi_align = RoIAlign(config.mask_roi_size, name="mask_roi_align", **roi)
         with _policy_scope(heads_policy):
             self.box_head = BoxHead(
-                config.num_classes, config.box_fc_dim, flatten_order=config.box_flatten_order, name="box_head"
+                num_classes, config.box_fc_dim, flatten_order=config.box_flatten_order, name="box_head"
             )
         self.detection_generator = DetectionGenerator(
-            config.num_classes, box_weights=config.box_weights, score_threshold=config.score_threshold,
+            num_classes, box_weights=config.box_weights, score_threshold=config.score_threshold,
             nms_iou_threshold=config.nms_threshold, max_detections=config.max_detections,
             min_box_size=config.min_box_size, pre_nms_top_k=config.detection_pre_nms_top_k,
             nms_method=config.nms_method, name="detection_generator",
         )  # fmt: skip
         with _policy_scope(heads_policy):
             self.mask_head = MaskHead(
-                config.num_classes, config.mask_num_convs, config.mask_channels, name="mask_head"
+                num_classes, config.mask_num_convs, config.mask_channels, name="mask_head"
             )
 
     def build(self, input_shape=None) -> None:
@@ -530,7 +534,8 @@ class MaskRCNNModel(keras.Model):
         images = tf.convert_to_tensor(images)
         check_image_spec(images.shape, images.dtype, channels=3, name="MaskRCNN RGB images")
         config = self.config
-        resized = resized_size(int(images.shape[1]), int(images.shape[2]), config.min_size, config.max_size)
+        resized: tuple[int, int] = resized_size(int(images.shape[1]), int(images.shape[2]), config.min_size,
+                                                config.max_size)  # Python ints in, Python ints out
         canvas = padded_size(*resized, config.size_divisible)
         graphs = self.__dict__.setdefault("_kzoo_compiled_graphs", collections.OrderedDict())  # not tracked
         key = (canvas, images.dtype.name)

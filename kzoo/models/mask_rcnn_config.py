@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 from kzoo.ops.kernel_choices import (
     DEFAULT_NMS_METHOD,
@@ -30,6 +30,8 @@ class MaskRCNNConfig:
     Class ids: ``num_classes`` counts the background, which is class 0.
     Boxes: ``[ymin, xmin, ymax, xmax]`` in pixels; box deltas ``(ty, tx, th, tw)`` scaled by the weights.
     """
+
+    presets: ClassVar[dict[str, Any]]  # PRESETS, set below (not a field)
 
     # counts the background; None only in an experiment config whose data gives it (the task sets it, see
     # kzoo.config.config_from_dict): a model cannot be built before

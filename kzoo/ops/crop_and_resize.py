@@ -207,7 +207,7 @@ def _pooled_crops(image, boxes, box_indices, crop_size: tuple[int, int], pool: i
         return tf.image.crop_and_resize(image, boxes, box_indices, crop_size, extrapolation_value=0.0)
     groups = pool * pool
     count = boxes.shape[0] if boxes.shape[0] is not None else tf.shape(boxes)[0]
-    pooled = []
+    pooled: list[tf.Tensor] = []
     for group in range(groups):
         start, stop = count * group // groups, count * (group + 1) // groups
         # the executor would otherwise run every group's crop before the first pooling

@@ -92,14 +92,16 @@ class Task:
         load_weights_file(model, path)
         return model
 
-    def export(self, format: str, weights: str | None = None, output: str | None = None, **options: Any,
-               ) -> list[dict[str, Any]]:  # fmt: skip
+    # *args, **options: each task's own keywords (a type checker then takes any override's); the CLI passes a
+    # task only the options its method names (kzoo.cli._options)
+    def export(self, format: str, weights: str | None = None, output: str | None = None, *args: Any,
+               **options: Any) -> list[dict[str, Any]]:  # fmt: skip
         """Export trained weights (``format``: ``saved_model`` or ``tflite``); one dict per artifact, with
         ``path`` and ``bytes`` at least."""
         raise NotImplementedError
 
     def predict(self, inputs: Sequence[str], output_dir: str, weights: str | None = None, verbose: int = 1,
-                **options: Any) -> list[dict[str, Any]]:  # fmt: skip
+                *args: Any, **options: Any) -> list[dict[str, Any]]:  # fmt: skip
         """Run trained weights on files, writing what the task draws into ``output_dir``; one dict per input
         with ``image`` (the path) and ``output`` at least."""
         raise NotImplementedError

@@ -35,7 +35,7 @@ class ClassificationTask(Task):
 
     name = "classification"
     config_class = ExperimentConfig
-    metric_names = ("train_loss", "train_accuracy")
+    metric_names: tuple[str, ...] = ("train_loss", "train_accuracy")
 
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
@@ -58,8 +58,8 @@ class ClassificationTask(Task):
 
     def eval_arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The evaluation split as arrays: images ``[N, H, W, C]`` (the source's dtype) and labels int64 ``[N]``."""
-        images, labels = zip(*self.split("eval").dataset.as_numpy_iterator())
-        images, labels = np.stack(images), np.asarray(labels)
+        image_rows, label_rows = zip(*self.split("eval").dataset.as_numpy_iterator())
+        images, labels = np.stack(image_rows), np.asarray(label_rows)
         return (images[:limit], labels[:limit]) if limit else (images, labels)
 
     def training_data(self, global_batch: int) -> tuple[tf.data.Dataset, int]:
@@ -217,6 +217,7 @@ class ClassificationTask(Task):
             order = np.argsort(-probs)[: min(top, len(probs))]
             ranked = [(int(i), names[i] if names else str(i), float(probs[i])) for i in order]
             if maps is not None:
+                assert out_path is not None  # maps come with cam, which names the outputs
                 picture = heatmap_picture(rgb, maps[0, :, :, order[0]], title=f"{ranked[0][1]} {ranked[0][2]:.2f}")
                 files.write_bytes(out_path, tf.io.encode_png(picture).numpy())
             progress.add(1)
@@ -343,9 +344,10 @@ def _load_classifier_saved_model(saved_model: str):
 
     version_dir = saved_model
     if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
-        version_dir = latest_version_dir(saved_model)
-        if version_dir is None:
+        latest = latest_version_dir(saved_model)
+        if latest is None:
             raise FileNotFoundError(f"no SavedModel in {saved_model} (export one: kzoo export CONFIG)")
+        version_dir = latest
     loaded = tf.saved_model.load(version_dir)
     serve = loaded.signatures.get("serving_default")
     if serve is None or "probabilities" not in serve.structured_outputs or "class_maps" not in loaded.signatures:

@@ -60,12 +60,12 @@ def load_detection_data(config: MaskRCNNExperimentConfig) -> DetectionData:
     """The sources of ``config.data`` (see :class:`kzoo.config.DetectionDataConfig`)."""
     data = config.data
     if data.source == "shapes":
-        shapes = dict(image_size=data.shapes_image_size, max_instances=data.shapes_max_instances,
-                      classes=data.shapes_classes)  # fmt: skip
-        train = make_shapes_instances(data.train_examples or 2000, seed=config.train.seed, **shapes)
-        evaluation = make_shapes_instances(data.eval_examples or 200, seed=config.train.seed + 1, **shapes)
+        shapes: dict[str, Any] = dict(image_size=data.shapes_image_size, max_instances=data.shapes_max_instances,
+                                      classes=data.shapes_classes)  # fmt: skip
+        train_set = make_shapes_instances(data.train_examples or 2000, seed=config.train.seed, **shapes)
+        eval_set = make_shapes_instances(data.eval_examples or 200, seed=config.train.seed + 1, **shapes)
         categories = CocoCategories.from_names(data.shapes_classes)
-        return DetectionData(train, evaluation, coco_dict(evaluation, categories), categories, len(train))
+        return DetectionData(train_set, eval_set, coco_dict(eval_set, categories), categories, len(train_set))
     if data.source in ("coco", "labelme", "via", "yolo"):
         return _annotation_file_data(config)
     if not data.tfds_name:
@@ -97,6 +97,7 @@ def _annotation_file_data(config: MaskRCNNExperimentConfig) -> DetectionData:
 
     def load(split: str, annotations: str, images: str | None, skip_empty: bool = False):
         if data.source == "coco":
+            assert images is not None  # needed (checked above)
             loaded = load_coco_instances(annotations, images, skip_empty=skip_empty, check_images=data.check_images)
         else:
             try:
@@ -110,6 +111,7 @@ def _annotation_file_data(config: MaskRCNNExperimentConfig) -> DetectionData:
         _require_instances(loaded, f"the {split} split of {annotations}")
         return loaded
 
+    assert data.train_annotations is not None and data.eval_annotations is not None  # needed (checked above)
     # an empty split is named as such before anything compares it (its categories, if any, mean nothing)
     train = load("training", data.train_annotations, data.train_images, data.skip_empty)
     evaluation = load("evaluation", data.eval_annotations, data.eval_images)
@@ -150,7 +152,7 @@ def canvas_size(config: MaskRCNNExperimentConfig) -> int:
 def make_pipelines(config: MaskRCNNExperimentConfig, data: DetectionData, global_batch: int):
     """``(train, eval)`` datasets of :func:`make_detection_pipeline` batches (train repeats forever)."""
     model, data_config = config.model, config.data
-    common = dict(
+    common: dict[str, Any] = dict(
         image_size=canvas_size(config), min_size=model.min_size, max_size=model.max_size,
         max_instances=data_config.max_instances, mask_size=data_config.mask_size,
     )  # fmt: skip
@@ -514,7 +516,7 @@ class InstanceSegmentationTask(Task):
         return f"kzoo export {self.config.name}", rows
 
     def predict_table(self, results: list[dict[str, Any]]) -> Table:
-        rows = [("image", "detections", "best (label score)", "output")]
+        rows: list[tuple] = [("image", "detections", "best (label score)", "output")]
         for r in results:
             ranked = sorted(r["detections"], key=lambda d: -d[1])
             best = ", ".join(f"{label} {score:.2f}" for label, score, _ in ranked[:3]) or "-"

@@ -106,8 +106,8 @@ class EpochCheckpointer:
             if match:
                 found[int(match[1])] = os.path.join(self.restore_directory, f"ckpt-{match[1]}")
         latest = tf.train.latest_checkpoint(self.restore_directory)
-        if latest and re.search(r"ckpt-(\d+)$", latest):
-            found.setdefault(int(re.search(r"ckpt-(\d+)$", latest)[1]), latest)
+        if latest and (latest_match := re.search(r"ckpt-(\d+)$", latest)):
+            found.setdefault(int(latest_match[1]), latest)
         return sorted(found.items(), reverse=True)
 
     def save(self, completed_epochs: int, record: dict | None = None) -> None:

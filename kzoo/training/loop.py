@@ -28,7 +28,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import keras
 import numpy as np
@@ -277,7 +277,7 @@ def train(task: TrainableTask, verbose: int = 1, strategy: tf.distribute.Strateg
     except BaseException as error:
         if not isinstance(error, RunLockedError) and getattr(error, "kzoo_run", None) is None:
             with contextlib.suppress(AttributeError, TypeError):
-                error.kzoo_run = RunProgress(config.output_dir, last_checkpoint_epoch(config.output_dir))
+                cast(Any, error).kzoo_run = RunProgress(config.output_dir, last_checkpoint_epoch(config.output_dir))
         raise
 
 
@@ -334,7 +334,8 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
         if finished is not None:
             return {**finished, "already_finished": True}
 
-    phase_index, train_step = None, None
+    phase_index: int | None = None
+    train_step: Any = None  # the phase's step, made at the first epoch
     # a resumed run skips the batches of the epochs it already has, so that it sees what the uninterrupted run
     # would (the training set is reshuffled every epoch, deterministically given the seed)
     train_dataset = train_dataset.skip(start_epoch * steps_per_epoch)

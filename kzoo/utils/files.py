@@ -348,6 +348,6 @@ def unique_output_paths(inputs: Sequence[str], output_dir: str, suffix: str) -> 
         base, counter = levels[-1](i), 1
         while f"{base}_{counter}".casefold() in used:
             counter += 1
-        names[i] = f"{base}_{counter}"
-        used.add(names[i].casefold())
+        names[i] = name = f"{base}_{counter}"
+        used.add(name.casefold())
     return [os.path.join(output_dir, f"{name}{suffix}") for name in names]

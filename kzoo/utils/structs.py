@@ -10,7 +10,9 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 class ConfigError(ValueError):
@@ -41,7 +43,7 @@ def _convert(value: Any, annotation: Any, key: str, moved_keys: Mapping[str, str
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
-        return dataclass_from_dict(annotation, value, key + ".", moved_keys)
+        return dataclass_from_dict(typing.cast(type, annotation), value, key + ".", moved_keys)
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -73,8 +75,8 @@ def _convert(value: Any, annotation: Any, key: str, moved_keys: Mapping[str, str
     return value
 
 
-def dataclass_from_dict(cls: type, values: Mapping[str, Any], prefix: str = "",
-                        moved_keys: Mapping[str, str] | None = None) -> Any:
+def dataclass_from_dict(cls: type[_T], values: Mapping[str, Any], prefix: str = "",
+                        moved_keys: Mapping[str, str] | None = None) -> _T:
     """Build the (frozen) dataclass ``cls`` from a nested mapping, checking every key and value type.
 
     A ``preset`` key picks a starting point from ``cls.presets`` (a mapping of names to functions taking the
@@ -94,9 +96,9 @@ def dataclass_from_dict(cls: type, values: Mapping[str, Any], prefix: str = "",
     if not isinstance(values, Mapping):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name for f in dataclasses.fields(typing.cast(Any, cls))}  # cls is a dataclass (the contract)
     values = dict(values)
-    presets = getattr(cls, "presets", None)
+    presets: Any = getattr(cls, "presets", None)
     preset = values.pop("preset", None) if presets else None
     for key in values:
         if f"{prefix}{key}" in moved_keys:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -159,7 +159,7 @@ def convert_torchvision_checkpoint(
         raise TorchvisionConversionError(
             f"{pth_path} predicts {found} classes (roi_heads.box_predictor.cls_score.weight), not {num_classes}"
         )
-    config = config or torchvision_config(num_classes)
+    config = config or torchvision_config(cast(int, num_classes))  # without a config: the argument or found
     if config.num_classes != num_classes:
         raise TorchvisionConversionError(f"config.num_classes={config.num_classes} but num_classes={num_classes}")
     # Weights do not depend on the input size: build on a small canvas to keep the conversion quick.
