@@ -143,15 +143,6 @@ def test_readme_lists_the_first_hour_commands():
     assert any(c.startswith("predict runs/demo/mask_rcnn_shapes/samples/") for c in commands)
 
 
-def test_every_readme_command_parses_and_loads_its_config():
-    parser = build_parser()
-    for argv in readme_commands():
-        args = parser.parse_args(argv)
-        config = getattr(args, "config", None)
-        if config and not config.startswith("runs/"):
-            load_config(config, args.set or [])
-
-
 @pytest.mark.slow
 def test_first_hour_commands_run_in_order(tmp_path, monkeypatch, capsys):
     """The demos and the commands on their output, as written, in an empty folder (tiny settings)."""
