@@ -143,7 +143,7 @@ def _copy_prefix_weights(source: keras.Model, target: keras.Model) -> None:
 def preprocess_input(x: Any, data_format: str | None = None) -> Any:
     """Scale pixels from ``[0, 255]`` to ``[-1, 1]``, the range kzoo's NINs are trained on.
 
-    The input contract (README "Input contract", :mod:`kzoo.ops.image_checks`): uint8 pixels, or float pixels in
+    The input contract (docs/input-contract.md, :mod:`kzoo.ops.image_checks`): uint8 pixels, or float pixels in
     ``[0, 255]``, finite; a float batch that looks like ``[0, 1]`` pixels is refused (multiply it by 255), and so
     is a batch preprocessed already (negative values).
 
