@@ -28,9 +28,12 @@ from kzoo.ops.conv import MATMUL_GRADIENT_MIN_POSITIONS, conv2d_3x3_kernel_gradi
 def tf_kernel_gradient(inputs: tf.Tensor, upstream: tf.Tensor) -> tf.Tensor:
     channels, filters = inputs.shape[-1], upstream.shape[-1]
     return tf.raw_ops.Conv2DBackpropFilter(
-        input=inputs, filter_sizes=[3, 3, channels, filters], out_backprop=upstream, strides=[1, 1, 1, 1],
+        input=inputs,
+        filter_sizes=[3, 3, channels, filters],
+        out_backprop=upstream,
+        strides=[1, 1, 1, 1],
         padding="SAME",
-    )  # fmt: skip
+    )
 
 
 def main() -> None:
@@ -60,11 +63,29 @@ def main() -> None:
             }
             uses = "matmul" if side * side >= MATMUL_GRADIENT_MIN_POSITIONS else "TF"
             share = {name: 100 * gflop / s / rates[dtype] for name, s in seconds.items()}
-            rows.append((dtype, side, f"{gflop:.1f}", f"{seconds['tf']:.4f}", f"{seconds['kzoo']:.4f}",
-                         f"{seconds['tf'] / seconds['kzoo']:.2f}", f"{share['tf']:.0f}%", f"{share['kzoo']:.0f}%",
-                         uses))  # fmt: skip
-            results.append({"dtype": dtype, "side": side, "gflop": gflop, "tf_seconds": seconds["tf"],
-                            "matmul_seconds": seconds["kzoo"], "kzoo_uses": uses})  # fmt: skip
+            rows.append(
+                (
+                    dtype,
+                    side,
+                    f"{gflop:.1f}",
+                    f"{seconds['tf']:.4f}",
+                    f"{seconds['kzoo']:.4f}",
+                    f"{seconds['tf'] / seconds['kzoo']:.2f}",
+                    f"{share['tf']:.0f}%",
+                    f"{share['kzoo']:.0f}%",
+                    uses,
+                )
+            )
+            results.append(
+                {
+                    "dtype": dtype,
+                    "side": side,
+                    "gflop": gflop,
+                    "tf_seconds": seconds["tf"],
+                    "matmul_seconds": seconds["kzoo"],
+                    "kzoo_uses": uses,
+                }
+            )
     rate_text = ", ".join(f"{dtype} {rate:.0f}" for dtype, rate in rates.items())
     table(
         f"3x3 kernel gradient, batch {args.batch}, {args.channels} -> {args.channels} channels; "

@@ -29,18 +29,33 @@ from kzoo.data.detection import make_detection_pipeline  # noqa: E402
 from kzoo.tasks.instance_segmentation import canvas_size, load_detection_data  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AUGMENTATION = {"horizontal_flip": True, "scale_jitter": (0.5, 2.0), "brightness": 0.2, "contrast": 0.2,
-                "saturation": 0.2, "hue": 0.05}  # fmt: skip
+AUGMENTATION = {
+    "horizontal_flip": True,
+    "scale_jitter": (0.5, 2.0),
+    "brightness": 0.2,
+    "contrast": 0.2,
+    "saturation": 0.2,
+    "hue": 0.05,
+}
 PLAIN = {"horizontal_flip": False}
 
 
 def _throughput(config, source, augmentation: dict, batches: int, warmup: int) -> float:
     model, data = config.model, config.data
     pipeline = make_detection_pipeline(
-        source, config.train.batch_size, training=True, image_size=canvas_size(config), min_size=model.min_size,
-        max_size=model.max_size, max_instances=data.max_instances, mask_size=data.mask_size,
-        shuffle_buffer=data.shuffle_buffer, seed=config.train.seed, min_box_size=data.min_box_size, **augmentation,
-    ).repeat()  # fmt: skip
+        source,
+        config.train.batch_size,
+        training=True,
+        image_size=canvas_size(config),
+        min_size=model.min_size,
+        max_size=model.max_size,
+        max_instances=data.max_instances,
+        mask_size=data.mask_size,
+        shuffle_buffer=data.shuffle_buffer,
+        seed=config.train.seed,
+        min_box_size=data.min_box_size,
+        **augmentation,
+    ).repeat()
     iterator = iter(pipeline)
     for _ in range(warmup):
         next(iterator)
@@ -72,18 +87,34 @@ def main(argv=None) -> None:
         side = canvas_size(config)
         for label, augmentation in (("plain", PLAIN), ("augmented", AUGMENTATION)):
             rate = _throughput(config, source, augmentation, args.batches, args.warmup)
-            figures.append({"config": name, "canvas": side, "batch_size": config.train.batch_size,
-                            "mask_size": config.data.mask_size, "augmentation": label,
-                            "images_per_second": round(rate, 1)})  # fmt: skip
+            figures.append(
+                {
+                    "config": name,
+                    "canvas": side,
+                    "batch_size": config.train.batch_size,
+                    "mask_size": config.data.mask_size,
+                    "augmentation": label,
+                    "images_per_second": round(rate, 1),
+                }
+            )
     rows = [("config", "canvas", "batch", "mask_size", "augmentation", "images/s")]
-    rows += [(f["config"], f["canvas"], f["batch_size"], f["mask_size"], f["augmentation"],
-              f"{f['images_per_second']:.1f}") for f in figures]  # fmt: skip
+    rows += [
+        (f["config"], f["canvas"], f["batch_size"], f["mask_size"], f["augmentation"], f"{f['images_per_second']:.1f}")
+        for f in figures
+    ]
     table(f"Detection training pipeline throughput ({args.batches} batches after {args.warmup})", rows)
 
-    write_results("detection_pipeline", {
-        "augmentation": {k: list(v) if isinstance(v, tuple) else v for k, v in AUGMENTATION.items()},
-        "batches": args.batches, "warmup": args.warmup, "shapes_examples": args.shapes_examples, "figures": figures,
-    }, args.output)  # fmt: skip
+    write_results(
+        "detection_pipeline",
+        {
+            "augmentation": {k: list(v) if isinstance(v, tuple) else v for k, v in AUGMENTATION.items()},
+            "batches": args.batches,
+            "warmup": args.warmup,
+            "shapes_examples": args.shapes_examples,
+            "figures": figures,
+        },
+        args.output,
+    )
 
 
 if __name__ == "__main__":

@@ -49,11 +49,18 @@ def main() -> None:
     results = {}
     for name, init, layers in (("scratch", None, "all"), ("heads", pretrained, "heads"), ("all", pretrained, "all")):
         overrides = [
-            f"output_dir={os.path.join(args.output, name)}", f"name=held_out_{name}",
-            f"data.shapes_classes={json.dumps(HELD_OUT)}", f"model.num_classes={len(HELD_OUT) + 1}",
-            f"data.train_examples={args.train_images}", "data.eval_examples=200", f"train.epochs={args.epochs}",
-            f"train.step_epochs=[{int(args.epochs * 0.75)}]", "train.warmup_epochs=1", "train.seed=7",
-            f"train.trainable_layers={layers}", f"model.init_weights={json.dumps(init)}",
+            f"output_dir={os.path.join(args.output, name)}",
+            f"name=held_out_{name}",
+            f"data.shapes_classes={json.dumps(HELD_OUT)}",
+            f"model.num_classes={len(HELD_OUT) + 1}",
+            f"data.train_examples={args.train_images}",
+            "data.eval_examples=200",
+            f"train.epochs={args.epochs}",
+            f"train.step_epochs=[{int(args.epochs * 0.75)}]",
+            "train.warmup_epochs=1",
+            "train.seed=7",
+            f"train.trainable_layers={layers}",
+            f"model.init_weights={json.dumps(init)}",
         ]
         run_started = time.perf_counter()
         metrics = train(load_config(CONFIG, overrides), verbose=2)
@@ -64,13 +71,30 @@ def main() -> None:
     rows = [("start", "trained", "steps", "bbox AP", "bbox AP50", "segm AP", "segm AP50", "seconds")]
     for name, label in (("scratch", "random"), ("heads", "pre-trained"), ("all", "pre-trained")):
         r = results[name]
-        rows.append((label, name if name != "scratch" else "all", r["steps"], f"{r['bbox_AP']:.3f}",
-                     f"{r['bbox_AP50']:.3f}", f"{r['segm_AP']:.3f}", f"{r['segm_AP50']:.3f}", f"{r['seconds']:.0f}"))
+        rows.append(
+            (
+                label,
+                name if name != "scratch" else "all",
+                r["steps"],
+                f"{r['bbox_AP']:.3f}",
+                f"{r['bbox_AP50']:.3f}",
+                f"{r['segm_AP']:.3f}",
+                f"{r['segm_AP50']:.3f}",
+                f"{r['seconds']:.0f}",
+            )
+        )
     table(f"Fine-tuning on {args.train_images} images of unseen classes ({', '.join(HELD_OUT)}), COCO AP on 200", rows)
-    write_results("fine_tune_shapes", {
-        "pretrained": pretrained, "pretrain_seconds": pretrain_seconds if not args.pretrained else None,
-        "train_images": args.train_images, "epochs": args.epochs, "held_out_classes": HELD_OUT, "results": results,
-    })  # fmt: skip
+    write_results(
+        "fine_tune_shapes",
+        {
+            "pretrained": pretrained,
+            "pretrain_seconds": pretrain_seconds if not args.pretrained else None,
+            "train_images": args.train_images,
+            "epochs": args.epochs,
+            "held_out_classes": HELD_OUT,
+            "results": results,
+        },
+    )
 
 
 if __name__ == "__main__":

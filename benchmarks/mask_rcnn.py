@@ -87,8 +87,14 @@ def inference_model(size: int, forced: bool = True, backbone: str = "resnet50_fp
     from kzoo.applications import MaskRCNN
 
     threshold = 0.0 if forced else 0.05
-    model = MaskRCNN(backbone, input_shape=(size, size, 3), min_size=size, max_size=max(size, 1333),
-                     score_threshold=threshold, compute_dtype=compute_dtype)  # fmt: skip
+    model = MaskRCNN(
+        backbone,
+        input_shape=(size, size, 3),
+        min_size=size,
+        max_size=max(size, 1333),
+        score_threshold=threshold,
+        compute_dtype=compute_dtype,
+    )
     image = tf.constant(np.random.default_rng(0).integers(0, 256, (1, size, size, 3)).astype(np.uint8))
     return model, image
 
@@ -108,8 +114,11 @@ def kzoo_case(size: int, forced: bool, repeats: int, warmup: int, backbone: str,
 
     model, image = inference_model(size, forced, backbone, compute_dtype)
     whole = tf.function(model.call)
-    result = {"end_to_end": median_seconds(lambda: whole(image)["num_detections"].numpy(), repeats, warmup),
-              "detections": int(whole(image)["num_detections"][0]), "stages": {}}  # fmt: skip
+    result = {
+        "end_to_end": median_seconds(lambda: whole(image)["num_detections"].numpy(), repeats, warmup),
+        "detections": int(whole(image)["num_detections"][0]),
+        "stages": {},
+    }
     result["peak_rss_mb"] = peak_rss_mb()  # the whole graph's, before the stages below are compiled and run
     result["gflop"] = graph_gflop(whole, image)
 
@@ -135,6 +144,7 @@ def kzoo_case(size: int, forced: bool, repeats: int, warmup: int, backbone: str,
         "mask branch": (segment, (features, detections["boxes"], detections["classes"])),
     }
     for name, (fn, fn_args) in stages.items():
+
         def run(fn=fn, fn_args=fn_args):
             return tf.nest.map_structure(lambda t: t.numpy(), fn(*fn_args))
 
@@ -181,10 +191,16 @@ def training_step(size: int, compute_dtype: str = "float32", backbone: str = "re
     from kzoo.data.detection import make_detection_pipeline
     from kzoo.training.optimizers import SGD
 
-    model = MaskRCNN(backbone, num_classes=4, input_shape=(size, size, 3), min_size=size, max_size=size,
-                     compute_dtype=compute_dtype)  # fmt: skip
-    batch = next(iter(make_detection_pipeline(_train_examples(size), TRAIN_BATCH, training=False, image_size=size,
-                                              max_instances=8, mask_size=56)))  # fmt: skip
+    model = MaskRCNN(
+        backbone, num_classes=4, input_shape=(size, size, 3), min_size=size, max_size=size, compute_dtype=compute_dtype
+    )
+    batch = next(
+        iter(
+            make_detection_pipeline(
+                _train_examples(size), TRAIN_BATCH, training=False, image_size=size, max_instances=8, mask_size=56
+            )
+        )
+    )
     optimizer = SGD(0.01, momentum=0.9)  # the optimizer of kzoo's training loop (in-place momentum step)
 
     @tf.function
@@ -218,8 +234,13 @@ def torchvision_train_case(size: int, repeats: int, warmup: int) -> dict:
     for example in _train_examples(size):
         images.append(torch.from_numpy(example["image"]).permute(2, 0, 1).float() / 255.0)
         boxes = torch.from_numpy(example["boxes"][:, [1, 0, 3, 2]].copy()).float()  # yxyx -> xyxy
-        targets.append({"boxes": boxes, "labels": torch.from_numpy(example["classes"]).long(),
-                        "masks": torch.from_numpy(example["masks"].astype("uint8"))})  # fmt: skip
+        targets.append(
+            {
+                "boxes": boxes,
+                "labels": torch.from_numpy(example["classes"]).long(),
+                "masks": torch.from_numpy(example["masks"].astype("uint8")),
+            }
+        )
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
 
     def step():
@@ -254,19 +275,34 @@ def run_single(args) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def spawn(framework: str, size: int, forced: bool, args, train: bool = False, dtype: str = "float32",
-          matmul: bool = False) -> dict | None:
+def spawn(
+    framework: str, size: int, forced: bool, args, train: bool = False, dtype: str = "float32", matmul: bool = False
+) -> dict | None:
     """Run one configuration in a fresh Python (its own peak RSS); its result dict, or None when it failed."""
-    command = [sys.executable, __file__, "--single", "--framework", framework, "--size", str(size),
-               "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--backbone", args.backbone,
-               "--compute-dtype", dtype]
+    command = [
+        sys.executable,
+        __file__,
+        "--single",
+        "--framework",
+        framework,
+        "--size",
+        str(size),
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+        "--backbone",
+        args.backbone,
+        "--compute-dtype",
+        dtype,
+    ]
     command += ["--forced"] if forced else []
     command += ["--train"] if train else []
-    command += ["--matmul"] if matmul else []  # fmt: skip
+    command += ["--matmul"] if matmul else []
     done = subprocess.run(command, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     print(f"{framework} {size} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
     return None
 
@@ -310,14 +346,26 @@ def _ratio(ours: dict | None, theirs: dict | None, key: str, ours_rounds=(), the
 
 def train_table(args, with_torch: bool, matmul: dict | None) -> dict:
     """The training step of kzoo (each compute dtype) and torchvision, side by side."""
-    runs = {f"kzoo_{dtype}": partial(spawn, "kzoo", args.train_size, False, args, train=True, dtype=dtype)
-            for dtype in args.compute_dtypes}  # fmt: skip
+    runs = {
+        f"kzoo_{dtype}": partial(spawn, "kzoo", args.train_size, False, args, train=True, dtype=dtype)
+        for dtype in args.compute_dtypes
+    }
     if with_torch:
         runs["torchvision"] = partial(spawn, "torchvision", args.train_size, False, args, train=True)
     results, rounds = alternate(runs, args.rounds)
     theirs, theirs_rounds = results.get("torchvision"), rounds.get("torchvision", [])
-    rows = [("framework", "step (s)", "images/s", "peak RSS (MB)", "step / torchvision", "RSS / torchvision",
-             "GFLOP", "GFLOP/s (of matmul rate)")]  # fmt: skip
+    rows = [
+        (
+            "framework",
+            "step (s)",
+            "images/s",
+            "peak RSS (MB)",
+            "step / torchvision",
+            "RSS / torchvision",
+            "GFLOP",
+            "GFLOP/s (of matmul rate)",
+        )
+    ]
     for name, result in results.items():
         if result is None:
             continue
@@ -325,10 +373,18 @@ def train_table(args, with_torch: bool, matmul: dict | None) -> dict:
         dtype = "bfloat16" if name.endswith("bfloat16") else "float32"
         share = _share_of_matmul(result["gflop"], result["step"], dtype, matmul)
         rate = f"{result['gflop'] / result['step']:.0f} ({share})"
-        rows.append((name.replace("_", " "), f"{result['step']:.3f}", f"{TRAIN_BATCH / result['step']:.2f}",
-                     f"{result['peak_rss_mb']:.0f}", _ratio(result, theirs, "step", rounds[name], theirs_rounds),
-                     _ratio(result, theirs, "peak_rss_mb", rounds[name], theirs_rounds), f"{result['gflop']:.0f}",
-                     rate))  # fmt: skip
+        rows.append(
+            (
+                name.replace("_", " "),
+                f"{result['step']:.3f}",
+                f"{TRAIN_BATCH / result['step']:.2f}",
+                f"{result['peak_rss_mb']:.0f}",
+                _ratio(result, theirs, "step", rounds[name], theirs_rounds),
+                _ratio(result, theirs, "peak_rss_mb", rounds[name], theirs_rounds),
+                f"{result['gflop']:.0f}",
+                rate,
+            )
+        )
     title = f"Mask R-CNN training step, batch {TRAIN_BATCH}, {args.train_size}x{args.train_size}"
     table(title + (f"; medians of {args.rounds} alternating rounds" if args.rounds > 1 else ""), rows)
     return {**results, "rounds": rounds}
@@ -341,9 +397,22 @@ def _share_of_matmul(gflop: float, seconds: float, dtype: str, matmul: dict | No
 
 def inference_tables(args, with_torch: bool, matmul: dict | None) -> dict:
     """Inference latency and peak memory of kzoo (each compute dtype) and torchvision, and kzoo's stages."""
-    rows = [("image", "mask branch on", "kzoo dtype", "kzoo (s)", "detections", "peak RSS (MB)", "torchvision (s)",
-             "torchvision RSS (MB)", "time ratio", "RSS ratio", "GFLOP kzoo / tv",
-             "of matmul rate kzoo / tv")]  # fmt: skip
+    rows = [
+        (
+            "image",
+            "mask branch on",
+            "kzoo dtype",
+            "kzoo (s)",
+            "detections",
+            "peak RSS (MB)",
+            "torchvision (s)",
+            "torchvision RSS (MB)",
+            "time ratio",
+            "RSS ratio",
+            "GFLOP kzoo / tv",
+            "of matmul rate kzoo / tv",
+        )
+    ]
     stage_rows = [("image", "dtype", "stage", "ms", "GFLOP", "GFLOP/s", "of matmul rate")]
     results = {}
     for size in args.sizes:
@@ -361,27 +430,48 @@ def inference_tables(args, with_torch: bool, matmul: dict | None) -> dict:
                 ours, ours_rounds = group[f"{key}_kzoo_{dtype}"], group_rounds[f"{key}_kzoo_{dtype}"]
                 if ours is None:
                     continue
-                rows.append((
-                    f"{size}x{size}", label, dtype, f"{ours['end_to_end']:.3f}", f"{ours['detections']:.0f}",
-                    f"{ours['peak_rss_mb']:.0f}", f"{theirs['end_to_end']:.3f}" if theirs else "-",
-                    f"{theirs['peak_rss_mb']:.0f}" if theirs else "-",
-                    _ratio(ours, theirs, "end_to_end", ours_rounds, theirs_rounds),
-                    _ratio(ours, theirs, "peak_rss_mb", ours_rounds, theirs_rounds),
-                    f"{ours['gflop']:.0f} / {theirs['gflop']:.0f}" if theirs else f"{ours['gflop']:.0f}",
-                    " / ".join(_share_of_matmul(r["gflop"], r["end_to_end"], dtype_, matmul)
-                               for r, dtype_ in ((ours, dtype), (theirs, "float32")) if r),
-                ))  # fmt: skip
+                rows.append(
+                    (
+                        f"{size}x{size}",
+                        label,
+                        dtype,
+                        f"{ours['end_to_end']:.3f}",
+                        f"{ours['detections']:.0f}",
+                        f"{ours['peak_rss_mb']:.0f}",
+                        f"{theirs['end_to_end']:.3f}" if theirs else "-",
+                        f"{theirs['peak_rss_mb']:.0f}" if theirs else "-",
+                        _ratio(ours, theirs, "end_to_end", ours_rounds, theirs_rounds),
+                        _ratio(ours, theirs, "peak_rss_mb", ours_rounds, theirs_rounds),
+                        f"{ours['gflop']:.0f} / {theirs['gflop']:.0f}" if theirs else f"{ours['gflop']:.0f}",
+                        " / ".join(
+                            _share_of_matmul(r["gflop"], r["end_to_end"], dtype_, matmul)
+                            for r, dtype_ in ((ours, dtype), (theirs, "float32"))
+                            if r
+                        ),
+                    )
+                )
                 if not forced:
                     continue
                 for name, stage in ours["stages"].items():
-                    stage_rows.append((f"{size}x{size}", dtype, name, f"{1000 * stage['seconds']:.0f}",
-                                       f"{stage['gflop']:.1f}", f"{stage['gflop'] / stage['seconds']:.0f}",
-                                       _share_of_matmul(stage["gflop"], stage["seconds"], dtype, matmul)))  # fmt: skip
+                    stage_rows.append(
+                        (
+                            f"{size}x{size}",
+                            dtype,
+                            name,
+                            f"{1000 * stage['seconds']:.0f}",
+                            f"{stage['gflop']:.1f}",
+                            f"{stage['gflop'] / stage['seconds']:.0f}",
+                            _share_of_matmul(stage["gflop"], stage["seconds"], dtype, matmul),
+                        )
+                    )
     rounds = f"; medians of {args.rounds} alternating rounds" if args.rounds > 1 else ""
     table(f"Mask R-CNN inference latency, batch 1 (random weights){rounds}", rows)
     matmul_note = ", ".join(f"{d} {r:.0f} GFLOP/s" for d, r in (matmul or {}).items() if d != "peak_rss_mb")
-    table(f"kzoo per-stage time and FLOP rate (each stage compiled alone; mask branch on 100 detections); "
-          f"4096x4096 matmul: {matmul_note or '-'}", stage_rows)  # fmt: skip
+    table(
+        f"kzoo per-stage time and FLOP rate (each stage compiled alone; mask branch on 100 detections); "
+        f"4096x4096 matmul: {matmul_note or '-'}",
+        stage_rows,
+    )
     return results
 
 
@@ -390,14 +480,23 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[800, 512])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="run each group of configurations this many times, alternating kzoo and torchvision; "
-                             "medians, and the range of the rounds' ratios")  # fmt: skip
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run each group of configurations this many times, alternating kzoo and torchvision; "
+        "medians, and the range of the rounds' ratios",
+    )
     parser.add_argument("--backbone", default="resnet50_fpn")
     parser.add_argument("--no-torch", action="store_true", help="skip torchvision even if it is installed")
     parser.add_argument("--mode", choices=["inference", "train", "both", "export"], default="both")
-    parser.add_argument("--compute-dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
-                        help="kzoo's model.compute_dtype (inference and training)")  # fmt: skip
+    parser.add_argument(
+        "--compute-dtypes",
+        nargs="+",
+        choices=["float32", "bfloat16"],
+        default=["float32", "bfloat16"],
+        help="kzoo's model.compute_dtype (inference and training)",
+    )
     parser.add_argument("--compute-dtype", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--train-size", type=int, default=512, help="training step image side")
     parser.add_argument("--output", help="results JSON (default benchmarks/results/mask_rcnn_<mode>.json)")
@@ -423,12 +522,22 @@ def main() -> None:
         with_torch = not args.no_torch
     except ImportError:
         with_torch = False
-    print(f"{os.cpu_count()} CPU cores; {args.backbone}; median of {args.repeats} after {args.warmup} warm-up runs"
-          + ("" if with_torch else "; torchvision not installed: no comparison"))  # fmt: skip
+    print(
+        f"{os.cpu_count()} CPU cores; {args.backbone}; median of {args.repeats} after {args.warmup} warm-up runs"
+        + ("" if with_torch else "; torchvision not installed: no comparison")
+    )
     matmul = spawn("kzoo", 0, False, args, matmul=True)
-    results = {"matmul_gflops": matmul, "settings": {
-        "repeats": args.repeats, "warmup": args.warmup, "backbone": args.backbone, "train_size": args.train_size,
-        "train_batch": TRAIN_BATCH, "sizes": args.sizes}}  # fmt: skip
+    results = {
+        "matmul_gflops": matmul,
+        "settings": {
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "backbone": args.backbone,
+            "train_size": args.train_size,
+            "train_batch": TRAIN_BATCH,
+            "sizes": args.sizes,
+        },
+    }
     if args.mode in ("train", "both"):
         results["train"] = train_table(args, with_torch, matmul)
     if args.mode in ("inference", "both"):

@@ -36,8 +36,12 @@ from kzoo.export.tflite import QUANTIZE_MODES  # noqa: E402
 from kzoo.models.mask_rcnn import MaskRCNNModel  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAMES = {"none": "float32", "float16": "float16 weights", "dynamic": "dynamic range (int8 weights)",
-         "int8": "int8 network, float post-processing"}  # fmt: skip
+NAMES = {
+    "none": "float32",
+    "float16": "float16 weights",
+    "dynamic": "dynamic range (int8 weights)",
+    "int8": "int8 network, float post-processing",
+}
 
 
 def directory_size(path: str) -> int:
@@ -64,9 +68,11 @@ def main() -> None:
     model(np.zeros((1, args.size, args.size, 3), np.uint8))
     image = make_shapes_instances(1, args.size, seed=1)[0]["image"][None]
     calibration = np.stack([e["image"] for e in make_shapes_instances(args.calibration, args.size, seed=2)])
-    print(f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores, LiteRT threads "
-          f"{args.threads}; {os.path.basename(args.config)} at {args.size}x{args.size}, backbone {config.backbone}, "
-          f"{model.count_params() / 1e6:.2f} M parameters")  # fmt: skip
+    print(
+        f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores, LiteRT threads "
+        f"{args.threads}; {os.path.basename(args.config)} at {args.size}x{args.size}, backbone {config.backbone}, "
+        f"{model.count_params() / 1e6:.2f} M parameters"
+    )
 
     pixels = image  # uint8: kzoo's .tflite files take uint8 pixels
     rows = [("artifact", "size (MB)", "export (s)", "latency (ms)")]
@@ -86,8 +92,9 @@ def main() -> None:
             serve = tf.saved_model.load(path).signatures["serving_default"]
             serve(images=tf.constant(image))
             ms = 1000 * median_seconds(lambda: serve(images=tf.constant(image)), args.repeats)
-            rows.append(("SavedModel serving_default", f"{directory_size(path) / 1e6:.1f}", f"{seconds:.0f}",
-                         f"{ms:.0f}"))  # fmt: skip
+            rows.append(
+                ("SavedModel serving_default", f"{directory_size(path) / 1e6:.1f}", f"{seconds:.0f}", f"{ms:.0f}")
+            )
             print(rows[-1], flush=True)
         for quantize in args.variants:
             path = os.path.join(out_dir, f"mask_rcnn_{quantize}.tflite")
@@ -98,8 +105,9 @@ def main() -> None:
             runner = interpreter.get_signature_runner("serving_default")
             runner(images=pixels)
             ms = 1000 * median_seconds(lambda r=runner: r(images=pixels), args.repeats)
-            rows.append((f"TFLite {NAMES[quantize]}", f"{os.path.getsize(path) / 1e6:.1f}", f"{seconds:.0f}",
-                         f"{ms:.0f}"))  # fmt: skip
+            rows.append(
+                (f"TFLite {NAMES[quantize]}", f"{os.path.getsize(path) / 1e6:.1f}", f"{seconds:.0f}", f"{ms:.0f}")
+            )
             print(rows[-1], flush=True)
     table(f"Mask R-CNN export, one {args.size}x{args.size} image (median of {args.repeats})", rows)
     write_results("mask_rcnn_export")

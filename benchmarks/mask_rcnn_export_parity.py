@@ -41,8 +41,12 @@ from kzoo.models.mask_rcnn import MaskRCNNModel  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PENN_FUDAN = os.path.join(ROOT, "..", "shared", "data", "PennFudanPed")
-NAMES = {"none": "TFLite float32", "float16": "TFLite float16", "dynamic": "TFLite dynamic range",
-         "int8": "TFLite int8"}  # fmt: skip
+NAMES = {
+    "none": "TFLite float32",
+    "float16": "TFLite float16",
+    "dynamic": "TFLite dynamic range",
+    "int8": "TFLite int8",
+}
 KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections", "detection_masks")
 
 
@@ -59,8 +63,12 @@ def load_photographs(annotations: str, image_dir: str, size: int, count: int | N
         canvases.append(canvas)
         scales.append(factors)
         sizes.append(pixels.shape[:2])
-    return {"canvases": np.stack(canvases), "scales": np.array(scales),
-            "image_ids": np.array([image["id"] for image in images]), "image_sizes": np.array(sizes)}  # fmt: skip
+    return {
+        "canvases": np.stack(canvases),
+        "scales": np.array(scales),
+        "image_ids": np.array([image["id"] for image in images]),
+        "image_sizes": np.array(sizes),
+    }
 
 
 def coco_ap(outputs: dict, photos: dict, annotations: str) -> dict[str, float]:
@@ -70,9 +78,16 @@ def coco_ap(outputs: dict, photos: dict, annotations: str) -> dict[str, float]:
     boxes = np.clip(boxes, 0, limits)
     with open(annotations) as f:
         categories = CocoCategories.from_coco(json.load(f)["categories"])
-    results = detections_to_coco(photos["image_ids"], boxes, outputs["detection_scores"],
-                                 outputs["detection_classes"], outputs["num_detections"],
-                                 outputs["detection_masks"], photos["image_sizes"], categories)  # fmt: skip
+    results = detections_to_coco(
+        photos["image_ids"],
+        boxes,
+        outputs["detection_scores"],
+        outputs["detection_classes"],
+        outputs["num_detections"],
+        outputs["detection_masks"],
+        photos["image_sizes"],
+        categories,
+    )
     return evaluate_coco(annotations, results, image_ids=photos["image_ids"].tolist())
 
 
@@ -84,9 +99,19 @@ def keras_outputs(model: MaskRCNNModel, images: np.ndarray) -> dict[str, np.ndar
 
 def row(name: str, size: str, reference: dict, candidate: dict, image_size: int, min_score: float) -> tuple:
     s = compare_detections(reference, candidate, (image_size, image_size), min_score=min_score).summary()
-    return (name, size, f"{s['reference']}/{s['candidate']}", f"{s['matched']:.3f}", f"{s['same_class']:.3f}",
-            f"{s['box_iou_mean']:.4f}", f"{s['box_iou_min']:.4f}", f"{s['box_error_max']:.3f}",
-            f"{s['score_error_max']:.4f}", f"{s['mask_iou_mean']:.4f}", f"{s['mask_iou_min']:.4f}")  # fmt: skip
+    return (
+        name,
+        size,
+        f"{s['reference']}/{s['candidate']}",
+        f"{s['matched']:.3f}",
+        f"{s['same_class']:.3f}",
+        f"{s['box_iou_mean']:.4f}",
+        f"{s['box_iou_min']:.4f}",
+        f"{s['box_error_max']:.3f}",
+        f"{s['score_error_max']:.4f}",
+        f"{s['mask_iou_mean']:.4f}",
+        f"{s['mask_iou_min']:.4f}",
+    )
 
 
 def main() -> None:
@@ -112,9 +137,12 @@ def main() -> None:
     canvases = photos["canvases"]
     calibration_json = args.calibration_annotations or args.annotations.replace("_val", "_train")
     calibration = load_photographs(calibration_json, args.image_dir, args.size, args.calibration)["canvases"]
-    print(f"{os.path.basename(args.config)}, {model.count_params() / 1e6:.2f} M parameters; {len(canvases)} "
-          f"photographs of {os.path.basename(args.annotations)} letterboxed to {args.size}x{args.size}; int8 "
-          f"calibrated on {len(calibration)} of {os.path.basename(calibration_json)}", flush=True)  # fmt: skip
+    print(
+        f"{os.path.basename(args.config)}, {model.count_params() / 1e6:.2f} M parameters; {len(canvases)} "
+        f"photographs of {os.path.basename(args.annotations)} letterboxed to {args.size}x{args.size}; int8 "
+        f"calibrated on {len(calibration)} of {os.path.basename(calibration_json)}",
+        flush=True,
+    )
 
     results: list[tuple[str, str, dict]] = []
     with tempfile.TemporaryDirectory() as temp:
@@ -125,9 +153,14 @@ def main() -> None:
         reference = {key: np.concatenate([p[key].numpy() for p in parts]) for key in KEYS}
         results.append(("Keras model", "-", keras_outputs(model, canvases)))
         for quantize in args.variants:
-            file = convert_mask_rcnn_tflite(model, os.path.join(out_dir, f"mask_rcnn_{quantize}.tflite"),
-                                            (args.size, args.size), quantize, representative_images=calibration,
-                                            input_dtype="uint8")  # fmt: skip
+            file = convert_mask_rcnn_tflite(
+                model,
+                os.path.join(out_dir, f"mask_rcnn_{quantize}.tflite"),
+                (args.size, args.size),
+                quantize,
+                representative_images=calibration,
+                input_dtype="uint8",
+            )
             size = f"{os.path.getsize(file) / 1e6:.2f}"
             results.append((NAMES[quantize], size, run_mask_rcnn_tflite(file, canvases)))
             print(f"{NAMES[quantize]}: {size} MB", flush=True)
@@ -147,22 +180,45 @@ def main() -> None:
     unsuppressed_model.set_weights(values)
     unsuppressed = keras_outputs(unsuppressed_model, canvases)
     float32_file = next((out for name, _, out in results if name == NAMES["none"]), None)
-    rows = [("vs SavedModel", "detections", "outliers (> 1 px or mask IoU < 0.95, or unmatched)",
-             "NMS near-ties (another float32 candidate)", "as the TFLite float32 file gives it")]  # fmt: skip
+    rows = [
+        (
+            "vs SavedModel",
+            "detections",
+            "outliers (> 1 px or mask IoU < 0.95, or unmatched)",
+            "NMS near-ties (another float32 candidate)",
+            "as the TFLite float32 file gives it",
+        )
+    ]
     for name, _, out in results + controls:
         found = outliers(compare_detections(reference, out, (args.size, args.size)), out)
         ties = sum(has_near_equal(unsuppressed, out, image, row) for image, row in found)
-        shared = "-" if float32_file is None or out is float32_file else sum(
-            has_near_equal(float32_file, out, image, row) for image, row in found)  # fmt: skip
+        shared = (
+            "-"
+            if float32_file is None or out is float32_file
+            else sum(has_near_equal(float32_file, out, image, row) for image, row in found)
+        )
         rows.append((name, int(out["num_detections"].sum()), len(found), ties, shared))
-    table("Outliers: NMS near-ties, and those the float32 file (float32 arithmetic, other summation order) shares",
-          rows)  # fmt: skip
+    table(
+        "Outliers: NMS near-ties, and those the float32 file (float32 arithmetic, other summation order) shares", rows
+    )
 
-    header = ("vs SavedModel", "MB", "detections", "matched", "same class", "box IoU mean", "box IoU min",
-              "box err max (px)", "score err max", "mask IoU mean", "mask IoU min")  # fmt: skip
+    header = (
+        "vs SavedModel",
+        "MB",
+        "detections",
+        "matched",
+        "same class",
+        "box IoU mean",
+        "box IoU min",
+        "box err max (px)",
+        "score err max",
+        "mask IoU mean",
+        "mask IoU min",
+    )
     for title, min_score in (("every detection", 0.0), (f"detections scoring >= {args.confident}", args.confident)):
-        rows = [header] + [row(name, size, reference, out, args.size, min_score)
-                           for name, size, out in results + controls]  # fmt: skip
+        rows = [header] + [
+            row(name, size, reference, out, args.size, min_score) for name, size, out in results + controls
+        ]
         table(f"Mask R-CNN export parity on {len(canvases)} photographs, {title}", rows)
 
     rows = [("artifact", "bbox AP", "bbox AP50", "bbox AP75", "segm AP", "segm AP50", "segm AP75")]

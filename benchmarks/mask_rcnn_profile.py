@@ -93,8 +93,15 @@ def family_rates(by_type: dict, gflop_by_type: dict, matmul_rate: float) -> list
     rows = []
     for family in ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul", "other"):
         rate = gflop[family] / seconds[family] if seconds[family] else 0.0
-        rows.append({"family": family, "seconds": seconds[family], "gflop": gflop[family], "gflops": rate,
-                     "of_matmul_rate": rate / matmul_rate})  # fmt: skip
+        rows.append(
+            {
+                "family": family,
+                "seconds": seconds[family],
+                "gflop": gflop[family],
+                "gflops": rate,
+                "of_matmul_rate": rate / matmul_rate,
+            }
+        )
     return rows
 
 
@@ -154,23 +161,45 @@ def main() -> None:
     top_types = sorted(by_type.items(), key=lambda item: -item[1])[: args.top]
     top_names = sorted(by_name.items(), key=lambda item: -item[1])[: args.top]
     title = f"Mask R-CNN {args.mode}, {args.size}, {args.compute_dtype}: wall {wall:.2f} s per step"
-    table(title + f"; op time summed over threads {total:.2f} s", [("op type", "s / step", "share")] + [
-        (op, f"{seconds:.3f}", f"{100 * seconds / total:.1f}%") for op, seconds in top_types
-    ])  # fmt: skip
+    table(
+        title + f"; op time summed over threads {total:.2f} s",
+        [("op type", "s / step", "share")]
+        + [(op, f"{seconds:.3f}", f"{100 * seconds / total:.1f}%") for op, seconds in top_types],
+    )
     table("top ops by name", [("op", "s / step")] + [(op[-90:], f"{seconds:.3f}") for op, seconds in top_names])
     families = family_rates(by_type, gflop_by_type, matmul_rate) if gflop_by_type else None
     if families:
-        table(f"op families: time, GFLOP of the traced graph, rate; {args.compute_dtype} 4096x4096 matmul "
-              f"{matmul_rate:.0f} GFLOP/s", [("family", "s / step", "GFLOP", "GFLOP/s", "of matmul rate")] + [
-            (f["family"], f"{f['seconds']:.3f}", f"{f['gflop']:.1f}", f"{f['gflops']:.0f}",
-             f"{100 * f['of_matmul_rate']:.0f}%") for f in families
-        ])  # fmt: skip
+        table(
+            f"op families: time, GFLOP of the traced graph, rate; {args.compute_dtype} 4096x4096 matmul "
+            f"{matmul_rate:.0f} GFLOP/s",
+            [("family", "s / step", "GFLOP", "GFLOP/s", "of matmul rate")]
+            + [
+                (
+                    f["family"],
+                    f"{f['seconds']:.3f}",
+                    f"{f['gflop']:.1f}",
+                    f"{f['gflops']:.0f}",
+                    f"{100 * f['of_matmul_rate']:.0f}%",
+                )
+                for f in families
+            ],
+        )
     suffix = f"_inter{args.inter_op_threads}" if args.inter_op_threads else ""
-    write_results(f"mask_rcnn_profile_{args.mode}_{args.size}_{args.compute_dtype}{suffix}", {
-        "mode": args.mode, "size": args.size, "compute_dtype": args.compute_dtype, "wall_seconds": wall,
-        "inter_op_threads": args.inter_op_threads, "matmul_gflops": matmul_rate, "op_seconds_total": total,
-        "by_type": dict(top_types), "by_name": dict(top_names), "families": families,
-    })  # fmt: skip
+    write_results(
+        f"mask_rcnn_profile_{args.mode}_{args.size}_{args.compute_dtype}{suffix}",
+        {
+            "mode": args.mode,
+            "size": args.size,
+            "compute_dtype": args.compute_dtype,
+            "wall_seconds": wall,
+            "inter_op_threads": args.inter_op_threads,
+            "matmul_gflops": matmul_rate,
+            "op_seconds_total": total,
+            "by_type": dict(top_types),
+            "by_name": dict(top_names),
+            "families": families,
+        },
+    )
 
 
 if __name__ == "__main__":

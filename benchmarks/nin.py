@@ -37,11 +37,17 @@ def sequential_nin(variant: str, input_shape, classes: int, batch_norm: bool) ->
         filters = list(spec.filters) + ([classes] if index == len(blocks) else [])
         for stage, width in enumerate(filters):
             first = stage == 0
-            layers.append(keras.layers.Conv2D(
-                width, spec.kernel_size if first else 1, strides=spec.strides if first else 1,
-                padding=spec.padding if first else "valid", use_bias=not batch_norm,
-                activation=None if batch_norm else "relu", kernel_initializer="he_normal",
-            ))  # fmt: skip
+            layers.append(
+                keras.layers.Conv2D(
+                    width,
+                    spec.kernel_size if first else 1,
+                    strides=spec.strides if first else 1,
+                    padding=spec.padding if first else "valid",
+                    use_bias=not batch_norm,
+                    activation=None if batch_norm else "relu",
+                    kernel_initializer="he_normal",
+                )
+            )
             if batch_norm:
                 layers += [keras.layers.BatchNormalization(), keras.layers.ReLU()]
         if spec.pool:
@@ -92,10 +98,13 @@ def training_throughput(args, input_shape, classes) -> list[tuple]:
     plain_rate = count / statistics.median(plain_times)
     return [
         ("model", "images/s", "ratio to plain Keras"),
-        (f"kzoo NIN ({args.variant}{', BN' if args.batch_norm else ''}) + kzoo train step", f"{kzoo_rate:.0f}",
-         f"{kzoo_rate / plain_rate:.3f}"),
+        (
+            f"kzoo NIN ({args.variant}{', BN' if args.batch_norm else ''}) + kzoo train step",
+            f"{kzoo_rate:.0f}",
+            f"{kzoo_rate / plain_rate:.3f}",
+        ),
         ("plain keras.Sequential + model.fit", f"{plain_rate:.0f}", "1.000"),
-    ], kzoo_rate  # fmt: skip
+    ], kzoo_rate
 
 
 def pipeline_throughput(args, input_shape, classes) -> float:
@@ -140,13 +149,19 @@ def inference_latency(args, input_shape, classes) -> list[tuple]:
         version_dir = export_classifier_saved_model(model, tmp, "nin", [str(i) for i in range(classes)])
         serve = tf.saved_model.load(version_dir).signatures["serving_default"]
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(version_dir) for f in fs)
-        row("SavedModel serving_default", f"{size / 1e6:.2f} MB",
-            timed(lambda x: serve(images=tf.constant(x))["probabilities"].numpy()))  # fmt: skip
+        row(
+            "SavedModel serving_default",
+            f"{size / 1e6:.2f} MB",
+            timed(lambda x: serve(images=tf.constant(x))["probabilities"].numpy()),
+        )
         for quantize in ("none", "float16", "dynamic", "int8"):
             path = os.path.join(tmp, f"nin_{quantize}.tflite")
             convert_classifier_tflite(model, path, quantize=quantize, representative_images=calibration)
-            row(f"TFLite {quantize}", f"{os.path.getsize(path) / 1e6:.2f} MB",
-                timed(lambda x, p=path: run_tflite_classifier(p, x, batch_size=len(x))))  # fmt: skip
+            row(
+                f"TFLite {quantize}",
+                f"{os.path.getsize(path) / 1e6:.2f} MB",
+                timed(lambda x, p=path: run_tflite_classifier(p, x, batch_size=len(x))),
+            )
     return rows
 
 
@@ -161,15 +176,21 @@ def main() -> None:
     parser.add_argument("--latency-repeats", type=int, default=20)
     args = parser.parse_args()
     input_shape = DEFAULT_INPUT_SHAPES[args.variant]
-    print(f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores; "
-          f"NIN {args.variant} {input_shape}, {args.classes} classes, batch {args.batch_size}")  # fmt: skip
+    print(
+        f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores; "
+        f"NIN {args.variant} {input_shape}, {args.classes} classes, batch {args.batch_size}"
+    )
 
     rows, train_rate = training_throughput(args, input_shape, args.classes)
     table("Training throughput", rows)
     pipeline_rate = pipeline_throughput(args, input_shape, args.classes)
-    table("Input pipeline (uint8 -> shuffle, random crop, flip, batch, normalize)",
-          [("pipeline", "images/s", "x training"), ("kzoo.data make_pipeline", f"{pipeline_rate:.0f}",
-                                                    f"{pipeline_rate / train_rate:.1f}")])  # fmt: skip
+    table(
+        "Input pipeline (uint8 -> shuffle, random crop, flip, batch, normalize)",
+        [
+            ("pipeline", "images/s", "x training"),
+            ("kzoo.data make_pipeline", f"{pipeline_rate:.0f}", f"{pipeline_rate / train_rate:.1f}"),
+        ],
+    )
     table("Inference latency (median)", inference_latency(args, input_shape, args.classes))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     table("Memory", [("measure", "value"), ("peak resident memory of this process", f"{peak_mb:.0f} MB")])

@@ -54,7 +54,8 @@ def _one(model_name: str, size: str, way: str, repeats: int) -> dict:
         "tf.function(model.call)": (lambda fn: lambda: fn(tf.constant(inputs)))(tf.function(model.call)),
         "model.predict": lambda: model.predict(inputs, verbose=0),
         # what model(images) ran before: Keras's eager call, op by op
-        "op by op (before)": (lambda: model._inference(tf.constant(inputs))) if model_name == "mask_rcnn"
+        "op by op (before)": (lambda: model._inference(tf.constant(inputs)))
+        if model_name == "mask_rcnn"
         else (lambda: super(type(model), model).call(tf.constant(inputs), training=False)),
     }[way]
     started = time.perf_counter()
@@ -88,8 +89,10 @@ def main() -> None:
             for way in WAYS:
                 done = subprocess.run(
                     [sys.executable, __file__, "--one", model_name, size, way, "--repeats", str(args.repeats)],
-                    capture_output=True, text=True, check=True,
-                )  # fmt: skip
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 measured.setdefault(f"{model_name} {size}", {}).setdefault(way, []).append(result)
                 print(f"{model_name} {size} {way}: {result}", flush=True)
@@ -100,8 +103,16 @@ def main() -> None:
         base = medians["tf.function(model.call)"]
         rows = [("call", "first call (s)", "median call (s)", "vs tf.function", "peak RSS (MB)", "vs tf.function")]
         for way, m in medians.items():
-            rows.append((way, f"{m['first_s']:.2f}", f"{m['median_s']:.3f}", f"{m['median_s'] / base['median_s']:.2f}",
-                         f"{m['peak_rss_mb']:.0f}", f"{m['peak_rss_mb'] / base['peak_rss_mb']:.2f}"))  # fmt: skip
+            rows.append(
+                (
+                    way,
+                    f"{m['first_s']:.2f}",
+                    f"{m['median_s']:.3f}",
+                    f"{m['median_s'] / base['median_s']:.2f}",
+                    f"{m['peak_rss_mb']:.0f}",
+                    f"{m['peak_rss_mb'] / base['peak_rss_mb']:.2f}",
+                )
+            )
         table(f"{case}: the Python call ({args.repeats} calls after the first, median of {args.rounds} rounds)", rows)
         results[case] = medians
     write_results("python_call", results)

@@ -25,80 +25,143 @@ PAGE = os.path.join(HERE, "README.md")
 
 #: (section, [(result name, heading, what is measured, command that reproduces it)])
 SECTIONS: list[tuple[str, list[tuple[str, str, str, str]]]] = [
-    ("Trained models", [
-        ("nin_fashion_mnist", "NIN on Fashion-MNIST",
-         "Top-1 accuracy of the shipped weights on the 10,000 test images; the training time of the whole run.",
-         "apt-get install dataset-fashion-mnist && kzoo train configs/nin_fashion_mnist.yaml"),
-        ("mask_rcnn_shapes", "Mask R-CNN on the built-in shapes",
-         "COCO bbox and segm AP (pycocotools) of `kzoo demo`'s model, trained from scratch, on 200 held-out images; "
-         "wall time of the training epochs and of the whole command.",
-         "kzoo demo"),
-        ("mask_rcnn_penn_fudan", "Mask R-CNN on Penn-Fudan pedestrians",
-         "COCO bbox and segm AP on the 43 val photographs of a model trained from scratch on the 127 others.",
-         "kzoo train configs/mask_rcnn_penn_fudan.yaml && kzoo evaluate configs/mask_rcnn_penn_fudan.yaml"),
-        ("fine_tune_shapes", "Fine-tuning: transfer against scratch",
-         "The same number of steps from random weights and from the shapes demo's weights, on two classes the "
-         "pre-trained model never saw; wall time of each run.",
-         "python benchmarks/fine_tune_shapes.py"),
-    ]),
-    ("Speed and memory", [
-        ("nin", "NIN training and inference",
-         "Training images per second (kzoo's step against a plain `keras.Sequential` with `fit`), the input "
-         "pipeline alone, and the latency of each export at batch 1 and 64.",
-         "python benchmarks/nin.py"),
-        ("mask_rcnn_train", "Mask R-CNN training step against torchvision",
-         "One SGD step of R50-FPN (forward, targets, losses, backward, update), batch 2, 512x512, random weights, "
-         "stem and first stage frozen in both; median of 5 after 2 warm-ups; peak RSS of the process; kzoo and "
-         "torchvision alternate in rounds.",
-         "python benchmarks/mask_rcnn.py --mode train --rounds 3"),
-        ("mask_rcnn_inference", "Mask R-CNN inference against torchvision",
-         "One image through R50-FPN (random weights), the mask branch on 100 forced detections / at the default "
-         "score threshold; median of 5 after 2 warm-ups; each configuration in its own process for its own peak "
-         "RSS.",
-         "python benchmarks/mask_rcnn.py --mode inference --sizes 512 800"),
-        ("python_call", "The Python call",
-         "`model(images)` against `tf.function(model.call)`, `model.predict` and the op-by-op eager run it replaced: "
-         "Mask R-CNN R50-FPN on one uint8 image (random weights, the 800/1333 resize) and NIN on a batch of 128; the "
-         "first call (tracing included) and the median of later calls; each way in its own process for its own peak "
-         "RSS, the ways alternating over rounds.",
-         "python benchmarks/python_call.py"),
-        ("mask_rcnn_profile_train", "Where the training step's time goes",
-         "The step run one op at a time under TensorFlow's profiler; each op family's time beside its GFLOP from "
-         "the traced graph and the machine's matmul rate measured in the same process.",
-         "python benchmarks/mask_rcnn_profile.py --inter-op-threads 1"),
-        ("mask_rcnn_memory", "Where the memory goes",
-         "Resident memory of the R50-FPN training process by item (RSS deltas, and TensorFlow's allocator "
-         "profile with the BFC allocator).",
-         "TF_CPU_ALLOCATOR_USE_BFC=true python benchmarks/mask_rcnn_profile.py"),
-        ("roi_align", "RoIAlign kernels",
-         "Forward (and, with `--backward`, forward plus the feature gradient) of 1000 RoIs on one map and on an "
-         "FPN pyramid, against torchvision's `roi_align` and `MultiScaleRoIAlign`.",
-         "python benchmarks/roi_align.py && python benchmarks/roi_align.py --backward"),
-        ("conv_filter_gradient", "The 3x3 convolution's kernel gradient",
-         "`kzoo.ops.conv.conv2d_3x3_kernel_gradient` (nine matmuls) against oneDNN's `Conv2DBackpropFilter` by "
-         "map size, and the training step with and without it.",
-         "python benchmarks/conv_filter_gradient.py"),
-    ]),
-    ("Export", [
-        ("mask_rcnn_export", "Mask R-CNN exports: size and latency",
-         "File size and one-image latency of the Keras model, the SavedModel and each TFLite variant (LiteRT, "
-         "XNNPACK, 2 threads).",
-         "python benchmarks/mask_rcnn.py --mode export && "
-         "python benchmarks/mask_rcnn_export.py --config configs/mask_rcnn_r50_fpn.yaml"),
-        ("mask_rcnn_export_parity", "Mask R-CNN exports: parity on real photographs",
-         "Each TFLite file against the SavedModel on the Penn-Fudan val photographs, detections matched one to "
-         "one by box IoU, masks compared pasted into the image; two Keras controls show what float rounding and "
-         "invisible input noise alone do.",
-         "python benchmarks/mask_rcnn_export_parity.py --weights runs/mask_rcnn_penn_fudan/model.weights.h5"),
-    ]),
-    ("Numerics", [
-        ("numerics", "Parity and kernel checks",
-         "One-off measurements that the code's design relies on (the docstrings cite this table); the tests "
-         "check the tolerances.",
-         "python -m pytest -q tests/applications/torchvision tests/layers/test_roi_align.py "
-         "tests/ops/test_crop_and_resize.py"),
-    ]),
-]  # fmt: skip
+    (
+        "Trained models",
+        [
+            (
+                "nin_fashion_mnist",
+                "NIN on Fashion-MNIST",
+                "Top-1 accuracy of the shipped weights on the 10,000 test images; the training time of the whole run.",
+                "apt-get install dataset-fashion-mnist && kzoo train configs/nin_fashion_mnist.yaml",
+            ),
+            (
+                "mask_rcnn_shapes",
+                "Mask R-CNN on the built-in shapes",
+                "COCO bbox and segm AP (pycocotools) of `kzoo demo`'s model, trained from scratch, on 200 held-out "
+                "images; "
+                "wall time of the training epochs and of the whole command.",
+                "kzoo demo",
+            ),
+            (
+                "mask_rcnn_penn_fudan",
+                "Mask R-CNN on Penn-Fudan pedestrians",
+                "COCO bbox and segm AP on the 43 val photographs of a model trained from scratch on the 127 others.",
+                "kzoo train configs/mask_rcnn_penn_fudan.yaml && kzoo evaluate configs/mask_rcnn_penn_fudan.yaml",
+            ),
+            (
+                "fine_tune_shapes",
+                "Fine-tuning: transfer against scratch",
+                "The same number of steps from random weights and from the shapes demo's weights, on two classes the "
+                "pre-trained model never saw; wall time of each run.",
+                "python benchmarks/fine_tune_shapes.py",
+            ),
+        ],
+    ),
+    (
+        "Speed and memory",
+        [
+            (
+                "nin",
+                "NIN training and inference",
+                "Training images per second (kzoo's step against a plain `keras.Sequential` with `fit`), the input "
+                "pipeline alone, and the latency of each export at batch 1 and 64.",
+                "python benchmarks/nin.py",
+            ),
+            (
+                "mask_rcnn_train",
+                "Mask R-CNN training step against torchvision",
+                "One SGD step of R50-FPN (forward, targets, losses, backward, update), batch 2, 512x512, random "
+                "weights, "
+                "stem and first stage frozen in both; median of 5 after 2 warm-ups; peak RSS of the process; kzoo and "
+                "torchvision alternate in rounds.",
+                "python benchmarks/mask_rcnn.py --mode train --rounds 3",
+            ),
+            (
+                "mask_rcnn_inference",
+                "Mask R-CNN inference against torchvision",
+                "One image through R50-FPN (random weights), the mask branch on 100 forced detections / at the default "
+                "score threshold; median of 5 after 2 warm-ups; each configuration in its own process for its own peak "
+                "RSS.",
+                "python benchmarks/mask_rcnn.py --mode inference --sizes 512 800",
+            ),
+            (
+                "python_call",
+                "The Python call",
+                "`model(images)` against `tf.function(model.call)`, `model.predict` and the op-by-op eager run it "
+                "replaced: "
+                "Mask R-CNN R50-FPN on one uint8 image (random weights, the 800/1333 resize) and NIN on a batch of "
+                "128; the "
+                "first call (tracing included) and the median of later calls; each way in its own process for its "
+                "own peak "
+                "RSS, the ways alternating over rounds.",
+                "python benchmarks/python_call.py",
+            ),
+            (
+                "mask_rcnn_profile_train",
+                "Where the training step's time goes",
+                "The step run one op at a time under TensorFlow's profiler; each op family's time beside its GFLOP "
+                "from "
+                "the traced graph and the machine's matmul rate measured in the same process.",
+                "python benchmarks/mask_rcnn_profile.py --inter-op-threads 1",
+            ),
+            (
+                "mask_rcnn_memory",
+                "Where the memory goes",
+                "Resident memory of the R50-FPN training process by item (RSS deltas, and TensorFlow's allocator "
+                "profile with the BFC allocator).",
+                "TF_CPU_ALLOCATOR_USE_BFC=true python benchmarks/mask_rcnn_profile.py",
+            ),
+            (
+                "roi_align",
+                "RoIAlign kernels",
+                "Forward (and, with `--backward`, forward plus the feature gradient) of 1000 RoIs on one map and on an "
+                "FPN pyramid, against torchvision's `roi_align` and `MultiScaleRoIAlign`.",
+                "python benchmarks/roi_align.py && python benchmarks/roi_align.py --backward",
+            ),
+            (
+                "conv_filter_gradient",
+                "The 3x3 convolution's kernel gradient",
+                "`kzoo.ops.conv.conv2d_3x3_kernel_gradient` (nine matmuls) against oneDNN's `Conv2DBackpropFilter` by "
+                "map size, and the training step with and without it.",
+                "python benchmarks/conv_filter_gradient.py",
+            ),
+        ],
+    ),
+    (
+        "Export",
+        [
+            (
+                "mask_rcnn_export",
+                "Mask R-CNN exports: size and latency",
+                "File size and one-image latency of the Keras model, the SavedModel and each TFLite variant (LiteRT, "
+                "XNNPACK, 2 threads).",
+                "python benchmarks/mask_rcnn.py --mode export && "
+                "python benchmarks/mask_rcnn_export.py --config configs/mask_rcnn_r50_fpn.yaml",
+            ),
+            (
+                "mask_rcnn_export_parity",
+                "Mask R-CNN exports: parity on real photographs",
+                "Each TFLite file against the SavedModel on the Penn-Fudan val photographs, detections matched one to "
+                "one by box IoU, masks compared pasted into the image; two Keras controls show what float rounding and "
+                "invisible input noise alone do.",
+                "python benchmarks/mask_rcnn_export_parity.py --weights runs/mask_rcnn_penn_fudan/model.weights.h5",
+            ),
+        ],
+    ),
+    (
+        "Numerics",
+        [
+            (
+                "numerics",
+                "Parity and kernel checks",
+                "One-off measurements that the code's design relies on (the docstrings cite this table); the tests "
+                "check the tolerances.",
+                "python -m pytest -q tests/applications/torchvision tests/layers/test_roi_align.py "
+                "tests/ops/test_crop_and_resize.py",
+            ),
+        ],
+    ),
+]
 
 
 def committed_names(results_dir: str = RESULTS_DIR) -> set[str] | None:

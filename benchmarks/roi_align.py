@@ -87,12 +87,20 @@ def torchvision_times(single, pyramid, cases, args) -> dict | None:
         arrays.update({"single_boxes": cases[0][2].numpy(), "pyramid_boxes": cases[1][2].numpy()})
         np.savez(path, **arrays)
         worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "roi_align_torchvision.py")
-        command = [sys.executable, worker, path, str(IMAGE), str(args.sampling_ratio), str(args.warmup),
-                   str(args.repeats), *map(str, args.sizes)]  # fmt: skip
+        command = [
+            sys.executable,
+            worker,
+            path,
+            str(IMAGE),
+            str(args.sampling_ratio),
+            str(args.warmup),
+            str(args.repeats),
+            *map(str, args.sizes),
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     print(f"torchvision worker failed:\n{done.stderr[-2000:]}", file=sys.stderr)
     return None
 
@@ -114,8 +122,10 @@ def main(argv=None) -> None:
 
     rng = np.random.default_rng(0)
     single = [tf.constant(rng.normal(size=(1, 200, 200, args.channels)).astype(np.float32))]
-    pyramid = [tf.constant(rng.normal(size=(1, IMAGE >> lvl, IMAGE >> lvl, args.channels)).astype(np.float32))
-               for lvl in (2, 3, 4, 5)]  # fmt: skip
+    pyramid = [
+        tf.constant(rng.normal(size=(1, IMAGE >> lvl, IMAGE >> lvl, args.channels)).astype(np.float32))
+        for lvl in (2, 3, 4, 5)
+    ]
     cases = [
         ("1 level 200x200", single, tf.constant(random_boxes(rng, args.rois, 16, 400)), {"scale": 0.25}),
         ("FPN P2-P5, 800x800", pyramid, tf.constant(random_boxes(rng, args.rois, 16, 800)), {}),
@@ -153,8 +163,11 @@ def main(argv=None) -> None:
             rows.append(tuple(row))
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
     what = "forward + feature gradient" if args.backward else "forward"
-    table(f"RoIAlign {what}, {args.rois} RoIs, {args.channels} channels, sampling ratio {args.sampling_ratio}, "
-          f"median of {args.repeats} after {args.warmup} warm-up ({threads} threads)", rows)  # fmt: skip
+    table(
+        f"RoIAlign {what}, {args.rois} RoIs, {args.channels} channels, sampling ratio {args.sampling_ratio}, "
+        f"median of {args.repeats} after {args.warmup} warm-up ({threads} threads)",
+        rows,
+    )
     write_results("roi_align_backward" if args.backward else "roi_align")
 
 

@@ -24,12 +24,16 @@ def torchvision_worker(
     data = np.load(npz_path)
     results = {}
     for case in ("single", "pyramid"):
-        features = [torch.from_numpy(np.ascontiguousarray(data[k].transpose(0, 3, 1, 2)))
-                    for k in sorted(data.files) if k.startswith(f"{case}_feature")]  # fmt: skip
+        features = [
+            torch.from_numpy(np.ascontiguousarray(data[k].transpose(0, 3, 1, 2)))
+            for k in sorted(data.files)
+            if k.startswith(f"{case}_feature")
+        ]
         yxyx = data[f"{case}_boxes"][0]
         boxes = torch.from_numpy(np.ascontiguousarray(yxyx[:, [1, 0, 3, 2]]))
         for size in sizes:
             if case == "single":
+
                 def fn(size=size, features=features, boxes=boxes):
                     return roi_align(features[0], [boxes], size, spatial_scale=0.25, sampling_ratio=sampling_ratio)
             else:
@@ -38,6 +42,7 @@ def torchvision_worker(
 
                 def fn(pooler=pooler, named=named, boxes=boxes):
                     return pooler(named, [boxes], [(image, image)])
+
             results[f"{case}_{size}"] = 1000 * median_seconds(fn, repeats, warmup)
     print("RESULT " + json.dumps(results))
 

@@ -55,8 +55,10 @@ def _options(method, given: dict[str, tuple[str, object]]) -> dict:
 
 def _finished_note(config, metrics: dict) -> None:
     if metrics.get("already_finished"):
-        print(f"kzoo: the run in {config.output_dir} has finished all {metrics['epochs']} epochs; showing its results "
-              "(pass --fresh to delete it and train again, or raise train.epochs to continue)")  # fmt: skip
+        print(
+            f"kzoo: the run in {config.output_dir} has finished all {metrics['epochs']} epochs; showing its results "
+            "(pass --fresh to delete it and train again, or raise train.epochs to continue)"
+        )
 
 
 def cmd_train(args) -> int:
@@ -72,22 +74,29 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     task = _task(_load_config(args))
-    metrics = task.evaluate(weights=args.weights, verbose=1, **_options(task.evaluate, {
-        "--results": ("results", args.results)}))  # fmt: skip
+    metrics = task.evaluate(
+        weights=args.weights, verbose=1, **_options(task.evaluate, {"--results": ("results", args.results)})
+    )
     _print_table(*task.evaluate_table(metrics, args.weights))
     return 0
 
 
 def cmd_export(args) -> int:
     task = _task(_load_config(args))
-    options = _options(task.export, {
-        "--model-name": ("model_name", args.model_name), "--version": ("version", args.version),
-        "--input-dtype": ("input_dtype", args.input_dtype), "--warmup": ("warmup", args.warmup),
-        "--quantize": ("quantize", args.quantize), "--overwrite": ("overwrite", args.overwrite),
-        "--max-image-pixels": ("max_image_pixels", args.max_image_pixels),
-        "--eval-examples": ("eval_examples", args.eval_examples),
-        "--full-image-masks": ("full_image_masks", args.full_image_masks),
-    })  # fmt: skip
+    options = _options(
+        task.export,
+        {
+            "--model-name": ("model_name", args.model_name),
+            "--version": ("version", args.version),
+            "--input-dtype": ("input_dtype", args.input_dtype),
+            "--warmup": ("warmup", args.warmup),
+            "--quantize": ("quantize", args.quantize),
+            "--overwrite": ("overwrite", args.overwrite),
+            "--max-image-pixels": ("max_image_pixels", args.max_image_pixels),
+            "--eval-examples": ("eval_examples", args.eval_examples),
+            "--full-image-masks": ("full_image_masks", args.full_image_masks),
+        },
+    )
     artifacts = task.export(args.format, weights=args.weights, output=args.output, **options)
     _print_table(*task.export_table(args.format, artifacts))
     return 0
@@ -103,10 +112,14 @@ def cmd_predict(args) -> int:
         from kzoo.config import load_config
 
         task = _task(load_config(config_path, args.set or []))
-        options = _options(task.predict, {
-            "--score-threshold": ("score_threshold", args.score_threshold), "--top": ("top", args.top),
-            "--cam": ("cam", bool(args.cam)),
-        })  # fmt: skip
+        options = _options(
+            task.predict,
+            {
+                "--score-threshold": ("score_threshold", args.score_threshold),
+                "--top": ("top", args.top),
+                "--cam": ("cam", bool(args.cam)),
+            },
+        )
         results = task.predict(args.images, args.cam or args.output, weights=args.weights, **options)
         _print_table(*task.predict_table(results))
         frames, seconds = sum(r["frames"] for r in results), sum(r["seconds"] for r in results)
@@ -116,8 +129,9 @@ def cmd_predict(args) -> int:
         raise ValueError("give --config CONFIG (a trained run's config) or --saved-model DIR (an exported NIN)")
     videos = [path for path in args.images if is_video_path(path)]
     if videos:
-        raise ValueError(f"video input ({videos[0]}) needs a Mask R-CNN run (--config CONFIG); a NIN SavedModel "
-                         "classifies images")  # fmt: skip
+        raise ValueError(
+            f"video input ({videos[0]}) needs a Mask R-CNN run (--config CONFIG); a NIN SavedModel classifies images"
+        )
     from kzoo.tasks.classification import predict_with_saved_model, ranked_table
 
     results = predict_with_saved_model(args.saved_model, args.images, args.top or 3, args.cam)
@@ -156,12 +170,24 @@ def cmd_convert(args) -> int:
     from kzoo.data.annotation_tools import write_coco_from_tool
 
     names = tuple(n.strip() for n in args.class_names.split(",")) if args.class_names else None
-    summary = write_coco_from_tool(args.source, args.src, output, images=args.images, class_names=names,
-                                   yolo_data_yaml=args.data_yaml, class_attribute=args.class_attribute)  # fmt: skip
+    summary = write_coco_from_tool(
+        args.source,
+        args.src,
+        output,
+        images=args.images,
+        class_names=names,
+        yolo_data_yaml=args.data_yaml,
+        class_attribute=args.class_attribute,
+    )
     from kzoo.data.annotation_builder import REPAIRS
 
-    rows = [("item", "value"), ("COCO json", summary["output"]), ("images folder", summary["image_dir"]),
-            ("images", summary["images"]), ("instances", summary["instances"])]  # fmt: skip
+    rows = [
+        ("item", "value"),
+        ("COCO json", summary["output"]),
+        ("images folder", summary["image_dir"]),
+        ("images", summary["images"]),
+        ("instances", summary["instances"]),
+    ]
     lines = _wrap_names(summary["categories"])
     rows += [(f"categories ({len(summary['categories'])})" if i == 0 else "", line) for i, line in enumerate(lines)]
     if summary.get("ignore_regions"):
@@ -242,15 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
 
     def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("config", help="YAML experiment config (configs/*.yaml, a run's OUTPUT_DIR/config.yaml, or "
-                                      "the run folder OUTPUT_DIR itself)")  # fmt: skip
+        p.add_argument(
+            "config",
+            help="YAML experiment config (configs/*.yaml, a run's OUTPUT_DIR/config.yaml, or "
+            "the run folder OUTPUT_DIR itself)",
+        )
         with_overrides(p)
 
     p = sub.add_parser("train", help="train a model from a YAML config (resumes from its output_dir)")
     with_config(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--fresh", action="store_true", help="delete the run in output_dir first and start over (refused, "
-                                                        "deleting nothing, while another process trains there)")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the run in output_dir first and start over (refused, "
+        "deleting nothing, while another process trains there)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate trained weights on the config's evaluation split")
@@ -272,59 +305,100 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
     p.add_argument("--output", help="export base directory (default: OUTPUT_DIR/export)")
     p.add_argument("--model-name", help="model name in the TF Serving layout (default: the config's name)")
-    p.add_argument("--version", type=_count(1, INT64_MAX),
-                   help="SavedModel version (default: next free); an existing one is refused")
-    p.add_argument("--overwrite", action="store_true",
-                   help="TFLite: replace existing .tflite files (atomically) instead of refusing them")  # fmt: skip
-    p.add_argument("--input-dtype", choices=["float32", "uint8"], default="float32",
-                   help="NIN SavedModel images input (Mask R-CNN SavedModels and all .tflite files take uint8)")
+    p.add_argument(
+        "--version",
+        type=_count(1, INT64_MAX),
+        help="SavedModel version (default: next free); an existing one is refused",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="TFLite: replace existing .tflite files (atomically) instead of refusing them",
+    )
+    p.add_argument(
+        "--input-dtype",
+        choices=["float32", "uint8"],
+        default="float32",
+        help="NIN SavedModel images input (Mask R-CNN SavedModels and all .tflite files take uint8)",
+    )
     p.add_argument("--warmup", type=_count(0), default=0, help="write this many TF Serving warmup requests")
-    p.add_argument("--quantize", nargs="+", choices=["none", "float16", "dynamic", "int8"],
-                   default=["none", "float16", "dynamic", "int8"], help="TFLite variants")  # fmt: skip
+    p.add_argument(
+        "--quantize",
+        nargs="+",
+        choices=["none", "float16", "dynamic", "int8"],
+        default=["none", "float16", "dynamic", "int8"],
+        help="TFLite variants",
+    )
     p.add_argument("--eval-examples", type=_count(1), help="evaluate exports on the first N test examples only")
-    p.add_argument("--max-image-pixels", type=_count(1, INT64_MAX),
-                   help="SavedModel serving_bytes: refuse images of more pixels (height x width) than this, read "
-                        "from their header before decoding (default 40 million)")  # fmt: skip
-    p.add_argument("--full-image-masks", action="store_true",
-                   help="Mask R-CNN SavedModel: also output masks pasted into the full image")  # fmt: skip
+    p.add_argument(
+        "--max-image-pixels",
+        type=_count(1, INT64_MAX),
+        help="SavedModel serving_bytes: refuse images of more pixels (height x width) than this, read "
+        "from their header before decoding (default 40 million)",
+    )
+    p.add_argument(
+        "--full-image-masks",
+        action="store_true",
+        help="Mask R-CNN SavedModel: also output masks pasted into the full image",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="classify (NIN SavedModel) or detect and segment (Mask R-CNN) images")
-    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, BMP, WebP, TIFF), folders of them, glob "
-                                             "patterns ('photos/*.jpg'), and with --mask-rcnn video files (MP4, MOV, "
-                                             "AVI, MKV, WebM)")  # fmt: skip
-    p.add_argument("--saved-model", help="NIN SavedModel (TF Serving model dir or version dir); a SavedModel is a "
-                                         "program: load only ones you trust")  # fmt: skip
-    p.add_argument("--config", metavar="CONFIG", help="a trained run's config (or its folder): its task and weights "
-                                                      "are used")  # fmt: skip
+    p.add_argument(
+        "images",
+        nargs="+",
+        help="image files (JPEG, PNG, GIF, BMP, WebP, TIFF), folders of them, glob "
+        "patterns ('photos/*.jpg'), and with --mask-rcnn video files (MP4, MOV, "
+        "AVI, MKV, WebM)",
+    )
+    p.add_argument(
+        "--saved-model",
+        help="NIN SavedModel (TF Serving model dir or version dir); a SavedModel is a "
+        "program: load only ones you trust",
+    )
+    p.add_argument(
+        "--config", metavar="CONFIG", help="a trained run's config (or its folder): its task and weights are used"
+    )
     p.add_argument("--mask-rcnn", metavar="CONFIG", help="the same as --config (kept for older commands)")
     p.add_argument("--top", type=_count(1), help="NIN: the classes listed per image (default 3)")
     p.add_argument("--cam", metavar="DIR", help="NIN: write the top class's confidence map over each image as PNG")
     p.add_argument("--weights", help="Mask R-CNN weights file (default: the config's OUTPUT_DIR/model.weights.h5)")
     p.add_argument("--output", default="predictions", help="folder for the annotated PNGs and videos (Mask R-CNN)")
-    p.add_argument("--score-threshold", type=_fraction, help="Mask R-CNN: the detections kept and drawn (default "
-                                                             "0.5, the demo's)")  # fmt: skip
+    p.add_argument(
+        "--score-threshold", type=_fraction, help="Mask R-CNN: the detections kept and drawn (default 0.5, the demo's)"
+    )
     with_overrides(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("convert", help="convert torchvision weights, or labelme / VIA / YOLO annotations to COCO json")
     p.add_argument("source", choices=["torchvision", "labelme", "via", "yolo"], help="what SRC comes from")
-    p.add_argument("src", help="torchvision: a maskrcnn_resnet50_fpn checkpoint (.pth); labelme: a folder of json "
-                               "files; via: a VIA project json; yolo: a folder of label txt files")  # fmt: skip
+    p.add_argument(
+        "src",
+        help="torchvision: a maskrcnn_resnet50_fpn checkpoint (.pth); labelme: a folder of json "
+        "files; via: a VIA project json; yolo: a folder of label txt files",
+    )
     p.add_argument("output", nargs="?", help="file to write (.weights.h5 for torchvision, .json for annotations)")
     p.add_argument("--output", dest="output_option", metavar="OUTPUT", help="the same as the OUTPUT argument")
     p.add_argument("--num-classes", type=_count(2), default=91, help="torchvision: classes including the background")
     p.add_argument("--images", help="via / yolo: the image folder (labelme: a fallback folder)")
-    p.add_argument("--class-names", help="labelme / via / yolo: comma-separated classes in label order (default: "
-                                         "the labels found, sorted; yolo: the names of --data-yaml)")  # fmt: skip
+    p.add_argument(
+        "--class-names",
+        help="labelme / via / yolo: comma-separated classes in label order (default: "
+        "the labels found, sorted; yolo: the names of --data-yaml)",
+    )
     p.add_argument("--data-yaml", help="yolo: the data.yaml with the class names")
-    p.add_argument("--class-attribute", help="via: the region attribute holding the class (default: the project's "
-                                             "only attribute, or its only one named class/label/name/category/type/"
-                                             "object; regions without it are dropped)")  # fmt: skip
+    p.add_argument(
+        "--class-attribute",
+        help="via: the region attribute holding the class (default: the project's "
+        "only attribute, or its only one named class/label/name/category/type/"
+        "object; regions without it are dropped)",
+    )
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("demo", help="train, evaluate and predict on built-in shapes (Mask R-CNN; NIN: --config "
-                                    "configs/nin_shapes.yaml)")  # fmt: skip
+    p = sub.add_parser(
+        "demo",
+        help="train, evaluate and predict on built-in shapes (Mask R-CNN; NIN: --config configs/nin_shapes.yaml)",
+    )
     p.add_argument("--config", default=DEMO_CONFIG, help=f"demo config (default {DEMO_CONFIG})")
     p.add_argument("--output-dir", help=f"default: {DEMO_OUTPUT_ROOT}/<config name>")
     p.add_argument("--fresh", action="store_true", help="delete the demo's earlier run first")
@@ -429,8 +503,10 @@ def _write_problem(error: BaseException) -> str | None:
     text = str(error)
     if code in _DISK_FULL or "No space left on device" in text or "Disk quota exceeded" in text:
         return "no space left on device"
-    if code in _NO_PERMISSION or (isinstance(error, (OSError, tf.errors.OpError)) and (
-            "Permission denied" in text or "Read-only file system" in text)):  # fmt: skip
+    if code in _NO_PERMISSION or (
+        isinstance(error, (OSError, tf.errors.OpError))
+        and ("Permission denied" in text or "Read-only file system" in text)
+    ):
         return "permission denied"
     return None
 
@@ -442,8 +518,10 @@ def _resume_note(args, error: BaseException) -> str:
         return ""
     again = "the same command without --fresh" if getattr(args, "fresh", False) else "the same command"
     if progress.checkpoint_epoch:
-        return (f"; the last checkpoint (epoch {progress.checkpoint_epoch}, in "
-                f"{os.path.join(progress.output_dir, 'checkpoints')}) is intact: {again} resumes from it")
+        return (
+            f"; the last checkpoint (epoch {progress.checkpoint_epoch}, in "
+            f"{os.path.join(progress.output_dir, 'checkpoints')}) is intact: {again} resumes from it"
+        )
     return f"; no epoch had finished, so there is no checkpoint yet in {progress.output_dir}: {again} starts over"
 
 

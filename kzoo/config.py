@@ -29,8 +29,16 @@ from kzoo.utils.structs import (
     dataclass_from_dict,
 )
 
-__all__ = ["ConfigError", "ExperimentConfig", "MaskRCNNExperimentConfig", "config_from_dict", "config_to_dict",
-           "dataclass_from_dict", "load_config", "parse_overrides"]
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "MaskRCNNExperimentConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "dataclass_from_dict",
+    "load_config",
+    "parse_overrides",
+]
 
 #: ``precision``: float32, or mixed precision with float32 variables and bfloat16 / float16 computation.
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -57,8 +65,9 @@ def check_plain_name(key: str, value: str) -> None:
     """ConfigError naming ``key`` unless ``value`` is a plain name (:data:`PLAIN_NAME`, not ``.``/``..``): a name
     that is used as a folder or file name never leaves the folder it is meant for (``runs/demo/<name>``)."""
     if not isinstance(value, str) or not PLAIN_NAME.fullmatch(value) or value in (".", ".."):
-        raise ConfigError(f"config key '{key}' must be a plain name (letters, digits, '-', '_', '.'; not '.' or "
-                          f"'..'), got {value!r}")  # fmt: skip
+        raise ConfigError(
+            f"config key '{key}' must be a plain name (letters, digits, '-', '_', '.'; not '.' or '..'), got {value!r}"
+        )
 
 
 def check_output_dir(value: str) -> None:
@@ -88,8 +97,9 @@ class ModelConfig:
         check_count("model.classes", self.classes, 2)
         check_fraction("model.dropout_rate", self.dropout_rate, high_open=True)  # 1 would divide by 0
         if len(self.input_shape) != 3:
-            raise ConfigError(f"config key 'model.input_shape' must be [height, width, channels], "
-                              f"got {list(self.input_shape)}")
+            raise ConfigError(
+                f"config key 'model.input_shape' must be [height, width, channels], got {list(self.input_shape)}"
+            )
         for side in self.input_shape:
             check_count("model.input_shape", side)
         for block in self.blocks or ():
@@ -221,8 +231,11 @@ class ExperimentConfig:
         check_choice("precision", self.precision, PRECISIONS)
         stages = {phase.trainable_layers for phase in self.train.phases} | {self.train.trainable_layers}
         if stages - {"all", "heads"}:
-            raise ConfigError(f"config key 'train.trainable_layers': NIN trains 'heads' (its last block) or 'all', "
-                              f"got {sorted(stages - {'all', 'heads'})}")
+            raise ConfigError(
+                f"config key 'train.trainable_layers': NIN trains 'heads' (its last block) or 'all', "
+                f"got {sorted(stages - {'all', 'heads'})}"
+            )
+
 
 @dataclasses.dataclass(frozen=True)
 class DetectionDataConfig:
@@ -302,10 +315,13 @@ class DetectionDataConfig:
         check_range("data.hue", self.hue, 0.0, 0.5)
         for value in self.scale_jitter or ():
             check_finite("data.scale_jitter", value, 0.0, low_open=True)
-        if self.scale_jitter is not None and not (len(self.scale_jitter) == 2
-                                                  and 0 < self.scale_jitter[0] <= self.scale_jitter[1]):
-            raise ConfigError(f"config key 'data.scale_jitter' must be [low, high] with 0 < low <= high, "
-                              f"got {list(self.scale_jitter)}")  # fmt: skip
+        if self.scale_jitter is not None and not (
+            len(self.scale_jitter) == 2 and 0 < self.scale_jitter[0] <= self.scale_jitter[1]
+        ):
+            raise ConfigError(
+                f"config key 'data.scale_jitter' must be [low, high] with 0 < low <= high, "
+                f"got {list(self.scale_jitter)}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,8 +345,10 @@ class MaskRCNNExperimentConfig:
         check_choice("precision", self.precision, ("float32", "bfloat16"))
         stages = {phase.trainable_layers for phase in self.train.phases} | {self.train.trainable_layers}
         if stages & {"3+", "4+", "5+"} and not self.model.backbone.startswith("resnet"):
-            raise ConfigError(f"config key 'train.trainable_layers': {sorted(stages & {'3+', '4+', '5+'})} name "
-                              f"ResNet stages, but model.backbone is {self.model.backbone!r} (use heads or all)")
+            raise ConfigError(
+                f"config key 'train.trainable_layers': {sorted(stages & {'3+', '4+', '5+'})} name "
+                f"ResNet stages, but model.backbone is {self.model.backbone!r} (use heads or all)"
+            )
         if self.model.compute_dtype != self.precision:
             object.__setattr__(self, "model", dataclasses.replace(self.model, compute_dtype=self.precision))
 
@@ -461,8 +479,10 @@ def resolve_config_path(path: str | os.PathLike) -> str:
         run_config = os.path.join(path, "config.yaml")
         if os.path.isfile(run_config):
             return run_config
-        raise IsADirectoryError(f"config path {path} is a folder without a config.yaml (give a YAML file, or a run "
-                                "folder: the output_dir of a run)")
+        raise IsADirectoryError(
+            f"config path {path} is a folder without a config.yaml (give a YAML file, or a run "
+            "folder: the output_dir of a run)"
+        )
     name = _packaged_name(path)
     if name is None:
         raise FileNotFoundError(f"config file not found: {path}")

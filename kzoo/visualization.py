@@ -107,8 +107,18 @@ def instance_color(index: int) -> tuple[int, int, int]:
 
 
 #: candidates for a mask colour that must stand out from its object
-_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-            (70, 240, 240), (240, 50, 230), (255, 255, 255), (0, 0, 0)]  # fmt: skip
+_PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (255, 255, 255),
+    (0, 0, 0),
+]
 
 
 def contrasting_color(preferred: Sequence[int], object_rgb: Sequence[float]) -> tuple[int, int, int]:
@@ -228,7 +238,9 @@ def label_positions(
         top = int(np.clip(top, 0, height - h))
         if h > 0 and w > 0 and len(boxes) > 1:
             edges: list[Any] = [
-                [top, 0, height - h, int(np.floor(y1)), int(np.ceil(y2))], placed[:, 3], placed[:, 1] - h
+                [top, 0, height - h, int(np.floor(y1)), int(np.ceil(y2))],
+                placed[:, 3],
+                placed[:, 1] - h,
             ]
             candidates = np.unique(np.concatenate(edges)).astype(np.int64)
             candidates = candidates[(candidates >= 0) & (candidates <= height - h)]
@@ -349,12 +361,15 @@ def draw_detections(
     for (y1, x1, y2, x2), box_color in zip(boxes, colors):
         xs = np.clip([x1, x2], 0, width - 1)
         ys = np.clip([y1, y2], 0, height - 1)
-        draw.rectangle([float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())], outline=box_color,
-                       width=thickness)  # fmt: skip
+        draw.rectangle(
+            [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())], outline=box_color, width=thickness
+        )
 
     font_size = label_font_size(height, width)
-    labels = [render_label(_caption_text(int(c), float(s), class_names), font_size, color)
-              for c, s, color in zip(classes, scores, colors)]  # fmt: skip
+    labels = [
+        render_label(_caption_text(int(c), float(s), class_names), font_size, color)
+        for c, s, color in zip(classes, scores, colors)
+    ]
     rectangles = label_positions(boxes, [label.size for label in labels], (height, width))
     for label, (x0, y0, x1, y1) in zip(labels, rectangles):
         if x1 > x0 and y1 > y0:

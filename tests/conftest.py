@@ -41,8 +41,9 @@ def torch_run(tmp_path):
         in_path, out_path = tmp_path / "torch_in.npz", tmp_path / "torch_out.npz"
         np.savez(in_path, **arrays)
         script = _PRELUDE + textwrap.dedent(code) + _EPILOGUE
-        done = subprocess.run([sys.executable, "-c", script, str(in_path), str(out_path)],
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(in_path), str(out_path)], capture_output=True, text=True, timeout=600
+        )
         if done.returncode != 0:
             pytest.fail(f"torch reference failed:\n{done.stderr[-3000:]}")
         return dict(np.load(out_path))

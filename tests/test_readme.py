@@ -40,20 +40,39 @@ PAGES = [README, *DOCS]
 MAX_SKIPS = 8
 # what makes each demo tiny (appended to every command that takes a config of that demo)
 TINY = {
-    "mask_rcnn_shapes": ["train.epochs=1", "data.train_examples=8", "data.eval_examples=4", "train.batch_size=4",
-                         "model.rpn_pre_nms_top_k_train=100", "model.roi_samples_per_image=32"],
+    "mask_rcnn_shapes": [
+        "train.epochs=1",
+        "data.train_examples=8",
+        "data.eval_examples=4",
+        "train.batch_size=4",
+        "model.rpn_pre_nms_top_k_train=100",
+        "model.roi_samples_per_image=32",
+    ],
     "nin_shapes": ["train.epochs=1", "data.train_examples=128", "data.eval_examples=32", "train.batch_size=32"],
     # the tutorial's config (docs/tutorial.md): no COCO weights offline, so a small convnet from scratch
-    "my_objects": ["model.init_weights=null", "model.backbone=small_convnet", "model.norm=group",
-                   "model.norm_epsilon=1e-5", "model.fpn_channels=32", "model.box_fc_dim=64", "model.mask_channels=32",
-                   "model.mask_num_convs=1", "model.min_size=128", "model.max_size=128",
-                   "model.anchor_sizes=[8, 16, 32, 64, 128]", "model.rpn_pre_nms_top_k_train=100",
-                   "model.rpn_post_nms_top_k_train=100", "model.rpn_pre_nms_top_k_test=100",
-                   "model.rpn_post_nms_top_k_test=50", "model.roi_samples_per_image=32", "model.max_detections=20",
-                   "data.scale_jitter=null", "train.batch_size=4",
-                   "train.phases=[{epochs: 1, trainable_layers: heads}, "
-                   "{epochs: 1, trainable_layers: all, learning_rate: 0.001}]"],
-}  # fmt: skip
+    "my_objects": [
+        "model.init_weights=null",
+        "model.backbone=small_convnet",
+        "model.norm=group",
+        "model.norm_epsilon=1e-5",
+        "model.fpn_channels=32",
+        "model.box_fc_dim=64",
+        "model.mask_channels=32",
+        "model.mask_num_convs=1",
+        "model.min_size=128",
+        "model.max_size=128",
+        "model.anchor_sizes=[8, 16, 32, 64, 128]",
+        "model.rpn_pre_nms_top_k_train=100",
+        "model.rpn_post_nms_top_k_train=100",
+        "model.rpn_pre_nms_top_k_test=100",
+        "model.rpn_post_nms_top_k_test=50",
+        "model.roi_samples_per_image=32",
+        "model.max_detections=20",
+        "data.scale_jitter=null",
+        "train.batch_size=4",
+        "train.phases=[{epochs: 1, trainable_layers: heads}, {epochs: 1, trainable_layers: all, learning_rate: 0.001}]",
+    ],
+}
 
 
 @dataclasses.dataclass
@@ -287,9 +306,14 @@ def test_generated_reference_pages_cover_every_config_key_and_command():
 def test_docs_site_builds_strictly(tmp_path):
     """``mkdocs build --strict``: no broken link or anchor, no missing API reference, no docstring griffe cannot
     read."""
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir",
-                             str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "site" / "reference" / "config" / "index.html").is_file()
 

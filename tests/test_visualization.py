@@ -85,8 +85,11 @@ def test_label_of_box_at_top_and_right_edges_stays_inside():
     drawn = draw_detections(image, box, np.array([3]), np.array([0.87]), class_names={3: "a rather long name"})
     changed = _changed(image, drawn)
     assert changed.any()
-    (rect,) = label_positions(box, [render_label("a rather long name 0.87", label_font_size(height, width),
-                                                 instance_color(0)).size], (height, width))  # fmt: skip
+    (rect,) = label_positions(
+        box,
+        [render_label("a rather long name 0.87", label_font_size(height, width), instance_color(0)).size],
+        (height, width),
+    )
     x0, y0, x1, y1 = rect
     assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
     assert y0 == 0 and x1 == width  # inside the box at the top, shifted left from the right edge
@@ -108,8 +111,13 @@ def test_box_at_left_and_bottom_edges():
 def test_label_larger_than_image_is_clipped():
     (rect,) = label_positions(np.array([[0, 0, 20, 20]]), [(56, 15)], (20, 20))
     assert tuple(rect) == (0, 0, 20, 15)
-    drawn = draw_detections(np.zeros((20, 20, 3), np.uint8), np.array([[0, 0, 20, 20]]), np.array([1]),
-                            np.array([0.5]), class_names=["bg", "person"])  # fmt: skip
+    drawn = draw_detections(
+        np.zeros((20, 20, 3), np.uint8),
+        np.array([[0, 0, 20, 20]]),
+        np.array([1]),
+        np.array([0.5]),
+        class_names=["bg", "person"],
+    )
     assert drawn.shape == (20, 20, 3)
 
 

@@ -84,9 +84,13 @@ def MaskRCNN(
     else:
         base = config or MaskRCNNConfig()
     config = dataclasses.replace(
-        base, backbone=BACKBONES[backbone], num_classes=num_classes, min_size=min_size, max_size=max_size,
+        base,
+        backbone=BACKBONES[backbone],
+        num_classes=num_classes,
+        min_size=min_size,
+        max_size=max_size,
         **overrides,
-    )  # fmt: skip
+    )
     model = mask_rcnn_from_config(config, weights, input_shape, name)
     if entry is not None and num_classes == len(entry.class_names):
         model.class_names = entry.categories  # label -> name (COCO's 80 of 91 ids), for pictures and tables

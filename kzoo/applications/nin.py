@@ -66,9 +66,7 @@ def NIN(
         variant, blocks = cast(str, entry.variant), entry.model_kwargs.get("blocks")  # NIN entries name it
         use_batch_norm = entry.model_kwargs.get("use_batch_norm", use_batch_norm)
         if include_top and classes != len(entry.class_names):
-            raise ValueError(
-                f"weights={weights!r} has {len(entry.class_names)} classes, got classes={classes}"
-            )
+            raise ValueError(f"weights={weights!r} has {len(entry.class_names)} classes, got classes={classes}")
     if variant == "custom" and blocks is None:
         raise ValueError("variant='custom' needs `blocks`")
     block_specs = resolve_blocks(variant, blocks if variant == "custom" or blocks is not None else None)
@@ -83,10 +81,17 @@ def NIN(
 
     def build(top: bool, model_inputs) -> keras.Model:
         return build_nin(
-            model_inputs, block_specs, classes=classes, include_top=top, pooling=pooling,
-            classifier_activation=classifier_activation, dropout_rate=dropout_rate,
-            use_batch_norm=use_batch_norm, kernel_regularizer=kernel_regularizer, name=name,
-        )  # fmt: skip
+            model_inputs,
+            block_specs,
+            classes=classes,
+            include_top=top,
+            pooling=pooling,
+            classifier_activation=classifier_activation,
+            dropout_rate=dropout_rate,
+            use_batch_norm=use_batch_norm,
+            kernel_regularizer=kernel_regularizer,
+            name=name,
+        )
 
     model = build(include_top, inputs)
     if entry is not None and include_top:

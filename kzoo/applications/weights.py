@@ -210,9 +210,13 @@ def resolve_weights_file(entry: RegisteredWeights) -> str:
         if os.path.isfile(path) and sha256_of(path) == entry.sha256:
             return path
     return keras.utils.get_file(
-        fname=entry.file_name, origin=entry.url, file_hash=entry.sha256, hash_algorithm="sha256",
-        cache_dir=CACHE_DIR, cache_subdir="kzoo",
-    )  # fmt: skip
+        fname=entry.file_name,
+        origin=entry.url,
+        file_hash=entry.sha256,
+        hash_algorithm="sha256",
+        cache_dir=CACHE_DIR,
+        cache_subdir="kzoo",
+    )
 
 
 def cache_root() -> str:
@@ -281,14 +285,17 @@ def converted_weights_file(entry: RegisteredWeights) -> str:
         warnings.warn(f"the cached weights {converted} {problem}: converting them again", stacklevel=3)
     source = _source_checkpoint(entry, root)
     convert_torchvision_checkpoint(source, converted, num_classes=entry.model_kwargs.get("num_classes"))
-    write_json(record_path(converted), {
-        "weights": entry.name,
-        "file": entry.file_name,
-        "sha256": sha256_of(converted),
-        "size": os.path.getsize(converted),
-        "source": {"url": entry.url, "file": os.path.basename(source), "sha256": sha256_of(source)},
-        "converter": "kzoo.applications.torchvision.convert_torchvision_checkpoint",
-    })  # fmt: skip
+    write_json(
+        record_path(converted),
+        {
+            "weights": entry.name,
+            "file": entry.file_name,
+            "sha256": sha256_of(converted),
+            "size": os.path.getsize(converted),
+            "source": {"url": entry.url, "file": os.path.basename(source), "sha256": sha256_of(source)},
+            "converter": "kzoo.applications.torchvision.convert_torchvision_checkpoint",
+        },
+    )
     return converted
 
 

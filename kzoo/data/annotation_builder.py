@@ -230,8 +230,10 @@ class CocoBuilder:
             image_id = self._image_ids[real]
             image = self.images[image_id - 1]
             if size is not None and tuple(size) != (image["height"], image["width"]):
-                self.problem("size_mismatch", f"{where}: {path} is {image['height']}x{image['width']}, the "
-                             f"annotations say {size[0]}x{size[1]}")  # fmt: skip
+                self.problem(
+                    "size_mismatch",
+                    f"{where}: {path} is {image['height']}x{image['width']}, the annotations say {size[0]}x{size[1]}",
+                )
                 return None
             self.counts["merged_images"] += 1
             if len(self._examples["merged_images"]) < 3:
@@ -276,8 +278,10 @@ class CocoBuilder:
             return None
         height, width = pixels.shape[:2]
         if size is not None and tuple(size) != (height, width):
-            self.problem("size_mismatch", f"{where}: the embedded image is {height}x{width}, the annotations say "
-                         f"{size[0]}x{size[1]}")  # fmt: skip
+            self.problem(
+                "size_mismatch",
+                f"{where}: the embedded image is {height}x{width}, the annotations say {size[0]}x{size[1]}",
+            )
             return None
         target = os.path.join(self.cache_dir, f"{name}.png")
         self._write_png(pixels, target)
@@ -285,10 +289,14 @@ class CocoBuilder:
 
     def _append_image(self, path: str, height: int, width: int) -> int:
         image_id = len(self.images) + 1
-        self.images.append({
-            "id": image_id, "file_name": relative_name(path, self.image_root), "height": int(height),
-            "width": int(width),
-        })  # fmt: skip
+        self.images.append(
+            {
+                "id": image_id,
+                "file_name": relative_name(path, self.image_root),
+                "height": int(height),
+                "width": int(width),
+            }
+        )
         return image_id
 
     def _cache_name(self, path: str) -> str:
@@ -414,27 +422,45 @@ class CocoBuilder:
         names = self.class_names if self.class_names is not None else sorted(self.labels_seen)
         category_id = {name: index + 1 for index, name in enumerate(names)}
         annotations = [
-            {"id": index + 1, "image_id": image_id, "category_id": category_id[label], "segmentation": polygons,
-             "bbox": bbox, "area": area, "iscrowd": 0}
+            {
+                "id": index + 1,
+                "image_id": image_id,
+                "category_id": category_id[label],
+                "segmentation": polygons,
+                "bbox": bbox,
+                "area": area,
+                "iscrowd": 0,
+            }
             for index, (image_id, label, polygons, bbox, area) in enumerate(self.instances)
-        ]  # fmt: skip
+        ]
         categories = [{"id": index + 1, "name": name, "supercategory": ""} for index, name in enumerate(names)]
         self.counts["images"] = len(self.images)
         self.counts["instances"] = len(annotations)
         self.counts["ignore_regions"] = len(self.ignore_regions)
         for image_id, polygons, bbox, area in self.ignore_regions:  # one crowd copy per category
             for category in categories:
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": image_id, "category_id": category["id"],
-                    "segmentation": polygons, "bbox": bbox, "area": area, "iscrowd": 1,
-                })  # fmt: skip
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": category["id"],
+                        "segmentation": polygons,
+                        "bbox": bbox,
+                        "area": area,
+                        "iscrowd": 1,
+                    }
+                )
         for key, description in PROBLEMS.items():
             if self.counts[key]:
                 self.log.warning("%s: %d %s, e.g. %s", self.source, self.counts[key], description, self._examples[key])
         if self.counts["merged_images"]:
-            self.log.warning("%s: %d images annotated in several files, merged into one image each (their "
-                             "instances together), e.g. %s", self.source, self.counts["merged_images"],
-                             self._examples["merged_images"])  # fmt: skip
+            self.log.warning(
+                "%s: %d images annotated in several files, merged into one image each (their "
+                "instances together), e.g. %s",
+                self.source,
+                self.counts["merged_images"],
+                self._examples["merged_images"],
+            )
         if not self.counts["instances"]:
             raise NoInstancesError(self.empty_message())
         coco = {"images": list(self.images), "annotations": annotations, "categories": categories}
@@ -442,10 +468,12 @@ class CocoBuilder:
 
     def empty_message(self) -> str:
         """Why a conversion found no instance: where it looked, what it saw and what it dropped."""
-        dropped = [f"{self.counts[key]} {PROBLEMS[key]}, e.g. {self._examples[key]}" for key in PROBLEMS
-                   if self.counts[key]]  # fmt: skip
-        seen = (f"{self.counts['annotation_files']} annotation files and {len(self.images)} readable images seen; "
-                + ("dropped: " + "; ".join(dropped) if dropped else "they hold no shapes"))  # fmt: skip
+        dropped = [
+            f"{self.counts[key]} {PROBLEMS[key]}, e.g. {self._examples[key]}" for key in PROBLEMS if self.counts[key]
+        ]
+        seen = f"{self.counts['annotation_files']} annotation files and {len(self.images)} readable images seen; " + (
+            "dropped: " + "; ".join(dropped) if dropped else "they hold no shapes"
+        )
         return f"{self.source}: no instances found (looked for {self.looked}); {seen}"
 
 

@@ -127,8 +127,9 @@ def coco_ground_truth(instances: CocoInstances) -> dict:
 
     images, annotations = [], []
     for record in instances.records:
-        images.append({"id": record.image_id, "file_name": record.file_path, "height": record.height,
-                       "width": record.width})  # fmt: skip
+        images.append(
+            {"id": record.image_id, "file_name": record.file_path, "height": record.height, "width": record.width}
+        )
         classes = record.classes.astype(np.int64)
         category_ids = instances.categories.to_category_id(classes) if len(classes) else []
         for i, segmentation in enumerate(record.segmentations):
@@ -139,14 +140,21 @@ def coco_ground_truth(instances: CocoInstances) -> dict:
                 rle = mask_utils.frPyObjects(segmentation, record.height, record.width)
             else:
                 counts = segmentation["counts"]
-                rle = {"size": list(segmentation["size"]),
-                       "counts": counts.encode("ascii") if isinstance(counts, str) else counts}  # fmt: skip
-            annotations.append({
-                "id": int(record.annotation_ids[i]), "image_id": record.image_id,
-                "category_id": int(category_ids[i]), "segmentation": segmentation,
-                "bbox": [xmin, ymin, xmax - xmin, ymax - ymin], "area": float(mask_utils.area(rle)),
-                "iscrowd": int(record.is_crowd[i]),
-            })  # fmt: skip
+                rle = {
+                    "size": list(segmentation["size"]),
+                    "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+                }
+            annotations.append(
+                {
+                    "id": int(record.annotation_ids[i]),
+                    "image_id": record.image_id,
+                    "category_id": int(category_ids[i]),
+                    "segmentation": segmentation,
+                    "bbox": [xmin, ymin, xmax - xmin, ymax - ymin],
+                    "area": float(mask_utils.area(rle)),
+                    "iscrowd": int(record.is_crowd[i]),
+                }
+            )
     return {"images": images, "annotations": annotations, "categories": instances.categories.to_coco()}
 
 
@@ -217,6 +225,7 @@ def refuse_output_over_input(output: str, inputs: Sequence[tuple[str, str]]) -> 
     output = os.fspath(output)
     for what, path in inputs:
         if _same_file(output, os.fspath(path)):
-            raise ValueError(f"refusing to write {output}: it is {what} of this conversion ({path}), which writing "
-                             "it would overwrite; choose another output file")  # fmt: skip
-
+            raise ValueError(
+                f"refusing to write {output}: it is {what} of this conversion ({path}), which writing "
+                "it would overwrite; choose another output file"
+            )

@@ -68,8 +68,10 @@ def _check_required_keys(dataset, name: str) -> None:
     for key in REQUIRED_KEYS:
         if not isinstance(dataset.get(key), list):
             what = "has no" if key not in dataset else f"has a {type(dataset[key]).__name__} as"
-            raise ValueError(f"{name} is not a COCO instances json: it {what} '{key}' list "
-                             f"(a COCO json has {', '.join(REQUIRED_KEYS)})")  # fmt: skip
+            raise ValueError(
+                f"{name} is not a COCO instances json: it {what} '{key}' list "
+                f"(a COCO json has {', '.join(REQUIRED_KEYS)})"
+            )
 
 
 def _duplicate_image_ids(images: list) -> tuple[dict, dict]:
@@ -261,8 +263,10 @@ def segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     elif not _valid_rle(segmentation, height, width):  # pycocotools writes past its buffer on wrong run lengths
         size = segmentation.get("size") if isinstance(segmentation, dict) else None
-        raise ValueError(f"not a run-length encoding of an image of size {(height, width)} (size {size}, or run "
-                         "lengths that are negative, malformed or do not add up to height * width)")
+        raise ValueError(
+            f"not a run-length encoding of an image of size {(height, width)} (size {size}, or run "
+            "lengths that are negative, malformed or do not add up to height * width)"
+        )
     elif isinstance(segmentation.get("counts"), list):
         rle = mask_utils.frPyObjects(segmentation, height, width)
     else:
@@ -466,8 +470,17 @@ def validate_coco_dict(
         order = sorted(range(len(annotations)), key=lambda i: (annotations[i]["image_id"], annotations[i]["id"]))
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{name} is not a COCO instances json or dict: {error!r}") from error
-    keys = ("unknown_image", "bad_image_size", "degenerate_boxes", "outside_image", "unknown_category",
-            "bad_segmentation", "duplicate_annotations", "duplicate_image_files", *REPAIRS)  # fmt: skip
+    keys = (
+        "unknown_image",
+        "bad_image_size",
+        "degenerate_boxes",
+        "outside_image",
+        "unknown_category",
+        "bad_segmentation",
+        "duplicate_annotations",
+        "duplicate_image_files",
+        *REPAIRS,
+    )
     counts = dict.fromkeys(keys, 0)
     examples: dict[str, list] = {key: [] for key in keys}
 
@@ -683,17 +696,19 @@ def load_coco_instances(
             if skip_empty:
                 problem("skipped_empty_images", image_id)
                 continue
-        records.append(CocoRecord(
-            image_id=int(image_id),
-            file_path=path,
-            height=height,
-            width=width,
-            boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-            classes=np.asarray(categories.to_label(np.asarray(classes, np.int64)), np.int32).reshape(-1),
-            is_crowd=np.asarray(crowd, bool).reshape(-1),
-            segmentations=tuple(segmentations),
-            annotation_ids=tuple(ann_ids),
-        ))  # fmt: skip
+        records.append(
+            CocoRecord(
+                image_id=int(image_id),
+                file_path=path,
+                height=height,
+                width=width,
+                boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+                classes=np.asarray(categories.to_label(np.asarray(classes, np.int64)), np.int32).reshape(-1),
+                is_crowd=np.asarray(crowd, bool).reshape(-1),
+                segmentations=tuple(segmentations),
+                annotation_ids=tuple(ann_ids),
+            )
+        )
         counts["instances"] += len(classes)
         counts["crowd_instances"] += sum(crowd)
     counts["images"] = len(records)
@@ -797,12 +812,14 @@ def coco_dict(examples: Sequence[dict], categories: CocoCategories, segmentation
     for index, example in enumerate(examples):
         image_id = int(example.get("image_id", index + 1))
         height, width = _example_size(example, index)
-        images.append({
-            "id": image_id,
-            "file_name": str(example.get("file_name", f"{image_id:012d}.png")),
-            "height": height,
-            "width": width,
-        })  # fmt: skip
+        images.append(
+            {
+                "id": image_id,
+                "file_name": str(example.get("file_name", f"{image_id:012d}.png")),
+                "height": height,
+                "width": width,
+            }
+        )
         classes = np.asarray(example["classes"]).reshape(-1)
         n = len(classes)
         masks = np.asarray(example["masks"], bool) if "masks" in example else None
@@ -839,21 +856,21 @@ def coco_dict(examples: Sequence[dict], categories: CocoCategories, segmentation
                     segmentation = mask_to_uncompressed_rle(mask)
                 else:
                     segmentation = mask_to_polygons(mask)
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": int(category_ids[i]),
-                "bbox": [xmin, ymin, xmax - xmin, ymax - ymin],
-                "area": area,
-                "iscrowd": int(crowd[i]) if i < len(crowd) else 0,
-                "segmentation": segmentation,
-            })  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(category_ids[i]),
+                    "bbox": [xmin, ymin, xmax - xmin, ymax - ymin],
+                    "area": area,
+                    "iscrowd": int(crowd[i]) if i < len(crowd) else 0,
+                    "segmentation": segmentation,
+                }
+            )
     return {"images": images, "annotations": annotations, "categories": categories.to_coco()}
 
 
-def write_coco_json(
-    examples: Sequence[dict], categories: CocoCategories, path: str, segmentation_format="rle"
-) -> dict:
+def write_coco_json(examples: Sequence[dict], categories: CocoCategories, path: str, segmentation_format="rle") -> dict:
     """Write in-memory examples as a COCO instances json (atomically: temp file, then rename).
 
     Args:

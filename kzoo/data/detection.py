@@ -123,8 +123,11 @@ class ImageDecodeError(ValueError):
 
 
 #: Messages of TF's image decoders (``DecodeImage`` and the per-format kernels it calls).
-_DECODE_MESSAGES = re.compile(r"Decode(Image|Png|Jpeg|Gif|Bmp)|Invalid (PNG|JPEG|GIF|BMP)|jpeg::|image format|"
-                              r"Input is empty|truncated|corrupt", re.IGNORECASE)  # fmt: skip
+_DECODE_MESSAGES = re.compile(
+    r"Decode(Image|Png|Jpeg|Gif|Bmp)|Invalid (PNG|JPEG|GIF|BMP)|jpeg::|image format|"
+    r"Input is empty|truncated|corrupt",
+    re.IGNORECASE,
+)
 
 
 def _decode_problem(path: str) -> str | None:
@@ -136,8 +139,9 @@ def _decode_problem(path: str) -> str | None:
     return None
 
 
-def find_undecodable_image(records: Sequence[CocoRecord], workers: int = 4,
-                           chunk: int = 64) -> tuple[CocoRecord, str] | None:
+def find_undecodable_image(
+    records: Sequence[CocoRecord], workers: int = 4, chunk: int = 64
+) -> tuple[CocoRecord, str] | None:
     """The first record (in order) whose image file ``tf.io.decode_image`` cannot decode, with TF's message.
 
     Decodes every file (a few in parallel, stopping at the first failure): for error reports, not the hot path.
@@ -152,7 +156,7 @@ def find_undecodable_image(records: Sequence[CocoRecord], workers: int = 4,
     """
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for start in range(0, len(records), chunk):
-            part = records[start:start + chunk]
+            part = records[start : start + chunk]
             for record, problem in zip(part, pool.map(lambda r: _decode_problem(r.file_path), part)):
                 if problem is not None:
                     return record, problem
@@ -217,6 +221,7 @@ def _source(source) -> tuple[tf.data.Dataset, Callable | None, int | None]:
     if isinstance(source, CocoInstances):
         source = source.records
     if callable(source):
+
         def generate():
             for index, example in enumerate(source()):
                 yield _example_arrays(example, index)
@@ -290,12 +295,15 @@ def crop_masks_to_boxes(masks: tf.Tensor, boxes: tf.Tensor, mask_size: int, samp
     half_w = 0.5 * (xmax - xmin) / n_samples
     # sample k sits at ymin + (k + 0.5) h / N; pixel r (center r + 0.5) is index r + 1 in the padded masks,
     # and nearest sampling rounds the index: round(y - 0.5 + 1) - 1 = floor(y), the pixel y falls in
-    normalized = tf.stack([
-        (ymin + half_h + 0.5) / (size[0] - 1),
-        (xmin + half_w + 0.5) / (size[1] - 1),
-        (ymax - half_h + 0.5) / (size[0] - 1),
-        (xmax - half_w + 0.5) / (size[1] - 1),
-    ], axis=-1)  # fmt: skip
+    normalized = tf.stack(
+        [
+            (ymin + half_h + 0.5) / (size[0] - 1),
+            (xmin + half_w + 0.5) / (size[1] - 1),
+            (ymax - half_h + 0.5) / (size[0] - 1),
+            (xmax - half_w + 0.5) / (size[1] - 1),
+        ],
+        axis=-1,
+    )
     count = tf.shape(masks)[0]
     crops = tf.image.crop_and_resize(
         padded, normalized, tf.range(count), [n_samples, n_samples], method="nearest", extrapolation_value=0.0
@@ -311,9 +319,10 @@ def _prepare(example: dict, key: tf.Tensor, flip: tf.Tensor, cfg: _Config) -> di
     scale = resize_scale(original[0], original[1], cfg.min_size, cfg.max_size)
     size = resized_size(original[0], original[1], cfg.min_size, cfg.max_size)
     tf.debugging.assert_less_equal(
-        size, tf.constant(cfg.canvas, tf.int32),
+        size,
+        tf.constant(cfg.canvas, tf.int32),
         message=f"resized image larger than the canvas {cfg.canvas}: use a square image_size >= max_size",
-    )  # fmt: skip
+    )
     if cfg.scale_jitter is None:
         resized = tf.image.resize(image, size, method="bilinear", antialias=False)
         count = tf.minimum(tf.shape(example["classes"])[0], cfg.max_instances)
@@ -326,9 +335,13 @@ def _prepare(example: dict, key: tf.Tensor, flip: tf.Tensor, cfg: _Config) -> di
         is_crowd = example["is_crowd"][:count]
     else:
         jitter = augment.random_scale_window(
-            tf.random.experimental.stateless_fold_in(key, 1), original, cfg.min_size, cfg.max_size, cfg.canvas,
+            tf.random.experimental.stateless_fold_in(key, 1),
+            original,
+            cfg.min_size,
+            cfg.max_size,
+            cfg.canvas,
             cfg.scale_jitter,
-        )  # fmt: skip
+        )
         scale, size = jitter.scale, jitter.window
         resized = tf.image.resize(image, jitter.scaled_size, method="bilinear", antialias=False)
         resized = tf.slice(resized, tf.concat([jitter.offset, [0]], 0), tf.concat([jitter.window, [3]], 0))
@@ -385,9 +398,17 @@ def _prepare(example: dict, key: tf.Tensor, flip: tf.Tensor, cfg: _Config) -> di
 def _output_shapes(cfg: _Config) -> dict[str, list[int]]:
     m, s = cfg.max_instances, cfg.mask_size
     return {
-        "images": [*cfg.canvas, 3], "image_size": [2], "original_size": [2], "scale": [], "boxes": [m, 4],
-        "classes": [m], "is_crowd": [m], "valid": [m], "masks": [m, s, s], "image_id": [],
-    }  # fmt: skip
+        "images": [*cfg.canvas, 3],
+        "image_size": [2],
+        "original_size": [2],
+        "scale": [],
+        "boxes": [m, 4],
+        "classes": [m],
+        "is_crowd": [m],
+        "valid": [m],
+        "masks": [m, s, s],
+        "image_id": [],
+    }
 
 
 def _pad_batch(batch: dict, cfg: _Config, batch_size: int) -> dict:
@@ -527,14 +548,22 @@ def make_detection_pipeline(
         raise ValueError(f"need brightness, contrast, saturation >= 0 and 0 <= hue <= 0.5, got {colors}")
     augmented = training and (scale_jitter is not None or any(colors))
     cfg = _Config(
-        canvas, min_size, max_size, max_instances, mask_size, mask_samples,
-        scale_jitter=scale_jitter if training else None, min_box_size=float(min_box_size),
+        canvas,
+        min_size,
+        max_size,
+        max_instances,
+        mask_size,
+        mask_samples,
+        scale_jitter=scale_jitter if training else None,
+        min_box_size=float(min_box_size),
         color_jitter=colors if training and any(colors) else (),
-    )  # fmt: skip
+    )
     dataset, loader, count = _source(source)
     if training and count and count_instances(source) == 0:  # a full run on nothing would end "successfully"
-        raise ValueError(f"the training source has no instances ({count} images, 0 instances): nothing to learn "
-                         "from; check its annotations")  # fmt: skip
+        raise ValueError(
+            f"the training source has no instances ({count} images, 0 instances): nothing to learn "
+            "from; check its annotations"
+        )
     if training:
         # a source with a loader is a list: its count is known
         buffer = cast(int, count) if loader is not None else min(shuffle_buffer, count or shuffle_buffer)

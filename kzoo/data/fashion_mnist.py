@@ -10,9 +10,17 @@ from kzoo.data.idx import read_idx
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -25,8 +33,7 @@ def _find(directory: str, stem: str) -> str:
         if os.path.isfile(path):
             return path
     raise FileNotFoundError(
-        f"Fashion-MNIST file {stem}.gz not found in {directory} "
-        "(on Debian: apt-get install dataset-fashion-mnist)"
+        f"Fashion-MNIST file {stem}.gz not found in {directory} (on Debian: apt-get install dataset-fashion-mnist)"
     )
 
 

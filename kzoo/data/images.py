@@ -93,8 +93,15 @@ def check_image_path(path: str) -> None:
     if stat.S_ISDIR(mode):
         raise ValueError(f"{path} is a directory, not an image file (expected {_EXPECTED})")
     if not stat.S_ISREG(mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a plain file")  # fmt: skip
+        kind = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a plain file"
+        )
         raise ValueError(f"{path} is not a regular file ({kind}); expected {_EXPECTED}")
 
 
@@ -155,24 +162,29 @@ def _open_strict(data: bytes, name: str):
         try:
             image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         except Image.DecompressionBombError as error:
-            raise ValueError(f"{name} is too large to decode safely ({error}); the limit is {MAX_PIXELS:,} pixels "
-                             "(a decompression bomb?)") from error  # fmt: skip
+            raise ValueError(
+                f"{name} is too large to decode safely ({error}); the limit is {MAX_PIXELS:,} pixels "
+                "(a decompression bomb?)"
+            ) from error
         except UnidentifiedImageError as error:
             raise ValueError(f"{name} is not {_EXPECTED}") from error
         except (OSError, SyntaxError, ValueError, EOFError) as error:  # a header Pillow recognized, then choked on
             raise ValueError(f"{name} is a corrupt image ({error}); expected {_EXPECTED}") from error
         width, height = image.size
         if width * height > MAX_PIXELS:
-            raise ValueError(f"{name} is {width} x {height} = {width * height:,} pixels, over the limit of "
-                             f"{MAX_PIXELS:,} pixels (kzoo.data.images.MAX_PIXELS); refusing to decode it "
-                             "(a decompression bomb?)")  # fmt: skip
+            raise ValueError(
+                f"{name} is {width} x {height} = {width * height:,} pixels, over the limit of "
+                f"{MAX_PIXELS:,} pixels (kzoo.data.images.MAX_PIXELS); refusing to decode it "
+                "(a decompression bomb?)"
+            )
         if width == 0 or height == 0:
             raise ValueError(f"{name} has no pixels ({width} x {height}); expected {_EXPECTED}")
         try:
             _load_pixels(image)  # the first frame of an animation
         except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as error:
-            raise ValueError(f"{name} is a truncated or corrupt {image.format} image ({error}); "
-                             f"expected {_EXPECTED}") from error  # fmt: skip
+            raise ValueError(
+                f"{name} is a truncated or corrupt {image.format} image ({error}); expected {_EXPECTED}"
+            ) from error
     if image.format == "PNG":
         problem = png_data_problem(data)
         if problem:

@@ -86,8 +86,11 @@ def labelme_to_coco(
     paths = find_labelme_files(annotations)
     root = annotations if os.path.isdir(annotations) else os.path.dirname(os.path.abspath(annotations))
     builder = CocoBuilder(f"labelme {annotations}", root, class_names, image_dir, LOG, ignore_labels=IGNORE_LABELS)
-    builder.looked = (f"*.json under {os.path.abspath(annotations)} (recursively)" if os.path.isdir(annotations)
-                      else os.path.abspath(annotations))  # fmt: skip
+    builder.looked = (
+        f"*.json under {os.path.abspath(annotations)} (recursively)"
+        if os.path.isdir(annotations)
+        else os.path.abspath(annotations)
+    )
     for path in paths:
         builder.counts["annotation_files"] += 1
         builder.inputs.append(path)

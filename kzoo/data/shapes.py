@@ -43,9 +43,7 @@ def _random_colors(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.integers(0, 256, size=(n, 3)).astype(np.float64)
 
 
-def make_shapes_classification(
-    num_images: int, image_size: int = 32, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def make_shapes_classification(num_images: int, image_size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A classification set: one shape per image on a noisy random background.
 
     Shape, size, position and colors are drawn from ``seed`` (same seed, same data);
@@ -151,10 +149,12 @@ def make_shapes_instances(
         image += rng.normal(0, 10, size=image.shape)
         keep = [i for i, mask in enumerate(visible) if mask.sum() >= MIN_VISIBLE_AREA]
         masks = np.stack([visible[i] for i in keep]).astype(bool)
-        examples.append({
-            "image": np.clip(image, 0, 255).astype(np.uint8),
-            "boxes": np.stack([mask_to_box(mask) for mask in masks]).astype(np.float32),
-            "classes": np.array([labels[i] for i in keep], np.int32),
-            "masks": masks,
-        })
+        examples.append(
+            {
+                "image": np.clip(image, 0, 255).astype(np.uint8),
+                "boxes": np.stack([mask_to_box(mask) for mask in masks]).astype(np.float32),
+                "classes": np.array([labels[i] for i in keep], np.int32),
+                "masks": masks,
+            }
+        )
     return examples

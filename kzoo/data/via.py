@@ -110,8 +110,10 @@ def via_to_coco(
         raise FileNotFoundError(f"image folder not found: {images}")
     class_attribute = find_class_attribute(entries, region_names, class_attribute, annotations)
     builder = CocoBuilder(f"VIA {annotations}", images, class_names, image_dir, LOG)
-    builder.looked = (f"the regions of the {len(entries)} images of {os.path.abspath(annotations)} (class attribute "
-                      f"{class_attribute!r}), images in {os.path.abspath(images)}")  # fmt: skip
+    builder.looked = (
+        f"the regions of the {len(entries)} images of {os.path.abspath(annotations)} (class attribute "
+        f"{class_attribute!r}), images in {os.path.abspath(images)}"
+    )
     builder.counts["annotation_files"] = 1
     builder.inputs.append(annotations)
     for entry in entries:
@@ -147,8 +149,12 @@ def attribute_names(entries: Sequence[dict], region_names: Sequence[str] = ()) -
     return list(names)
 
 
-def find_class_attribute(entries: Sequence[dict], region_names: Sequence[str] = (),
-                         class_attribute: str | None = None, where: str = "the VIA project") -> str | None:
+def find_class_attribute(
+    entries: Sequence[dict],
+    region_names: Sequence[str] = (),
+    class_attribute: str | None = None,
+    where: str = "the VIA project",
+) -> str | None:
     """The region attribute holding the class.
 
     ``class_attribute`` when given (it must be one of the project's attributes, when it has any). Otherwise only
@@ -162,16 +168,20 @@ def find_class_attribute(entries: Sequence[dict], region_names: Sequence[str] = 
     names = attribute_names(entries, region_names)
     if class_attribute is not None:
         if names and class_attribute not in names:
-            raise ValueError(f"{where}: the class attribute {class_attribute!r} is not a region attribute of the "
-                             f"project; its region attributes: {names}")  # fmt: skip
+            raise ValueError(
+                f"{where}: the class attribute {class_attribute!r} is not a region attribute of the "
+                f"project; its region attributes: {names}"
+            )
         return class_attribute
     if len(names) <= 1:
         return names[0] if names else None
     known = [n for n in names if n in CLASS_ATTRIBUTE_NAMES]
     if len(known) == 1:
         return known[0]
-    raise ValueError(f"{where}: which region attribute holds the class? The regions have several: {names}; name it "
-                     "with class_attribute (kzoo convert via ... --class-attribute NAME)")  # fmt: skip
+    raise ValueError(
+        f"{where}: which region attribute holds the class? The regions have several: {names}; name it "
+        "with class_attribute (kzoo convert via ... --class-attribute NAME)"
+    )
 
 
 _MISSING = object()

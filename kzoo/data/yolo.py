@@ -95,9 +95,11 @@ def yolo_to_coco(
     builder = CocoBuilder(f"YOLO {annotations}", images, keep, image_dir, LOG)
     labels = _files(annotations, (".txt",), skip=("classes.txt",))
     pictures = _files(images, IMAGE_EXTENSIONS)
-    builder.looked = (f"label files *.txt under {os.path.abspath(annotations)} and images "
-                      f"*{{{','.join(IMAGE_EXTENSIONS)}}} under {os.path.abspath(images)}, both recursively: "
-                      f"{len(labels)} label files, {len(pictures)} images")  # fmt: skip
+    builder.looked = (
+        f"label files *.txt under {os.path.abspath(annotations)} and images "
+        f"*{{{','.join(IMAGE_EXTENSIONS)}}} under {os.path.abspath(images)}, both recursively: "
+        f"{len(labels)} label files, {len(pictures)} images"
+    )
     builder.inputs.extend(p for p in (data_yaml, os.path.join(annotations, "classes.txt")) if p and os.path.isfile(p))
     builder.inputs.extend(labels.values())
     for stem in sorted(set(labels) | set(pictures)):

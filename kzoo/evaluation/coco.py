@@ -69,8 +69,9 @@ def load_ground_truth(ground_truth, verbose: bool = False):
         with open(ground_truth) as f:
             ground_truth = json.load(f)
     if not isinstance(ground_truth, Mapping):
-        raise TypeError(f"ground truth must be a pycocotools COCO, a COCO dict or a json path, "
-                        f"got {type(ground_truth)}")
+        raise TypeError(
+            f"ground truth must be a pycocotools COCO, a COCO dict or a json path, got {type(ground_truth)}"
+        )
     dataset, counts = validate_coco_dict(ground_truth, name)
     if given is not None and not any(v for k, v in counts.items() if k != "annotations"):
         return given
@@ -149,8 +150,13 @@ def _checked_results(coco_gt, results: Sequence[dict], iou_type: str) -> list[di
         kept.append(result)
     for key, items in dropped.items():
         if items:
-            LOG.warning("%s results: %d with a missing or invalid %s (dropped: pycocotools cannot take them), e.g. %s",
-                        iou_type, len(items), key, items[:3])  # fmt: skip
+            LOG.warning(
+                "%s results: %d with a missing or invalid %s (dropped: pycocotools cannot take them), e.g. %s",
+                iou_type,
+                len(items),
+                key,
+                items[:3],
+            )
     return kept
 
 
@@ -227,11 +233,17 @@ def detections_to_coco(
                 result["segmentation"] = mask_to_rle(pasted[i])
             results.append(result)
     if problems["non_finite"]:
-        LOG.warning("%d detections with a non-finite box or score (dropped), on images %s",
-                    len(problems["non_finite"]), sorted(set(problems["non_finite"]))[:5])  # fmt: skip
+        LOG.warning(
+            "%d detections with a non-finite box or score (dropped), on images %s",
+            len(problems["non_finite"]),
+            sorted(set(problems["non_finite"]))[:5],
+        )
     if problems["far_outside"]:
-        LOG.warning("%d detection boxes reaching more than a pixel outside their image (clipped to it), on images %s",
-                    len(problems["far_outside"]), sorted(set(problems["far_outside"]))[:5])  # fmt: skip
+        LOG.warning(
+            "%d detection boxes reaching more than a pixel outside their image (clipped to it), on images %s",
+            len(problems["far_outside"]),
+            sorted(set(problems["far_outside"]))[:5],
+        )
     return results
 
 
@@ -352,8 +364,12 @@ def evaluate_coco(
             coco_eval.accumulate()
             coco_eval.summarize()
         metrics.update({f"{iou_type}_{name}": float(v) for name, v in zip(STAT_NAMES, coco_eval.stats[:6])})
-        per_class.update({f"{iou_type}_AP{PER_CLASS_SEPARATOR}{names.get(i, str(i))}": ap
-                          for i, ap in per_class_ap(coco_eval).items()})  # fmt: skip
+        per_class.update(
+            {
+                f"{iou_type}_AP{PER_CLASS_SEPARATOR}{names.get(i, str(i))}": ap
+                for i, ap in per_class_ap(coco_eval).items()
+            }
+        )
     return {**metrics, **per_class}
 
 
@@ -409,16 +425,18 @@ class CocoEvaluator:
         """
         image_ids = np.asarray(image_ids).reshape(-1)
         masks = np.asarray(outputs["detection_masks"]) if "segm" in self.iou_types else None
-        self.results.extend(detections_to_coco(
-            image_ids,
-            np.asarray(outputs["detection_boxes"]),
-            np.asarray(outputs["detection_scores"]),
-            np.asarray(outputs["detection_classes"]),
-            np.asarray(outputs["num_detections"]),
-            masks,
-            np.asarray(image_sizes),
-            self.categories,
-        ))  # fmt: skip
+        self.results.extend(
+            detections_to_coco(
+                image_ids,
+                np.asarray(outputs["detection_boxes"]),
+                np.asarray(outputs["detection_scores"]),
+                np.asarray(outputs["detection_classes"]),
+                np.asarray(outputs["num_detections"]),
+                masks,
+                np.asarray(image_sizes),
+                self.categories,
+            )
+        )
         self.image_ids.update(int(i) for i in image_ids.tolist() if i >= 0)
 
     def evaluate(self) -> dict[str, float]:

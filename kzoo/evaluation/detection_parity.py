@@ -116,16 +116,25 @@ def compare_detections(
     """
     num_images = len(reference["num_detections"])
     if len(candidate["num_detections"]) != num_images:
-        raise ValueError(
-            f"reference has {num_images} images but candidate has {len(candidate['num_detections'])}"
-        )  # fmt: skip
+        raise ValueError(f"reference has {num_images} images but candidate has {len(candidate['num_detections'])}")
     sizes = np.asarray(image_sizes, np.int64)
     sizes = np.broadcast_to(sizes, (num_images, 2)) if sizes.shape == (2,) else sizes
     if sizes.shape != (num_images, 2):
         raise ValueError(f"image_sizes must be one (height, width) or one per image ({num_images}), got {sizes.shape}")
     counts = [0, 0]
-    columns: dict[str, list] = {name: [] for name in ("box_iou", "box_error", "score_error", "same_class", "mask_iou",
-                                                      "image_index", "reference_row", "candidate_row")}  # fmt: skip
+    columns: dict[str, list] = {
+        name: []
+        for name in (
+            "box_iou",
+            "box_error",
+            "score_error",
+            "same_class",
+            "mask_iou",
+            "image_index",
+            "reference_row",
+            "candidate_row",
+        )
+    }
     for index in range(num_images):
         a, b = _valid(reference, index, min_score), _valid(candidate, index, min_score)
         counts[0] += len(a["detection_scores"])
@@ -191,7 +200,9 @@ def has_near_equal(
     count = int(others["num_detections"][image])
     box = np.asarray(candidate["detection_boxes"][image][row], np.float64)
     box_error = np.abs(np.asarray(others["detection_boxes"][image][:count], np.float64) - box).max(axis=-1)
-    score_error = np.abs(np.asarray(others["detection_scores"][image][:count], np.float64)
-                         - float(candidate["detection_scores"][image][row]))  # fmt: skip
+    score_error = np.abs(
+        np.asarray(others["detection_scores"][image][:count], np.float64)
+        - float(candidate["detection_scores"][image][row])
+    )
     same_class = np.asarray(others["detection_classes"][image][:count]) == candidate["detection_classes"][image][row]
     return bool(np.any((box_error <= max_box_error) & (score_error <= max_score_error) & same_class))

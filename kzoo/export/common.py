@@ -26,8 +26,13 @@ from kzoo.utils.files import atomic_path, make_directory, write_text
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 CLASS_NAMES_FILE = os.path.join("assets.extra", "class_names.txt")  # one name per line, in class order
-MASK_RCNN_OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections",
-                         "detection_masks")  # fmt: skip
+MASK_RCNN_OUTPUT_KEYS = (
+    "detection_boxes",
+    "detection_scores",
+    "detection_classes",
+    "num_detections",
+    "detection_masks",
+)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _T = TypeVar("_T")
 
@@ -39,8 +44,14 @@ def check_model_name(model_name: str) -> str:
     """``model_name`` if it is a plain file name (no folder part, not ``.``/``..``, no NUL): exports named after it
     stay inside their output folder. ValueError otherwise."""
     name = str(model_name)
-    if not name or name in (".", "..") or "\0" in name or os.path.basename(name) != name or "/" in name or (
-            os.altsep and os.altsep in name):
+    if (
+        not name
+        or name in (".", "..")
+        or "\0" in name
+        or os.path.basename(name) != name
+        or "/" in name
+        or (os.altsep and os.altsep in name)
+    ):
         raise ValueError(f"model name must be a plain name without folders, got {model_name!r}")
     return name
 
@@ -85,9 +96,8 @@ def latest_version_dir(model_dir: str | os.PathLike) -> str | None:
 def next_version(model_dir: str) -> int:
     """One more than the largest numeric subdirectory of ``model_dir``, or 1."""
     versions = [
-        int(name) for name in os.listdir(model_dir)
-        if name.isdigit() and os.path.isdir(os.path.join(model_dir, name))
-    ]  # fmt: skip
+        int(name) for name in os.listdir(model_dir) if name.isdigit() and os.path.isdir(os.path.join(model_dir, name))
+    ]
     return max(versions, default=0) + 1
 
 
@@ -190,9 +200,14 @@ def check_image_bytes(image_bytes: tf.Tensor) -> tf.Tensor:
     tensor is needed, with the shape received: the ``serving_bytes`` signatures take any rank, so a scalar or a
     ``[B, 1]`` request gets this message instead of an internal error of the graph."""
     rank_ok = tf.equal(tf.rank(image_bytes), 1)
-    check = tf.debugging.Assert(rank_ok, [
-        "image_bytes must be a 1-D string tensor [batch] of encoded images (one string per image; a single image "
-        "is a batch of one); got shape", tf.shape(image_bytes)])  # fmt: skip
+    check = tf.debugging.Assert(
+        rank_ok,
+        [
+            "image_bytes must be a 1-D string tensor [batch] of encoded images (one string per image; a single image "
+            "is a batch of one); got shape",
+            tf.shape(image_bytes),
+        ],
+    )
     with tf.control_dependencies([check]):
         return tf.reshape(image_bytes, [-1])
 
@@ -234,14 +249,19 @@ def probe_images(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIX
 
     def add(state: tuple[tf.Tensor, tf.Tensor], item: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         (decodable, sizes), (index, size) = state, item
-        return (tf.tensor_scatter_nd_update(decodable, [[index]], [True]),
-                tf.tensor_scatter_nd_update(sizes, [[index]], [size]))  # fmt: skip
+        return (
+            tf.tensor_scatter_nd_update(decodable, [[index]], [True]),
+            tf.tensor_scatter_nd_update(sizes, [[index]], [size]),
+        )
 
     return probed.reduce((tf.zeros([count], tf.bool), tf.zeros([count, 2], tf.int32)), add)
 
 
 def decode_image(
-    image_bytes: tf.Tensor, index: tf.Tensor, channels: int = 3, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    image_bytes: tf.Tensor,
+    index: tf.Tensor,
+    channels: int = 3,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     decodable: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """One encoded image (scalar string) -> uint8 ``[H, W, channels]``: the one decoder of the ``serving_bytes``
@@ -273,13 +293,26 @@ def decode_image(
     checks = [
         tf.debugging.Assert(tf.logical_not(empty), message("is empty")),
         tf.debugging.Assert(empty | known | webp, message(f"is not a {IMAGE_FORMATS} image")),
-        tf.debugging.Assert(tf.logical_not(known) | (pixels <= max_pixels), message(
-            f"is {{}}x{{}} (height x width) = {{}} pixels, over the cap of {max_pixels} pixels (max_image_pixels)",
-            size[0], size[1], pixels)),
-    ]  # fmt: skip
+        tf.debugging.Assert(
+            tf.logical_not(known) | (pixels <= max_pixels),
+            message(
+                f"is {{}}x{{}} (height x width) = {{}} pixels, over the cap of {max_pixels} pixels (max_image_pixels)",
+                size[0],
+                size[1],
+                pixels,
+            ),
+        ),
+    ]
     if decodable is not None:  # only when the header passed, so one problem gives one message
-        kind = tf.where(tf.io.is_jpeg(image_bytes), "JPEG", tf.where(is_jpeg_or_png(image_bytes), "PNG", tf.where(
-            webp, "WebP", tf.where(tf.equal(tf.strings.substr(image_bytes, 0, 2), b"BM"), "BMP", "GIF"))))  # fmt: skip
+        kind = tf.where(
+            tf.io.is_jpeg(image_bytes),
+            "JPEG",
+            tf.where(
+                is_jpeg_or_png(image_bytes),
+                "PNG",
+                tf.where(webp, "WebP", tf.where(tf.equal(tf.strings.substr(image_bytes, 0, 2), b"BM"), "BMP", "GIF")),
+            ),
+        )
         text = tf.strings.join([message("is a corrupt or truncated ")[0], kind, " image: the decoder cannot read it"])
         checks.append(tf.debugging.Assert(decodable | tf.logical_not(facts["ok"]), [text]))
 
@@ -291,16 +324,24 @@ def decode_image(
         if channels == 3:
             image = decode(3)
         else:  # GIF, BMP and WebP decode to RGB only
-            image = tf.cond(is_jpeg_or_png(image_bytes), lambda: decode(1), lambda: tf.cast(
-                tf.round(tf.image.rgb_to_grayscale(tf.cast(decode(3), tf.float32))), tf.uint8))  # fmt: skip
+            image = tf.cond(
+                is_jpeg_or_png(image_bytes),
+                lambda: decode(1),
+                lambda: tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(decode(3), tf.float32))), tf.uint8),
+            )
     image = tf.ensure_shape(image, [None, None, channels])
     decoded = tf.shape(image, out_type=tf.int64)[:2]
     checks = [
         tf.debugging.Assert(tf.reduce_min(decoded) > 0, message("decodes to an empty image")),
-        tf.debugging.Assert(decoded[0] * decoded[1] <= max_pixels, message(
-            f"decodes to {{}}x{{}} (height x width), over the cap of {max_pixels} pixels (max_image_pixels)",
-            decoded[0], decoded[1])),
-    ]  # fmt: skip
+        tf.debugging.Assert(
+            decoded[0] * decoded[1] <= max_pixels,
+            message(
+                f"decodes to {{}}x{{}} (height x width), over the cap of {max_pixels} pixels (max_image_pixels)",
+                decoded[0],
+                decoded[1],
+            ),
+        ),
+    ]
     with tf.control_dependencies(checks):
         return tf.identity(image)
 
@@ -308,8 +349,11 @@ def decode_image(
 def check_max_image_pixels(max_image_pixels: int) -> int:
     """``max_image_pixels`` as a positive int that fits int64 (the graph compares it with the header's
     height x width in int64), or a ValueError naming it."""
-    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, (int, np.integer)) or not (
-            1 <= max_image_pixels <= np.iinfo(np.int64).max):  # fmt: skip
+    if (
+        isinstance(max_image_pixels, bool)
+        or not isinstance(max_image_pixels, (int, np.integer))
+        or not (1 <= max_image_pixels <= np.iinfo(np.int64).max)
+    ):
         raise ValueError(f"max_image_pixels must be a positive int of at most 2**63 - 1, got {max_image_pixels!r}")
     return int(max_image_pixels)
 

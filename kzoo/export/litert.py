@@ -64,8 +64,9 @@ def run_tflite_classifier(path: str | os.PathLike, images: np.ndarray, batch_siz
     input_detail = interpreter.get_input_details()[0]
     expected = tuple(int(d) for d in input_detail["shape"][1:])
     height, width, channels = expected
-    images = check_images_np(images, channels=channels, height=height, width=width, allow_empty=True,
-                             hint=_FIXED_SIZE_HINT)  # fmt: skip
+    images = check_images_np(
+        images, channels=channels, height=height, width=width, allow_empty=True, hint=_FIXED_SIZE_HINT
+    )
     dtype = np.dtype(input_detail["dtype"])
     if dtype not in (np.uint8, np.float32):
         raise ValueError(f"the TFLite model's input must be uint8 or float32 pixels, got {dtype}")
@@ -90,7 +91,7 @@ def run_tflite_classifier(path: str | os.PathLike, images: np.ndarray, batch_siz
 
     outputs = []
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
+        batch = images[start : start + batch_size]
         count = len(batch)
         if count < batch_size:
             batch = np.concatenate([batch, np.zeros((batch_size - count, *expected), dtype)])
@@ -136,8 +137,7 @@ def run_mask_rcnn_tflite(
     if images.ndim == 3:
         images = images[np.newaxis]
     height, width, channels = expected
-    check_images_np(images, channels=channels, height=height, width=width, allow_empty=True,
-                    hint=_FIXED_SIZE_HINT)  # fmt: skip
+    check_images_np(images, channels=channels, height=height, width=width, allow_empty=True, hint=_FIXED_SIZE_HINT)
     dtype = np.dtype(input_detail["dtype"])
     if dtype == np.uint8 and images.dtype != np.uint8:
         images = np.clip(np.round(images), 0, 255)
@@ -157,9 +157,7 @@ def run_mask_rcnn_tflite(
             out = {key: interpreter.get_tensor(detail["index"]) for key, detail in by_kind.items()}
         results.append({key: np.array(out[key])[0] for key in MASK_RCNN_OUTPUT_KEYS})
     if not results:
-        return {
-            key: np.zeros((0, *detail["shape"][1:]), np.dtype(detail["dtype"])) for key, detail in by_kind.items()
-        }  # fmt: skip
+        return {key: np.zeros((0, *detail["shape"][1:]), np.dtype(detail["dtype"])) for key, detail in by_kind.items()}
     return {key: np.stack([r[key] for r in results]) for key in MASK_RCNN_OUTPUT_KEYS}
 
 
@@ -244,9 +242,12 @@ def detect_photos_tflite(
 
 
 _OUTPUT_KINDS = {  # (rank, integer dtype) -> output: unique, so outputs are found without names
-    (3, False): "detection_boxes", (2, False): "detection_scores", (2, True): "detection_classes",
-    (1, True): "num_detections", (4, False): "detection_masks",
-}  # fmt: skip
+    (3, False): "detection_boxes",
+    (2, False): "detection_scores",
+    (2, True): "detection_classes",
+    (1, True): "num_detections",
+    (4, False): "detection_masks",
+}
 
 
 def outputs_by_kind(interpreter) -> dict[str, dict]:

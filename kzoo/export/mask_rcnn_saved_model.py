@@ -53,6 +53,7 @@ from kzoo.utils.files import atomic_directory
 
 __all__ = ["export_mask_rcnn_saved_model", "mask_rcnn_warmup_requests"]
 
+
 def export_mask_rcnn_saved_model(
     model: MaskRCNNModel,
     export_dir: str | os.PathLike,
@@ -156,8 +157,12 @@ def _warmup_images(warmup_images: int | Sequence[np.ndarray], min_size: int) -> 
     return images
 
 
-def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: list[str] | None,
-                    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tf.Module:
+def _serving_module(
+    model: MaskRCNNModel,
+    full_image_masks: bool,
+    class_names: list[str] | None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> tf.Module:
     """A ``tf.Module`` with the model's variables and the ``serving_default`` and ``serving_bytes`` functions.
 
     Not ``keras.export.ExportArchive``: it saves every variable twice (as the Keras variables it tracks and as the
@@ -210,8 +215,9 @@ def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: l
             out = {key: value[0] for key, value in run(image[None], tf.shape(image)[:2]).items()}
             if full_image_masks:
                 masks = out["detection_full_masks"]
-                out["detection_full_masks"] = tf.pad(masks, [[0, 0], [0, padded_size[0] - tf.shape(masks)[1]],
-                                                             [0, padded_size[1] - tf.shape(masks)[2]]])  # fmt: skip
+                out["detection_full_masks"] = tf.pad(
+                    masks, [[0, 0], [0, padded_size[0] - tf.shape(masks)[1]], [0, padded_size[1] - tf.shape(masks)[2]]]
+                )
             return out
 
         spec = {key: tf.TensorSpec(value.shape[1:], value.dtype) for key, value in empty_outputs([0, 0]).items()}
@@ -233,8 +239,11 @@ def _serving_module(model: MaskRCNNModel, full_image_masks: bool, class_names: l
             # when decoded below, whichever path runs
             decodable, sizes = probe_images(image_bytes, max_pixels)
             same = tf.reduce_all(tf.equal(sizes, sizes[:1]))
-            return tf.cond(same, lambda: detect(decode_batch(image_bytes, max_pixels, decodable)),
-                           lambda: detect_each(image_bytes, sizes, decodable))
+            return tf.cond(
+                same,
+                lambda: detect(decode_batch(image_bytes, max_pixels, decodable)),
+                lambda: detect_each(image_bytes, sizes, decodable),
+            )
 
         def nothing() -> dict[str, tf.Tensor]:
             return empty_outputs(tf.zeros([2], tf.int32))
@@ -252,20 +261,24 @@ def _with_probe(image_bytes: tf.Tensor, decodable: tf.Tensor | None) -> tuple[tf
     return image_bytes, tf.range(tf.size(image_bytes)), decodable
 
 
-def decoded_sizes(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                  decodable: tf.Tensor | None = None) -> tf.Tensor:
+def decoded_sizes(
+    image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, decodable: tf.Tensor | None = None
+) -> tf.Tensor:
     """int32 ``[B, 2]``: the ``(height, width)`` of each encoded image ``[B]`` (decoded, with the errors of
     :func:`kzoo.export.common.decode_image`; ``decodable`` from :func:`kzoo.export.common.probe_images`)."""
     return tf.map_fn(
         lambda args: tf.shape(decode_image(args[0], args[1], max_pixels=max_pixels, decodable=args[2]))[:2],
-        _with_probe(image_bytes, decodable), fn_output_signature=tf.TensorSpec([2], tf.int32),
-    )  # fmt: skip
+        _with_probe(image_bytes, decodable),
+        fn_output_signature=tf.TensorSpec([2], tf.int32),
+    )
 
 
-def decode_batch(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                 decodable: tf.Tensor | None = None) -> tf.Tensor:
+def decode_batch(
+    image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, decodable: tf.Tensor | None = None
+) -> tf.Tensor:
     """Encoded images ``[B]``, ``B >= 1``, all of one size (see :func:`decoded_sizes`) -> uint8 ``[B, H, W, 3]``."""
     return tf.map_fn(
         lambda args: decode_image(args[0], args[1], max_pixels=max_pixels, decodable=args[2]),
-        _with_probe(image_bytes, decodable), fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
-    )  # fmt: skip
+        _with_probe(image_bytes, decodable),
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )

@@ -105,8 +105,7 @@ def convert_mask_rcnn_tflite(
         out = ready(pixels, training=False)
         return {key: out[key] for key in MASK_RCNN_OUTPUT_KEYS}
 
-    flatbuffer = convert_image_function_to_tflite(detect, (height, width, 3), quantize, representative_images,
-                                                  INT8_OPS)  # fmt: skip
+    flatbuffer = convert_image_function_to_tflite(detect, (height, width, 3), quantize, representative_images, INT8_OPS)
     return write_bytes(check_output_file(path, overwrite), flatbuffer)
 
 
@@ -141,4 +140,3 @@ def tflite_ready_model(
 
         load_weights_file(ready, weights)  # FileNotFoundError, or one line naming the first layer that differs
     return ready
-

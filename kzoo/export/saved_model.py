@@ -119,7 +119,10 @@ def export_classifier_saved_model(
         write_class_names(temp_dir, class_names)
         if warmup_examples:
             write_warmup_requests(
-                os.path.join(temp_dir, WARMUP_FILE), model_name, (height, width, channels), input_dtype,
+                os.path.join(temp_dir, WARMUP_FILE),
+                model_name,
+                (height, width, channels),
+                input_dtype,
                 int(warmup_examples),
             )
     return version_dir
@@ -175,7 +178,10 @@ def _check_classifier(model: keras.Model) -> tuple[int, int, int, int]:
 
 
 def _serving_module(
-    model: keras.Model, image_shape: tuple[int, int, int], class_names: list[str], input_dtype: str,
+    model: keras.Model,
+    image_shape: tuple[int, int, int],
+    class_names: list[str],
+    input_dtype: str,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> tf.Module:
     """A ``tf.Module`` with the model's variables and the ``serving_default``, ``serving_bytes`` and
@@ -224,9 +230,10 @@ def _serving_module(
         image_bytes = check_image_bytes(image_bytes)
         decodable, _ = probe_images(image_bytes, max_pixels)
         pixels = tf.map_fn(
-            decode, (image_bytes, tf.range(tf.size(image_bytes)), decodable),
+            decode,
+            (image_bytes, tf.range(tf.size(image_bytes)), decodable),
             fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32),
-        )  # fmt: skip
+        )
         return classify(pixels)
 
     def class_maps(images: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -227,7 +227,7 @@ def convert_image_function_to_tflite(
     @tf.function(input_signature=[tf.TensorSpec([None] * len(shape), tf.uint8, name="images")])
     def guarded(images: tf.Tensor) -> dict[str, tf.Tensor]:
         actual = tf.shape(images)
-        sizes = [tf.reshape(tf.zeros(actual[i:i + 1]), [size]) for i, size in enumerate(shape)]
+        sizes = [tf.reshape(tf.zeros(actual[i : i + 1]), [size]) for i, size in enumerate(shape)]
         zero = tf.reduce_sum(tf.concat(sizes, 0))  # 0.0, computed only when every size matches
         return function(tf.reshape(tf.cast(images, tf.float32), shape) + zero)
 
@@ -265,11 +265,13 @@ def quantize_only(calibrated: bytes, int8_ops: Sequence[str]) -> bytes:
             f"TensorFlow {tf.__version__} has no tensorflow.lite.python.convert.mlir_quantize, which kzoo's int8 "
             "Mask R-CNN conversion uses to keep the post-processing in float32 (tested with TensorFlow 2.20-2.21); "
             "use quantize='dynamic' or a TensorFlow release that has it"
-        )  # fmt: skip
+        )
     with native_stderr_silenced():
         present = {op["op_name"] for op in Interpreter(model_content=calibrated)._get_ops_details()}
     return lite_convert.mlir_quantize(
-        calibrated, disable_per_channel=False, fully_quantize=False, enable_numeric_verify=False,
+        calibrated,
+        disable_per_channel=False,
+        fully_quantize=False,
+        enable_numeric_verify=False,
         denylisted_ops=sorted(present - set(int8_ops)),
-    )  # fmt: skip
-
+    )

@@ -146,7 +146,12 @@ class DetectionGenerator(keras.layers.Layer):
             classes = tf.gather(classes, top, batch_dims=1)
 
         keep, count = batched_multiclass_nms(
-            boxes, scores, classes, self.max_detections, self.nms_iou_threshold, self.score_threshold,
+            boxes,
+            scores,
+            classes,
+            self.max_detections,
+            self.nms_iou_threshold,
+            self.score_threshold,
             method=self.nms_method,
         )
         present = tf.range(self.max_detections)[None, :] < count[:, None]  # [B, D]

@@ -145,8 +145,10 @@ class FeaturePyramidNetwork(keras.layers.Layer):
                         out.append(inputs[key])
                         break
                 else:
-                    raise ValueError(f"FeaturePyramidNetwork: no input for level {level} (key 'C{level}') in "
-                                     f"{sorted(map(str, inputs))}")  # fmt: skip
+                    raise ValueError(
+                        f"FeaturePyramidNetwork: no input for level {level} (key 'C{level}') in "
+                        f"{sorted(map(str, inputs))}"
+                    )
             return out
         if not isinstance(inputs, Sequence) or len(inputs) != self.num_inputs:
             raise ValueError(

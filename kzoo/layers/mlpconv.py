@@ -112,9 +112,7 @@ class Mlpconv(keras.layers.Layer):
                     )
                 )
         self.dropout = (
-            keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy, name="dropout")
-            if dropout_rate > 0
-            else None
+            keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy, name="dropout") if dropout_rate > 0 else None
         )
 
     def build(self, input_shape: tuple) -> None:

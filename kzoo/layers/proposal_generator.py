@@ -153,17 +153,20 @@ class ProposalGenerator(keras.layers.Layer):
         classes = tf.broadcast_to(levels[None, :], tf.shape(scores))
 
         selected, count = batched_multiclass_nms(
-            boxes, probabilities, classes, post, self.nms_iou_threshold, score_threshold=-0.5,
+            boxes,
+            probabilities,
+            classes,
+            post,
+            self.nms_iou_threshold,
+            score_threshold=-0.5,
             method=self.nms_method,
-        )  # fmt: skip
+        )
         present = tf.range(post)[None, :] < count[:, None]
         proposals = tf.where(present[..., None], tf.gather(boxes, selected, batch_dims=1), 0.0)
         probabilities = tf.where(present, tf.gather(probabilities, selected, batch_dims=1), 0.0)
         return {"proposals": proposals, "proposal_scores": probabilities, "num_proposals": count}
 
-    def compute_output_spec(
-        self, objectness, deltas, anchors, image_shape, level_sizes=None, training=None
-    ) -> dict:
+    def compute_output_spec(self, objectness, deltas, anchors, image_shape, level_sizes=None, training=None) -> dict:
         batch = objectness.shape[0]
         _, post = self.top_k(training)
         return {

@@ -71,9 +71,7 @@ def _in_xla_context() -> bool:
         from tensorflow.python.ops import control_flow_util
     except ImportError:  # private module moved: stay on the static-shape path
         return True
-    return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(
-        tf.compat.v1.get_default_graph()
-    )
+    return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _mask_branch_rois(positive: tf.Tensor, samples_per_image: int, positive_fraction: float) -> int | tf.Tensor:
@@ -137,9 +135,11 @@ class MaskRCNNModel(keras.Model):
         backbone_kwargs: dict[str, Any] = {}
         if config.backbone.startswith("resnet"):
             backbone_kwargs = dict(
-                stride_in_1x1=config.stride_in_1x1, norm=config.norm, norm_epsilon=config.norm_epsilon,
+                stride_in_1x1=config.stride_in_1x1,
+                norm=config.norm,
+                norm_epsilon=config.norm_epsilon,
                 frozen_stages=config.frozen_stages,
-            )  # fmt: skip
+            )
         elif config.backbone == "mobilenet_v2":
             backbone_kwargs = dict(alpha=config.backbone_width)
         elif config.backbone == "small_convnet":
@@ -153,17 +153,27 @@ class MaskRCNNModel(keras.Model):
         with _policy_scope(heads_policy):
             self.rpn_head = RPNHead(self.num_anchors, config.fpn_channels, name="rpn_head")
         self.proposal_generator = ProposalGenerator(
-            pre_nms_top_k_train=config.rpn_pre_nms_top_k_train, pre_nms_top_k_test=config.rpn_pre_nms_top_k_test,
+            pre_nms_top_k_train=config.rpn_pre_nms_top_k_train,
+            pre_nms_top_k_test=config.rpn_pre_nms_top_k_test,
             post_nms_top_k_train=config.rpn_post_nms_top_k_train,
-            post_nms_top_k_test=config.rpn_post_nms_top_k_test, nms_iou_threshold=config.rpn_nms_threshold,
-            min_size=config.rpn_min_size, box_weights=config.rpn_box_weights, nms_method=config.nms_method,
+            post_nms_top_k_test=config.rpn_post_nms_top_k_test,
+            nms_iou_threshold=config.rpn_nms_threshold,
+            min_size=config.rpn_min_size,
+            box_weights=config.rpn_box_weights,
+            nms_method=config.nms_method,
             name="proposal_generator",
-        )  # fmt: skip
+        )
         roi: dict[str, Any] = dict(
-            sampling_ratio=config.roi_sampling_ratio, aligned=config.roi_aligned, min_level=2, max_level=5,
-            canonical_size=config.canonical_size, canonical_level=config.canonical_level, border=config.roi_border,
-            method=config.roi_method, level_eps=config.roi_level_eps,
-        )  # fmt: skip
+            sampling_ratio=config.roi_sampling_ratio,
+            aligned=config.roi_aligned,
+            min_level=2,
+            max_level=5,
+            canonical_size=config.canonical_size,
+            canonical_level=config.canonical_level,
+            border=config.roi_border,
+            method=config.roi_method,
+            level_eps=config.roi_level_eps,
+        )
         self.box_roi_align = RoIAlign(config.box_roi_size, name="box_roi_align", **roi)
         self.mask_roi_align = RoIAlign(config.mask_roi_size, name="mask_roi_align", **roi)
         with _policy_scope(heads_policy):
@@ -171,15 +181,18 @@ class MaskRCNNModel(keras.Model):
                 num_classes, config.box_fc_dim, flatten_order=config.box_flatten_order, name="box_head"
             )
         self.detection_generator = DetectionGenerator(
-            num_classes, box_weights=config.box_weights, score_threshold=config.score_threshold,
-            nms_iou_threshold=config.nms_threshold, max_detections=config.max_detections,
-            min_box_size=config.min_box_size, pre_nms_top_k=config.detection_pre_nms_top_k,
-            nms_method=config.nms_method, name="detection_generator",
-        )  # fmt: skip
+            num_classes,
+            box_weights=config.box_weights,
+            score_threshold=config.score_threshold,
+            nms_iou_threshold=config.nms_threshold,
+            max_detections=config.max_detections,
+            min_box_size=config.min_box_size,
+            pre_nms_top_k=config.detection_pre_nms_top_k,
+            nms_method=config.nms_method,
+            name="detection_generator",
+        )
         with _policy_scope(heads_policy):
-            self.mask_head = MaskHead(
-                num_classes, config.mask_num_convs, config.mask_channels, name="mask_head"
-            )
+            self.mask_head = MaskHead(num_classes, config.mask_num_convs, config.mask_channels, name="mask_head")
 
     def build(self, input_shape=None) -> None:
         """Create every weight, whatever ``input_shape`` (``[B, H, W, 3]``; the weights do not depend on it).
@@ -306,24 +319,43 @@ class MaskRCNNModel(keras.Model):
         objectness, rpn_deltas = self.rpn_head(features, training=True)
         anchors, level_sizes = self.anchors(features)
         proposals = self.proposal_generator(
-            tf.stop_gradient(objectness), tf.stop_gradient(rpn_deltas), anchors, image_size,
-            level_sizes=level_sizes, training=True,
-        )  # fmt: skip
+            tf.stop_gradient(objectness),
+            tf.stop_gradient(rpn_deltas),
+            anchors,
+            image_size,
+            level_sizes=level_sizes,
+            training=True,
+        )
         rpn = rpn_targets(
-            tf.constant(anchors, tf.float32), gt_boxes, gt_valid, gt_crowd, image_size,
-            positive_threshold=config.rpn_positive_iou, negative_threshold=config.rpn_negative_iou,
-            num_samples=config.rpn_samples_per_image, positive_fraction=config.rpn_positive_fraction, seed=seeds[0],
-        )  # fmt: skip
+            tf.constant(anchors, tf.float32),
+            gt_boxes,
+            gt_valid,
+            gt_crowd,
+            image_size,
+            positive_threshold=config.rpn_positive_iou,
+            negative_threshold=config.rpn_negative_iou,
+            num_samples=config.rpn_samples_per_image,
+            positive_fraction=config.rpn_positive_fraction,
+            seed=seeds[0],
+        )
         rpn_objectness, rpn_box = _mean_over_images(
             rpn_losses, objectness, rpn_deltas, rpn.labels, rpn.sampled, rpn.box_targets
         )
 
         rois = roi_targets(
-            proposals["proposals"], proposals["num_proposals"], gt_boxes, gt_classes, gt_valid, gt_crowd,
-            num_samples=config.roi_samples_per_image, positive_fraction=config.roi_positive_fraction,
-            positive_threshold=config.roi_positive_iou, negative_threshold=config.roi_negative_iou,
-            box_weights=config.box_weights, seed=seeds[1],
-        )  # fmt: skip
+            proposals["proposals"],
+            proposals["num_proposals"],
+            gt_boxes,
+            gt_classes,
+            gt_valid,
+            gt_crowd,
+            num_samples=config.roi_samples_per_image,
+            positive_fraction=config.roi_positive_fraction,
+            positive_threshold=config.roi_positive_iou,
+            negative_threshold=config.roi_negative_iou,
+            box_weights=config.box_weights,
+            seed=seeds[1],
+        )
         class_logits, box_deltas = self.box_head(self.box_roi_align(features[:4], rois.rois), training=True)
         classification, box = _mean_over_images(
             box_losses, class_logits, box_deltas, rois.labels, rois.box_targets, rois.sampled
@@ -332,9 +364,13 @@ class MaskRCNNModel(keras.Model):
         prefix = _mask_branch_rois(rois.positive, config.roi_samples_per_image, config.roi_positive_fraction)
         mask_rois = rois.rois[:, :prefix]
         targets = mask_targets(
-            mask_rois, rois.matched_gt_index[:, :prefix], gt_boxes, tf.cast(batch["masks"], tf.float32),
-            output_size=2 * config.mask_roi_size, aligned=config.roi_aligned,
-        )  # fmt: skip
+            mask_rois,
+            rois.matched_gt_index[:, :prefix],
+            gt_boxes,
+            tf.cast(batch["masks"], tf.float32),
+            output_size=2 * config.mask_roi_size,
+            aligned=config.roi_aligned,
+        )
         mask_labels = tf.where(rois.positive[:, :prefix], rois.labels[:, :prefix], 0)
         mask_logits = self.mask_head(self.mask_roi_align(features[:4], mask_rois), mask_labels, training=True)
         (mask,) = _mean_over_images(
@@ -352,8 +388,9 @@ class MaskRCNNModel(keras.Model):
 
     # -- Keras fit ----------------------------------------------------------------------------------------
 
-    def compile(self, optimizer="rmsprop", *, seed: int = 0, gradient_clip_norm: float | None = None,
-                **kwargs: Any) -> None:
+    def compile(
+        self, optimizer="rmsprop", *, seed: int = 0, gradient_clip_norm: float | None = None, **kwargs: Any
+    ) -> None:
         """Configure ``model.fit`` training: Keras' ``compile`` plus two Mask R-CNN arguments.
 
         Args:
@@ -371,8 +408,10 @@ class MaskRCNNModel(keras.Model):
         """
         for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
             if kwargs.get(key) is not None:
-                raise ValueError(f"MaskRCNNModel.compile: '{key}' is not supported (the model computes its losses "
-                                 f"itself: {', '.join(LOSS_NAMES)})")
+                raise ValueError(
+                    f"MaskRCNNModel.compile: '{key}' is not supported (the model computes its losses "
+                    f"itself: {', '.join(LOSS_NAMES)})"
+                )
         if gradient_clip_norm is not None and not gradient_clip_norm > 0:
             raise ValueError(f"gradient_clip_norm must be positive or None, got {gradient_clip_norm}")
         if kwargs.get("jit_compile", "auto") == "auto":
@@ -408,8 +447,10 @@ class MaskRCNNModel(keras.Model):
         # first batch of fit's data; this model's inputs are images and fit's batches are dicts of training
         # targets, so the model must be built beforehand (called on images); only the optimizer is built here.
         if not self.built:
-            raise ValueError("build MaskRCNNModel before fit: call it on images first (see "
-                             "kzoo.tasks.instance_segmentation.build_mask_rcnn)")
+            raise ValueError(
+                "build MaskRCNNModel before fit: call it on images first (see "
+                "kzoo.tasks.instance_segmentation.build_mask_rcnn)"
+            )
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
@@ -430,8 +471,9 @@ class MaskRCNNModel(keras.Model):
             tracker.update_state(losses[tracker.name])
         return {tracker.name: tracker.result() for tracker in self._loss_trackers}
 
-    def apply_training_step(self, batch: dict, optimizer: keras.optimizers.Optimizer, seed: int = 0,
-                            gradient_clip_norm: float | None = None) -> dict[str, tf.Tensor]:
+    def apply_training_step(
+        self, batch: dict, optimizer: keras.optimizers.Optimizer, seed: int = 0, gradient_clip_norm: float | None = None
+    ) -> dict[str, tf.Tensor]:
         """One replica's training step, shared by ``fit`` (:meth:`train_step`) and kzoo's custom loop: the replica's
         total loss (plus ``model.losses``) divided by the replica count is differentiated; with
         ``gradient_clip_norm`` the gradients are all-reduced, clipped by their global norm and divided by the replica
@@ -467,10 +509,12 @@ class MaskRCNNModel(keras.Model):
         ``batch_size`` (default 32) through the compiled graph of their canvas, the one ``model(images)`` runs, so
         both give the same results whatever shapes came before (Keras' own ``predict`` retraces for a second
         input size with unknown sizes, which pads to the largest canvas); datasets go to Keras' ``predict``."""
+
         def check(shape, dtype, name: str) -> None:  # here too: Keras retraces its predict function with unknown
             # sizes for a second input shape, where the call's static check sees no sizes
-            check_image_spec(tuple(shape), keras.backend.standardize_dtype(dtype), channels=3, name=name,
-                             allow_empty=True)  # fmt: skip
+            check_image_spec(
+                tuple(shape), keras.backend.standardize_dtype(dtype), channels=3, name=name, allow_empty=True
+            )
 
         if not _is_image_list(x):
             if hasattr(x, "shape") and hasattr(x, "dtype"):
@@ -534,8 +578,9 @@ class MaskRCNNModel(keras.Model):
         images = tf.convert_to_tensor(images)
         check_image_spec(images.shape, images.dtype, channels=3, name="MaskRCNN RGB images")
         config = self.config
-        resized: tuple[int, int] = resized_size(int(images.shape[1]), int(images.shape[2]), config.min_size,
-                                                config.max_size)  # Python ints in, Python ints out
+        resized: tuple[int, int] = resized_size(
+            int(images.shape[1]), int(images.shape[2]), config.min_size, config.max_size
+        )  # Python ints in, Python ints out
         canvas = padded_size(*resized, config.size_divisible)
         graphs = self.__dict__.setdefault("_kzoo_compiled_graphs", collections.OrderedDict())  # not tracked
         key = (canvas, images.dtype.name)

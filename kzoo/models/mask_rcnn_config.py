@@ -150,21 +150,46 @@ class MaskRCNNConfig:
         check_choice("model.box_flatten_order", self.box_flatten_order, FLATTEN_ORDERS)
         check_count("model.num_classes", self.num_classes, 2)
         check_count("model.frozen_stages", self.frozen_stages, 0, 5)
-        for key in ("fpn_channels", "rpn_pre_nms_top_k_train", "rpn_pre_nms_top_k_test", "rpn_post_nms_top_k_train",
-                    "rpn_post_nms_top_k_test", "rpn_samples_per_image", "roi_samples_per_image", "box_roi_size",
-                    "mask_roi_size", "roi_sampling_ratio", "box_fc_dim", "max_detections", "detection_pre_nms_top_k",
-                    "mask_channels", "min_size", "max_size", "size_divisible"):  # fmt: skip
+        for key in (
+            "fpn_channels",
+            "rpn_pre_nms_top_k_train",
+            "rpn_pre_nms_top_k_test",
+            "rpn_post_nms_top_k_train",
+            "rpn_post_nms_top_k_test",
+            "rpn_samples_per_image",
+            "roi_samples_per_image",
+            "box_roi_size",
+            "mask_roi_size",
+            "roi_sampling_ratio",
+            "box_fc_dim",
+            "max_detections",
+            "detection_pre_nms_top_k",
+            "mask_channels",
+            "min_size",
+            "max_size",
+            "size_divisible",
+        ):
             check_count(f"model.{key}", getattr(self, key))
         check_count("model.mask_num_convs", self.mask_num_convs, 0)
         check_count("model.canonical_level", self.canonical_level, 2, 6)  # within the pyramid P2..P6
-        for key in ("rpn_nms_threshold", "rpn_positive_iou", "rpn_negative_iou", "rpn_positive_fraction",
-                    "roi_positive_iou", "roi_negative_iou", "roi_positive_fraction", "score_threshold",
-                    "nms_threshold", "anchor_offset"):  # fmt: skip
+        for key in (
+            "rpn_nms_threshold",
+            "rpn_positive_iou",
+            "rpn_negative_iou",
+            "rpn_positive_fraction",
+            "roi_positive_iou",
+            "roi_negative_iou",
+            "roi_positive_fraction",
+            "score_threshold",
+            "nms_threshold",
+            "anchor_offset",
+        ):
             check_fraction(f"model.{key}", getattr(self, key))
         for low, high in (("rpn_negative_iou", "rpn_positive_iou"), ("roi_negative_iou", "roi_positive_iou")):
             if getattr(self, low) > getattr(self, high):
-                raise ConfigError(f"config key 'model.{low}' ({getattr(self, low)}) must be <= 'model.{high}' "
-                                  f"({getattr(self, high)})")  # fmt: skip
+                raise ConfigError(
+                    f"config key 'model.{low}' ({getattr(self, low)}) must be <= 'model.{high}' ({getattr(self, high)})"
+                )
         for key in ("backbone_width", "canonical_size"):
             check_finite(f"model.{key}", getattr(self, key), 0.0, low_open=True)
         for key in ("norm_epsilon", "rpn_min_size", "min_box_size"):

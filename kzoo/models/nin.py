@@ -89,8 +89,9 @@ class NINModel(keras.Model):
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         if len(self.inputs) != 1:
             return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
-        empty = keras.tree.map_structure(lambda t: np.zeros((0, *t.shape[1:]), t.dtype), self.outputs[0]
-                                         if len(self.outputs) == 1 else self.outputs)  # fmt: skip
+        empty = keras.tree.map_structure(
+            lambda t: np.zeros((0, *t.shape[1:]), t.dtype), self.outputs[0] if len(self.outputs) == 1 else self.outputs
+        )
         if not _is_image_list(x):
             if hasattr(x, "shape") and hasattr(x, "dtype"):  # arrays: checked here too, as Keras' predict function
                 # is retraced for a second input size with unknown sizes, where the call's static check sees none
@@ -116,8 +117,17 @@ class NINModel(keras.Model):
 
 def _check_batch_of(model: keras.Model, shape, dtype, name: str) -> None:
     _, height, width, channels = (None if d is None else int(d) for d in model.inputs[0].shape)
-    check_image_spec(tuple(shape), keras.backend.standardize_dtype(dtype), channels=channels, height=height,
-                     width=width, dtypes=FLOAT_DTYPES, name=name, allow_empty=True, hint=_NIN_HINT)  # fmt: skip
+    check_image_spec(
+        tuple(shape),
+        keras.backend.standardize_dtype(dtype),
+        channels=channels,
+        height=height,
+        width=width,
+        dtypes=FLOAT_DTYPES,
+        name=name,
+        allow_empty=True,
+        hint=_NIN_HINT,
+    )
 
 
 def _is_image_list(images) -> bool:
@@ -154,12 +164,21 @@ def check_nin_images(images, input_shape, training: bool = False):
     dtype = getattr(images, "dtype", None)
     if shape is None or dtype is None:
         return images
-    check_image_spec(shape, dtype, channels=channels, height=height, width=width, dtypes=FLOAT_DTYPES,
-                     name=_NIN_INPUT_NAME, hint=_NIN_HINT)  # fmt: skip
+    check_image_spec(
+        shape,
+        dtype,
+        channels=channels,
+        height=height,
+        width=width,
+        dtypes=FLOAT_DTYPES,
+        name=_NIN_INPUT_NAME,
+        hint=_NIN_HINT,
+    )
     if training or keras.backend.backend() != "tensorflow" or keras.backend.is_keras_tensor(images):
         return images
-    return assert_image_values(images, value_range=NIN_INPUT_RANGE, refuse_unit_range=False,
-                               name=_NIN_INPUT_NAME, hint=_NIN_HINT)  # fmt: skip
+    return assert_image_values(
+        images, value_range=NIN_INPUT_RANGE, refuse_unit_range=False, name=_NIN_INPUT_NAME, hint=_NIN_HINT
+    )
 
 
 def resolve_blocks(variant: str, blocks: Sequence[Mapping[str, Any] | BlockSpec] | None) -> tuple[BlockSpec, ...]:

@@ -47,8 +47,9 @@ def load_weights_file(model: keras.Model, path: str | os.PathLike) -> None:
             raise ValueError(f"cannot load weights file {path} into model '{model.name}': {first}") from None
         finally:
             absl_logger.setLevel(level)
-    mismatch = [str(w.message) for w in caught if "could not be loaded" in str(w.message) or "Skipping" in
-                str(w.message)]  # fmt: skip
+    mismatch = [
+        str(w.message) for w in caught if "could not be loaded" in str(w.message) or "Skipping" in str(w.message)
+    ]
     if mismatch:
         difference = _difference_or_none(model, path)
         if difference is not None:
@@ -57,8 +58,9 @@ def load_weights_file(model: keras.Model, path: str | os.PathLike) -> None:
         raise ValueError(f"weights file {path} does not fit model '{model.name}': {first}")
 
 
-def first_difference(model: keras.Model, path: str | os.PathLike,
-                     resettable: Callable[[str], bool] | None = None) -> str | None:
+def first_difference(
+    model: keras.Model, path: str | os.PathLike, resettable: Callable[[str], bool] | None = None
+) -> str | None:
     """The first weight (in the model's order, then the file's extras) whose shape differs between ``model`` and
     the weights file ``path``, as a phrase naming the layer, the weight path and both shapes (``"first difference
     at layer 'box_head/bbox_pred' (box_head/bbox_pred/vars/0): the model has shape [1024, 12], the file shape
@@ -81,15 +83,22 @@ def first_difference(model: keras.Model, path: str | os.PathLike,
     return _first_difference(model, path, target, source, resettable or (lambda name: False))
 
 
-def _first_difference(model: keras.Model, path: str, target: dict[str, tuple[int, ...]],
-                      source: dict[str, tuple[int, ...]], resettable: Callable[[str], bool]) -> str | None:
+def _first_difference(
+    model: keras.Model,
+    path: str,
+    target: dict[str, tuple[int, ...]],
+    source: dict[str, tuple[int, ...]],
+    resettable: Callable[[str], bool],
+) -> str | None:
     for name in list(target) + [n for n in source if n not in target]:
         have, given = target.get(name), source.get(name)
         if have == given or (have is not None and given is not None and resettable(name)):
             continue
         layer = name.rsplit("/vars/", 1)[0]
-        return (f"first difference at layer '{layer}' ({name}): the model has {_shape_text(have)}, the file "
-                f"{_shape_text(given)}")  # fmt: skip
+        return (
+            f"first difference at layer '{layer}' ({name}): the model has {_shape_text(have)}, the file "
+            f"{_shape_text(given)}"
+        )
     return None
 
 
@@ -102,8 +111,9 @@ def _difference_or_none(model: keras.Model, path: str) -> str | None:
         return None
     if difference is None:
         return None
-    return (f"cannot load weights file {path} into model '{model.name}' (another architecture or class count): "
-            f"{difference}")
+    return (
+        f"cannot load weights file {path} into model '{model.name}' (another architecture or class count): {difference}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +136,10 @@ class TransferReport:
         if not self.reset:
             return f"loaded all {self.loaded} weights from {self.path}"
         layers = sorted({name.rsplit("/vars/", 1)[0] for name in self.reset})
-        return (f"loaded {self.loaded} weights from {self.path}; freshly initialized (other class count): "
-                f"{', '.join(layers)}")  # fmt: skip
+        return (
+            f"loaded {self.loaded} weights from {self.path}; freshly initialized (other class count): "
+            f"{', '.join(layers)}"
+        )
 
 
 def _tensor_shapes(path: str) -> dict[str, tuple[int, ...]]:
@@ -137,8 +149,11 @@ def _tensor_shapes(path: str) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     try:
         with h5py.File(path, "r") as f:
-            f.visititems(lambda name, item: shapes.__setitem__(name, tuple(item.shape))
-                         if isinstance(item, h5py.Dataset) else None)  # fmt: skip
+            f.visititems(
+                lambda name, item: (
+                    shapes.__setitem__(name, tuple(item.shape)) if isinstance(item, h5py.Dataset) else None
+                )
+            )
     except OSError as error:
         first = str(error).strip().splitlines()[0]
         raise ValueError(f"cannot read weights file {path} (not a readable Keras .weights.h5 file): {first}") from None
@@ -181,8 +196,9 @@ def load_weights_transferring(
         if resettable is None:
             from kzoo.models.mask_rcnn import MaskRCNNModel
 
-            resettable = mask_rcnn_class_specific if isinstance(model, MaskRCNNModel) else nin_class_specific(
-                list(target))  # fmt: skip
+            resettable = (
+                mask_rcnn_class_specific if isinstance(model, MaskRCNNModel) else nin_class_specific(list(target))
+            )
         difference = _first_difference(model, path, target, source, resettable)
         if difference is not None:
             raise ValueError(f"weights file {path} holds another architecture than model '{model.name}': {difference}")

@@ -83,9 +83,12 @@ def conv2d_3x3(inputs: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = No
 
         def grad(upstream):
             input_gradient = tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=tf.shape(inputs), filter=kernel, out_backprop=upstream, strides=[1, 1, 1, 1],
+                input_sizes=tf.shape(inputs),
+                filter=kernel,
+                out_backprop=upstream,
+                strides=[1, 1, 1, 1],
                 padding="SAME",
-            )  # fmt: skip
+            )
             kernel_gradient = conv2d_3x3_kernel_gradient(inputs, upstream)
             return input_gradient, kernel_gradient, tf.reduce_sum(upstream, axis=[0, 1, 2])
 

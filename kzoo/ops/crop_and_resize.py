@@ -115,9 +115,10 @@ def crop_and_resize_image_gradient(
             weights.append(tf.reshape(row_weight[:, :, None] * col_weight[:, None, :], [-1]))
     indices = tf.stack([tf.concat(pixels, 0), tf.tile(bins, [len(pixels)])], axis=1)
     spread = tf.SparseTensor(
-        tf.cast(indices, tf.int64), tf.concat(weights, 0),
+        tf.cast(indices, tf.int64),
+        tf.concat(weights, 0),
         tf.cast(tf.stack([batch * height * width, count * crop_h * crop_w]), tf.int64),
-    )  # fmt: skip
+    )
     flat = tf.sparse.sparse_dense_matmul(spread, tf.reshape(grads, tf.stack([-1, channels])))
     return tf.reshape(flat, tf.stack([batch, height, width, channels]))
 
@@ -176,8 +177,9 @@ def crop_and_resize_bilinear(
 
     @tf.custom_gradient
     def crop(image):
-        crops = _pooled_crops(tf.pad(image, paddings, mode="SYMMETRIC") if edge_pad else image, boxes, box_indices,
-                              crop_size, pool)  # fmt: skip
+        crops = _pooled_crops(
+            tf.pad(image, paddings, mode="SYMMETRIC") if edge_pad else image, boxes, box_indices, crop_size, pool
+        )
         crops = tf.ensure_shape(crops, [boxes.shape[0], *pooled_size, image.shape[-1]])
         image_shape = tf.shape(image)
 

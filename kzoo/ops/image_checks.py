@@ -108,12 +108,14 @@ def check_image_spec(
     expected = _layout(channels, height, width)
     if len(dims) != 4:
         one = "; for one image add a batch axis (images[None])" if len(dims) == 3 else ""
-        raise ValueError(f"{name} must be a batch of images {expected} (rank 4), got shape {dims} "
-                         f"(rank {len(dims)}){one}{hint}")  # fmt: skip
+        raise ValueError(
+            f"{name} must be a batch of images {expected} (rank 4), got shape {dims} (rank {len(dims)}){one}{hint}"
+        )
     check_pixel_dtype(dtype, dtypes=dtypes, name=name, detail=f" (shape {dims}){hint}")
     if channels is not None and dims[3] is not None and dims[3] != channels:
-        raise ValueError(f"{name} must have {channels} channel(s) {expected}, got {dims[3]} channels "
-                         f"(shape {dims}){hint}")  # fmt: skip
+        raise ValueError(
+            f"{name} must have {channels} channel(s) {expected}, got {dims[3]} channels (shape {dims}){hint}"
+        )
     for side, want, got in (("height", height, dims[1]), ("width", width, dims[2])):
         if want is not None and got is not None and got != want:
             raise ValueError(f"{name} must be {expected}, got {side} {got} (shape {dims}){hint}")
@@ -150,8 +152,9 @@ def assert_image_shape(
     for axis, want in ((1, height), (2, width), (3, channels)):
         if want is not None:
             ok = tf.logical_and(ok, tf.equal(padded[axis], want))
-    check = tf.debugging.Assert(ok, [f"{name} must be a batch of images {_layout(channels, height, width)}; got shape",
-                                     shape], summarize=8)  # fmt: skip
+    check = tf.debugging.Assert(
+        ok, [f"{name} must be a batch of images {_layout(channels, height, width)}; got shape", shape], summarize=8
+    )
     with tf.control_dependencies([check]):
         return tf.ensure_shape(tf.identity(images), [None, height, width, channels])
 
@@ -209,8 +212,10 @@ def assert_image_values(
 
 
 def _unit_message() -> str:
-    return (f"float pixels that {UNIT_RANGE} (max <= 1): kzoo takes pixels in [0, 255], uint8 or float; "
-            "multiply the images by 255")  # fmt: skip
+    return (
+        f"float pixels that {UNIT_RANGE} (max <= 1): kzoo takes pixels in [0, 255], uint8 or float; "
+        "multiply the images by 255"
+    )
 
 
 def check_images_np(
@@ -241,8 +246,16 @@ def check_images_np(
         ValueError: the problems of both functions, with the same phrases.
     """
     images = np.asarray(images)
-    check_image_spec(images.shape, images.dtype, channels=channels, height=height, width=width, name=name,
-                     allow_empty=allow_empty, hint=hint)  # fmt: skip
+    check_image_spec(
+        images.shape,
+        images.dtype,
+        channels=channels,
+        height=height,
+        width=width,
+        name=name,
+        allow_empty=allow_empty,
+        hint=hint,
+    )
     check_values_np(images, name=name, value_range=value_range, refuse_unit_range=refuse_unit_range)
     return images
 
@@ -265,8 +278,9 @@ def check_values_np(
         raise ValueError(f"{name}: {NON_FINITE}")
     lowest, highest = float(np.min(images)), float(np.max(images))
     if lowest < low or highest > high:
-        raise ValueError(f"{name}: {OUT_OF_RANGE} [{low:g}, {high:g}]{hint}; observed min and max: "
-                         f"{lowest:g}, {highest:g}")  # fmt: skip
+        raise ValueError(
+            f"{name}: {OUT_OF_RANGE} [{low:g}, {high:g}]{hint}; observed min and max: {lowest:g}, {highest:g}"
+        )
     if refuse_unit_range and floating and (low, high) == PIXEL_RANGE and highest <= 1.0:
         if np.any((images > 0) & (images < 1)):
             raise ValueError(f"{name}: {_unit_message()}")

@@ -138,9 +138,10 @@ def _per_image_nms(
             return tf.zeros([0, max_output_size], tf.int32), tf.zeros([0], tf.int32)
         return tf.stack([r[0] for r in results]), tf.stack([r[1] for r in results])
     return tf.map_fn(
-        one_image, (boxes, scores),
+        one_image,
+        (boxes, scores),
         fn_output_signature=(tf.TensorSpec([max_output_size], tf.int32), tf.TensorSpec([], tf.int32)),
-    )  # fmt: skip
+    )
 
 
 def _nms_one_image(
@@ -164,9 +165,13 @@ def _nms_one_image(
     nms_scores = tf.where(tf.logical_and(sorted_candidate, sorted_positive), rank, tf.zeros_like(rank))
     op_size = min(max_output_size, num) if isinstance(num, int) else max_output_size  # XLA's op needs <= N
     selected, count = tf.raw_ops.NonMaxSuppressionV4(
-        boxes=tf.gather(boxes, order), scores=nms_scores, max_output_size=op_size,
-        iou_threshold=iou_threshold, score_threshold=0.5, pad_to_max_output_size=True,
-    )  # fmt: skip
+        boxes=tf.gather(boxes, order),
+        scores=nms_scores,
+        max_output_size=op_size,
+        iou_threshold=iou_threshold,
+        score_threshold=0.5,
+        pad_to_max_output_size=True,
+    )
     selected = tf.reshape(selected, [op_size])
     picked = tf.cast(tf.range(op_size) < count, tf.int32)
     kept = tf.scatter_nd(selected[:, None], picked, tf.reshape(num, [1])) > 0  # [N], in greedy order

@@ -194,10 +194,19 @@ def roi_align_crop_and_resize(
     pooled = []
     for feature, scale, where in zip(features, scales, positions):
         height, width = _static_or_dynamic_hw(feature)
-        crop_boxes = normalized_sample_boxes(tf.gather(flat_boxes, where), scale, height, width, samples, aligned,
-                                             border)  # fmt: skip
-        pooled.append(crop_and_resize_bilinear(feature, crop_boxes, tf.gather(box_indices, where), samples,
-                                               sampling_ratio, edge_pad=border == "torchvision"))  # fmt: skip
+        crop_boxes = normalized_sample_boxes(
+            tf.gather(flat_boxes, where), scale, height, width, samples, aligned, border
+        )
+        pooled.append(
+            crop_and_resize_bilinear(
+                feature,
+                crop_boxes,
+                tf.gather(box_indices, where),
+                samples,
+                sampling_ratio,
+                edge_pad=border == "torchvision",
+            )
+        )
     total = pooled[0] if len(pooled) == 1 else tf.dynamic_stitch(positions, pooled)
     return _restore_shape(total, boxes, output_size, features[0].shape[-1], batch, count, channels)
 

@@ -133,9 +133,14 @@ def rpn_targets(
     iou, ioa = _overlaps(anchors, gt_boxes)  # [B, A, M]
     crowd_iou = None if crowd_threshold is None else _crowd_overlap(ioa, crowd)
     matched, labels = match_boxes(
-        iou, matchable, positive_threshold, negative_threshold, allow_low_quality_matches,
-        crowd_iou=crowd_iou, crowd_threshold=0.0 if crowd_threshold is None else crowd_threshold,
-    )  # fmt: skip
+        iou,
+        matchable,
+        positive_threshold,
+        negative_threshold,
+        allow_low_quality_matches,
+        crowd_iou=crowd_iou,
+        crowd_threshold=0.0 if crowd_threshold is None else crowd_threshold,
+    )
     if allowed_border is not None:
         if image_size is None:
             raise ValueError("allowed_border needs image_size [B, 2]")
@@ -227,9 +232,14 @@ def roi_targets(
     iou, ioa = _overlaps(candidates, gt_boxes)  # [B, C, M]
     crowd_iou = None if crowd_threshold is None else _crowd_overlap(ioa, crowd)
     matched, labels = match_boxes(
-        iou, matchable, positive_threshold, negative_threshold, allow_low_quality_matches=False,
-        crowd_iou=crowd_iou, crowd_threshold=0.0 if crowd_threshold is None else crowd_threshold,
-    )  # fmt: skip
+        iou,
+        matchable,
+        positive_threshold,
+        negative_threshold,
+        allow_low_quality_matches=False,
+        crowd_iou=crowd_iou,
+        crowd_threshold=0.0 if crowd_threshold is None else crowd_threshold,
+    )
     labels = tf.where(candidate_valid, labels, IGNORED)
     sampled = sample_balanced(labels, num_samples, positive_fraction, _seed_pair(seed))
 

@@ -19,11 +19,20 @@ from kzoo.tasks.registry import TASKS, register_task, task_for
 from kzoo.training import loop
 
 
-def train(config: Any, verbose: int = 1, strategy: tf.distribute.Strategy | None = None,
-          fresh: bool = False) -> dict[str, Any]:  # fmt: skip
+def train(
+    config: Any, verbose: int = 1, strategy: tf.distribute.Strategy | None = None, fresh: bool = False
+) -> dict[str, Any]:
     """Train ``config`` (see :func:`kzoo.training.loop.train`)."""
     return loop.train(task_for(config), verbose=verbose, strategy=strategy, fresh=fresh)
 
 
-__all__ = ["TASKS", "ClassificationTask", "InstanceSegmentationTask", "Table", "Task", "register_task", "task_for",
-           "train"]  # fmt: skip
+__all__ = [
+    "TASKS",
+    "ClassificationTask",
+    "InstanceSegmentationTask",
+    "Table",
+    "Task",
+    "register_task",
+    "task_for",
+    "train",
+]

@@ -49,8 +49,13 @@ class Task:
         """A new model with its variables created; with ``init_weights`` from the config's ``init_weights``."""
         raise NotImplementedError
 
-    def make_train_step(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                        strategy: tf.distribute.Strategy, global_batch: int) -> Callable[[Iterator], tf.Tensor]:
+    def make_train_step(
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        strategy: tf.distribute.Strategy,
+        global_batch: int,
+    ) -> Callable[[Iterator], tf.Tensor]:
         """``step(distributed_iterator) -> float32 [N]``: one global batch's sums, summed over the replicas."""
         raise NotImplementedError
 
@@ -62,8 +67,14 @@ class Task:
         """Make the layers of ``preset`` (``all``, ``heads``, ``3+``...) trainable, freeze the others."""
         raise NotImplementedError
 
-    def evaluate(self, model: keras.Model | None = None, strategy: tf.distribute.Strategy | None = None,
-                 weights: str | None = None, results: str | None = None, verbose: int = 0) -> dict[str, Any]:
+    def evaluate(
+        self,
+        model: keras.Model | None = None,
+        strategy: tf.distribute.Strategy | None = None,
+        weights: str | None = None,
+        results: str | None = None,
+        verbose: int = 0,
+    ) -> dict[str, Any]:
         """Metrics on the evaluation split, of ``model`` or else of trained ``weights`` (default: the run's);
         ``results`` writes the predictions there where the task has a results format."""
         raise NotImplementedError
@@ -78,8 +89,13 @@ class Task:
         """``weights``, or the run's trained weights ``OUTPUT_DIR/model.weights.h5``; FileNotFoundError when absent."""
         path = weights or os.path.join(self.config.output_dir, WEIGHTS_FILE)
         if not os.path.isfile(path):
-            hint = "" if weights else (" (no trained weights for this config: train first with kzoo train CONFIG, "
-                                       "or pass --weights FILE)")  # fmt: skip
+            hint = (
+                ""
+                if weights
+                else (
+                    " (no trained weights for this config: train first with kzoo train CONFIG, or pass --weights FILE)"
+                )
+            )
             raise FileNotFoundError(f"weights file not found: {path}{hint}")
         return path
 
@@ -94,14 +110,22 @@ class Task:
 
     # *args, **options: each task's own keywords (a type checker then takes any override's); the CLI passes a
     # task only the options its method names (kzoo.cli._options)
-    def export(self, format: str, weights: str | None = None, output: str | None = None, *args: Any,
-               **options: Any) -> list[dict[str, Any]]:  # fmt: skip
+    def export(
+        self, format: str, weights: str | None = None, output: str | None = None, *args: Any, **options: Any
+    ) -> list[dict[str, Any]]:
         """Export trained weights (``format``: ``saved_model`` or ``tflite``); one dict per artifact, with
         ``path`` and ``bytes`` at least."""
         raise NotImplementedError
 
-    def predict(self, inputs: Sequence[str], output_dir: str, weights: str | None = None, verbose: int = 1,
-                *args: Any, **options: Any) -> list[dict[str, Any]]:  # fmt: skip
+    def predict(
+        self,
+        inputs: Sequence[str],
+        output_dir: str,
+        weights: str | None = None,
+        verbose: int = 1,
+        *args: Any,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
         """Run trained weights on files, writing what the task draws into ``output_dir``; one dict per input
         with ``image`` (the path) and ``output`` at least."""
         raise NotImplementedError
@@ -130,7 +154,8 @@ class Task:
     def predict_table(self, results: list[dict[str, Any]]) -> Table:
         """The table ``kzoo predict`` prints."""
         return f"kzoo predict with {self.config.name}", [("image", "output")] + [
-            (r["image"], r["output"]) for r in results]  # fmt: skip
+            (r["image"], r["output"]) for r in results
+        ]
 
 
 def _cell(value: Any) -> str:

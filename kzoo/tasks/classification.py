@@ -47,13 +47,15 @@ class ClassificationTask(Task):
     def split(self, which: str, num_examples: int | None = None) -> ClassificationSplit:
         """The ``train`` or ``eval`` split of ``config.data`` (loaded once); ``num_examples`` caps it."""
         data = self.config.data
-        name, default_count = (data.train_split, data.train_examples) if which == "train" else (
-            data.eval_split, data.eval_examples)  # fmt: skip
+        name, default_count = (
+            (data.train_split, data.train_examples) if which == "train" else (data.eval_split, data.eval_examples)
+        )
         count = num_examples or default_count
         key = f"{which}:{count}"
         if key not in self._splits:
-            self._splits[key] = load_classification(data.source, name, data.data_dir, data.tfds_name, count,
-                                                    data.image_size)  # fmt: skip
+            self._splits[key] = load_classification(
+                data.source, name, data.data_dir, data.tfds_name, count, data.image_size
+            )
         return self._splits[key]
 
     def eval_arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -73,9 +75,14 @@ class ClassificationTask(Task):
             raise ValueError(f"{train.num_examples} training examples are fewer than one global batch ({global_batch})")
         data = self.config.data
         dataset = make_pipeline(
-            train, global_batch, training=True, crop_padding=data.crop_padding, horizontal_flip=data.horizontal_flip,
-            shuffle_buffer=data.shuffle_buffer, seed=self.config.train.seed,
-        ).repeat()  # fmt: skip
+            train,
+            global_batch,
+            training=True,
+            crop_padding=data.crop_padding,
+            horizontal_flip=data.horizontal_flip,
+            shuffle_buffer=data.shuffle_buffer,
+            seed=self.config.train.seed,
+        ).repeat()
         return _sharded(dataset), steps_per_epoch
 
     # -- model and step -----------------------------------------------------------------------------------------
@@ -103,18 +110,35 @@ class ClassificationTask(Task):
         for layer in blocks:
             layer.trainable = preset == "all" or layer is blocks[-1]
 
-    def make_train_step(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                        strategy: tf.distribute.Strategy, global_batch: int) -> Callable[[Iterator], tf.Tensor]:
-        return make_train_step(model, optimizer, strategy, self.config.model.classes, global_batch,
-                               label_smoothing=self.config.train.label_smoothing,
-                               scale_loss=self.config.precision == "float16")  # fmt: skip
+    def make_train_step(
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        strategy: tf.distribute.Strategy,
+        global_batch: int,
+    ) -> Callable[[Iterator], tf.Tensor]:
+        return make_train_step(
+            model,
+            optimizer,
+            strategy,
+            self.config.model.classes,
+            global_batch,
+            label_smoothing=self.config.train.label_smoothing,
+            scale_loss=self.config.precision == "float16",
+        )
 
     def step_metrics(self, totals: np.ndarray, steps: int) -> dict[str, float]:
         count = max(float(totals[2]), 1.0)
         return {"train_loss": float(totals[0]) / count, "train_accuracy": float(totals[1]) / count}
 
-    def evaluate(self, model: keras.Model | None = None, strategy: tf.distribute.Strategy | None = None,
-                 weights: str | None = None, results: str | None = None, verbose: int = 0) -> dict[str, float]:
+    def evaluate(
+        self,
+        model: keras.Model | None = None,
+        strategy: tf.distribute.Strategy | None = None,
+        weights: str | None = None,
+        results: str | None = None,
+        verbose: int = 0,
+    ) -> dict[str, float]:
         """``loss``, ``accuracy``, ``top5_accuracy`` and ``examples`` on the evaluation split, of ``model`` or of
         trained ``weights`` (default: the run's)."""
         if results:
@@ -128,10 +152,20 @@ class ClassificationTask(Task):
 
     # -- after training -------------------------------------------------------------------------------------------
 
-    def export(self, format: str, weights: str | None = None, output: str | None = None,
-               model_name: str | None = None, version: int | None = None, input_dtype: str = "float32",
-               warmup: int = 0, quantize: Sequence[str] = ("none",), eval_examples: int | None = None,
-               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, overwrite: bool = False) -> list[dict[str, Any]]:
+    def export(
+        self,
+        format: str,
+        weights: str | None = None,
+        output: str | None = None,
+        model_name: str | None = None,
+        version: int | None = None,
+        input_dtype: str = "float32",
+        warmup: int = 0,
+        quantize: Sequence[str] = ("none",),
+        eval_examples: int | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        overwrite: bool = False,
+    ) -> list[dict[str, Any]]:
         """Export trained weights as a TF Serving SavedModel (``format="saved_model"``) or builtin-only TFLite
         files (``"tflite"``, one per ``quantize`` mode), each checked on the evaluation split.
 
@@ -157,9 +191,15 @@ class ClassificationTask(Task):
         artifacts = []
         if format == "saved_model":
             version_dir = export_classifier_saved_model(
-                model, output, name, self.split("eval").class_names, version=version, input_dtype=input_dtype,
-                warmup_examples=warmup, max_image_pixels=max_image_pixels,
-            )  # fmt: skip
+                model,
+                output,
+                name,
+                self.split("eval").class_names,
+                version=version,
+                input_dtype=input_dtype,
+                warmup_examples=warmup,
+                max_image_pixels=max_image_pixels,
+            )
             artifacts.append(_artifact(version_dir, saved_model_accuracy(version_dir, images, labels), len(labels)))
             return artifacts
         calibration = None
@@ -170,15 +210,22 @@ class ClassificationTask(Task):
             artifacts.append(_artifact(latest, saved_model_accuracy(latest, images, labels), len(labels)))
         for mode in quantize:
             path = os.path.join(output, f"{name}_{mode}.tflite")
-            convert_classifier_tflite(model, path, quantize=mode, representative_images=calibration,
-                                      overwrite=overwrite)  # fmt: skip
+            convert_classifier_tflite(
+                model, path, quantize=mode, representative_images=calibration, overwrite=overwrite
+            )
             accuracy = float(np.mean(np.argmax(run_tflite_classifier(path, images), -1) == labels))
             artifacts.append(_artifact(path, accuracy, len(labels)))
         return artifacts
 
-
-    def predict(self, inputs: Sequence[str], output_dir: str, weights: str | None = None, verbose: int = 1,
-                top: int = 3, cam: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    def predict(
+        self,
+        inputs: Sequence[str],
+        output_dir: str,
+        weights: str | None = None,
+        verbose: int = 1,
+        top: int = 3,
+        cam: bool = False,
+    ) -> list[dict[str, Any]]:
         """Classify image files with the run's trained weights (or ``weights``): each image decoded strictly,
         made the model's channels (gray from RGB as ``0.299 R + 0.587 G + 0.114 B``) and resized to its input
         size (bilinear), as the SavedModel's ``serving_bytes`` does; with ``cam``, the top class's confidence map
@@ -206,8 +253,9 @@ class ClassificationTask(Task):
             started = time.perf_counter()
             rgb = read_image_file(path)[1]
             pixels = rgb if channels == 3 else np.round(rgb.astype(np.float32) @ [0.299, 0.587, 0.114])[..., None]
-            resized = tf.clip_by_value(tf.round(tf.image.resize(np.asarray(pixels, np.float32)[None],
-                                                                (height, width))), 0, 255)  # fmt: skip
+            resized = tf.clip_by_value(
+                tf.round(tf.image.resize(np.asarray(pixels, np.float32)[None], (height, width))), 0, 255
+            )
             batch = resized / 127.5 - 1.0  # kzoo.applications.nin.preprocess_input
             if maps_model is not None:
                 probs, maps = (keras.ops.convert_to_numpy(t) for t in maps_model(batch))
@@ -221,8 +269,15 @@ class ClassificationTask(Task):
                 picture = heatmap_picture(rgb, maps[0, :, :, order[0]], title=f"{ranked[0][1]} {ranked[0][2]:.2f}")
                 files.write_bytes(out_path, tf.io.encode_png(picture).numpy())
             progress.add(1)
-            results.append({"image": path, "top": ranked, "output": out_path, "frames": 1,
-                            "seconds": time.perf_counter() - started})  # fmt: skip
+            results.append(
+                {
+                    "image": path,
+                    "top": ranked,
+                    "output": out_path,
+                    "frames": 1,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
         return results
 
     def demo(self, fresh: bool = False) -> Table:
@@ -243,7 +298,7 @@ class ClassificationTask(Task):
             ("train time this run", f"{seconds:.1f} s"),
             ("train throughput", f"{metrics.get('train_images_per_second') or 0:.0f} images/s"),
             ("trained weights", os.path.join(self.config.output_dir, loop.WEIGHTS_FILE)),
-        ]  # fmt: skip
+        ]
 
     def evaluate_table(self, metrics: dict[str, Any], weights: str | None = None) -> Table:
         data = self.config.data
@@ -253,7 +308,7 @@ class ClassificationTask(Task):
             ("accuracy", _percent(metrics["accuracy"])),
             ("top-5 accuracy", _percent(metrics["top5_accuracy"])),
             ("loss", f"{metrics['loss']:.4f}"),
-        ]  # fmt: skip
+        ]
 
     def export_table(self, format: str, artifacts: list[dict[str, Any]]) -> Table:
         rows = [("artifact", "size", "test accuracy", "examples")]
@@ -273,14 +328,18 @@ def ranked_table(title: str, results: list[dict[str, Any]]) -> Table:
         picture = result.get("output") or result.get("cam") or ""
         for rank, (index, name, prob) in enumerate(result["top"], start=1):
             first = rank == 1
-            rows.append((result["image"] if first else "", rank, f"{index} {name}", f"{prob:.4f}",
-                         picture if first else ""))  # fmt: skip
+            rows.append(
+                (result["image"] if first else "", rank, f"{index} {name}", f"{prob:.4f}", picture if first else "")
+            )
     return title, rows
 
 
 def _artifact(path: str, accuracy: float, examples: int) -> dict[str, Any]:
-    size = os.path.getsize(path) if os.path.isfile(path) else sum(
-        os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(path) for f in names)  # fmt: skip
+    size = (
+        os.path.getsize(path)
+        if os.path.isfile(path)
+        else sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(path) for f in names)
+    )
     return {"path": path, "bytes": size, "accuracy": accuracy, "examples": examples}
 
 
@@ -351,8 +410,10 @@ def _load_classifier_saved_model(saved_model: str):
     loaded = tf.saved_model.load(version_dir)
     serve = loaded.signatures.get("serving_default")
     if serve is None or "probabilities" not in serve.structured_outputs or "class_maps" not in loaded.signatures:
-        raise ValueError(f"{version_dir} is not a kzoo classifier SavedModel (no 'probabilities' output); "
-                         "for Mask R-CNN use kzoo predict IMAGE --mask-rcnn CONFIG")  # fmt: skip
+        raise ValueError(
+            f"{version_dir} is not a kzoo classifier SavedModel (no 'probabilities' output); "
+            "for Mask R-CNN use kzoo predict IMAGE --mask-rcnn CONFIG"
+        )
     return version_dir, loaded
 
 
@@ -367,8 +428,9 @@ def saved_model_accuracy(version_dir: str, images: np.ndarray, labels: np.ndarra
     return correct / max(len(labels), 1)
 
 
-def predict_with_saved_model(saved_model: str, paths: Sequence[str], top: int = 3,
-                             cam_dir: str | None = None) -> list[dict[str, Any]]:
+def predict_with_saved_model(
+    saved_model: str, paths: Sequence[str], top: int = 3, cam_dir: str | None = None
+) -> list[dict[str, Any]]:
     """Top-``top`` predictions for image files from an exported classifier SavedModel (a TF Serving model folder
     or one version folder). A SavedModel is a program: load only the ones you trust.
 
@@ -395,8 +457,10 @@ def predict_with_saved_model(saved_model: str, paths: Sequence[str], top: int = 
         batch = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), spec.dtype)
         probs = loaded.signatures["serving_default"](images=batch)["probabilities"].numpy()[0]
         order = np.argsort(-probs)[: min(top, len(probs))]
-        result = {"image": path, "top": [(int(i), class_names[i] if class_names else str(i), float(probs[i]))
-                                         for i in order]}  # fmt: skip
+        result = {
+            "image": path,
+            "top": [(int(i), class_names[i] if class_names else str(i), float(probs[i])) for i in order],
+        }
         if cam_dir:
             maps = loaded.signatures["class_maps"](images=batch)["class_maps"]
             top_name = class_names[order[0]] if class_names else str(order[0])
@@ -419,8 +483,10 @@ def run_demo(config: ExperimentConfig, fresh: bool = False) -> tuple[str, list[t
         return finished
     started = time.perf_counter()
     task = ClassificationTask(config)
-    print(f"[1/4] train {config.name}: {config.train.epochs} epochs on the built-in '{config.data.source}' data "
-          f"(output: {config.output_dir})")  # fmt: skip
+    print(
+        f"[1/4] train {config.name}: {config.train.epochs} epochs on the built-in '{config.data.source}' data "
+        f"(output: {config.output_dir})"
+    )
     metrics = loop.train(task, verbose=1, fresh=fresh)
     train_seconds = time.perf_counter() - started
 
@@ -430,8 +496,10 @@ def run_demo(config: ExperimentConfig, fresh: bool = False) -> tuple[str, list[t
     print("[3/4] export: SavedModel (TF Serving layout) and TFLite (int8)")
     export_dir = os.path.join(config.output_dir, "export")
     # the demo's own .tflite file, refreshed by each run of the demo (its SavedModel gets a new version)
-    saved, tflite = (task.export("saved_model", output=export_dir, warmup=1)[0],
-                     task.export("tflite", output=export_dir, quantize=("int8",), overwrite=True)[-1])  # fmt: skip
+    saved, tflite = (
+        task.export("saved_model", output=export_dir, warmup=1)[0],
+        task.export("tflite", output=export_dir, quantize=("int8",), overwrite=True)[-1],
+    )
 
     print("[4/4] predict with the SavedModel on sample PNG files")
     sample_dir = os.path.join(config.output_dir, "samples")
@@ -448,17 +516,30 @@ def run_demo(config: ExperimentConfig, fresh: bool = False) -> tuple[str, list[t
     if metrics.get("already_finished"):
         rows.append(("train", f"already finished ({metrics['epochs']} epochs); --fresh trains again"))
     else:
-        rows.append(("train", f"{metrics['epochs']} epochs, {train_seconds:.0f} s, "
-                              f"{metrics['train_images_per_second'] or 0:.0f} images/s"))  # fmt: skip
+        rows.append(
+            (
+                "train",
+                f"{metrics['epochs']} epochs, {train_seconds:.0f} s, "
+                f"{metrics['train_images_per_second'] or 0:.0f} images/s",
+            )
+        )
     rows.append(("trained weights", os.path.join(config.output_dir, loop.WEIGHTS_FILE)))
     rows.append(("Keras model, test accuracy", f"{100 * keras_result['accuracy']:.2f}%"))
     rows.append(("SavedModel, test accuracy", f"{100 * saved['accuracy']:.2f}%  ({saved['path']})"))
-    rows.append(("TFLite int8, test accuracy", f"{100 * tflite['accuracy']:.2f}%  ({tflite['path']}, "
-                                               f"{tflite['bytes'] / 1e3:.0f} kB)"))  # fmt: skip
+    rows.append(
+        (
+            "TFLite int8, test accuracy",
+            f"{100 * tflite['accuracy']:.2f}%  ({tflite['path']}, {tflite['bytes'] / 1e3:.0f} kB)",
+        )
+    )
     for prediction, label in zip(predictions, labels):
         _, name, prob = prediction["top"][0]
-        rows.append((f"predict {os.path.basename(prediction['image'])} (a {names[label]})",
-                     f"{name} ({prob:.3f}), map {prediction['cam']}"))  # fmt: skip
+        rows.append(
+            (
+                f"predict {os.path.basename(prediction['image'])} (a {names[label]})",
+                f"{name} ({prob:.3f}), map {prediction['cam']}",
+            )
+        )
     rows.append(("total time", f"{time.perf_counter() - started:.0f} s"))
     rows.append(("next", f"kzoo evaluate {os.path.join(config.output_dir, 'config.yaml')}"))
     save_demo(config, "kzoo demo: NIN on built-in shapes", rows)

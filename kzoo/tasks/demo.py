@@ -29,8 +29,10 @@ def finished_demo(config: Any, fresh: bool = False) -> tuple[str, list[tuple]] |
         title, rows = stored["title"], [tuple(row) for row in stored["rows"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    print(f"kzoo demo: {config.name} has already finished in {config.output_dir}; its results below "
-          "(--fresh runs it again)")  # fmt: skip
+    print(
+        f"kzoo demo: {config.name} has already finished in {config.output_dir}; its results below "
+        "(--fresh runs it again)"
+    )
     return title, rows
 
 

@@ -60,8 +60,9 @@ def load_detection_data(config: MaskRCNNExperimentConfig) -> DetectionData:
     """The sources of ``config.data`` (see :class:`kzoo.config.DetectionDataConfig`)."""
     data = config.data
     if data.source == "shapes":
-        shapes: dict[str, Any] = dict(image_size=data.shapes_image_size, max_instances=data.shapes_max_instances,
-                                      classes=data.shapes_classes)  # fmt: skip
+        shapes: dict[str, Any] = dict(
+            image_size=data.shapes_image_size, max_instances=data.shapes_max_instances, classes=data.shapes_classes
+        )
         train_set = make_shapes_instances(data.train_examples or 2000, seed=config.train.seed, **shapes)
         eval_set = make_shapes_instances(data.eval_examples or 200, seed=config.train.seed + 1, **shapes)
         categories = CocoCategories.from_names(data.shapes_classes)
@@ -73,24 +74,32 @@ def load_detection_data(config: MaskRCNNExperimentConfig) -> DetectionData:
     train = load_tfds_instances(data.tfds_name, data.train_split, data.data_dir, skip_empty=data.skip_empty)
     evaluation = load_tfds_instances(data.tfds_name, data.eval_split, data.data_dir)
     eval_examples = [
-        {"image": e["image"], "boxes": e["boxes"], "classes": e["classes"], "masks": e["masks"].astype(bool),
-         "is_crowd": e["is_crowd"], "image_id": int(e["image_id"])}
+        {
+            "image": e["image"],
+            "boxes": e["boxes"],
+            "classes": e["classes"],
+            "masks": e["masks"].astype(bool),
+            "is_crowd": e["is_crowd"],
+            "image_id": int(e["image_id"]),
+        }
         for e in evaluation.dataset.take(data.eval_examples or -1).as_numpy_iterator()
-    ]  # fmt: skip
+    ]
     # data.train_examples caps the split; a split TFDS knows to be smaller has only its own images
     known = train.num_examples
     num_train = min(data.train_examples, known) if data.train_examples and known else data.train_examples or known
     ground_truth = coco_dict(eval_examples, evaluation.categories)
-    return DetectionData(train.dataset.take(data.train_examples or -1), eval_examples, ground_truth,
-                         evaluation.categories, num_train)  # fmt: skip
+    return DetectionData(
+        train.dataset.take(data.train_examples or -1), eval_examples, ground_truth, evaluation.categories, num_train
+    )
 
 
 def _annotation_file_data(config: MaskRCNNExperimentConfig) -> DetectionData:
     """COCO json, labelme, VIA or YOLO files, read into the COCO reader's records (images the tools' files need
     converted, e.g. labelme's embedded images, are cached under ``OUTPUT_DIR/image_cache``)."""
     data = config.data
-    needed = ("train_annotations", "eval_annotations") + (("train_images", "eval_images") if data.source != "labelme"
-                                                          else ())  # fmt: skip
+    needed = ("train_annotations", "eval_annotations") + (
+        ("train_images", "eval_images") if data.source != "labelme" else ()
+    )
     for key in needed:
         if not getattr(data, key):
             raise ValueError(f"data.source {data.source!r} needs data.{key}")
@@ -102,10 +111,16 @@ def _annotation_file_data(config: MaskRCNNExperimentConfig) -> DetectionData:
         else:
             try:
                 loaded = load_annotation_tool_instances(
-                    data.source, annotations, images, class_names=data.class_names,
-                    yolo_data_yaml=data.yolo_data_yaml, skip_empty=skip_empty, check_images=data.check_images,
-                    cache_dir=os.path.join(config.output_dir, "image_cache"), class_attribute=data.class_attribute,
-                )  # fmt: skip
+                    data.source,
+                    annotations,
+                    images,
+                    class_names=data.class_names,
+                    yolo_data_yaml=data.yolo_data_yaml,
+                    skip_empty=skip_empty,
+                    check_images=data.check_images,
+                    cache_dir=os.path.join(config.output_dir, "image_cache"),
+                    class_attribute=data.class_attribute,
+                )
             except NoInstancesError as error:
                 raise NoInstancesError(f"the {split} split of {annotations} has no annotations: {error}") from error
         _require_instances(loaded, f"the {split} split of {annotations}")
@@ -122,16 +137,25 @@ def _annotation_file_data(config: MaskRCNNExperimentConfig) -> DetectionData:
         )
     if data.train_examples is not None:
         train = dataclasses.replace(train, records=train.records[: data.train_examples])
-        _require_instances(train, f"the first {data.train_examples} images (data.train_examples) of the training "
-                           f"split of {data.train_annotations}")  # fmt: skip
+        _require_instances(
+            train,
+            f"the first {data.train_examples} images (data.train_examples) of the training "
+            f"split of {data.train_annotations}",
+        )
     if data.eval_examples is not None:
         evaluation = dataclasses.replace(evaluation, records=evaluation.records[: data.eval_examples])
-        _require_instances(evaluation, f"the first {data.eval_examples} images (data.eval_examples) of the "
-                           f"evaluation split of {data.eval_annotations}")  # fmt: skip
+        _require_instances(
+            evaluation,
+            f"the first {data.eval_examples} images (data.eval_examples) of the "
+            f"evaluation split of {data.eval_annotations}",
+        )
     # the evaluator scores the images it is given, so the whole json serves as ground truth for a capped split;
     # checked by the reader's rules (pycocotools crashes on unchecked geometry), its problems warned about once here
-    ground_truth = (validate_coco_dict(data.eval_annotations, f"evaluation ground truth {data.eval_annotations}")[0]
-                    if data.source == "coco" else coco_ground_truth(evaluation))  # fmt: skip
+    ground_truth = (
+        validate_coco_dict(data.eval_annotations, f"evaluation ground truth {data.eval_annotations}")[0]
+        if data.source == "coco"
+        else coco_ground_truth(evaluation)
+    )
     return DetectionData(train, evaluation, ground_truth, train.categories, len(train))
 
 
@@ -140,8 +164,10 @@ def _require_instances(instances, what: str) -> None:
     would run to the end on nothing, and its AP means nothing."""
     if count_instances(instances) == 0:
         images = len(instances.records)
-        raise NoInstancesError(f"{what} has no annotations ({images} images, 0 instances)"
-                               + ("" if images else ": no images with annotations were read"))  # fmt: skip
+        raise NoInstancesError(
+            f"{what} has no annotations ({images} images, 0 instances)"
+            + ("" if images else ": no images with annotations were read")
+        )
 
 
 def canvas_size(config: MaskRCNNExperimentConfig) -> int:
@@ -153,15 +179,27 @@ def make_pipelines(config: MaskRCNNExperimentConfig, data: DetectionData, global
     """``(train, eval)`` datasets of :func:`make_detection_pipeline` batches (train repeats forever)."""
     model, data_config = config.model, config.data
     common: dict[str, Any] = dict(
-        image_size=canvas_size(config), min_size=model.min_size, max_size=model.max_size,
-        max_instances=data_config.max_instances, mask_size=data_config.mask_size,
-    )  # fmt: skip
+        image_size=canvas_size(config),
+        min_size=model.min_size,
+        max_size=model.max_size,
+        max_instances=data_config.max_instances,
+        mask_size=data_config.mask_size,
+    )
     train = make_detection_pipeline(
-        data.train, global_batch, training=True, horizontal_flip=data_config.horizontal_flip,
-        shuffle_buffer=data_config.shuffle_buffer, seed=config.train.seed, scale_jitter=data_config.scale_jitter,
-        min_box_size=data_config.min_box_size, brightness=data_config.brightness, contrast=data_config.contrast,
-        saturation=data_config.saturation, hue=data_config.hue, **common,
-    ).repeat()  # fmt: skip
+        data.train,
+        global_batch,
+        training=True,
+        horizontal_flip=data_config.horizontal_flip,
+        shuffle_buffer=data_config.shuffle_buffer,
+        seed=config.train.seed,
+        scale_jitter=data_config.scale_jitter,
+        min_box_size=data_config.min_box_size,
+        brightness=data_config.brightness,
+        contrast=data_config.contrast,
+        saturation=data_config.saturation,
+        hue=data_config.hue,
+        **common,
+    ).repeat()
     evaluation = make_detection_pipeline(data.eval, global_batch, training=False, **common)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -194,8 +232,15 @@ def ap_rows(metrics: dict[str, Any], prefix: str = "") -> list[tuple]:
         rows.append((key, *(f"{metrics[f'{prefix}{kind}_{key}']:.3f}" for kind in ("bbox", "segm"))))
     classes = [key.split("/", 1)[1] for key in metrics if key.startswith(f"{prefix}bbox_AP/")]
     for name in classes:
-        rows.append((f"AP {name}", *(f"{metrics[f'{prefix}{kind}_AP/{name}']:.3f}" if f"{prefix}{kind}_AP/{name}"
-                                     in metrics else "-" for kind in ("bbox", "segm"))))  # fmt: skip
+        rows.append(
+            (
+                f"AP {name}",
+                *(
+                    f"{metrics[f'{prefix}{kind}_AP/{name}']:.3f}" if f"{prefix}{kind}_AP/{name}" in metrics else "-"
+                    for kind in ("bbox", "segm")
+                ),
+            )
+        )
     return rows
 
 
@@ -242,8 +287,7 @@ class InstanceSegmentationTask(Task):
                 self._set_num_classes(len(names) + 1)
 
     def _set_num_classes(self, number: int) -> None:
-        self.config = dataclasses.replace(self.config, model=dataclasses.replace(self.config.model,
-                                                                                 num_classes=number))  # fmt: skip
+        self.config = dataclasses.replace(self.config, model=dataclasses.replace(self.config.model, num_classes=number))
 
     @property
     def data(self) -> DetectionData:
@@ -282,17 +326,29 @@ class InstanceSegmentationTask(Task):
             self._backbone_defaults = {layer.name: layer.trainable for layer in model.backbone.layers}
         set_mask_rcnn_trainable(model, preset, self._backbone_defaults)
 
-    def make_train_step(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                        strategy: tf.distribute.Strategy, global_batch: int) -> Callable[[Iterator], tf.Tensor]:
+    def make_train_step(
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        strategy: tf.distribute.Strategy,
+        global_batch: int,
+    ) -> Callable[[Iterator], tf.Tensor]:
         train = self.config.train
-        return make_mask_rcnn_train_step(model, optimizer, strategy, train.gradient_clip_norm, train.seed,
-                                         train.jit_compile)  # fmt: skip
+        return make_mask_rcnn_train_step(
+            model, optimizer, strategy, train.gradient_clip_norm, train.seed, train.jit_compile
+        )
 
     def step_metrics(self, totals: np.ndarray, steps: int) -> dict[str, float]:
         return {name: float(value) / steps for name, value in zip(self.metric_names, totals)}
 
-    def evaluate(self, model: keras.Model | None = None, strategy: tf.distribute.Strategy | None = None,
-                 weights: str | None = None, results: str | None = None, verbose: int = 0) -> dict[str, float]:
+    def evaluate(
+        self,
+        model: keras.Model | None = None,
+        strategy: tf.distribute.Strategy | None = None,
+        weights: str | None = None,
+        results: str | None = None,
+        verbose: int = 0,
+    ) -> dict[str, float]:
         """COCO bbox and segm AP on the evaluation split (``bbox_AP``, ..., ``segm_APl``, ``images``) of ``model``,
         or of trained ``weights`` (default: the run's); ``results`` also writes the detections as COCO results
         json there and the metrics beside it (``*_metrics.json``)."""
@@ -338,20 +394,35 @@ class InstanceSegmentationTask(Task):
         if not names:
             if self.config.data.source == "shapes":
                 names = list(self.config.data.shapes_classes)
-            elif self.config.data.source == "coco" and self.config.data.eval_annotations and os.path.isfile(
-                    self.config.data.eval_annotations):
+            elif (
+                self.config.data.source == "coco"
+                and self.config.data.eval_annotations
+                and os.path.isfile(self.config.data.eval_annotations)
+            ):
                 with open(self.config.data.eval_annotations) as f:
                     names = list(CocoCategories.from_coco(json.load(f).get("categories", [])).names)
             elif self.config.model.num_classes == 91:
                 return dict(COCO_CATEGORIES)
         names = names or []
-        return {label: names[label - 1] if label <= len(names) else str(label)
-                for label in range(1, self.config.model.num_classes)}  # fmt: skip
+        return {
+            label: names[label - 1] if label <= len(names) else str(label)
+            for label in range(1, self.config.model.num_classes)
+        }
 
-    def export(self, format: str, weights: str | None = None, output: str | None = None,
-               model_name: str | None = None, version: int | None = None, input_dtype: str = "float32",
-               warmup: int = 0, quantize: Sequence[str] = ("none",), full_image_masks: bool = False,
-               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, overwrite: bool = False) -> list[dict[str, Any]]:
+    def export(
+        self,
+        format: str,
+        weights: str | None = None,
+        output: str | None = None,
+        model_name: str | None = None,
+        version: int | None = None,
+        input_dtype: str = "float32",
+        warmup: int = 0,
+        quantize: Sequence[str] = ("none",),
+        full_image_masks: bool = False,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        overwrite: bool = False,
+    ) -> list[dict[str, Any]]:
         """A TF Serving SavedModel (``format="saved_model"``) or builtin-only TFLite files (``"tflite"``, one per
         ``quantize`` mode at the training canvas size), each TFLite file compared with the Keras model on eval
         images. ``max_image_pixels``: the SavedModel's ``serving_bytes`` refuses larger images. ``input_dtype`` is
@@ -376,9 +447,15 @@ class InstanceSegmentationTask(Task):
         model = self.trained_model(weights)
         if format == "saved_model":
             version_dir = export_mask_rcnn_saved_model(
-                model, output, name, version=version, full_image_masks=full_image_masks, warmup_images=warmup,
-                class_names=list(self.class_names().values()), max_image_pixels=max_image_pixels,
-            )  # fmt: skip
+                model,
+                output,
+                name,
+                version=version,
+                full_image_masks=full_image_masks,
+                warmup_images=warmup,
+                class_names=list(self.class_names().values()),
+                max_image_pixels=max_image_pixels,
+            )
             size = sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(version_dir) for f in names)
             return [{"kind": "SavedModel (TF Serving)", "path": version_dir, "bytes": size}]
         from kzoo.evaluation.detection_parity import compare_detections
@@ -395,15 +472,29 @@ class InstanceSegmentationTask(Task):
         artifacts = []
         for mode in quantize:
             path = os.path.join(output, f"{name}_{mode}.tflite")
-            convert_mask_rcnn_tflite(model, path, (side, side), mode, representative_images=representative,
-                                     overwrite=overwrite)  # fmt: skip
+            convert_mask_rcnn_tflite(
+                model, path, (side, side), mode, representative_images=representative, overwrite=overwrite
+            )
             parity = compare_detections(reference, run_mask_rcnn_tflite(path, check), (side, side)).summary()
-            artifacts.append({"kind": f"TFLite {mode}", "path": path, "bytes": os.path.getsize(path),
-                              "parity": parity, "parity_images": len(check)})  # fmt: skip
+            artifacts.append(
+                {
+                    "kind": f"TFLite {mode}",
+                    "path": path,
+                    "bytes": os.path.getsize(path),
+                    "parity": parity,
+                    "parity_images": len(check),
+                }
+            )
         return artifacts
 
-    def predict(self, paths: Sequence[str], output_dir: str, weights: str | None = None, verbose: int = 1,
-                score_threshold: float | None = None) -> list[dict[str, Any]]:
+    def predict(
+        self,
+        paths: Sequence[str],
+        output_dir: str,
+        weights: str | None = None,
+        verbose: int = 1,
+        score_threshold: float | None = None,
+    ) -> list[dict[str, Any]]:
         """Detect and segment image and video files with the run's trained weights (or ``weights``).
 
         Every input is checked (a regular file, decodable: images wholly, videos' headers) before the model is
@@ -467,8 +558,9 @@ class InstanceSegmentationTask(Task):
         out = {k: v.numpy()[0] for k, v in model(rgb[None]).items()}
         count = int(out["num_detections"])
         # finite and inside the image before pasting (a diverged model's NaN or 1e9 boxes are dropped/clipped)
-        keep, boxes, _ = check_detection_boxes(out["detection_boxes"][:count], out["detection_scores"][:count],
-                                               rgb.shape[:2])  # fmt: skip
+        keep, boxes, _ = check_detection_boxes(
+            out["detection_boxes"][:count], out["detection_scores"][:count], rgb.shape[:2]
+        )
         boxes = boxes[keep].astype(out["detection_boxes"].dtype)
         scores, classes = out["detection_scores"][:count][keep], out["detection_classes"][:count][keep]
         roi_masks = out["detection_masks"][:count][keep]
@@ -502,17 +594,35 @@ class InstanceSegmentationTask(Task):
 
     def export_table(self, format: str, artifacts: list[dict[str, Any]]) -> Table:
         if format == "saved_model":
-            rows = [("artifact", "size", "path")] + [(a["kind"], f"{a['bytes'] / 1e6:.2f} MB", a["path"])
-                                                      for a in artifacts]  # fmt: skip
+            rows = [("artifact", "size", "path")] + [
+                (a["kind"], f"{a['bytes'] / 1e6:.2f} MB", a["path"]) for a in artifacts
+            ]
             return f"kzoo export {self.config.name}", rows
         count = artifacts[0]["parity_images"] if artifacts else 0
-        rows = [("artifact", "size", f"vs Keras on {count} eval images: matched", "same class", "box IoU",
-                 "mask IoU (mean / min)", "path")]  # fmt: skip
+        rows = [
+            (
+                "artifact",
+                "size",
+                f"vs Keras on {count} eval images: matched",
+                "same class",
+                "box IoU",
+                "mask IoU (mean / min)",
+                "path",
+            )
+        ]
         for a in artifacts:
             p = a["parity"]
-            rows.append((a["kind"], f"{a['bytes'] / 1e6:.2f} MB", f"{p['matched']:.3f}", f"{p['same_class']:.3f}",
-                         f"{p['box_iou_mean']:.4f}", f"{p['mask_iou_mean']:.4f} / {p['mask_iou_min']:.4f}",
-                         a["path"]))  # fmt: skip
+            rows.append(
+                (
+                    a["kind"],
+                    f"{a['bytes'] / 1e6:.2f} MB",
+                    f"{p['matched']:.3f}",
+                    f"{p['same_class']:.3f}",
+                    f"{p['box_iou_mean']:.4f}",
+                    f"{p['mask_iou_mean']:.4f} / {p['mask_iou_min']:.4f}",
+                    a["path"],
+                )
+            )
         return f"kzoo export {self.config.name}", rows
 
     def predict_table(self, results: list[dict[str, Any]]) -> Table:
@@ -536,18 +646,25 @@ class InstanceSegmentationTask(Task):
                 drawn, found, raw = self._detect_and_draw(model, rgb, names, min_side=0)
                 writer.write(drawn)
                 detections.extend(found)
-                coco_results.extend(detections_to_coco(
-                    np.array([index + 1]), raw["boxes"][None], raw["scores"][None], raw["classes"][None],
-                    np.array([len(raw["scores"])]), raw["masks"][None], np.array([rgb.shape[:2]]), categories,
-                ))  # fmt: skip
+                coco_results.extend(
+                    detections_to_coco(
+                        np.array([index + 1]),
+                        raw["boxes"][None],
+                        raw["scores"][None],
+                        raw["classes"][None],
+                        np.array([len(raw["scores"])]),
+                        raw["masks"][None],
+                        np.array([rgb.shape[:2]]),
+                        categories,
+                    )
+                )
                 frames += 1
                 progress.add(1)
         if not frames:
             os.remove(out_path)
             raise ValueError(f"the video {path} holds no frame")
         files.write_json(results_path, coco_results)
-        return {"image": path, "output": out_path, "results": results_path, "detections": detections,
-                "frames": frames}  # fmt: skip
+        return {"image": path, "output": out_path, "results": results_path, "detections": detections, "frames": frames}
 
 
 def make_mask_rcnn_train_step(
@@ -595,17 +712,24 @@ def run_demo(config: MaskRCNNExperimentConfig, fresh: bool = False) -> tuple[str
         return finished
     started = time.perf_counter()
     task = InstanceSegmentationTask(config)
-    print(f"[1/2] train {config.name}: {config.train.epochs} epochs on {config.data.train_examples} built-in "
-          f"'{config.data.source}' images, then COCO AP on {config.data.eval_examples} held-out ones "
-          f"(output: {config.output_dir})")  # fmt: skip
+    print(
+        f"[1/2] train {config.name}: {config.train.epochs} epochs on {config.data.train_examples} built-in "
+        f"'{config.data.source}' images, then COCO AP on {config.data.eval_examples} held-out ones "
+        f"(output: {config.output_dir})"
+    )
     metrics = loop.train(task, verbose=1, fresh=fresh)
     train_seconds = time.perf_counter() - started
 
     print("[2/2] detect and segment sample PNG files")
     sample_dir = os.path.join(config.output_dir, "samples")
     paths = []
-    samples = make_shapes_instances(4, config.data.shapes_image_size, config.data.shapes_max_instances, seed=12345,
-                                    classes=config.data.shapes_classes)  # fmt: skip
+    samples = make_shapes_instances(
+        4,
+        config.data.shapes_image_size,
+        config.data.shapes_max_instances,
+        seed=12345,
+        classes=config.data.shapes_classes,
+    )
     for i, example in enumerate(samples):
         path = os.path.join(sample_dir, f"sample{i}.png")
         files.write_bytes(path, tf.io.encode_png(example["image"]).numpy())
@@ -615,8 +739,13 @@ def run_demo(config: MaskRCNNExperimentConfig, fresh: bool = False) -> tuple[str
     rows: list[tuple] = [("result", "value", "target")]
     for key, target in SHAPES_TARGETS.items():
         value = metrics[f"eval_{key}"]
-        rows.append((f"held-out {key.replace('_', ' ')}", f"{value:.3f}", f">= {target} "
-                     f"{'ok' if value >= target else 'MISSED'}"))  # fmt: skip
+        rows.append(
+            (
+                f"held-out {key.replace('_', ' ')}",
+                f"{value:.3f}",
+                f">= {target} {'ok' if value >= target else 'MISSED'}",
+            )
+        )
     for key in ("bbox_AP", "segm_AP50"):
         rows.append((f"held-out {key.replace('_', ' ')}", f"{metrics[f'eval_{key}']:.3f}", ""))
     if metrics.get("already_finished"):

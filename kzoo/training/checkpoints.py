@@ -92,8 +92,10 @@ class EpochCheckpointer:
             self.restored = prefix
             return int(self.epoch.numpy())
         if candidates:  # the model may hold parts of a damaged checkpoint: never train on from there
-            raise ValueError(f"no intact checkpoint in {self.restore_directory} ({len(candidates)} damaged); "
-                             "pass --fresh to delete the run and start over")
+            raise ValueError(
+                f"no intact checkpoint in {self.restore_directory} ({len(candidates)} damaged); "
+                "pass --fresh to delete the run and start over"
+            )
         return 0
 
     def _candidates(self) -> list[tuple[int, str]]:
@@ -125,8 +127,9 @@ class EpochCheckpointer:
         """Write ``record`` as the record of epoch ``completed_epochs`` (chief only; atomically: a kill leaves the
         previous record or this one)."""
         if self.chief:
-            files.write_json(os.path.join(self.restore_directory, EPOCH_RECORD),
-                             {"epoch": int(completed_epochs), **record})  # fmt: skip
+            files.write_json(
+                os.path.join(self.restore_directory, EPOCH_RECORD), {"epoch": int(completed_epochs), **record}
+            )
 
     def read_record(self, completed_epochs: int) -> dict | None:
         """The record written with the checkpoint of ``completed_epochs`` (every worker reads the chief's), or

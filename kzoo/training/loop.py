@@ -47,8 +47,14 @@ from kzoo.utils import files
 PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 #: Files of a run in its ``output_dir`` (what ``fresh=True`` removes; exports and pictures stay).
 RUN_FILES = (
-    "checkpoints", "logs", "metrics.json", "model.weights.h5", "model.keras", "config.yaml", "demo_results.json",
-)  # fmt: skip
+    "checkpoints",
+    "logs",
+    "metrics.json",
+    "model.weights.h5",
+    "model.keras",
+    "config.yaml",
+    "demo_results.json",
+)
 WEIGHTS_FILE = "model.weights.h5"
 METRICS_FILE = "metrics.json"
 
@@ -72,8 +78,13 @@ class TrainableTask(Protocol):
     def build_model(self) -> keras.Model:
         """A new model with its variables created (called inside the strategy's scope)."""
 
-    def make_train_step(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                        strategy: tf.distribute.Strategy, global_batch: int) -> Callable[[Iterator], tf.Tensor]:
+    def make_train_step(
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        strategy: tf.distribute.Strategy,
+        global_batch: int,
+    ) -> Callable[[Iterator], tf.Tensor]:
         """``step(distributed_iterator) -> float32 [N]``: one global batch's sums, summed over the replicas."""
 
     def step_metrics(self, totals: np.ndarray, steps: int) -> dict[str, float]:
@@ -126,14 +137,16 @@ def learning_rate_schedule(train_config: Any, steps_per_epoch: int) -> keras.opt
     phase, warmup in the first) joined by a :class:`PhasedSchedule`."""
     schedules, starts, start = [], [], 0
     for index, phase in enumerate(phases(train_config)):
-        schedules.append(WarmupSchedule(
-            peak=phase.learning_rate or train_config.learning_rate,
-            total_steps=max(phase.epochs * steps_per_epoch, 1),
-            warmup_steps=int(round(train_config.warmup_epochs * steps_per_epoch)) if index == 0 else 0,
-            kind=train_config.schedule,
-            step_boundaries=[e * steps_per_epoch for e in train_config.step_epochs if e < phase.epochs],
-            step_factor=train_config.step_factor,
-        ))  # fmt: skip
+        schedules.append(
+            WarmupSchedule(
+                peak=phase.learning_rate or train_config.learning_rate,
+                total_steps=max(phase.epochs * steps_per_epoch, 1),
+                warmup_steps=int(round(train_config.warmup_epochs * steps_per_epoch)) if index == 0 else 0,
+                kind=train_config.schedule,
+                step_boundaries=[e * steps_per_epoch for e in train_config.step_epochs if e < phase.epochs],
+                step_factor=train_config.step_factor,
+            )
+        )
         starts.append(start)
         start += phase.epochs * steps_per_epoch
     return schedules[0] if len(schedules) == 1 else PhasedSchedule(starts, schedules)
@@ -146,9 +159,11 @@ def build_optimizer(train_config: Any, steps_per_epoch: int, loss_scale: bool = 
     schedule = learning_rate_schedule(train_config, steps_per_epoch)
     if train_config.optimizer == "sgd":
         optimizer = SGD(
-            schedule, momentum=train_config.momentum, nesterov=train_config.nesterov,
+            schedule,
+            momentum=train_config.momentum,
+            nesterov=train_config.nesterov,
             weight_decay=train_config.weight_decay or None,
-        )  # fmt: skip
+        )
     else:
         optimizer = keras.optimizers.AdamW(schedule, weight_decay=train_config.weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
@@ -225,17 +240,21 @@ def _start_run(config: Any, strategy: tf.distribute.Strategy, model: keras.Model
     )
     start_epoch = checkpointer.restore_latest()
     if chief and verbose and 0 < start_epoch < config.train.epochs:
-        print(f"resuming {config.output_dir} after epoch {start_epoch} of {config.train.epochs} "
-              f"(checkpoint {checkpointer.restored})")
+        print(
+            f"resuming {config.output_dir} after epoch {start_epoch} of {config.train.epochs} "
+            f"(checkpoint {checkpointer.restored})"
+        )
     writer = tf.summary.create_file_writer(os.path.join(config.output_dir, "logs")) if chief else None
     if chief:
-        files.write_text(os.path.join(config.output_dir, "config.yaml"),
-                         yaml.safe_dump(config_to_dict(config), sort_keys=False))  # fmt: skip
+        files.write_text(
+            os.path.join(config.output_dir, "config.yaml"), yaml.safe_dump(config_to_dict(config), sort_keys=False)
+        )
     return checkpointer, start_epoch, writer
 
 
-def train(task: TrainableTask, verbose: int = 1, strategy: tf.distribute.Strategy | None = None,
-          fresh: bool = False) -> dict:
+def train(
+    task: TrainableTask, verbose: int = 1, strategy: tf.distribute.Strategy | None = None, fresh: bool = False
+) -> dict:
     """Train ``task.config`` as it says, resuming from ``output_dir`` when a checkpoint is there.
 
     Writes to ``config.output_dir`` (chief only): ``checkpoints/`` (every epoch), ``logs/`` (TensorBoard),
@@ -362,12 +381,15 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
             train_step = task.make_train_step(model, optimizer, strategy, global_batch)
             phase_index = index
             if chief and verbose and train_config.phases:
-                print(f"phase {index + 1}/{len(train_config.phases)}: {phase.epochs} epochs, trainable layers "
-                      f"{phase.trainable_layers}, learning rate {phase.learning_rate or train_config.learning_rate}")
+                print(
+                    f"phase {index + 1}/{len(train_config.phases)}: {phase.epochs} epochs, trainable layers "
+                    f"{phase.trainable_layers}, learning rate {phase.learning_rate or train_config.learning_rate}"
+                )
         if chief and verbose:
             print(f"Epoch {epoch + 1}/{train_config.epochs}")
-        progbar = keras.utils.Progbar(steps_per_epoch, verbose=verbose if chief else 0,
-                                      stateful_metrics=task.metric_names)  # fmt: skip
+        progbar = keras.utils.Progbar(
+            steps_per_epoch, verbose=verbose if chief else 0, stateful_metrics=task.metric_names
+        )
         totals: np.ndarray | None = None
         started = time.perf_counter()
         for step in range(steps_per_epoch):
@@ -391,8 +413,11 @@ def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy |
         epoch_seconds = time.perf_counter() - started
         train_seconds += epoch_seconds
         trained_images += steps_per_epoch * global_batch
-        history = {**running, "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-                   "epoch_seconds": epoch_seconds}  # fmt: skip
+        history = {
+            **running,
+            "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+            "epoch_seconds": epoch_seconds,
+        }
         last = epoch + 1 == train_config.epochs
         every = train_config.eval_every_epochs
         due = bool(last or (every and (epoch + 1) % every == 0))
@@ -430,14 +455,17 @@ def _json_ready(values: dict) -> dict:
     return {k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()}
 
 
-def _report_epoch(checkpointer: EpochCheckpointer, writer, completed: int, record: dict, chief: bool,
-                  verbose: int) -> None:
+def _report_epoch(
+    checkpointer: EpochCheckpointer, writer, completed: int, record: dict, chief: bool, verbose: int
+) -> None:
     """The end of epoch ``completed`` once its checkpoint is saved and its evaluation (if due) ran: print the
     evaluation, write the TensorBoard summaries (running metrics and ``eval_*``), mark the record done."""
     evaluation = record.get("evaluation")
     if chief and verbose and evaluation is not None:
-        print("  eval: " + "  ".join(f"{k} {v:.4f}" for k, v in evaluation.items()
-                                     if isinstance(v, float) and "/" not in k))  # fmt: skip
+        print(
+            "  eval: "
+            + "  ".join(f"{k} {v:.4f}" for k, v in evaluation.items() if isinstance(v, float) and "/" not in k)
+        )
     if writer is not None:
         summaries = {**record["history"], **{f"eval_{k}": v for k, v in (evaluation or {}).items()}}
         with writer.as_default(step=completed):

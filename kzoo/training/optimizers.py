@@ -39,4 +39,4 @@ class SGD(keras.optimizers.SGD):
             momentum=tf.cast(self.momentum, dtype),
             use_locking=False,
             use_nesterov=self.nesterov,
-        )  # fmt: skip
+        )

@@ -88,16 +88,18 @@ def read_holder(output_dir: str | os.PathLike) -> dict:
 def _describe(holder: dict) -> str:
     if not holder:
         return "another process (it has not written its name yet)"
-    return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, since {holder.get('since', '?')}"
-            + (f" ({holder['command']})" if holder.get("command") else ""))  # fmt: skip
+    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, since {holder.get('since', '?')}" + (
+        f" ({holder['command']})" if holder.get("command") else ""
+    )
 
 
 def _refusal(output_dir: str, holder: dict, purpose: str) -> RunLockedError:
     return RunLockedError(
         f"{output_dir} is in use by another kzoo run: {_describe(holder)}; {purpose} refused, nothing was changed "
         "(wait for that run to end or stop it, or use another output_dir)",
-        output_dir, holder,
-    )  # fmt: skip
+        output_dir,
+        holder,
+    )
 
 
 def _record(command: str) -> bytes:
@@ -202,4 +204,3 @@ def run_lock(output_dir: str | os.PathLike, purpose: str = "training", command: 
         yield path
     finally:
         release(path)
-

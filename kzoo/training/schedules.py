@@ -82,8 +82,7 @@ class PhasedSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return rate
 
     def get_config(self) -> dict:
-        return {"starts": self.starts,
-                "schedules": [keras.saving.serialize_keras_object(s) for s in self.schedules]}  # fmt: skip
+        return {"starts": self.starts, "schedules": [keras.saving.serialize_keras_object(s) for s in self.schedules]}
 
     @classmethod
     def from_config(cls, config: dict) -> PhasedSchedule:

@@ -10,9 +10,7 @@ import tensorflow as tf
 STRATEGY_KINDS = ("auto", "mirrored", "multi_worker", "one_device")
 
 
-def make_strategy(
-    kind: str = "auto", devices: tuple[str, ...] | list[str] | None = None
-) -> tf.distribute.Strategy:
+def make_strategy(kind: str = "auto", devices: tuple[str, ...] | list[str] | None = None) -> tf.distribute.Strategy:
     """Build the distribution strategy named by ``kind``.
 
     - ``auto``: ``MirroredStrategy`` over all visible GPUs when there is at least

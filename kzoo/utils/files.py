@@ -101,7 +101,7 @@ def remove_stale_temporaries(directory: str | os.PathLike, again: bool = False) 
     except OSError:
         return removed
     for name in names:
-        match = re.match(r"(\d+)-", name[len(mine):]) if name.startswith(mine) else None
+        match = re.match(r"(\d+)-", name[len(mine) :]) if name.startswith(mine) else None
         if match is None or _process_alive(int(match[1])):
             continue
         path = os.path.join(directory, name)
@@ -267,8 +267,9 @@ def atomic_directory(final_dir: str | os.PathLike) -> Iterator[str]:
     try:
         yield temp_dir
         if os.path.exists(final_dir):
-            raise os_error(FileExistsError, errno.EEXIST,
-                           f"{final_dir} appeared while it was being written; not overwriting it")
+            raise os_error(
+                FileExistsError, errno.EEXIST, f"{final_dir} appeared while it was being written; not overwriting it"
+            )
         make_readable(temp_dir)
         os.rename(temp_dir, final_dir)
     except FileExistsError:

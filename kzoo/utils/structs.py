@@ -25,8 +25,9 @@ def check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
         raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
 
 
-def check_range(key: str, value: float | None, low: float | None = None, high: float | None = None,
-                low_open: bool = False) -> None:
+def check_range(
+    key: str, value: float | None, low: float | None = None, high: float | None = None, low_open: bool = False
+) -> None:
     """ConfigError naming ``key`` unless ``low <= value <= high`` (``low < value`` with ``low_open``);
     ``None`` values pass (optional keys)."""
     if value is None:
@@ -68,15 +69,16 @@ def _convert(value: Any, annotation: Any, key: str, moved_keys: Mapping[str, str
         if value != value or value in (float("inf"), float("-inf")):
             raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
         return float(value)
-    if annotation in (int, str, bool, dict) and not (isinstance(value, annotation) and not (
-        annotation is int and isinstance(value, bool)
-    )):
+    if annotation in (int, str, bool, dict) and not (
+        isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))
+    ):
         raise ConfigError(f"config key '{key}' must be {annotation.__name__}, got {value!r}")
     return value
 
 
-def dataclass_from_dict(cls: type[_T], values: Mapping[str, Any], prefix: str = "",
-                        moved_keys: Mapping[str, str] | None = None) -> _T:
+def dataclass_from_dict(
+    cls: type[_T], values: Mapping[str, Any], prefix: str = "", moved_keys: Mapping[str, str] | None = None
+) -> _T:
     """Build the (frozen) dataclass ``cls`` from a nested mapping, checking every key and value type.
 
     A ``preset`` key picks a starting point from ``cls.presets`` (a mapping of names to functions taking the
@@ -142,8 +144,11 @@ def check_count(key: str, value: Any, low: int = 1, high: int = INT32_MAX) -> No
     if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
         raise ConfigError(f"config key '{key}' must be an int, got {value!r}")
     if not low <= int(value) <= high:
-        bound = f">= {low}" if int(value) < low else f"<= {high}" + (" (int32)" if high == INT32_MAX else
-                                                                      " (int64)" if high == INT64_MAX else "")
+        bound = (
+            f">= {low}"
+            if int(value) < low
+            else f"<= {high}" + (" (int32)" if high == INT32_MAX else " (int64)" if high == INT64_MAX else "")
+        )
         raise ConfigError(f"config key '{key}' must be {bound}, got {value!r}")
 
 

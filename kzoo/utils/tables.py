@@ -16,8 +16,11 @@ def format_table(title: str, rows: Sequence[Sequence[object]], right_align: bool
     lines = [title, rule]
     for index, row in enumerate(cells):
         row = row + [""] * (len(widths) - len(row))
-        lines.append(" | ".join(c.rjust(w) if right_align and i else c.ljust(w)
-                                for i, (c, w) in enumerate(zip(row, widths))).rstrip())  # fmt: skip
+        lines.append(
+            " | ".join(
+                c.rjust(w) if right_align and i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))
+            ).rstrip()
+        )
         if index == 0:
             lines.append(rule)
     lines.append(rule)

@@ -13,8 +13,18 @@ def test_keras_applications_signature():
     import inspect
 
     params = list(inspect.signature(NIN).parameters)
-    assert params[:10] == ["include_top", "weights", "input_tensor", "input_shape", "pooling", "classes",
-                           "classifier_activation", "variant", "dropout_rate", "name"]  # fmt: skip
+    assert params[:10] == [
+        "include_top",
+        "weights",
+        "input_tensor",
+        "input_shape",
+        "pooling",
+        "classes",
+        "classifier_activation",
+        "variant",
+        "dropout_rate",
+        "name",
+    ]
 
 
 def test_include_top_false_and_pooling():
@@ -77,9 +87,15 @@ def test_registered_weights_download_path(tmp_path, monkeypatch):
     path = release / "test_nin.weights.h5"
     source.save_weights(str(path))
     digest = sha256_of(path)
-    entry = registry.RegisteredWeights("test_nin", "nin", "test_nin.weights.h5", digest, input_shape=(28, 28, 1),
-                                       model_kwargs={"variant": "mnist", "use_batch_norm": True},
-                                       class_names=tuple("abcdefghij"))  # fmt: skip
+    entry = registry.RegisteredWeights(
+        "test_nin",
+        "nin",
+        "test_nin.weights.h5",
+        digest,
+        input_shape=(28, 28, 1),
+        model_kwargs={"variant": "mnist", "use_batch_norm": True},
+        class_names=tuple("abcdefghij"),
+    )
     monkeypatch.setitem(registry.REGISTRY, "test_nin", entry)
     monkeypatch.setattr(registry, "RELEASE_URL", release.as_uri() + "/")
     monkeypatch.setattr(registry, "local_weight_dirs", lambda: [str(tmp_path / "nowhere")])

@@ -39,8 +39,11 @@ def test_one_registry_for_both_families():
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown weights 'imagenet': pass None, a file path, or one of \['coco'\]"):
         MaskRCNN(weights="imagenet")
-    with pytest.raises(ValueError, match=r"unknown weights 'imagenet': pass None, a file path, or one of "
-                                         r"\['fashion_mnist'\]"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"unknown weights 'imagenet': pass None, a file path, or one of "
+        r"\['fashion_mnist'\]",
+    ):
         NIN(weights="imagenet")
     with pytest.raises(ValueError, match=r"unknown weights 'fashion_mnist': .* one of \['coco'\]"):
         MaskRCNN(weights="fashion_mnist")
@@ -61,8 +64,9 @@ def fake_coco(tmp_path, monkeypatch):
     server.mkdir()
     pth = server / "fake_coco-00000000.pth"
     pth.write_bytes(b"a torchvision checkpoint" * 100)
-    entry = dataclasses.replace(weights.REGISTRY["coco"], source_url=pth.as_uri(),
-                                source_sha256_prefix=sha256_of(pth)[:8])  # fmt: skip
+    entry = dataclasses.replace(
+        weights.REGISTRY["coco"], source_url=pth.as_uri(), source_sha256_prefix=sha256_of(pth)[:8]
+    )
     monkeypatch.setitem(weights.REGISTRY, "coco", entry)
     monkeypatch.setattr(weights, "CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("KZOO_WEIGHTS_DIR", str(tmp_path / "no_local_weights"))

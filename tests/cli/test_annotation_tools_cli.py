@@ -22,12 +22,29 @@ def _write_labelme(folder, examples):
         for group, (mask, label) in enumerate(zip(example["masks"], example["classes"])):
             for polygon in mask_to_polygons(mask):
                 points = np.asarray(polygon, float).reshape(-1, 2).tolist()
-                shapes.append({"label": SHAPES_INSTANCE_CLASSES[label - 1], "points": points, "group_id": group,
-                               "shape_type": "polygon", "flags": {}})  # fmt: skip
+                shapes.append(
+                    {
+                        "label": SHAPES_INSTANCE_CLASSES[label - 1],
+                        "points": points,
+                        "group_id": group,
+                        "shape_type": "polygon",
+                        "flags": {},
+                    }
+                )
         height, width = example["image"].shape[:2]
-        (folder / f"photo{index}.json").write_text(json.dumps({
-            "version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": name, "imageData": None,
-            "imageHeight": height, "imageWidth": width}))  # fmt: skip
+        (folder / f"photo{index}.json").write_text(
+            json.dumps(
+                {
+                    "version": "5.4.1",
+                    "flags": {},
+                    "shapes": shapes,
+                    "imagePath": name,
+                    "imageData": None,
+                    "imageHeight": height,
+                    "imageWidth": width,
+                }
+            )
+        )
 
 
 def _write_via(path, image_dir, examples):
@@ -40,18 +57,36 @@ def _write_via(path, image_dir, examples):
         regions = []
         for mask, label in zip(example["masks"], example["classes"]):
             polygon = np.asarray(max(mask_to_polygons(mask), key=len)).reshape(-1, 2)
-            regions.append({"shape_attributes": {"name": "polygon", "all_points_x": polygon[:, 0].tolist(),
-                                                 "all_points_y": polygon[:, 1].tolist()},
-                            "region_attributes": {"shape": SHAPES_INSTANCE_CLASSES[label - 1]}})  # fmt: skip
+            regions.append(
+                {
+                    "shape_attributes": {
+                        "name": "polygon",
+                        "all_points_x": polygon[:, 0].tolist(),
+                        "all_points_y": polygon[:, 1].tolist(),
+                    },
+                    "region_attributes": {"shape": SHAPES_INSTANCE_CLASSES[label - 1]},
+                }
+            )
         metadata[f"{name}{size}"] = {"filename": name, "size": size, "regions": regions, "file_attributes": {}}
-    path.write_text(json.dumps({"_via_settings": {}, "_via_img_metadata": metadata,
-                                "_via_attributes": {"region": {"shape": {"type": "text"}}, "file": {}}}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "_via_settings": {},
+                "_via_img_metadata": metadata,
+                "_via_attributes": {"region": {"shape": {"type": "text"}}, "file": {}},
+            }
+        )
+    )
 
 
 def _config(tmp_path, tiny_mask_rcnn, data):
     values = tiny_mask_rcnn(tmp_path / "run")
-    values["data"] = {**{k: v for k, v in values["data"].items() if not k.startswith("shapes_")}, **data,
-                      "train_examples": None, "eval_examples": None}  # fmt: skip
+    values["data"] = {
+        **{k: v for k, v in values["data"].items() if not k.startswith("shapes_")},
+        **data,
+        "train_examples": None,
+        "eval_examples": None,
+    }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
@@ -63,14 +98,21 @@ def test_annotation_folders_train_from_the_cli(tool, tmp_path, tiny_mask_rcnn, c
     if tool == "labelme":
         _write_labelme(tmp_path / "train", train)
         _write_labelme(tmp_path / "val", evaluation)
-        data = {"source": "labelme", "train_annotations": str(tmp_path / "train"),
-                "eval_annotations": str(tmp_path / "val")}  # fmt: skip
+        data = {
+            "source": "labelme",
+            "train_annotations": str(tmp_path / "train"),
+            "eval_annotations": str(tmp_path / "val"),
+        }
     else:
         _write_via(tmp_path / "train.json", tmp_path / "train_images", train)
         _write_via(tmp_path / "val.json", tmp_path / "val_images", evaluation)
-        data = {"source": "via", "train_annotations": str(tmp_path / "train.json"),
-                "train_images": str(tmp_path / "train_images"), "eval_annotations": str(tmp_path / "val.json"),
-                "eval_images": str(tmp_path / "val_images")}  # fmt: skip
+        data = {
+            "source": "via",
+            "train_annotations": str(tmp_path / "train.json"),
+            "train_images": str(tmp_path / "train_images"),
+            "eval_annotations": str(tmp_path / "val.json"),
+            "eval_images": str(tmp_path / "val_images"),
+        }
     config = _config(tmp_path, tiny_mask_rcnn, {**data, "class_names": list(SHAPES_INSTANCE_CLASSES)})
     assert main(["train", str(config), "--quiet"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out

@@ -64,8 +64,22 @@ def test_evaluate_export_predict(trained, capsys):
     gray = root / "gray.jpg"  # a grayscale JPEG of another size is converted and resized in the graph
     tf.io.write_file(str(gray), tf.io.encode_jpeg(np.full((40, 30, 1), 128, np.uint8)))
     cam_dir = root / "cams"
-    assert main(["predict", *paths, str(gray), "--saved-model", str(root / "run" / "export" / "tiny"),
-                 "--top", "2", "--cam", str(cam_dir)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                *paths,
+                str(gray),
+                "--saved-model",
+                str(root / "run" / "export" / "tiny"),
+                "--top",
+                "2",
+                "--cam",
+                str(cam_dir),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "img0.png" in out and "gray.jpg" in out
     cam = tf.io.decode_png(tf.io.read_file(str(cam_dir / "img0_cam.png"))).numpy()
@@ -85,8 +99,23 @@ def test_cli_errors_name_the_problem(trained, tmp_path, capsys):
     assert "unknown config key 'train.epoch'" in capsys.readouterr().err
     assert main(["train", str(config), "--set", "model.classes=10"]) == 2
     assert "holds a run of another model (model.classes was 5, now 10)" in capsys.readouterr().err
-    assert main(["train", str(config), "--set", "data.source=fashion_mnist", "--set", f"output_dir={tmp_path / 'fm'}",
-                 "--set", f"data.data_dir={tmp_path / 'missing'}", "--set", "model.classes=10"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                str(config),
+                "--set",
+                "data.source=fashion_mnist",
+                "--set",
+                f"output_dir={tmp_path / 'fm'}",
+                "--set",
+                f"data.data_dir={tmp_path / 'missing'}",
+                "--set",
+                "model.classes=10",
+            ]
+        )
+        == 2
+    )
     assert "Fashion-MNIST directory not found" in capsys.readouterr().err
     assert main(["evaluate", str(config), "--weights", str(tmp_path / "none.weights.h5")]) == 2
     assert "weights file not found" in capsys.readouterr().err
@@ -114,10 +143,27 @@ def test_predict_with_mask_rcnn_uses_the_runs_weights_and_class_names(tmp_path, 
     from kzoo.tasks.instance_segmentation import build_mask_rcnn
 
     config = tmp_path / "tiny_mask_rcnn.yaml"
-    config.write_text(yaml.safe_dump({"task": "mask_rcnn", "output_dir": str(tmp_path / "run"), "model": {
-        "backbone": "mobilenet_v2", "num_classes": 4, "fpn_channels": 16, "box_fc_dim": 32, "mask_channels": 8,
-        "mask_num_convs": 1, "rpn_pre_nms_top_k_test": 50, "rpn_post_nms_top_k_test": 20, "max_detections": 5,
-        "min_size": 64, "max_size": 96}}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "task": "mask_rcnn",
+                "output_dir": str(tmp_path / "run"),
+                "model": {
+                    "backbone": "mobilenet_v2",
+                    "num_classes": 4,
+                    "fpn_channels": 16,
+                    "box_fc_dim": 32,
+                    "mask_channels": 8,
+                    "mask_num_convs": 1,
+                    "rpn_pre_nms_top_k_test": 50,
+                    "rpn_post_nms_top_k_test": 20,
+                    "max_detections": 5,
+                    "min_size": 64,
+                    "max_size": 96,
+                },
+            }
+        )
+    )
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     rgb, gray, deep = tmp_path / "a" / "street.png", tmp_path / "b" / "street.png", tmp_path / "deep.png"
@@ -125,8 +171,18 @@ def test_predict_with_mask_rcnn_uses_the_runs_weights_and_class_names(tmp_path, 
     Image.fromarray(np.full((40, 50), 200, np.uint8), mode="L").save(gray)  # grayscale
     Image.fromarray(np.full((30, 60), 40000, np.uint16)).save(deep)  # 16-bit grayscale
     out_dir = tmp_path / "out"
-    args = ["predict", str(rgb), str(gray), str(deep), "--mask-rcnn", str(config), "--output", str(out_dir),
-            "--score-threshold", "0"]  # fmt: skip
+    args = [
+        "predict",
+        str(rgb),
+        str(gray),
+        str(deep),
+        "--mask-rcnn",
+        str(config),
+        "--output",
+        str(out_dir),
+        "--score-threshold",
+        "0",
+    ]
     assert main(args) == 2  # no trained weights yet: refuse, do not draw a random model's detections
     err = capsys.readouterr().err
     assert "no trained weights for this config" in err and str(tmp_path / "run" / "model.weights.h5") in err

@@ -56,8 +56,7 @@ def test_a_run_folder_is_a_config(tmp_path):
 
     run = tmp_path / "runs" / "mine"
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"task": "classification", "name": "mine",
-                                                     "output_dir": str(run)}))  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump({"task": "classification", "name": "mine", "output_dir": str(run)}))
     assert load_config(run).name == "mine"
     assert load_config(str(run) + "/").output_dir == str(run)
     with pytest.raises(IsADirectoryError, match="without a config.yaml"):

@@ -32,20 +32,45 @@ def test_coco_weights_fine_tuned_on_penn_fudan_then_evaluated_and_exported(torch
 
     annotations = PENN_FUDAN / "annotations"
     config = {
-        "task": "mask_rcnn", "name": "pedestrians", "output_dir": str(tmp_path / "run"),
+        "task": "mask_rcnn",
+        "name": "pedestrians",
+        "output_dir": str(tmp_path / "run"),
         # plain BatchNorm2d in a model built with weights=None: eps 1e-5
-        "model": {"preset": "torchvision", "num_classes": 2, "init_weights": str(coco), "norm_epsilon": 1e-5,
-                  "min_size": 128, "max_size": 128, "rpn_pre_nms_top_k_train": 200, "rpn_post_nms_top_k_train": 100,
-                  "rpn_pre_nms_top_k_test": 100, "rpn_post_nms_top_k_test": 50, "roi_samples_per_image": 64,
-                  "detection_pre_nms_top_k": 200},
-        "data": {"source": "coco", "train_annotations": str(annotations / "instances_train.json"),
-                 "train_images": str(PENN_FUDAN / "PNGImages"),
-                 "eval_annotations": str(annotations / "instances_val.json"),
-                 "eval_images": str(PENN_FUDAN / "PNGImages"), "train_examples": 4, "eval_examples": 4,
-                 "max_instances": 16, "mask_size": 28},
-        "train": {"epochs": 1, "batch_size": 2, "learning_rate": 0.001, "schedule": "constant", "warmup_epochs": 0,
-                  "trainable_layers": "heads", "gradient_clip_norm": 10.0},
-    }  # fmt: skip
+        "model": {
+            "preset": "torchvision",
+            "num_classes": 2,
+            "init_weights": str(coco),
+            "norm_epsilon": 1e-5,
+            "min_size": 128,
+            "max_size": 128,
+            "rpn_pre_nms_top_k_train": 200,
+            "rpn_post_nms_top_k_train": 100,
+            "rpn_pre_nms_top_k_test": 100,
+            "rpn_post_nms_top_k_test": 50,
+            "roi_samples_per_image": 64,
+            "detection_pre_nms_top_k": 200,
+        },
+        "data": {
+            "source": "coco",
+            "train_annotations": str(annotations / "instances_train.json"),
+            "train_images": str(PENN_FUDAN / "PNGImages"),
+            "eval_annotations": str(annotations / "instances_val.json"),
+            "eval_images": str(PENN_FUDAN / "PNGImages"),
+            "train_examples": 4,
+            "eval_examples": 4,
+            "max_instances": 16,
+            "mask_size": 28,
+        },
+        "train": {
+            "epochs": 1,
+            "batch_size": 2,
+            "learning_rate": 0.001,
+            "schedule": "constant",
+            "warmup_epochs": 0,
+            "trainable_layers": "heads",
+            "gradient_clip_norm": 10.0,
+        },
+    }
     path = tmp_path / "pedestrians.yaml"
     path.write_text(yaml.safe_dump(config))
 

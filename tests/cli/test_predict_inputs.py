@@ -61,10 +61,28 @@ def tiny_run(tmp_path):
     from kzoo.tasks.instance_segmentation import build_mask_rcnn
 
     config = tmp_path / "tiny_mask_rcnn.yaml"
-    config.write_text(yaml.safe_dump({"task": "mask_rcnn", "output_dir": str(tmp_path / "run"), "model": {
-        "backbone": "mobilenet_v2", "num_classes": 4, "fpn_channels": 16, "box_fc_dim": 32, "mask_channels": 8,
-        "mask_num_convs": 1, "rpn_pre_nms_top_k_test": 50, "rpn_post_nms_top_k_test": 20, "max_detections": 5,
-        "min_size": 64, "max_size": 96, "score_threshold": 0.0}}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "task": "mask_rcnn",
+                "output_dir": str(tmp_path / "run"),
+                "model": {
+                    "backbone": "mobilenet_v2",
+                    "num_classes": 4,
+                    "fpn_channels": 16,
+                    "box_fc_dim": 32,
+                    "mask_channels": 8,
+                    "mask_num_convs": 1,
+                    "rpn_pre_nms_top_k_test": 50,
+                    "rpn_post_nms_top_k_test": 20,
+                    "max_detections": 5,
+                    "min_size": 64,
+                    "max_size": 96,
+                    "score_threshold": 0.0,
+                },
+            }
+        )
+    )
     (tmp_path / "run").mkdir()
     build_mask_rcnn(load_config(config)).save_weights(str(tmp_path / "run" / "model.weights.h5"))
     return config
@@ -78,13 +96,28 @@ def test_mask_rcnn_predict_on_folders_globs_and_a_video(tmp_path, tiny_run, caps
     _image(tmp_path / "more" / "x.png", value=200)
     video = _video(tmp_path / "clip.mp4")
     out = tmp_path / "out"
-    argv = ["predict", str(tmp_path / "in"), str(tmp_path / "more" / "*.png"), video, "--mask-rcnn", str(tiny_run),
-            "--output", str(out), "--score-threshold", "0"]  # fmt: skip
+    argv = [
+        "predict",
+        str(tmp_path / "in"),
+        str(tmp_path / "more" / "*.png"),
+        video,
+        "--mask-rcnn",
+        str(tiny_run),
+        "--output",
+        str(out),
+        "--score-threshold",
+        "0",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr()
     names = sorted(os.listdir(out))
-    assert names == ["clip_detections.json", "clip_detections.mp4", "in_x_detections.png", "more_x_detections.png",
-                     "y_detections.png"], names  # fmt: skip
+    assert names == [
+        "clip_detections.json",
+        "clip_detections.mp4",
+        "in_x_detections.png",
+        "more_x_detections.png",
+        "y_detections.png",
+    ], names
     assert "in 4 frames" in printed.out and "7 images in" in printed.out and "images/s" in printed.out
     # the annotated video: every frame, at the source's size and rate
     with av.open(str(out / "clip_detections.mp4")) as container:

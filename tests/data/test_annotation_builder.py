@@ -21,10 +21,26 @@ def _labelme(folder, name, shapes, seed=0):
     folder.mkdir(exist_ok=True)
     pixels = np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(folder / f"{name}.png")
-    doc = {"version": "5.4.1", "flags": {}, "imagePath": f"{name}.png", "imageData": None, "imageHeight": H,
-           "imageWidth": W, "shapes": [{"label": label, "points": points, "group_id": None, "description": "",
-                                        "shape_type": kind, "flags": {}, "mask": None}
-                                       for label, kind, points in shapes]}  # fmt: skip
+    doc = {
+        "version": "5.4.1",
+        "flags": {},
+        "imagePath": f"{name}.png",
+        "imageData": None,
+        "imageHeight": H,
+        "imageWidth": W,
+        "shapes": [
+            {
+                "label": label,
+                "points": points,
+                "group_id": None,
+                "description": "",
+                "shape_type": kind,
+                "flags": {},
+                "mask": None,
+            }
+            for label, kind, points in shapes
+        ],
+    }
     (folder / f"{name}.json").write_text(json.dumps(doc))
 
 
@@ -37,12 +53,16 @@ def test_spans_area():
 
 def test_ignore_and_background_are_crowd_regions_ignored_in_evaluation(tmp_path):
     folder = tmp_path / "labelme"
-    _labelme(folder, "a", [
-        ("cat", "rectangle", [[10, 10], [50, 60]]),
-        ("__ignore__", "rectangle", [[90, 20], [150, 100]]),
-        ("dog", "polygon", [[60, 70], [80, 70], [80, 110], [60, 110]]),
-        ("_background_", "polygon", [[0, 100], [30, 100], [30, 119], [0, 119]]),
-    ])  # fmt: skip
+    _labelme(
+        folder,
+        "a",
+        [
+            ("cat", "rectangle", [[10, 10], [50, 60]]),
+            ("__ignore__", "rectangle", [[90, 20], [150, 100]]),
+            ("dog", "polygon", [[60, 70], [80, 70], [80, 110], [60, 110]]),
+            ("_background_", "polygon", [[0, 100], [30, 100], [30, 119], [0, 119]]),
+        ],
+    )
     # labelme's labels.txt starts with __ignore__ and _background_: they are no class
     coco, _, counts = labelme_to_coco(str(folder), class_names=["__ignore__", "_background_", "cat", "dog"])
     assert [c["name"] for c in coco["categories"]] == ["cat", "dog"]
@@ -84,11 +104,15 @@ def test_bow_tie_is_kept_by_its_drawn_area(tmp_path):
 
 def test_polygon_outside_the_image_is_counted_once_and_clipping_is_a_repair(tmp_path, capsys):
     folder = tmp_path / "labelme"
-    _labelme(folder, "a", [
-        ("cat", "polygon", [[500, 500], [600, 500], [600, 600]]),  # wholly outside
-        ("cat", "polygon", [[-50, 10], [50, 10], [50, 50], [-50, 50]]),  # clipped, kept
-        ("dog", "rectangle", [[70, 70], [100, 100]]),
-    ])  # fmt: skip
+    _labelme(
+        folder,
+        "a",
+        [
+            ("cat", "polygon", [[500, 500], [600, 500], [600, 600]]),  # wholly outside
+            ("cat", "polygon", [[-50, 10], [50, 10], [50, 50], [-50, 50]]),  # clipped, kept
+            ("dog", "rectangle", [[70, 70], [100, 100]]),
+        ],
+    )
     coco, _, counts = labelme_to_coco(str(folder))
     assert counts["outside_image"] == 1 and counts["clipped_polygons"] == 1 and counts["instances"] == 2
     assert "clipped_polygons" in REPAIRS and "outside_image" not in REPAIRS
@@ -101,8 +125,10 @@ def test_polygon_outside_the_image_is_counted_once_and_clipping_is_a_repair(tmp_
 def test_convert_table_stays_terminal_wide_with_80_classes(tmp_path, capsys):
     folder = tmp_path / "labelme"
     names = [f"class_number_{i:02d}" for i in range(80)]
-    shapes = [(name, "rectangle", [[2 * (i % 40), 40 * (i // 40)], [2 * (i % 40) + 30, 40 * (i // 40) + 30]])
-              for i, name in enumerate(names)]  # fmt: skip
+    shapes = [
+        (name, "rectangle", [[2 * (i % 40), 40 * (i // 40)], [2 * (i % 40) + 30, 40 * (i // 40) + 30]])
+        for i, name in enumerate(names)
+    ]
     _labelme(folder, "a", shapes)
     assert main(["convert", "labelme", str(folder), "--output", str(tmp_path / "out.json")]) == 0
     out = capsys.readouterr().out
@@ -115,12 +141,16 @@ def test_ignore_regions_train_as_one_crowd_box_each(tmp_path):
     from kzoo.data.annotation_tools import load_annotation_tool_instances
 
     folder = tmp_path / "labelme"
-    _labelme(folder, "a", [
-        ("cat", "rectangle", [[10, 10], [50, 60]]),
-        ("dog", "rectangle", [[60, 10], [80, 60]]),
-        ("bird", "rectangle", [[100, 10], [120, 60]]),
-        ("__ignore__", "rectangle", [[90, 70], [150, 110]]),
-    ])  # fmt: skip
+    _labelme(
+        folder,
+        "a",
+        [
+            ("cat", "rectangle", [[10, 10], [50, 60]]),
+            ("dog", "rectangle", [[60, 10], [80, 60]]),
+            ("bird", "rectangle", [[100, 10], [120, 60]]),
+            ("__ignore__", "rectangle", [[90, 70], [150, 110]]),
+        ],
+    )
     instances = load_annotation_tool_instances("labelme", str(folder), None)
     (record,) = instances.records
     assert record.is_crowd.tolist() == [False, False, False, True]  # 3 crowd copies in the json, 1 region here
@@ -134,10 +164,21 @@ def test_coco_reader_counts_a_fifo_image_as_unusable_without_opening_it(tmp_path
 
     (tmp_path / "images").mkdir()
     os.mkfifo(tmp_path / "images" / "a.png")
-    coco = {"images": [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "iscrowd": 0,
-                             "segmentation": [[1, 1, 11, 1, 11, 11]], "area": 50}],
-            "categories": [{"id": 1, "name": "cat"}]}  # fmt: skip
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [1, 1, 10, 10],
+                "iscrowd": 0,
+                "segmentation": [[1, 1, 11, 1, 11, 11]],
+                "area": 50,
+            }
+        ],
+        "categories": [{"id": 1, "name": "cat"}],
+    }
     for check in ("exists", "header", "full"):
         instances = load_coco_instances(coco, str(tmp_path / "images"), check_images=check)
         assert instances.counts["corrupt_images"] == 1 and instances.counts["missing_images"] == 0, check

@@ -111,13 +111,24 @@ def labelme_set(tmp_path_factory):
     def write(name, **data):
         (root / "ann" / name).write_text(json.dumps({"version": "5.5.0", "flags": {}, **data}))
 
-    write("a.json", shapes=[{"group_id": None, "flags": {}, **s} for s in LABELME_SHAPES],
-          imagePath="../images/a.png", imageData=None, imageHeight=H, imageWidth=W)  # fmt: skip
+    write(
+        "a.json",
+        shapes=[{"group_id": None, "flags": {}, **s} for s in LABELME_SHAPES],
+        imagePath="../images/a.png",
+        imageData=None,
+        imageHeight=H,
+        imageWidth=W,
+    )
     buffer = io.BytesIO()
     embedded = _save_image(buffer, *EMBEDDED_SIZE, seed=1, format="PNG")
-    write("b.json", shapes=[{"label": "dog", "points": [[10, 10], [90, 10], [90, 80]], "shape_type": "polygon"}],
-          imagePath="gone.png", imageData=base64.b64encode(buffer.getvalue()).decode("ascii"),
-          imageHeight=EMBEDDED_SIZE[0], imageWidth=EMBEDDED_SIZE[1])  # fmt: skip
+    write(
+        "b.json",
+        shapes=[{"label": "dog", "points": [[10, 10], [90, 10], [90, 80]], "shape_type": "polygon"}],
+        imagePath="gone.png",
+        imageData=base64.b64encode(buffer.getvalue()).decode("ascii"),
+        imageHeight=EMBEDDED_SIZE[0],
+        imageWidth=EMBEDDED_SIZE[1],
+    )
     (root / "ann" / "c.json").write_text("{not json")
     write("d.json", shapes=[], imagePath="nowhere.png", imageData=None, imageHeight=H, imageWidth=W)
     return root, embedded
@@ -127,8 +138,10 @@ def test_labelme_shapes_become_polygons(labelme_set, tmp_path, caplog):
     root, embedded = labelme_set
     with caplog.at_level(logging.WARNING):
         coco, image_root, counts = labelme_to_coco(str(root / "ann"), ["cat", "dog"], image_dir=str(tmp_path))
-    assert coco["categories"] == [{"id": 1, "name": "cat", "supercategory": ""},
-                                  {"id": 2, "name": "dog", "supercategory": ""}]  # fmt: skip
+    assert coco["categories"] == [
+        {"id": 1, "name": "cat", "supercategory": ""},
+        {"id": 2, "name": "dog", "supercategory": ""},
+    ]
     assert [i["file_name"] for i in coco["images"]][0] == "../images/a.png"
     image = coco["images"][0]
     assert (image["height"], image["width"]) == (H, W)
@@ -145,8 +158,14 @@ def test_labelme_shapes_become_polygons(labelme_set, tmp_path, caplog):
         _check_annotation(ann, image, mask)
     assert len(found[3][1]["segmentation"]) == 2  # the group: one instance, two polygons
     assert max(max(p) for p in found[4][1]["segmentation"]) <= W  # the 1e9 point: clipped to the image
-    expected_counts = {"degenerate_polygons": 1, "unknown_labels": 1, "unsupported_shapes": 1,
-                       "clipped_polygons": 1, "malformed_files": 1, "missing_images": 1}  # fmt: skip
+    expected_counts = {
+        "degenerate_polygons": 1,
+        "unknown_labels": 1,
+        "unsupported_shapes": 1,
+        "clipped_polygons": 1,
+        "malformed_files": 1,
+        "missing_images": 1,
+    }
     assert {k: counts[k] for k in expected_counts} == expected_counts
     assert counts["images"] == 2 and counts["instances"] == 6 and counts["annotation_files"] == 4
     for word in ("c.json", "nowhere.png", "bird", "distinct", "clipped", "no area"):
@@ -168,8 +187,9 @@ def test_labelme_embedded_image_written_to_cache(labelme_set, tmp_path):
 
 def test_labelme_loads_through_coco_loader(labelme_set, tmp_path):
     root, _ = labelme_set
-    loaded = load_annotation_tool_instances("labelme", str(root / "ann"), None, class_names=["cat", "dog"],
-                                            cache_dir=str(tmp_path))  # fmt: skip
+    loaded = load_annotation_tool_instances(
+        "labelme", str(root / "ann"), None, class_names=["cat", "dog"], cache_dir=str(tmp_path)
+    )
     assert len(loaded) == 2 and loaded.num_instances == 6 and loaded.annotation_file == ""
     assert loaded.categories.names == ("cat", "dog")
     np.testing.assert_array_equal(loaded.records[0].classes, [1, 2, 1, 2, 1])
@@ -182,9 +202,16 @@ def test_labelme_loads_through_coco_loader(labelme_set, tmp_path):
     from kzoo.evaluation.coco import evaluate_coco
 
     truth = coco_ground_truth(loaded)
-    results = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0,
-                "segmentation": mask_to_rle(m)}
-               for a, m in zip(truth["annotations"], (m for r in loaded.records for m in r.masks()))]  # fmt: skip
+    results = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": a["bbox"],
+            "score": 1.0,
+            "segmentation": mask_to_rle(m),
+        }
+        for a, m in zip(truth["annotations"], (m for r in loaded.records for m in r.masks()))
+    ]
     metrics = evaluate_coco(truth, results)
     assert metrics["bbox_AP"] == pytest.approx(1.0) and metrics["segm_AP"] == pytest.approx(1.0)
 
@@ -216,14 +243,28 @@ def via_set(tmp_path_factory):
     exif[0x0112] = 6  # stored 60 wide x 40 high, shown rotated: 40 wide x 60 high
     _save_image(str(root / "images" / "rotated.jpg"), 40, 60, format="JPEG", exif=exif.tobytes())
     metadata = {
-        "v1.png1234": {"filename": "v1.png", "size": 1234, "file_attributes": {}, "regions": [
-            {"shape_attributes": shape, "region_attributes": {"species": label, "notes": "x"}}
-            for shape, label in VIA_REGIONS]},
-        "rotated.jpg99": {"filename": "rotated.jpg", "size": 99, "file_attributes": {}, "regions": [
-            {"shape_attributes": {"name": "rect", "x": 5, "y": 10, "width": 30, "height": 40},
-             "region_attributes": {"species": "dog", "notes": ""}}]},
+        "v1.png1234": {
+            "filename": "v1.png",
+            "size": 1234,
+            "file_attributes": {},
+            "regions": [
+                {"shape_attributes": shape, "region_attributes": {"species": label, "notes": "x"}}
+                for shape, label in VIA_REGIONS
+            ],
+        },
+        "rotated.jpg99": {
+            "filename": "rotated.jpg",
+            "size": 99,
+            "file_attributes": {},
+            "regions": [
+                {
+                    "shape_attributes": {"name": "rect", "x": 5, "y": 10, "width": 30, "height": 40},
+                    "region_attributes": {"species": "dog", "notes": ""},
+                }
+            ],
+        },
         "lost.png7": {"filename": "lost.png", "size": 7, "file_attributes": {}, "regions": []},
-    }  # fmt: skip
+    }
     project = {
         "_via_settings": {"project": {"name": "test"}},
         "_via_img_metadata": metadata,
@@ -231,8 +272,15 @@ def via_set(tmp_path_factory):
         "_via_image_id_list": list(metadata),
     }
     (root / "project.json").write_text(json.dumps(project))
-    export = {key: {**entry, "regions": [{**r, "region_attributes": {"class": r["region_attributes"]["species"]}}
-                                         for r in entry["regions"]]} for key, entry in metadata.items()}  # fmt: skip
+    export = {
+        key: {
+            **entry,
+            "regions": [
+                {**r, "region_attributes": {"class": r["region_attributes"]["species"]}} for r in entry["regions"]
+            ],
+        }
+        for key, entry in metadata.items()
+    }
     (root / "export.json").write_text(json.dumps(export))
     return root
 
@@ -241,8 +289,9 @@ def via_set(tmp_path_factory):
 def test_via_regions_become_polygons(via_set, tmp_path, name):
     # the project's regions have two attributes: which is the class must be said (the export has only "class")
     attribute = "species" if name == "project.json" else None
-    coco, image_root, counts = via_to_coco(str(via_set / name), str(via_set / "images"), class_attribute=attribute,
-                                           image_dir=str(tmp_path))  # fmt: skip
+    coco, image_root, counts = via_to_coco(
+        str(via_set / name), str(via_set / "images"), class_attribute=attribute, image_dir=str(tmp_path)
+    )
     assert image_root == str(via_set / "images") and [c["name"] for c in coco["categories"]] == ["cat", "dog"]
     image = coco["images"][0]
     assert (image["file_name"], image["height"], image["width"]) == ("v1.png", H, W)  # size from the header
@@ -250,8 +299,13 @@ def test_via_regions_become_polygons(via_set, tmp_path, name):
     assert [n for n, _ in found] == ["cat", "dog", "cat", "dog"]
     for (_, ann), mask in zip(found, VIA_EXPECTED):
         _check_annotation(ann, image, mask)
-    expected_counts = {"unsupported_shapes": 1, "degenerate_polygons": 1, "unlabeled_shapes": 1,
-                       "missing_images": 1, "needs_cache": 0}  # fmt: skip
+    expected_counts = {
+        "unsupported_shapes": 1,
+        "degenerate_polygons": 1,
+        "unlabeled_shapes": 1,
+        "missing_images": 1,
+        "needs_cache": 0,
+    }
     assert {k: counts[k] for k in expected_counts} == expected_counts
     rotated = coco["images"][1]  # EXIF-rotated: written upright into the cache
     assert (rotated["height"], rotated["width"]) == (60, 40)
@@ -305,15 +359,19 @@ def yolo_set(tmp_path_factory):
 @pytest.mark.parametrize("data_yaml", ["list.yaml", "dict.yaml"])
 def test_yolo_lines_become_polygons(yolo_set, data_yaml, caplog):
     with caplog.at_level(logging.WARNING):
-        coco, _, counts = yolo_to_coco(str(yolo_set / "labels"), str(yolo_set / "images"),
-                                       data_yaml=str(yolo_set / data_yaml))  # fmt: skip
+        coco, _, counts = yolo_to_coco(
+            str(yolo_set / "labels"), str(yolo_set / "images"), data_yaml=str(yolo_set / data_yaml)
+        )
     assert [c["name"] for c in coco["categories"]] == ["cat", "dog"]
     assert [i["file_name"] for i in coco["images"]] == ["train/y1.png", "train/y2.png"]
     image = coco["images"][0]
     found = _by_category(coco)
     assert [n for n, _ in found] == ["cat", "dog", "dog"] and all(a["image_id"] == 1 for _, a in found)
-    expected = [_pil_polygon(YOLO_POLYGON), _pil_polygon(GROUP_A),
-                _pil_polygon([[250, 10], [460, 10], [460, 150], [250, 150]])]  # fmt: skip
+    expected = [
+        _pil_polygon(YOLO_POLYGON),
+        _pil_polygon(GROUP_A),
+        _pil_polygon([[250, 10], [460, 10], [460, 150], [250, 150]]),
+    ]
     for (_, ann), mask in zip(found, expected):
         _check_annotation(ann, image, mask)
     expected_counts = {"malformed_shapes": 2, "unknown_labels": 1, "missing_images": 1}
@@ -322,8 +380,9 @@ def test_yolo_lines_become_polygons(yolo_set, data_yaml, caplog):
 
 
 def test_yolo_class_names_select_and_order(yolo_set):
-    coco, _, counts = yolo_to_coco(str(yolo_set / "labels"), str(yolo_set / "images"), class_names=["dog"],
-                                   data_yaml=str(yolo_set / "list.yaml"))  # fmt: skip
+    coco, _, counts = yolo_to_coco(
+        str(yolo_set / "labels"), str(yolo_set / "images"), class_names=["dog"], data_yaml=str(yolo_set / "list.yaml")
+    )
     assert coco["categories"][0]["name"] == "dog" and {a["category_id"] for a in coco["annotations"]} == {1}
     assert counts["unknown_labels"] == 2 and counts["instances"] == 2
     named, _, _ = yolo_to_coco(str(yolo_set / "labels"), str(yolo_set / "images"), class_names=["a", "b"])
@@ -334,14 +393,23 @@ def test_yolo_class_names_select_and_order(yolo_set):
 
 def test_write_coco_from_tool(yolo_set, tmp_path):
     output = tmp_path / "out" / "instances.json"
-    summary = write_coco_from_tool("yolo", str(yolo_set / "labels"), str(output), images=str(yolo_set / "images"),
-                                   yolo_data_yaml=str(yolo_set / "dict.yaml"))  # fmt: skip
+    summary = write_coco_from_tool(
+        "yolo",
+        str(yolo_set / "labels"),
+        str(output),
+        images=str(yolo_set / "images"),
+        yolo_data_yaml=str(yolo_set / "dict.yaml"),
+    )
     assert summary["images"] == 2 and summary["instances"] == 3 and summary["categories"] == ["cat", "dog"]
     assert summary["problems"] == {"malformed_shapes": 2, "unknown_labels": 1, "missing_images": 1}
     assert stat.S_IMODE(os.stat(output).st_mode) == 0o644
     loaded = load_coco_instances(str(output), summary["image_dir"])
     assert len(loaded) == 2 and loaded.num_instances == 3
-    assert json.loads(output.read_text()) == annotation_tool_to_coco(
-        "yolo", str(yolo_set / "labels"), str(yolo_set / "images"), yolo_data_yaml=str(yolo_set / "dict.yaml"))[0]
+    assert (
+        json.loads(output.read_text())
+        == annotation_tool_to_coco(
+            "yolo", str(yolo_set / "labels"), str(yolo_set / "images"), yolo_data_yaml=str(yolo_set / "dict.yaml")
+        )[0]
+    )
     with pytest.raises(ValueError, match="unknown annotation tool"):
         annotation_tool_to_coco("cvat", str(yolo_set))

@@ -26,8 +26,16 @@ def examples():
 
 
 def _pipeline(examples, seed=SEED, training=True, batch_size=1, **kwargs):
-    return make_detection_pipeline(examples, batch_size, training, image_size=CANVAS, max_instances=MAX_INSTANCES,
-                                   mask_size=MASK_SIZE, seed=seed, **kwargs)  # fmt: skip
+    return make_detection_pipeline(
+        examples,
+        batch_size,
+        training,
+        image_size=CANVAS,
+        max_instances=MAX_INSTANCES,
+        mask_size=MASK_SIZE,
+        seed=seed,
+        **kwargs,
+    )
 
 
 def _draws(seed, count):
@@ -38,8 +46,14 @@ def _draws(seed, count):
 
 
 def _geometry(key, size, scale_range):
-    jitter = augment.random_scale_window(tf.random.experimental.stateless_fold_in(key, 1), tf.constant(size),
-                                         CANVAS, CANVAS, (CANVAS, CANVAS), scale_range)  # fmt: skip
+    jitter = augment.random_scale_window(
+        tf.random.experimental.stateless_fold_in(key, 1),
+        tf.constant(size),
+        CANVAS,
+        CANVAS,
+        (CANVAS, CANVAS),
+        scale_range,
+    )
     return jitter.scaled_size.numpy(), jitter.offset.numpy(), jitter.window.numpy()
 
 
@@ -112,8 +126,7 @@ def _check_jittered(examples, scale_range, horizontal_flip=True, min_box_size=3.
     """Every element of a first epoch against the float64 reference; returns the per-instance records."""
     by_id = {i + 1: ex for i, ex in enumerate(examples)}
     draws = _draws(SEED, len(examples))
-    pipeline = _pipeline(examples, scale_jitter=scale_range, min_box_size=min_box_size,
-                         horizontal_flip=horizontal_flip)  # fmt: skip
+    pipeline = _pipeline(examples, scale_jitter=scale_range, min_box_size=min_box_size, horizontal_flip=horizontal_flip)
     records = []
     for (key, flip), batch in zip(draws, pipeline):
         ex = by_id[int(batch["image_id"][0])]
@@ -143,8 +156,9 @@ def _check_jittered(examples, scale_range, horizontal_flip=True, min_box_size=3.
             cut = bool((box[:2] < -1e-4).any() or (box[2:] > window + 1e-4).any())
             side = min(tight[2] - tight[0], tight[3] - tight[1])
             exact = _exact_box(mask, scaled, offset, window, flip)
-            kept = (nxt < len(boxes) and classes[nxt] == label and moved.any()
-                    and np.abs(boxes[nxt] - exact).max() <= 1e-3)  # fmt: skip
+            kept = (
+                nxt < len(boxes) and classes[nxt] == label and moved.any() and np.abs(boxes[nxt] - exact).max() <= 1e-3
+            )
             record = {"cut": cut, "kept": kept, "side": side, "area": int(moved.sum())}
             if kept:
                 record["box_error"] = float(np.abs(boxes[nxt] - tight).max())
@@ -167,16 +181,20 @@ def test_scale_jitter_box_cropped_masks_match_the_moved_masks(jittered):
     # in the crop's own frame: the box-cropped mask is the crop of the moved mask (same sample points) to rounding
     kept = [r for r in jittered if r["kept"]]
     crop_ious, crop_errors = np.array([r["crop_iou"] for r in kept]), np.array([r["crop_error"] for r in kept])
-    print(f"\nscale jitter [0.5, 2], {len(kept)} kept instances ({sum(r['cut'] for r in kept)} cut): box-cropped "
-          f"mask vs the float64 crop of the moved mask: min IoU {crop_ious.min():.4f}, max mean |error| "
-          f"{crop_errors.max():.4f}")  # fmt: skip
+    print(
+        f"\nscale jitter [0.5, 2], {len(kept)} kept instances ({sum(r['cut'] for r in kept)} cut): box-cropped "
+        f"mask vs the float64 crop of the moved mask: min IoU {crop_ious.min():.4f}, max mean |error| "
+        f"{crop_errors.max():.4f}"
+    )
     assert crop_ious.min() >= 0.99 and crop_errors.max() <= 0.01
     # pasted back into the canvas (bilinear, >= 0.5) against the moved mask (coverage >= 0.5; exact ties left out)
     large = [r for r in kept if r["area"] >= 400]
     ious = np.array([r["iou"] for r in large])
     cut = np.array([r["iou"] for r in large if r["cut"]])
-    print(f"  pasted vs the moved full mask, area >= 400 px: {len(ious)} instances, min IoU {ious.min():.4f}, "
-          f"mean {ious.mean():.4f}; cut ones: {len(cut)}, min {cut.min():.4f}, mean {cut.mean():.4f}")  # fmt: skip
+    print(
+        f"  pasted vs the moved full mask, area >= 400 px: {len(ious)} instances, min IoU {ious.min():.4f}, "
+        f"mean {ious.mean():.4f}; cut ones: {len(cut)}, min {cut.min():.4f}, mean {cut.mean():.4f}"
+    )
     # a 56 x 56 box-cropped mask pasted on a box enlarged up to 2x loses detail: the mean holds 0.98 on every draw,
     # single large instances reach down to about 0.96 on some draws (a global seed set by other tests changes them)
     assert len(ious) >= 40 and len(cut) >= 10 and ious.mean() >= 0.98 and ious.min() >= 0.95
@@ -189,8 +207,10 @@ def test_scale_jitter_boxes_stay_tight(jittered):
     # each kept box is the exact tight box of the moved mask as a union of squares (matched to 1e-3 px in
     # _check_jittered); the box of the pixels the moved mask touches (seen on 8 x 8 points a pixel) is within a pixel
     errors = np.array([r["box_error"] for r in jittered if r["kept"]])
-    print(f"\nbox vs the box of the canvas pixels the moved mask touches: max {errors.max():.3f} px, mean "
-          f"{errors.mean():.3f} px ({len(errors)} instances, {sum(r['cut'] for r in jittered if r['kept'])} cut)")
+    print(
+        f"\nbox vs the box of the canvas pixels the moved mask touches: max {errors.max():.3f} px, mean "
+        f"{errors.mean():.3f} px ({len(errors)} instances, {sum(r['cut'] for r in jittered if r['kept'])} cut)"
+    )
     # thin slivers seen on 8 x 8 points a pixel can shift the touched-pixel box by a little over two pixels after a
     # 2x enlargement; the exact box itself is checked to 1e-3 px in _check_jittered
     assert errors.mean() <= 1.0 and errors.max() <= 2.5
@@ -220,19 +240,33 @@ def _rect_example(rects, size=(64, 64)):
     masks = np.zeros((len(rects), *size), bool)
     for mask, (y0, x0, y1, x1) in zip(masks, rects):
         mask[y0:y1, x0:x1] = True
-    return {"image": np.full((*size, 3), 90, np.uint8), "boxes": np.array(rects, np.float32),
-            "classes": np.arange(1, len(rects) + 1, dtype=np.int32), "masks": masks}  # fmt: skip
+    return {
+        "image": np.full((*size, 3), 90, np.uint8),
+        "boxes": np.array(rects, np.float32),
+        "classes": np.arange(1, len(rects) + 1, dtype=np.int32),
+        "masks": masks,
+    }
 
 
 def test_cut_rectangles_clipped_thin_ones_dropped():
     # s = 2: the 64 x 64 image becomes 128 x 128 and a 64 x 64 window is cut at a random offset in [0, 64]
     whole, stripe, middle = (0, 0, 64, 64), (0, 0, 1, 64), (16, 16, 48, 48)
     example = _rect_example([whole, stripe, middle])
-    pipeline = make_detection_pipeline([example] * 6, 1, True, image_size=64, max_instances=4, mask_size=8,
-                                       scale_jitter=(2.0, 2.0), min_box_size=3.0, horizontal_flip=False)  # fmt: skip
+    pipeline = make_detection_pipeline(
+        [example] * 6,
+        1,
+        True,
+        image_size=64,
+        max_instances=4,
+        mask_size=8,
+        scale_jitter=(2.0, 2.0),
+        min_box_size=3.0,
+        horizontal_flip=False,
+    )
     for (key, _), batch in zip(_draws(0, 6), pipeline):
-        jitter = augment.random_scale_window(tf.random.experimental.stateless_fold_in(key, 1), tf.constant([64, 64]),
-                                             64, 64, (64, 64), (2.0, 2.0))  # fmt: skip
+        jitter = augment.random_scale_window(
+            tf.random.experimental.stateless_fold_in(key, 1), tf.constant([64, 64]), 64, 64, (64, 64), (2.0, 2.0)
+        )
         oy, ox = jitter.offset.numpy()
         expected_boxes = [[0, 0, 64, 64]]
         expected_classes = [1]  # the whole image: always cut, clipped to the window
@@ -276,8 +310,10 @@ def test_same_seed_same_batches_other_seed_or_epoch_differs(examples):
     assert not _same(first[0], other[0])
     assert not _same(first[0], first[1])
     # and not only through the shuffle: the same images get other draws in the next epoch
-    by_id = [{int(i): (b["image_size"][j], b["images"][j]) for b in epoch for j, i in enumerate(b["image_id"])}
-             for epoch in first]  # fmt: skip
+    by_id = [
+        {int(i): (b["image_size"][j], b["images"][j]) for b in epoch for j, i in enumerate(b["image_id"])}
+        for epoch in first
+    ]
     common = set(by_id[0]) & set(by_id[1])
     assert any(not np.array_equal(by_id[0][i][1], by_id[1][i][1]) for i in common)
 
@@ -311,8 +347,21 @@ def test_each_color_jitter_alone(examples, name):
 
 def test_everything_off_is_byte_identical_to_the_default(examples):
     default = list(make_detection_pipeline(examples[:6], 2, True, image_size=96, seed=4))
-    off = list(make_detection_pipeline(examples[:6], 2, True, image_size=96, seed=4, scale_jitter=None,
-                                       min_box_size=5.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0))
+    off = list(
+        make_detection_pipeline(
+            examples[:6],
+            2,
+            True,
+            image_size=96,
+            seed=4,
+            scale_jitter=None,
+            min_box_size=5.0,
+            brightness=0.0,
+            contrast=0.0,
+            saturation=0.0,
+            hue=0.0,
+        )
+    )
     assert len(default) == len(off) == 3
     for a, b in zip(default, off):
         for key in a:
@@ -324,12 +373,20 @@ def test_color_functions_match_torchvision_formulas():
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, (5, 7, 3)).astype(np.float32)
     gray = image @ np.array([0.299, 0.587, 0.114], np.float32)
-    np.testing.assert_allclose(augment.adjust_brightness(tf.constant(image), 1.3).numpy(),
-                               np.clip(image * 1.3, 0, 255), rtol=1e-5)  # fmt: skip
-    np.testing.assert_allclose(augment.adjust_contrast(tf.constant(image), 0.6).numpy(),
-                               np.clip(0.6 * image + 0.4 * gray.mean(), 0, 255), rtol=1e-5)  # fmt: skip
-    np.testing.assert_allclose(augment.adjust_saturation(tf.constant(image), 1.4).numpy(),
-                               np.clip(1.4 * image + (1 - 1.4) * gray[..., None], 0, 255), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        augment.adjust_brightness(tf.constant(image), 1.3).numpy(), np.clip(image * 1.3, 0, 255), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        augment.adjust_contrast(tf.constant(image), 0.6).numpy(),
+        np.clip(0.6 * image + 0.4 * gray.mean(), 0, 255),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        augment.adjust_saturation(tf.constant(image), 1.4).numpy(),
+        np.clip(1.4 * image + (1 - 1.4) * gray[..., None], 0, 255),
+        rtol=1e-4,
+        atol=1e-3,
+    )
     np.testing.assert_allclose(augment.adjust_hue(tf.constant(image), 0.0).numpy(), image, rtol=1e-4, atol=1e-2)
     red = tf.constant([[[255.0, 0.0, 0.0]]])
     np.testing.assert_allclose(augment.adjust_hue(red, 1 / 3).numpy(), [[[0, 255, 0]]], atol=1e-3)  # red -> green

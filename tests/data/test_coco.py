@@ -24,8 +24,11 @@ CATEGORIES = CocoCategories((1, 5, 90), ("circle", "square", "triangle"))  # non
 
 
 def _example(image_id, shapes, crowd=()):
-    masks = np.stack([render_shape(kind, center, r, (H, W)) for kind, center, r in shapes]) if shapes else (
-        np.zeros((0, H, W), bool))  # fmt: skip
+    masks = (
+        np.stack([render_shape(kind, center, r, (H, W)) for kind, center, r in shapes])
+        if shapes
+        else (np.zeros((0, H, W), bool))
+    )
     labels = [("circle", "square", "triangle").index(kind) + 1 for kind, _, _ in shapes]
     rng = np.random.default_rng(image_id)
     return {
@@ -125,8 +128,14 @@ def test_empty_images_kept_or_skipped(coco_set):
 def test_problems_are_dropped_counted_and_warned(coco_set, caplog):
     with caplog.at_level(logging.WARNING, logger="kzoo.data.coco"):
         loaded = load_coco_instances(*coco_set[:2])
-    expected = {"missing_images": 1, "corrupt_images": 2, "degenerate_boxes": 1, "outside_image": 1,
-                "unknown_category": 1, "bad_segmentation": 1}  # fmt: skip
+    expected = {
+        "missing_images": 1,
+        "corrupt_images": 2,
+        "degenerate_boxes": 1,
+        "outside_image": 1,
+        "unknown_category": 1,
+        "bad_segmentation": 1,
+    }
     assert {k: loaded.counts[k] for k in expected} == expected
     text = caplog.text
     for word in ("missing", "unreadable", "zero", "outside", "category", "segmentation"):
@@ -211,10 +220,11 @@ def test_polygon_coordinates_checked_before_rasterizing(tmp_path):
     ]
     data = {
         "images": [{"id": 1, "file_name": "img1.png", "height": H, "width": W}],
-        "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 1.0, **a}
-                        for i, a in enumerate(anns)],
+        "annotations": [
+            {"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 1.0, **a} for i, a in enumerate(anns)
+        ],
         "categories": CATEGORIES.to_coco(),
-    }  # fmt: skip
+    }
     loaded = load_coco_instances(data, str(tmp_path))
     assert loaded.num_instances == 1 and loaded.counts["bad_segmentation"] == 2  # non-finite: the whole instance
     (polygon,) = loaded.records[0].segmentations[0]

@@ -11,20 +11,29 @@ from kzoo.data.coco import load_coco_instances, validate_coco_dict
 
 
 def _ann(ann_id, image_id, x):
-    return {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0, "bbox": [x, 5, 10, 10],
-            "area": 100, "segmentation": [[x, 5, x + 10, 5, x + 10, 15, x, 15]]}  # fmt: skip
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "iscrowd": 0,
+        "bbox": [x, 5, 10, 10],
+        "area": 100,
+        "segmentation": [[x, 5, x + 10, 5, x + 10, 15, x, 15]],
+    }
 
 
 def _dataset(tmp_path):
     (tmp_path / "images").mkdir(exist_ok=True)
     Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "images" / "a.png")
     return {
-        "images": [{"id": 1, "file_name": "a.png", "height": 40, "width": 50},
-                   {"id": 2, "file_name": "./a.png", "height": 40, "width": 50},  # the same file again
-                   {"id": 3, "file_name": "a.png", "height": 20, "width": 50}],  # and again, of another size
+        "images": [
+            {"id": 1, "file_name": "a.png", "height": 40, "width": 50},
+            {"id": 2, "file_name": "./a.png", "height": 40, "width": 50},  # the same file again
+            {"id": 3, "file_name": "a.png", "height": 20, "width": 50},
+        ],  # and again, of another size
         "annotations": [_ann(1, 1, 5), _ann(2, 2, 25), _ann(3, 3, 30)],
         "categories": [{"id": 1, "name": "cat"}],
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("missing", ["images", "annotations", "categories"])

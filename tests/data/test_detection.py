@@ -14,15 +14,33 @@ from kzoo.data.shapes import make_shapes_instances
 from kzoo.ops.resize import resized_size
 
 PENN_FUDAN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "PennFudanPed")
-DTYPES = {"images": "float32", "image_size": "int32", "original_size": "int32", "scale": "float32",
-          "boxes": "float32", "classes": "int32", "is_crowd": "bool", "valid": "bool", "masks": "float32",
-          "image_id": "int64"}  # fmt: skip
+DTYPES = {
+    "images": "float32",
+    "image_size": "int32",
+    "original_size": "int32",
+    "scale": "float32",
+    "boxes": "float32",
+    "classes": "int32",
+    "is_crowd": "bool",
+    "valid": "bool",
+    "masks": "float32",
+    "image_id": "int64",
+}
 
 
 def _shapes(b, canvas, m, s):
-    return {"images": (b, canvas, canvas, 3), "image_size": (b, 2), "original_size": (b, 2), "scale": (b,),
-            "boxes": (b, m, 4), "classes": (b, m), "is_crowd": (b, m), "valid": (b, m), "masks": (b, m, s, s),
-            "image_id": (b,)}  # fmt: skip
+    return {
+        "images": (b, canvas, canvas, 3),
+        "image_size": (b, 2),
+        "original_size": (b, 2),
+        "scale": (b,),
+        "boxes": (b, m, 4),
+        "classes": (b, m),
+        "is_crowd": (b, m),
+        "valid": (b, m),
+        "masks": (b, m, s, s),
+        "image_id": (b,),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +51,21 @@ def shapes_examples():
 def _square_example(image_id=1, box=(10, 20, 30, 44), size=(48, 64)):
     mask = np.zeros(size, bool)
     mask[box[0] : box[2], box[1] : box[3]] = True
-    return {"image": np.full((*size, 3), 50, np.uint8), "boxes": np.array([box], np.float32),
-            "classes": np.array([2], np.int32), "masks": mask[None], "image_id": image_id}  # fmt: skip
+    return {
+        "image": np.full((*size, 3), 50, np.uint8),
+        "boxes": np.array([box], np.float32),
+        "classes": np.array([2], np.int32),
+        "masks": mask[None],
+        "image_id": image_id,
+    }
 
 
 def test_shapes_dtypes_padding_and_validity(shapes_examples):
-    batches = list(make_detection_pipeline(shapes_examples, 2, training=False, image_size=96, min_size=80,
-                                           max_size=96, max_instances=6, mask_size=14))  # fmt: skip
+    batches = list(
+        make_detection_pipeline(
+            shapes_examples, 2, training=False, image_size=96, min_size=80, max_size=96, max_instances=6, mask_size=14
+        )
+    )
     assert len(batches) == 3  # 5 examples, the last batch padded up to 2
     for batch in batches:
         assert {k: tuple(v.shape) for k, v in batch.items()} == _shapes(2, 96, 6, 14)
@@ -66,11 +92,19 @@ def test_shapes_dtypes_padding_and_validity(shapes_examples):
 
 
 def test_full_box_square_crops_to_ones():
-    examples = [_square_example(1, (10, 20, 30, 44)), _square_example(2, (0, 0, 48, 64)),  # whole image
-                _square_example(3, (47, 60, 48, 64))]  # one row on the border  # fmt: skip
+    examples = [
+        _square_example(1, (10, 20, 30, 44)),
+        _square_example(2, (0, 0, 48, 64)),  # whole image
+        _square_example(3, (47, 60, 48, 64)),
+    ]  # one row on the border
     for mask_size in (7, 28, 56):
-        batch = next(iter(make_detection_pipeline(examples, 3, training=False, image_size=64, max_instances=2,
-                                                  mask_size=mask_size)))  # fmt: skip
+        batch = next(
+            iter(
+                make_detection_pipeline(
+                    examples, 3, training=False, image_size=64, max_instances=2, mask_size=mask_size
+                )
+            )
+        )
         masks = batch["masks"].numpy()
         np.testing.assert_array_equal(masks[:, 0], np.ones((3, mask_size, mask_size)))
         np.testing.assert_array_equal(masks[:, 1], 0)
@@ -100,8 +134,10 @@ def test_crop_of_flipped_mask_is_the_flipped_crop():
 
 def test_flip_moves_image_boxes_and_masks_together(shapes_examples):
     kwargs = {"image_size": 72, "max_instances": 4, "mask_size": 16, "seed": 5}
-    plain = {int(b["image_id"][0]): b for b in make_detection_pipeline(shapes_examples, 1, True,
-                                                                          horizontal_flip=False, **kwargs)}
+    plain = {
+        int(b["image_id"][0]): b
+        for b in make_detection_pipeline(shapes_examples, 1, True, horizontal_flip=False, **kwargs)
+    }
     flips = 0
     for batch in make_detection_pipeline(shapes_examples, 1, True, horizontal_flip=True, **kwargs):
         ref = plain[int(batch["image_id"][0])]
@@ -115,8 +151,9 @@ def test_flip_moves_image_boxes_and_masks_together(shapes_examples):
         np.testing.assert_array_equal(image[:, :width], ref_image[:, width - 1 :: -1])
         valid = ref["valid"].numpy()[0]
         box, ref_box = batch["boxes"].numpy()[0][valid], ref["boxes"].numpy()[0][valid]
-        np.testing.assert_allclose(box, np.stack([ref_box[:, 0], width - ref_box[:, 3], ref_box[:, 2],
-                                                  width - ref_box[:, 1]], -1), atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(
+            box, np.stack([ref_box[:, 0], width - ref_box[:, 3], ref_box[:, 2], width - ref_box[:, 1]], -1), atol=1e-5
+        )
         np.testing.assert_array_equal(batch["masks"].numpy()[0], ref["masks"].numpy()[0][:, :, ::-1])
         np.testing.assert_array_equal(batch["valid"].numpy(), ref["valid"].numpy())
     assert 0 < flips < len(shapes_examples)
@@ -124,8 +161,9 @@ def test_flip_moves_image_boxes_and_masks_together(shapes_examples):
 
 def test_training_is_reproducible_and_drops_remainder(shapes_examples):
     def ids(seed):
-        pipeline = make_detection_pipeline(shapes_examples, 2, True, image_size=64, max_instances=4,
-                                           mask_size=8, seed=seed)  # fmt: skip
+        pipeline = make_detection_pipeline(
+            shapes_examples, 2, True, image_size=64, max_instances=4, mask_size=8, seed=seed
+        )
         return [b["image_id"].numpy().tolist() for b in pipeline]
 
     first = ids(3)
@@ -141,23 +179,31 @@ def test_truncates_to_max_instances(shapes_examples):
 
 def test_generator_source_and_resize_rule():
     examples = [_square_example(7, size=(48, 64)), _square_example(8, (5, 5, 40, 30), size=(60, 36))]
-    batch = next(iter(make_detection_pipeline(lambda: iter(examples), 2, False, image_size=(100, 100),
-                                              min_size=50, max_size=100, mask_size=8)))  # fmt: skip
+    batch = next(
+        iter(
+            make_detection_pipeline(
+                lambda: iter(examples), 2, False, image_size=(100, 100), min_size=50, max_size=100, mask_size=8
+            )
+        )
+    )
     np.testing.assert_array_equal(batch["image_id"].numpy(), [7, 8])
-    np.testing.assert_array_equal(batch["image_size"].numpy(), [resized_size(48, 64, 50, 100),
-                                                                resized_size(60, 36, 50, 100)])  # fmt: skip
+    np.testing.assert_array_equal(
+        batch["image_size"].numpy(), [resized_size(48, 64, 50, 100), resized_size(60, 36, 50, 100)]
+    )
     np.testing.assert_array_equal(batch["original_size"].numpy(), [[48, 64], [60, 36]])
     h, w = resized_size(60, 36, 50, 100)
-    np.testing.assert_allclose(batch["boxes"].numpy()[1, 0], [5 * h / 60, 5 * w / 36, 40 * h / 60, 30 * w / 36],
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        batch["boxes"].numpy()[1, 0], [5 * h / 60, 5 * w / 36, 40 * h / 60, 30 * w / 36], rtol=1e-6
+    )
 
 
 def test_bad_sources_and_sizes(shapes_examples):
     with pytest.raises(ValueError, match="does not fit the canvas"):
         make_detection_pipeline(shapes_examples, 2, False, image_size=64, max_size=80)
     with pytest.raises(ValueError, match="masks"):
-        make_detection_pipeline([{"image": np.zeros((8, 8, 3), np.uint8), "classes": [1], "boxes": [[0, 0, 1, 1]]}],
-                                1, False, image_size=8)  # fmt: skip
+        make_detection_pipeline(
+            [{"image": np.zeros((8, 8, 3), np.uint8), "classes": [1], "boxes": [[0, 0, 1, 1]]}], 1, False, image_size=8
+        )
     with pytest.raises(TypeError, match="unsupported source"):
         make_detection_pipeline(42, 1, False)
 
@@ -200,13 +246,22 @@ def _panoptic_example():
     panoptic[2:8, 3:10] = [7, 1, 0]  # segment 7 + 256 = 263
     panoptic[10:18, 12:28] = [5, 0, 0]  # segment 5
     panoptic[0:2] = [9, 0, 0]  # a "stuff" segment
-    return {"image": np.full((h, w, 3), 100, np.uint8), "image/filename": "a.jpg", "image/id": 42,
-            "panoptic_image": panoptic, "panoptic_image/filename": "a.png",
-            "panoptic_objects": {"id": np.array([263, 5, 9]), "area": np.array([42, 128, 60]),
-                                 "bbox": np.array([[2 / h, 3 / w, 8 / h, 10 / w], [10 / h, 12 / w, 18 / h, 28 / w],
-                                                   [0, 0, 2 / h, 1]], np.float32),
-                                 "label": np.array([0, 79, 120]),
-                                 "is_crowd": np.array([False, True, False])}}  # fmt: skip
+    return {
+        "image": np.full((h, w, 3), 100, np.uint8),
+        "image/filename": "a.jpg",
+        "image/id": 42,
+        "panoptic_image": panoptic,
+        "panoptic_image/filename": "a.png",
+        "panoptic_objects": {
+            "id": np.array([263, 5, 9]),
+            "area": np.array([42, 128, 60]),
+            "bbox": np.array(
+                [[2 / h, 3 / w, 8 / h, 10 / w], [10 / h, 12 / w, 18 / h, 28 / w], [0, 0, 2 / h, 1]], np.float32
+            ),
+            "label": np.array([0, 79, 120]),
+            "is_crowd": np.array([False, True, False]),
+        },
+    }
 
 
 def test_tfds_coco_panoptic_masks():
@@ -226,9 +281,18 @@ def test_tfds_coco_panoptic_masks():
 
 def test_tfds_coco_without_masks():
     h, w = 16, 24
-    example = {"image": np.zeros((h, w, 3), np.uint8), "image/filename": "a.jpg", "image/id": 1,
-               "objects": {"id": np.array([1]), "area": np.array([12]), "bbox": np.array([[0.25, 0.25, 0.5, 0.5]],
-                           np.float32), "label": np.array([3]), "is_crowd": np.array([False])}}  # fmt: skip
+    example = {
+        "image": np.zeros((h, w, 3), np.uint8),
+        "image/filename": "a.jpg",
+        "image/id": 1,
+        "objects": {
+            "id": np.array([1]),
+            "area": np.array([12]),
+            "bbox": np.array([[0.25, 0.25, 0.5, 0.5]], np.float32),
+            "label": np.array([3]),
+            "is_crowd": np.array([False]),
+        },
+    }
     with _mock([example]):
         with pytest.raises(ValueError, match="2017_panoptic"):
             load_tfds_instances("coco/2017", "validation")
@@ -244,11 +308,19 @@ def test_tfds_lvis_segmentation_masks():
     masks = np.zeros((2, h, w, 1), np.uint8)
     masks[0, 1:5, 2:6] = 1
     masks[1, 6:12, 0:10] = 1
-    example = {"image": np.zeros((h, w, 3), np.uint8), "image/id": 5, "neg_category_ids": np.array([1]),
-               "not_exhaustive_category_ids": np.array([2]),
-               "objects": {"id": np.array([1, 2]), "area": np.array([16, 60]),
-                           "bbox": np.array([[1 / h, 2 / w, 5 / h, 6 / w], [6 / h, 0, 1, 1]], np.float32),
-                           "label": np.array([0, 1202]), "segmentation": masks}}  # fmt: skip
+    example = {
+        "image": np.zeros((h, w, 3), np.uint8),
+        "image/id": 5,
+        "neg_category_ids": np.array([1]),
+        "not_exhaustive_category_ids": np.array([2]),
+        "objects": {
+            "id": np.array([1, 2]),
+            "area": np.array([16, 60]),
+            "bbox": np.array([[1 / h, 2 / w, 5 / h, 6 / w], [6 / h, 0, 1, 1]], np.float32),
+            "label": np.array([0, 1202]),
+            "segmentation": masks,
+        },
+    }
     with _mock([example]):
         instances = load_tfds_instances("lvis", "validation")
         example = next(iter(instances.dataset))
@@ -260,18 +332,23 @@ def test_tfds_lvis_segmentation_masks():
 # ------------------------------------------------------------------------------------------ real data
 
 
-@pytest.mark.skipif(not os.path.isdir(PENN_FUDAN), reason=f"Penn-Fudan data not found at {PENN_FUDAN} "
-                    "(real data lives beside the project in ../shared/data; see its README)")  # fmt: skip
+@pytest.mark.skipif(
+    not os.path.isdir(PENN_FUDAN),
+    reason=f"Penn-Fudan data not found at {PENN_FUDAN} "
+    "(real data lives beside the project in ../shared/data; see its README)",
+)
 def test_penn_fudan_val():
     root = os.path.abspath(PENN_FUDAN)
-    loaded = load_coco_instances(os.path.join(root, "annotations", "instances_val.json"),
-                                 os.path.join(root, "PNGImages"))  # fmt: skip
+    loaded = load_coco_instances(
+        os.path.join(root, "annotations", "instances_val.json"), os.path.join(root, "PNGImages")
+    )
     assert len(loaded) == 43 and loaded.num_instances == 109
     assert loaded.categories.names == ("person",) and loaded.categories.to_label(1) == 1
     assert loaded.categories.to_category_id(1) == 1
     assert not any(v for k, v in loaded.counts.items() if k not in ("images", "instances"))
-    pipeline = make_detection_pipeline(loaded, 2, True, image_size=320, min_size=256, max_size=320,
-                                       max_instances=12, mask_size=28)  # fmt: skip
+    pipeline = make_detection_pipeline(
+        loaded, 2, True, image_size=320, min_size=256, max_size=320, max_instances=12, mask_size=28
+    )
     batches = list(pipeline.take(2))
     assert len(batches) == 2
     for batch in batches:

@@ -98,8 +98,10 @@ def test_other_shape_classes_for_held_out_sets():
     labels = np.concatenate([e["classes"] for e in examples])
     assert set(labels.tolist()) == {1, 2}
     # the default classes draw exactly what they drew before the argument existed
-    default, explicit = make_shapes_instances(3, seed=5), make_shapes_instances(3, seed=5, classes=("circle", "square",
-                                                                                                     "triangle"))
+    default, explicit = (
+        make_shapes_instances(3, seed=5),
+        make_shapes_instances(3, seed=5, classes=("circle", "square", "triangle")),
+    )
     for a, b in zip(default, explicit):
         np.testing.assert_array_equal(a["image"], b["image"])
     assert render_shape("ring", (32, 32), 12, (64, 64)).sum() > 0

@@ -154,25 +154,54 @@ def test_tfds_instances(data_dir):
         np.testing.assert_allclose(example["boxes"], want["boxes"], atol=1e-3)  # normalized and back
         np.testing.assert_array_equal(example["classes"], want["classes"])
         np.testing.assert_array_equal(example["masks"].astype(bool), want["masks"])
-    batch = next(iter(make_detection_pipeline(loaded.dataset, 2, training=True, image_size=SIZE, min_size=SIZE,
-                                              max_size=SIZE, max_instances=4, mask_size=14)))  # fmt: skip
+    batch = next(
+        iter(
+            make_detection_pipeline(
+                loaded.dataset,
+                2,
+                training=True,
+                image_size=SIZE,
+                min_size=SIZE,
+                max_size=SIZE,
+                max_instances=4,
+                mask_size=14,
+            )
+        )
+    )
     assert tuple(batch["images"].shape) == (2, SIZE, SIZE, 3)
 
 
 def test_tfds_instances_through_the_config(data_dir):
     from kzoo.tasks.instance_segmentation import load_detection_data
 
-    config = load_config("mask_rcnn_shapes.yaml", [
-        "data.source=tfds", "data.tfds_name=kzoo_tiny_shapes_instances", f"data.data_dir={data_dir}",
-        "data.train_split=train", "data.eval_split=validation", "data.train_examples=5", "data.eval_examples=3",
-    ])  # fmt: skip
+    config = load_config(
+        "mask_rcnn_shapes.yaml",
+        [
+            "data.source=tfds",
+            "data.tfds_name=kzoo_tiny_shapes_instances",
+            f"data.data_dir={data_dir}",
+            "data.train_split=train",
+            "data.eval_split=validation",
+            "data.train_examples=5",
+            "data.eval_examples=3",
+        ],
+    )
     data = load_detection_data(config)
     assert data.num_train == 5 and len(list(data.train.as_numpy_iterator())) == 5 and len(data.eval) == 3
     assert len(data.ground_truth["images"]) == 3 and data.ground_truth["annotations"]
     assert list(data.categories.names) == list(SHAPES_INSTANCE_CLASSES)
     # the shapes config's data.train_examples (1800) is more than the split holds: the split's size counts
-    whole = load_detection_data(load_config("mask_rcnn_shapes.yaml", [
-        "data.source=tfds", "data.tfds_name=kzoo_tiny_shapes_instances", f"data.data_dir={data_dir}",
-        "data.train_split=train", "data.eval_split=validation", "data.eval_examples=3",
-    ]))  # fmt: skip
+    whole = load_detection_data(
+        load_config(
+            "mask_rcnn_shapes.yaml",
+            [
+                "data.source=tfds",
+                "data.tfds_name=kzoo_tiny_shapes_instances",
+                f"data.data_dir={data_dir}",
+                "data.train_split=train",
+                "data.eval_split=validation",
+                "data.eval_examples=3",
+            ],
+        )
+    )
     assert whole.num_train == len(list(whole.train.as_numpy_iterator())) < 1800

@@ -33,13 +33,15 @@ def _results_from_gt(examples, labels=None, shift=0.0):
         classes = example["classes"] if labels is None else labels(example["classes"])
         for box, label, mask in zip(example["boxes"], classes, example["masks"]):
             ymin, xmin, ymax, xmax = (float(v) for v in box)
-            results.append({
-                "image_id": example["image_id"],
-                "category_id": CATEGORIES.to_category_id(int(label)),
-                "bbox": [xmin + shift, ymin, xmax - xmin, ymax - ymin],
-                "score": 1.0,
-                "segmentation": mask_to_rle(mask),
-            })  # fmt: skip
+            results.append(
+                {
+                    "image_id": example["image_id"],
+                    "category_id": CATEGORIES.to_category_id(int(label)),
+                    "bbox": [xmin + shift, ymin, xmax - xmin, ymax - ymin],
+                    "score": 1.0,
+                    "segmentation": mask_to_rle(mask),
+                }
+            )
     return results
 
 
@@ -98,10 +100,12 @@ def test_ground_truth_as_results_scores_one(form, tmp_path):
             assert metrics[f"{iou_type}_{name}"] == pytest.approx(1.0, abs=1e-6), (iou_type, name)
         assert metrics[f"{iou_type}_APm"] == metrics[f"{iou_type}_APl"] == -1.0  # no medium or large objects
     overall = [key for key in metrics if "/" not in key]
-    assert sorted(overall) == sorted(f"{t}_{n}" for t in ("bbox", "segm") for n in ("AP", "AP50", "AP75", "APs",
-                                                                                      "APm", "APl"))  # fmt: skip
-    assert sorted(set(metrics) - set(overall)) == sorted(f"{t}_AP/{n}" for t in ("bbox", "segm")
-                                                          for n in _present_names(examples))  # fmt: skip
+    assert sorted(overall) == sorted(
+        f"{t}_{n}" for t in ("bbox", "segm") for n in ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    )
+    assert sorted(set(metrics) - set(overall)) == sorted(
+        f"{t}_AP/{n}" for t in ("bbox", "segm") for n in _present_names(examples)
+    )
 
 
 def test_evaluator_update_with_roi_masks_and_tf_tensors():
@@ -160,9 +164,16 @@ def test_padding_images_are_skipped():
     examples, gt = _scene()
     outputs = _model_outputs(examples[:2])
     ids = np.array([-1, FIRST_ID + 1], np.int32)  # the first image is padding (its detections are garbage here)
-    results = detections_to_coco(ids, outputs["detection_boxes"], outputs["detection_scores"],
-                                 outputs["detection_classes"], outputs["num_detections"], None,
-                                 _sizes(examples[:2]), CATEGORIES)  # fmt: skip
+    results = detections_to_coco(
+        ids,
+        outputs["detection_boxes"],
+        outputs["detection_scores"],
+        outputs["detection_classes"],
+        outputs["num_detections"],
+        None,
+        _sizes(examples[:2]),
+        CATEGORIES,
+    )
     assert {r["image_id"] for r in results} == {FIRST_ID + 1}
     assert len(results) == len(examples[1]["classes"])
 
@@ -176,9 +187,16 @@ def test_labels_map_to_category_ids_and_boxes_to_xywh():
     boxes = np.array([[[1.0, 2.0, 11.0, 22.0], [5.0, 6.0, 7.0, 9.0], [0.0, 0.0, 30.0, 30.0], [0.0] * 4]])
     masks = np.zeros((1, 4, 28, 28), np.float32)
     masks[0, :3, 4:24, 4:24] = 0.9
-    results = detections_to_coco(np.array([FIRST_ID]), boxes, np.array([[0.9, 0.8, 0.7, 0.0]]),
-                                 np.array([[1, 2, 3, 0]]), np.array([3]), masks, np.array([[32, 40]]),
-                                 CATEGORIES)  # fmt: skip
+    results = detections_to_coco(
+        np.array([FIRST_ID]),
+        boxes,
+        np.array([[0.9, 0.8, 0.7, 0.0]]),
+        np.array([[1, 2, 3, 0]]),
+        np.array([3]),
+        masks,
+        np.array([[32, 40]]),
+        CATEGORIES,
+    )
     assert [r["category_id"] for r in results] == [1, 3, 7]
     assert results[0]["bbox"] == [2.0, 1.0, 20.0, 10.0]
     assert [r["score"] for r in results] == pytest.approx([0.9, 0.8, 0.7])
@@ -202,8 +220,16 @@ def test_only_updated_images_are_evaluated():
 def test_bbox_iou_matches_pycocotools():
     box = np.array([[[3.25, 4.5, 20.75, 17.0]]], np.float64)  # [ymin, xmin, ymax, xmax]
     gt_box = np.array([5.0, 2.0, 22.5, 15.25], np.float64)
-    (result,) = detections_to_coco(np.array([1]), box, np.ones((1, 1)), np.ones((1, 1), np.int32), np.array([1]),
-                                   None, np.array([[32, 32]]), CATEGORIES)  # fmt: skip
+    (result,) = detections_to_coco(
+        np.array([1]),
+        box,
+        np.ones((1, 1)),
+        np.ones((1, 1), np.int32),
+        np.array([1]),
+        None,
+        np.array([[32, 32]]),
+        CATEGORIES,
+    )
     (ymin, xmin, ymax, xmax), (gy0, gx0, gy1, gx1) = box[0, 0], gt_box
     inter = max(0.0, min(ymax, gy1) - max(ymin, gy0)) * max(0.0, min(xmax, gx1) - max(xmin, gx0))
     union = (ymax - ymin) * (xmax - xmin) + (gy1 - gy0) * (gx1 - gx0) - inter
@@ -282,9 +308,15 @@ def _mixed_results(examples):
             result = {**result, "category_id": CATEGORIES.ids[(CATEGORIES.ids.index(result["category_id"]) + 1) % 3]}
         results.append(result)
     # a confident false positive in an empty corner
-    results.append({"image_id": FIRST_ID, "category_id": CATEGORIES.ids[0], "bbox": [0.0, 0.0, 5.0, 5.0],
-                    "score": 0.99, "segmentation": mask_to_rle(np.pad(np.ones((5, 5), np.uint8),
-                                                                      ((0, SIZE - 5), (0, SIZE - 5))))})  # fmt: skip
+    results.append(
+        {
+            "image_id": FIRST_ID,
+            "category_id": CATEGORIES.ids[0],
+            "bbox": [0.0, 0.0, 5.0, 5.0],
+            "score": 0.99,
+            "segmentation": mask_to_rle(np.pad(np.ones((5, 5), np.uint8), ((0, SIZE - 5), (0, SIZE - 5)))),
+        }
+    )
     return results
 
 
@@ -322,8 +354,9 @@ def test_per_class_ap_omits_classes_without_ground_truth_and_follows_the_updated
     assert present == {"triangle"} != set(_present_names(examples))  # the second image has triangles only
     subset = evaluate_coco(gt, results, ["bbox"], image_ids=[FIRST_ID + 1])
     assert {k.split("/", 1)[1] for k in subset if "/" in k} == present
-    assert evaluate_coco(gt, results, ["bbox"], image_ids=[]) == {f"bbox_{n}": -1.0 for n in
-                                                                  ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+    assert evaluate_coco(gt, results, ["bbox"], image_ids=[]) == {
+        f"bbox_{n}": -1.0 for n in ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    }
 
 
 def test_evaluator_reports_per_class_ap():

@@ -75,12 +75,14 @@ def run_without_kzoo():
     path finder blocks it), and check that it exits cleanly without having imported any kzoo module."""
 
     def run(code: str, cwd) -> None:
-        script = (_BLOCK_KZOO + textwrap.dedent(code)
-                  + "\nassert not any(name.startswith('kzoo') for name in sys.modules)\n")  # fmt: skip
+        script = (
+            _BLOCK_KZOO + textwrap.dedent(code) + "\nassert not any(name.startswith('kzoo') for name in sys.modules)\n"
+        )
         env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-        result = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
-                                timeout=600)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        )
         assert result.returncode == 0, result.stderr[-3000:]
 
     return run

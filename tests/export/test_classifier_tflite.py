@@ -23,8 +23,9 @@ def tflite_model(tiny_nin):
 def converted(tflite_model, images, tmp_path_factory):
     directory = tmp_path_factory.mktemp("tflite")
     return {
-        mode: convert_classifier_tflite(tflite_model, directory / f"nin_{mode}.tflite", mode,
-                                        representative_images=images)
+        mode: convert_classifier_tflite(
+            tflite_model, directory / f"nin_{mode}.tflite", mode, representative_images=images
+        )
         for mode in QUANTIZE_MODES
     }
 
@@ -68,8 +69,9 @@ def test_batching_and_dtypes(converted, images):
     path = converted["int8"]
     one_by_one = run_tflite_classifier(path, images, batch_size=1)
     np.testing.assert_allclose(run_tflite_classifier(path, images, batch_size=7), one_by_one, atol=1e-6)
-    np.testing.assert_allclose(run_tflite_classifier(path, images.astype(np.float64), batch_size=64), one_by_one,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        run_tflite_classifier(path, images.astype(np.float64), batch_size=64), one_by_one, atol=1e-6
+    )
     assert run_tflite_classifier(path, images[:0]).shape == (0, 3)
 
 

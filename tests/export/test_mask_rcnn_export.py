@@ -31,9 +31,18 @@ from kzoo.ops.masks import paste_masks
 SIZE = 128
 class_names = ["circle", "square", "triangle"]
 TINY = dict(
-    num_classes=4, fpn_channels=16, box_fc_dim=32, mask_channels=8, mask_num_convs=2, rpn_pre_nms_top_k_test=100,
-    rpn_post_nms_top_k_test=40, max_detections=8, min_size=SIZE, max_size=SIZE, score_threshold=0.0,
-)  # fmt: skip
+    num_classes=4,
+    fpn_channels=16,
+    box_fc_dim=32,
+    mask_channels=8,
+    mask_num_convs=2,
+    rpn_pre_nms_top_k_test=100,
+    rpn_post_nms_top_k_test=40,
+    max_detections=8,
+    min_size=SIZE,
+    max_size=SIZE,
+    score_threshold=0.0,
+)
 BACKBONES = {"mobilenet_v2": dict(backbone_width=0.35), "small_convnet": dict(backbone_width=0.25, norm="group")}
 # Input dtype of each backbone's .tflite files: both dtypes are covered without extra conversions.
 INPUT_DTYPES = {"mobilenet_v2": "uint8", "small_convnet": "uint8"}  # kzoo's .tflite files take uint8 only
@@ -101,9 +110,13 @@ def keras_outputs(model: MaskRCNNModel, images: np.ndarray) -> dict[str, np.ndar
 def exported(models, tmp_path_factory):
     """(path, loaded) of the mobilenet model's SavedModel with full-image masks, class names and warmup."""
     path = export_mask_rcnn_saved_model(
-        models["mobilenet_v2"], tmp_path_factory.mktemp("serving"), "mask_rcnn", full_image_masks=True,
-        warmup_images=[np.full((40, 50, 3), 90, np.uint8)], class_names=class_names,
-    )  # fmt: skip
+        models["mobilenet_v2"],
+        tmp_path_factory.mktemp("serving"),
+        "mask_rcnn",
+        full_image_masks=True,
+        warmup_images=[np.full((40, 50, 3), 90, np.uint8)],
+        class_names=class_names,
+    )
     return path, tf.saved_model.load(path)
 
 
@@ -162,8 +175,11 @@ def test_serving_bytes_decodes_png_jpeg_gray_and_rgba(exported, shapes_images):
 
     jpeg = tf.io.encode_jpeg(images[0], quality=95).numpy()
     decoded = tf.io.decode_jpeg(jpeg, channels=3)[None]
-    np.testing.assert_allclose(loaded.signatures["serving_bytes"](image_bytes=tf.constant([jpeg]))["detection_boxes"],
-                               loaded.signatures["serving_default"](images=decoded)["detection_boxes"], atol=1e-4)
+    np.testing.assert_allclose(
+        loaded.signatures["serving_bytes"](image_bytes=tf.constant([jpeg]))["detection_boxes"],
+        loaded.signatures["serving_default"](images=decoded)["detection_boxes"],
+        atol=1e-4,
+    )
 
     gray = images[0, :, :, :1]
     rgba = np.concatenate([images[1], np.full((SIZE, SIZE, 1), 255, np.uint8)], -1)
@@ -177,10 +193,12 @@ def test_serving_bytes_decodes_png_jpeg_gray_and_rgba(exported, shapes_images):
 def test_serving_bytes_errors_name_the_problem(exported, shapes_images):
     signature = exported[1].signatures["serving_bytes"]
     good = tf.io.encode_png(shapes_images[0]).numpy()
-    for bad, message in ((b"", r"image_bytes\[1\] is empty"),
-                         (b"this is not an image", r"image_bytes\[1\] is not a JPEG, PNG, GIF, BMP or WebP image"),
-                         (b"GIF89a" + b"\0" * 32, r"image_bytes\[1\] is a corrupt or truncated GIF image"),
-                         (good[:40], r"image_bytes\[1\] is a corrupt or truncated PNG image")):  # fmt: skip
+    for bad, message in (
+        (b"", r"image_bytes\[1\] is empty"),
+        (b"this is not an image", r"image_bytes\[1\] is not a JPEG, PNG, GIF, BMP or WebP image"),
+        (b"GIF89a" + b"\0" * 32, r"image_bytes\[1\] is a corrupt or truncated GIF image"),
+        (good[:40], r"image_bytes\[1\] is a corrupt or truncated PNG image"),
+    ):
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             signature(image_bytes=tf.constant([good, bad]))
 
@@ -254,8 +272,9 @@ def test_saved_model_cli_lists_signatures(exported):
     if not os.path.exists(cli):
         pytest.skip("saved_model_cli is not installed next to this Python")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([cli, "show", "--dir", str(exported[0]), "--all"], env=env, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [cli, "show", "--dir", str(exported[0]), "--all"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("serving_default", "serving_bytes"):
         signature = result.stdout.split(f"signature_def['{name}']:")[1].split("signature_def[")[0]
@@ -303,9 +322,13 @@ def converted(models, shapes_images, tmp_path_factory):
     def get(backbone: str, mode: str) -> str:
         if (backbone, mode) not in cache:
             cache[backbone, mode] = convert_mask_rcnn_tflite(
-                models[backbone], directory / f"{backbone}_{mode}.tflite", (SIZE, SIZE), mode,
-                representative_images=calibration, input_dtype=INPUT_DTYPES[backbone],
-            )  # fmt: skip
+                models[backbone],
+                directory / f"{backbone}_{mode}.tflite",
+                (SIZE, SIZE),
+                mode,
+                representative_images=calibration,
+                input_dtype=INPUT_DTYPES[backbone],
+            )
         return cache[backbone, mode]
 
     return get
@@ -354,8 +377,10 @@ def photographs() -> np.ndarray:
     """6 Penn-Fudan val photographs letterboxed (aspect ratio kept, zero padding at the bottom and right, as the
     training pipeline pads) to uint8 [6, 128, 128, 3]."""
     if not os.path.isdir(PENN_FUDAN):
-        pytest.skip(f"Penn-Fudan data not found at {PENN_FUDAN} (real data lives beside the project in "
-                    "../shared/data; see its README)")  # fmt: skip
+        pytest.skip(
+            f"Penn-Fudan data not found at {PENN_FUDAN} (real data lives beside the project in "
+            "../shared/data; see its README)"
+        )
     names = sorted(os.listdir(os.path.join(PENN_FUDAN, "PNGImages")))[::4][:6]  # the val split's first six
     photos = []
     for name in names:
@@ -366,8 +391,7 @@ def photographs() -> np.ndarray:
 
 @pytest.mark.parametrize("mode", ["none", "float16"])
 @pytest.mark.parametrize("backbone", list(BACKBONES))
-def test_float_variants_match_the_saved_model_on_photographs(models, converted, photographs, tmp_path, backbone,
-                                                             mode):  # fmt: skip
+def test_float_variants_match_the_saved_model_on_photographs(models, converted, photographs, tmp_path, backbone, mode):
     # every detection within 1 px and mask IoU >= 0.95 of the SavedModel's, except NMS near-ties: detections the
     # float32 model has too (found without NMS, neither the RPN's nor the detector's) that NMS dropped for another of
     # nearly the same score, which any perturbation can flip (random tiny models with score_threshold=0 have many;
@@ -378,10 +402,15 @@ def test_float_variants_match_the_saved_model_on_photographs(models, converted, 
     reference = {key: value.numpy() for key, value in serve(images=tf.constant(photographs)).items()}
     out = run_mask_rcnn_tflite(converted(backbone, mode), photographs)
     result = compare_detections(reference, out, (SIZE, SIZE))
-    unsuppressed = MaskRCNNModel(dataclasses.replace(
-        model.config, nms_threshold=1.0, max_detections=400, rpn_nms_threshold=1.0,
-        rpn_post_nms_top_k_test=model.config.rpn_pre_nms_top_k_test,
-    ))  # fmt: skip
+    unsuppressed = MaskRCNNModel(
+        dataclasses.replace(
+            model.config,
+            nms_threshold=1.0,
+            max_detections=400,
+            rpn_nms_threshold=1.0,
+            rpn_post_nms_top_k_test=model.config.rpn_pre_nms_top_k_test,
+        )
+    )
     unsuppressed(photographs[:1])
     unsuppressed.set_weights(model.get_weights())
     candidates = keras_outputs(unsuppressed, photographs)
@@ -442,8 +471,9 @@ def test_rebuilds_with_tflite_kernels_and_same_weights(models, tmp_path, convert
     # a config and a weights file give the same file as the model
     weights = tmp_path / "tiny.weights.h5"
     model.save_weights(weights)
-    path = convert_mask_rcnn_tflite(model.config, tmp_path / "from_config.tflite", (SIZE, SIZE), weights=weights,
-                                    input_dtype="uint8")  # fmt: skip
+    path = convert_mask_rcnn_tflite(
+        model.config, tmp_path / "from_config.tflite", (SIZE, SIZE), weights=weights, input_dtype="uint8"
+    )
     a = run_mask_rcnn_tflite(path, shapes_images[:2])
     b = run_mask_rcnn_tflite(converted("small_convnet", "none"), shapes_images[:2])
     for key in KERAS:
@@ -455,8 +485,11 @@ def test_inference_graph_has_no_infinite_fill_values(models, backbone):
     # int8 calibration records each tensor's range; an infinite (or FLT_MAX) fill-in for removed boxes once spread
     # through same-scale gathers to the objectness conv (scale 1e36: every logit 0, no detections on photographs)
     model = tflite_ready_model(models[backbone], (SIZE, SIZE))
-    graph = tf.function(lambda images: model(images, training=False)).get_concrete_function(
-        tf.TensorSpec([1, SIZE, SIZE, 3], tf.uint8)).graph.as_graph_def()  # fmt: skip
+    graph = (
+        tf.function(lambda images: model(images, training=False))
+        .get_concrete_function(tf.TensorSpec([1, SIZE, SIZE, 3], tf.uint8))
+        .graph.as_graph_def()
+    )
     nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
     constants = [(node.name, tf.make_ndarray(node.attr["value"].tensor)) for node in nodes if node.op == "Const"]
     floats = [(name, value) for name, value in constants if value.dtype.kind == "f"]

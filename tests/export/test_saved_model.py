@@ -19,8 +19,9 @@ def exports(class_names, model, tmp_path_factory):
     base = tmp_path_factory.mktemp("serving")
     result = {}
     for dtype in ("float32", "uint8"):
-        path = export_classifier_saved_model(model, base, f"nin_{dtype}", class_names, input_dtype=dtype,
-                                             warmup_examples=3)
+        path = export_classifier_saved_model(
+            model, base, f"nin_{dtype}", class_names, input_dtype=dtype, warmup_examples=3
+        )
         result[dtype] = (path, tf.saved_model.load(path))
     return result
 
@@ -98,9 +99,11 @@ def test_serving_bytes_resizes_and_converts_channels(exports, images):
 def test_serving_bytes_rejects_non_images(exports, images):
     signature = exports["float32"][1].signatures["serving_bytes"]
     good = tf.io.encode_png(images[0]).numpy()
-    for bad, message in ((b"this is not an image", r"image_bytes\[1\] is not a JPEG, PNG, GIF, BMP or WebP image"),
-                         (b"", r"image_bytes\[1\] is empty"),
-                         (b"GIF89a" + b"\0" * 32, r"image_bytes\[1\] is a corrupt or truncated GIF image")):
+    for bad, message in (
+        (b"this is not an image", r"image_bytes\[1\] is not a JPEG, PNG, GIF, BMP or WebP image"),
+        (b"", r"image_bytes\[1\] is empty"),
+        (b"GIF89a" + b"\0" * 32, r"image_bytes\[1\] is a corrupt or truncated GIF image"),
+    ):
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             signature(image_bytes=tf.constant([good, bad]))
     # A corrupt file with a valid signature fails in the decoder: the error names the image and the format.
@@ -116,8 +119,9 @@ def test_class_maps(class_names, keras_probabilities, model, images, exports):
     expected = keras.ops.convert_to_numpy(head_input(images[:4].astype(np.float32) / 127.5 - 1.0))
     np.testing.assert_allclose(maps, expected, atol=1e-5)
     # The head averages the maps, then applies softmax.
-    np.testing.assert_allclose(tf.nn.softmax(maps.mean(axis=(1, 2))).numpy(), keras_probabilities(model, images[:4]),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        tf.nn.softmax(maps.mean(axis=(1, 2))).numpy(), keras_probabilities(model, images[:4]), atol=1e-5
+    )
 
 
 def test_grayscale_model(class_names, tiny_nin, keras_probabilities, tmp_path):
@@ -239,13 +243,22 @@ def test_saved_model_cli_lists_signatures(exports):
     if not os.path.exists(cli):
         pytest.skip("saved_model_cli is not installed next to this Python")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([cli, "show", "--dir", exports["uint8"][0], "--all"], env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [cli, "show", "--dir", exports["uint8"][0], "--all"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    for expected in ("signature_def['serving_default']", "signature_def['serving_bytes']",
-                     "signature_def['class_maps']", "inputs['images']", "inputs['image_bytes']",
-                     "outputs['probabilities']", "outputs['classes']", "outputs['class_names']",
-                     "outputs['class_maps']", "tag-set: 'serve'"):
+    for expected in (
+        "signature_def['serving_default']",
+        "signature_def['serving_bytes']",
+        "signature_def['class_maps']",
+        "inputs['images']",
+        "inputs['image_bytes']",
+        "outputs['probabilities']",
+        "outputs['classes']",
+        "outputs['class_names']",
+        "outputs['class_maps']",
+        "tag-set: 'serve'",
+    ):
         assert expected in result.stdout, expected
 
 
@@ -254,8 +267,12 @@ def test_export_is_readable_by_others(class_names, model, tmp_path, umask_022, f
     # user could not read them; the export makes directories 0755 and files 0644
     path = export_classifier_saved_model(model, tmp_path, "nin", class_names, warmup_examples=1)
     modes = file_modes(path)
-    assert {"variables", os.path.join("assets.extra", "tf_serving_warmup_requests"),
-            os.path.join("assets.extra", "class_names.txt"), "saved_model.pb"} <= set(modes)  # fmt: skip
+    assert {
+        "variables",
+        os.path.join("assets.extra", "tf_serving_warmup_requests"),
+        os.path.join("assets.extra", "class_names.txt"),
+        "saved_model.pb",
+    } <= set(modes)
     for name, mode in modes.items():
         expected = 0o755 if os.path.isdir(os.path.join(path, name)) else 0o644
         assert mode == expected, (name, oct(mode))

@@ -33,8 +33,10 @@ def _interpreter(flatbuffer: bytes) -> Interpreter:
 def test_keeps_the_signature_names_and_the_values(mode, calibration):
     function = _conv_function()
     interpreter = _interpreter(convert_function_to_tflite(function, mode, calibration))
-    assert interpreter.get_signature_list()["serving_default"] == {"inputs": ["pixels"],
-                                                                   "outputs": ["features", "total"]}  # fmt: skip
+    assert interpreter.get_signature_list()["serving_default"] == {
+        "inputs": ["pixels"],
+        "outputs": ["features", "total"],
+    }
     pixels = np.random.default_rng(2).uniform(0, 1, size=(1, 8, 8, 3)).astype(np.float32)
     out = interpreter.get_signature_runner("serving_default")(pixels=pixels)
     expected = function(tf.constant(pixels))
@@ -49,8 +51,11 @@ def test_int8_ops_selects_the_quantized_op_types(calibration):
 
     def int8_ops(interpreter):
         tensors = {d["index"]: d["dtype"] for d in interpreter.get_tensor_details()}
-        return {op["op_name"] for op in interpreter._get_ops_details()
-                if any(tensors.get(i) == np.int8 for i in op["outputs"])}  # fmt: skip
+        return {
+            op["op_name"]
+            for op in interpreter._get_ops_details()
+            if any(tensors.get(i) == np.int8 for i in op["outputs"])
+        }
 
     assert int8_ops(selected) - {"QUANTIZE"} == {"CONV_2D"}  # the input is quantized for the conv
     assert {"CONV_2D", "LOGISTIC"} <= int8_ops(everything)

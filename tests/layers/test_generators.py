@@ -135,12 +135,14 @@ def test_detection_generator_decodes_a_confident_proposal():
 def test_detection_generator_threshold_clip_and_small_boxes():
     k = 3
     proposals = np.array([[[10, 10, 40, 40], [50, 50, 90, 130], [20, 20, 20, 20], [5, 5, 25, 25]]], np.float32)
-    logits = np.stack([
-        np.array([0.0, 3.0, 0.0]),  # p(1) = 0.91
-        one_hot_logits(1, k),       # crosses the right border (width 100): clipped
-        one_hot_logits(2, k),       # empty proposal: decodes to an empty box, dropped as small
-        np.array([0.0, -3.5, 0.0]),  # p(1) = 0.0147 < 0.05, p(2) = 0.4963, p(0) = 0.4963
-    ])[None].astype(np.float32)  # fmt: skip
+    logits = np.stack(
+        [
+            np.array([0.0, 3.0, 0.0]),  # p(1) = 0.91
+            one_hot_logits(1, k),  # crosses the right border (width 100): clipped
+            one_hot_logits(2, k),  # empty proposal: decodes to an empty box, dropped as small
+            np.array([0.0, -3.5, 0.0]),  # p(1) = 0.0147 < 0.05, p(2) = 0.4963, p(0) = 0.4963
+        ]
+    )[None].astype(np.float32)
     deltas = np.zeros((1, 4, k, 4), np.float32)
     out = numpy_dict(DetectionGenerator(num_classes=k, max_detections=10)(logits, deltas, proposals, IMAGE_120_100))
     n = out["num_detections"][0]
@@ -156,12 +158,14 @@ def test_detection_generator_nms_is_per_class():
     box = [10.0, 10.0, 50.0, 50.0]
     near = [11.0, 11.0, 51.0, 51.0]  # IoU 0.905 with box
     proposals = np.array([[box, near, near, box]], np.float32)
-    logits = np.stack([
-        one_hot_logits(1, k),
-        np.array([0.0, 8.0, 0.0]),  # same class, lower score, IoU 0.905: suppressed
-        one_hot_logits(2, k),        # other class at the same place (IoU 0.905 with proposal 0): kept
-        np.array([0.0, 5.0, 5.0]),   # p = 0.498 for classes 1 and 2: each suppressed by its own class's best
-    ])[None].astype(np.float32)  # fmt: skip
+    logits = np.stack(
+        [
+            one_hot_logits(1, k),
+            np.array([0.0, 8.0, 0.0]),  # same class, lower score, IoU 0.905: suppressed
+            one_hot_logits(2, k),  # other class at the same place (IoU 0.905 with proposal 0): kept
+            np.array([0.0, 5.0, 5.0]),  # p = 0.498 for classes 1 and 2: each suppressed by its own class's best
+        ]
+    )[None].astype(np.float32)
     deltas = np.zeros((1, 4, k, 4), np.float32)
     gen = DetectionGenerator(num_classes=k, max_detections=6)
     out = numpy_dict(gen(logits, deltas, proposals, IMAGE_100))
@@ -170,8 +174,11 @@ def test_detection_generator_nms_is_per_class():
     assert sorted(out["classes"][0, :n].tolist()) == [1, 2]
     # Each kept box is the best of its class; p ~ 1 for proposal 0 (class 1) and proposal 2 (class 2).
     assert (out["scores"][0, :n] > 0.99).all()
-    with_low_iou = numpy_dict(DetectionGenerator(num_classes=k, nms_iou_threshold=0.95, max_detections=6)(
-        logits, deltas, proposals, IMAGE_100))  # fmt: skip
+    with_low_iou = numpy_dict(
+        DetectionGenerator(num_classes=k, nms_iou_threshold=0.95, max_detections=6)(
+            logits, deltas, proposals, IMAGE_100
+        )
+    )
     # At IoU 0.95 only proposal 3's class-1 box (an exact duplicate of proposal 0's) is suppressed: 5 - 1.
     assert with_low_iou["num_detections"][0] == 4
 
@@ -191,19 +198,24 @@ def test_detection_generator_matches_numpy_reference_and_num_proposals():
         assert gen.nms_candidates(n) == candidates
         out = numpy_dict(gen(logits, deltas, proposals, image_shape))
         for i in range(b):
-            boxes, scores, labels = np_postprocess(logits[i], deltas[i], proposals[i], *image_shape[i],
-                                                   score_threshold=threshold, top=30)  # fmt: skip
+            boxes, scores, labels = np_postprocess(
+                logits[i], deltas[i], proposals[i], *image_shape[i], score_threshold=threshold, top=30
+            )
             m = out["num_detections"][i]
             assert m == len(scores) > 0
             np.testing.assert_allclose(out["boxes"][i, :m], boxes, atol=1e-3)
             np.testing.assert_allclose(out["scores"][i, :m], scores, atol=1e-6)
             np.testing.assert_array_equal(out["classes"][i, :m], labels)
     # num_proposals: only the first 10 proposals of image 0 and 25 of image 1 count.
-    out = numpy_dict(DetectionGenerator(num_classes=k, max_detections=30)(
-        logits, deltas, proposals, image_shape, num_proposals=np.array([10, 25])))  # fmt: skip
+    out = numpy_dict(
+        DetectionGenerator(num_classes=k, max_detections=30)(
+            logits, deltas, proposals, image_shape, num_proposals=np.array([10, 25])
+        )
+    )
     for i, count in enumerate([10, 25]):
-        boxes, scores, labels = np_postprocess(logits[i, :count], deltas[i, :count], proposals[i, :count],
-                                               *image_shape[i], top=30)  # fmt: skip
+        boxes, scores, labels = np_postprocess(
+            logits[i, :count], deltas[i, :count], proposals[i, :count], *image_shape[i], top=30
+        )
         assert out["num_detections"][i] == len(scores)
         np.testing.assert_allclose(out["scores"][i, : len(scores)], scores, atol=1e-6)
 
@@ -221,7 +233,10 @@ def test_detection_generator_tf_function_config_and_functional():
 
     out = run(logits, deltas, proposals, tf.constant([[20, 20], [20, 20]]))
     assert {k: tuple(v.shape) for k, v in out.items()} == {
-        "boxes": (2, 4, 4), "scores": (2, 4), "classes": (2, 4), "num_detections": (2,)
+        "boxes": (2, 4, 4),
+        "scores": (2, 4),
+        "classes": (2, 4),
+        "num_detections": (2,),
     }
     assert out["num_detections"].numpy().tolist() == [2, 2]  # classes 1 and 2 at p = 1/3; duplicates suppressed
     concrete = run.get_concrete_function(logits, deltas, proposals, tf.constant([[20, 20], [20, 20]]))
@@ -240,10 +255,17 @@ def test_detection_generator_tf_function_config_and_functional():
 
 def two_level_case():
     """Two levels of 3 anchors each; per level a duplicate pair, and a tiny box with the best score."""
-    anchors = np.array([
-        [10, 10, 30, 30], [11, 11, 31, 31], [60, 60, 60.0005, 60.0005],  # level 0
-        [10, 10, 30, 30], [12, 12, 32, 32], [50, 50, 90, 90],           # level 1
-    ], np.float32)  # fmt: skip
+    anchors = np.array(
+        [
+            [10, 10, 30, 30],
+            [11, 11, 31, 31],
+            [60, 60, 60.0005, 60.0005],  # level 0
+            [10, 10, 30, 30],
+            [12, 12, 32, 32],
+            [50, 50, 90, 90],  # level 1
+        ],
+        np.float32,
+    )
     objectness = np.array([[2.0, 1.0, 5.0, 1.5, 0.5, -1.0]], np.float32)
     deltas = np.zeros((1, 6, 4), np.float32)
     return objectness, deltas, anchors, [3, 3]
@@ -267,8 +289,9 @@ def test_proposal_generator_removes_tiny_boxes_and_nms_per_level():
 
 def test_proposal_generator_pre_nms_top_k_per_level_clip_and_modes():
     objectness, deltas, anchors, level_sizes = two_level_case()
-    gen = ProposalGenerator(pre_nms_top_k=1, post_nms_top_k=4, pre_nms_top_k_train=2, post_nms_top_k_train=3,
-                            level_sizes=level_sizes)  # fmt: skip
+    gen = ProposalGenerator(
+        pre_nms_top_k=1, post_nms_top_k=4, pre_nms_top_k_train=2, post_nms_top_k_train=3, level_sizes=level_sizes
+    )
     test = numpy_dict(gen(objectness, deltas, anchors, np.array([[100, 100]]), training=False))
     # Only the best anchor of each level is considered: level 0's is tiny, so one proposal is left.
     assert test["proposals"].shape == (1, 4, 4) and test["num_proposals"].tolist() == [1]
@@ -336,6 +359,7 @@ def test_proposal_generator_needs_level_sizes():
         ProposalGenerator()(objectness, deltas, anchors, IMAGE_100)
     with pytest.raises(ValueError, match="sum to 5"):
         ProposalGenerator(level_sizes=[3, 2])(objectness, deltas, anchors, IMAGE_100)
-    out = ProposalGenerator(pre_nms_top_k=5, post_nms_top_k=2)(objectness, deltas, anchors, IMAGE_100,
-                                                               level_sizes=[3, 3])  # fmt: skip
+    out = ProposalGenerator(pre_nms_top_k=5, post_nms_top_k=2)(
+        objectness, deltas, anchors, IMAGE_100, level_sizes=[3, 3]
+    )
     assert tuple(out["proposals"].shape) == (1, 2, 4)

@@ -166,9 +166,13 @@ def test_rpn_head_shapes_dtypes_names():
     assert objectness.shape == (2, total) and deltas.shape == (2, total, 4)
     assert objectness.dtype == deltas.dtype == tf.float32
     assert [w.path for w in head.weights] == [
-        "rpn/conv/kernel", "rpn/conv/bias", "rpn/cls_logits/kernel", "rpn/cls_logits/bias",
-        "rpn/bbox_pred/kernel", "rpn/bbox_pred/bias",
-    ]  # fmt: skip
+        "rpn/conv/kernel",
+        "rpn/conv/bias",
+        "rpn/cls_logits/kernel",
+        "rpn/cls_logits/bias",
+        "rpn/bbox_pred/kernel",
+        "rpn/bbox_pred/bias",
+    ]
     assert tuple(head.bbox_pred.kernel.shape) == (1, 1, 4, 12)
     single_o, single_d = head(levels[0])
     assert single_o.shape == (2, 13 * 13 * 3) and single_d.shape == (2, 13 * 13 * 3, 4)
@@ -231,9 +235,15 @@ def test_box_head_shapes_names_config():
     assert logits.shape == (2, 3, 5) and deltas.shape == (2, 3, 5, 4)
     assert logits.dtype == deltas.dtype == tf.float32
     assert [w.path for w in head.weights] == [
-        "box/fc6/kernel", "box/fc6/bias", "box/fc7/kernel", "box/fc7/bias",
-        "box/cls_score/kernel", "box/cls_score/bias", "box/bbox_pred/kernel", "box/bbox_pred/bias",
-    ]  # fmt: skip
+        "box/fc6/kernel",
+        "box/fc6/bias",
+        "box/fc7/kernel",
+        "box/fc7/bias",
+        "box/cls_score/kernel",
+        "box/cls_score/bias",
+        "box/bbox_pred/kernel",
+        "box/bbox_pred/bias",
+    ]
     assert tuple(head.fc6.kernel.shape) == (7 * 7 * 4, 16) and tuple(head.bbox_pred.kernel.shape) == (16, 20)
     flat_logits, flat_deltas = head(np.zeros((6, 7, 7, 4), np.float32))
     assert flat_logits.shape == (6, 5) and flat_deltas.shape == (6, 5, 4)
@@ -285,7 +295,10 @@ def test_mask_head_shapes_and_numpy_reference():
     logits = head(x)
     assert logits.shape == (2, 3, 28, 28, 5) and logits.dtype == tf.float32
     assert [w.path for w in head.weights][::2] == [
-        "mask/mask_fcn1/kernel", "mask/mask_fcn2/kernel", "mask/conv5_mask/kernel", "mask/mask_fcn_logits/kernel"
+        "mask/mask_fcn1/kernel",
+        "mask/mask_fcn2/kernel",
+        "mask/conv5_mask/kernel",
+        "mask/mask_fcn_logits/kernel",
     ]
     assert tuple(head.conv5_mask.kernel.shape) == (2, 2, 6, 6)
     randomize(head)
@@ -302,17 +315,16 @@ def test_mask_head_shapes_and_numpy_reference():
     classes = rng.integers(0, 5, size=(2, 3))
     chosen = np.take_along_axis(f.reshape(2, 3, 28, 28, 5), classes[:, :, None, None, None], axis=4)[..., 0]
     np.testing.assert_allclose(keras.ops.convert_to_numpy(head(x, classes)), chosen, atol=1e-3, rtol=1e-4)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(head(x[0], classes[0])), chosen[0], atol=1e-3, rtol=1e-4
-    )
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(head(x[0], classes[0])), chosen[0], atol=1e-3, rtol=1e-4)
     assert head.compute_output_shape(x.shape, classes.shape) == (2, 3, 28, 28)
     inputs = tf.constant(x)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(inputs)
         one = head(inputs, classes)
         every = tf.gather(head(inputs), classes, axis=4, batch_dims=2)
-    for a, b in zip(tape.gradient(one, [inputs] + head.trainable_weights),
-                    tape.gradient(every, [inputs] + head.trainable_weights)):  # fmt: skip
+    for a, b in zip(
+        tape.gradient(one, [inputs] + head.trainable_weights), tape.gradient(every, [inputs] + head.trainable_weights)
+    ):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-4, rtol=1e-4)
 
 

@@ -10,8 +10,9 @@ def test_copies_of_an_unseeded_initializer_draw_different_values():
     a, b = independent_initializer(shared, 0), independent_initializer(shared, 1)
     assert isinstance(a, keras.initializers.HeNormal) and a is not shared
     assert not np.array_equal(a((4, 4)), b((4, 4)))
-    assert not np.array_equal(independent_initializer("he_normal", 0)((4, 4)),
-                              independent_initializer("he_normal", 0)((4, 4)))  # fmt: skip
+    assert not np.array_equal(
+        independent_initializer("he_normal", 0)((4, 4)), independent_initializer("he_normal", 0)((4, 4))
+    )
 
 
 def test_seeded_copies_are_reproducible_and_distinct():

@@ -40,11 +40,13 @@ def mlpconv_reference(x, weights, stride, padding):
 def test_mlpconv_matches_float64_reference(kernel_size, strides, padding):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 11, 9, 3)).astype(np.float32)
-    layer = Mlpconv([6, 5, 4], kernel_size=kernel_size, strides=strides, padding=padding,
-                    bias_initializer="random_normal")  # fmt: skip
+    layer = Mlpconv(
+        [6, 5, 4], kernel_size=kernel_size, strides=strides, padding=padding, bias_initializer="random_normal"
+    )
     y = keras.ops.convert_to_numpy(layer(x))
-    expected = mlpconv_reference(x.astype(np.float64), [w.astype(np.float64) for w in layer.get_weights()],
-                                 strides, padding)  # fmt: skip
+    expected = mlpconv_reference(
+        x.astype(np.float64), [w.astype(np.float64) for w in layer.get_weights()], strides, padding
+    )
     assert y.shape == expected.shape
     np.testing.assert_allclose(y, expected, atol=1e-5, rtol=1e-5)
     assert (y >= 0).all()  # the last stage has a ReLU too
@@ -93,9 +95,13 @@ def test_mlpconv_stages_start_from_independent_weights():
 
 @pytest.mark.parametrize(
     "kwargs,message",
-    [({"filters": []}, "non-empty"), ({"filters": [3, 0]}, "positive"),
-     ({"filters": [3], "padding": "full"}, "padding"), ({"filters": [3], "dropout_rate": 1.0}, "dropout_rate")],
-)  # fmt: skip
+    [
+        ({"filters": []}, "non-empty"),
+        ({"filters": [3, 0]}, "positive"),
+        ({"filters": [3], "padding": "full"}, "padding"),
+        ({"filters": [3], "dropout_rate": 1.0}, "dropout_rate"),
+    ],
+)
 def test_mlpconv_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Mlpconv(**kwargs)

@@ -88,8 +88,9 @@ def multilevel_reference(features, boxes, output_size, sampling_ratio, aligned, 
         for n in range(boxes.shape[1]):
             level = level_reference(boxes[b, n].astype(np.float64))
             fmap = features[level - LEVELS[0]][b].astype(np.float64)
-            out[b, n] = roi_align_reference(fmap, boxes[b, n], 2.0**-level, output_size, sampling_ratio, aligned,
-                                            border)  # fmt: skip
+            out[b, n] = roi_align_reference(
+                fmap, boxes[b, n], 2.0**-level, output_size, sampling_ratio, aligned, border
+            )
     return out
 
 
@@ -116,16 +117,25 @@ def make_boxes(rng, batch=2, image=IMAGE):
                 boxes.append([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2])
         e = float(image)
         boxes += [
-            [-20.0, 40.0, 30.0, 90.0], [40.0, -20.0, 90.0, 30.0],  # top, left borders
-            [e - 30, 40.0, e + 25, 90.0], [40.0, e - 30, 90.0, e + 25],  # bottom, right borders
-            [-30.0, -30.0, e + 30, e + 30], [e - 6, e - 6, e + 6, e + 6],  # all borders; the corner
-            [-5.0, -5.0, 3.0, 3.0], [-3.9, 10.0, 1.0, 20.0],  # the top-left corner; within one pixel (P2)
-            [e - 2.0, 10.0, e + 3.0, 20.0], [10.0, e - 1.0, 20.0, e + 5.0],  # within one pixel bottom/right
-            [-40.0, -40.0, -10.0, -10.0], [e + 10, 20.0, e + 50, 60.0],  # entirely outside
-            [100.0, 100.0, 100.4, 100.3], [17.2, 33.9, 18.0, 34.1],  # smaller than a bin
-            [50.0, 60.0, 50.0, 60.0], [0.0, 0.0, 0.0, 0.0],  # zero size (padding)
-            [0.0, 0.0, 224.0, 224.0], [10.0, 10.0, 122.0, 122.0],  # on the level boundaries 4 and 3
-        ]  # fmt: skip
+            [-20.0, 40.0, 30.0, 90.0],
+            [40.0, -20.0, 90.0, 30.0],  # top, left borders
+            [e - 30, 40.0, e + 25, 90.0],
+            [40.0, e - 30, 90.0, e + 25],  # bottom, right borders
+            [-30.0, -30.0, e + 30, e + 30],
+            [e - 6, e - 6, e + 6, e + 6],  # all borders; the corner
+            [-5.0, -5.0, 3.0, 3.0],
+            [-3.9, 10.0, 1.0, 20.0],  # the top-left corner; within one pixel (P2)
+            [e - 2.0, 10.0, e + 3.0, 20.0],
+            [10.0, e - 1.0, 20.0, e + 5.0],  # within one pixel bottom/right
+            [-40.0, -40.0, -10.0, -10.0],
+            [e + 10, 20.0, e + 50, 60.0],  # entirely outside
+            [100.0, 100.0, 100.4, 100.3],
+            [17.2, 33.9, 18.0, 34.1],  # smaller than a bin
+            [50.0, 60.0, 50.0, 60.0],
+            [0.0, 0.0, 0.0, 0.0],  # zero size (padding)
+            [0.0, 0.0, 224.0, 224.0],
+            [10.0, 10.0, 122.0, 122.0],  # on the level boundaries 4 and 3
+        ]
         per_image.append(boxes)
     return np.asarray(per_image, np.float32)
 
@@ -180,9 +190,17 @@ def test_single_level_matches_float64_reference(data, method, border, aligned, s
     layer = RoIAlign(output_size, sampling_ratio, aligned=aligned, border=border, method=method, scale=2.0**-level)
     out = run(layer, features[level - 2], boxes)
     fmap = features[level - 2].astype(np.float64)
-    expected = np.stack([np.stack([
-        roi_align_reference(fmap[b], box, 2.0**-level, output_size, sampling_ratio, aligned, border)
-        for box in boxes[b]]) for b in range(boxes.shape[0])])  # fmt: skip
+    expected = np.stack(
+        [
+            np.stack(
+                [
+                    roi_align_reference(fmap[b], box, 2.0**-level, output_size, sampling_ratio, aligned, border)
+                    for box in boxes[b]
+                ]
+            )
+            for b in range(boxes.shape[0])
+        ]
+    )
     error = np.abs(out - expected).max()
     print(f"single-level {method} border={border} aligned={aligned} s={sampling_ratio}: max abs error {error:.2e}")
     assert error < 1e-4
@@ -223,8 +241,10 @@ def test_min_size_rule_when_not_aligned():
 @pytest.mark.parametrize("aligned", [False, True])
 def test_kernels_agree(data, border, aligned):
     features, boxes = data
-    results = [run(RoIAlign(14, aligned=aligned, border=border, method=m), features, boxes)
-               for m in ("crop_and_resize", "gather")]  # fmt: skip
+    results = [
+        run(RoIAlign(14, aligned=aligned, border=border, method=m), features, boxes)
+        for m in ("crop_and_resize", "gather")
+    ]
     difference = np.abs(results[0] - results[1]).max()
     print(f"kernels border={border} aligned={aligned}: max abs difference {difference:.2e}")
     assert difference < 1e-5
@@ -279,8 +299,18 @@ def test_shapes_and_dtypes_functional(data):
 
 def test_get_config_round_trip(data, tmp_path):
     features, boxes = data
-    layer = RoIAlign(output_size=(14, 7), sampling_ratio=3, aligned=True, min_level=2, max_level=5,
-                     canonical_size=200.0, canonical_level=3, border="zero", method="gather", name="pool")  # fmt: skip
+    layer = RoIAlign(
+        output_size=(14, 7),
+        sampling_ratio=3,
+        aligned=True,
+        min_level=2,
+        max_level=5,
+        canonical_size=200.0,
+        canonical_level=3,
+        border="zero",
+        method="gather",
+        name="pool",
+    )
     config = layer.get_config()
     clone = RoIAlign.from_config(config)
     assert clone.get_config() == config
@@ -295,8 +325,7 @@ def test_get_config_round_trip(data, tmp_path):
     model = keras.Model([*inputs, box_input], layer(inputs, box_input))
     model.save(tmp_path / "roi.keras")
     loaded = keras.saving.load_model(tmp_path / "roi.keras")
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded([*features, boxes])),
-                                  run(layer, features, boxes))  # fmt: skip
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded([*features, boxes])), run(layer, features, boxes))
 
 
 def test_bad_arguments_and_inputs(data):
@@ -336,8 +365,11 @@ def test_bad_arguments_and_inputs(data):
 
 def _concrete(method, count=8):
     layer = RoIAlign(7, min_level=2, max_level=3, method=method)
-    specs = [tf.TensorSpec([1, 16, 16, 4], tf.float32), tf.TensorSpec([1, 8, 8, 4], tf.float32),
-             tf.TensorSpec([1, count, 4], tf.float32)]  # fmt: skip
+    specs = [
+        tf.TensorSpec([1, 16, 16, 4], tf.float32),
+        tf.TensorSpec([1, 8, 8, 4], tf.float32),
+        tf.TensorSpec([1, count, 4], tf.float32),
+    ]
 
     @tf.function(input_signature=specs)
     def pool(p2, p3, boxes):
@@ -358,8 +390,21 @@ def test_gather_kernel_converts_to_builtin_tflite_and_matches():
     rng = np.random.default_rng(7)
     p2 = rng.normal(size=(1, 16, 16, 4)).astype(np.float32)
     p3 = rng.normal(size=(1, 8, 8, 4)).astype(np.float32)
-    boxes = np.array([[[-10, -10, 30, 30], [5, 5, 60, 70], [-30, -30, 100, 100], [-10, 0, 130, 110],
-                       [10, 20, 11, 21], [-3, 40, 20, 66], [30, -2, 66, 20], [0, 0, 0, 0]]], np.float32)  # fmt: skip
+    boxes = np.array(
+        [
+            [
+                [-10, -10, 30, 30],
+                [5, 5, 60, 70],
+                [-30, -30, 100, 100],
+                [-10, 0, 130, 110],
+                [10, 20, 11, 21],
+                [-3, 40, 20, 66],
+                [30, -2, 66, 20],
+                [0, 0, 0, 0],
+            ]
+        ],
+        np.float32,
+    )
     layer, concrete = _concrete("gather")
     model = _builtins_converter(layer, concrete).convert()
     interpreter = Interpreter(model_content=model)
@@ -403,9 +448,12 @@ def test_matches_torchvision_roi_align(data, method, aligned, output_size, torch
                                         sampling_ratio=2, aligned=bool(inputs["aligned"]))
         outputs["pooled"] = out.permute(0, 2, 3, 1).numpy()
         """,
-        fmap=features[0], boxes=boxes, size=np.array(output_size), scale=np.array(2.0**-level),
+        fmap=features[0],
+        boxes=boxes,
+        size=np.array(output_size),
+        scale=np.array(2.0**-level),
         aligned=np.array(aligned),
-    )["pooled"]  # fmt: skip
+    )["pooled"]
     expected = expected.reshape(2, boxes.shape[1], output_size, output_size, CHANNELS)
     out = run(RoIAlign(output_size, aligned=aligned, method=method, scale=2.0**-level), features[0], boxes)
     np.testing.assert_allclose(out, expected, atol=1e-4)
@@ -424,9 +472,12 @@ def test_matches_torchvision_multiscale_roi_align(data, method, output_size, tor
         image = int(inputs["image"])
         outputs["pooled"] = pooler(maps, rois, [(image, image)] * len(rois)).permute(0, 2, 3, 1).numpy()
         """,
-        boxes=boxes, size=np.array(output_size), levels=np.array(len(LEVELS)), image=np.array(IMAGE),
+        boxes=boxes,
+        size=np.array(output_size),
+        levels=np.array(len(LEVELS)),
+        image=np.array(IMAGE),
         **{f"p{i}": f for i, f in enumerate(features)},
-    )["pooled"]  # fmt: skip
+    )["pooled"]
     expected = expected.reshape(2, boxes.shape[1], output_size, output_size, CHANNELS)
     out = run(RoIAlign(output_size, method=method), features, boxes)
     np.testing.assert_allclose(out, expected, atol=1e-4)
@@ -453,9 +504,12 @@ def test_feature_gradients_match_torchvision_multiscale_roi_align(data, method, 
         for n in names:
             outputs[f"g{n}"] = maps[n].grad.permute(0, 2, 3, 1).numpy()
         """,
-        boxes=boxes, levels=np.array(len(LEVELS)), image=np.array(IMAGE), weights=weights,
+        boxes=boxes,
+        levels=np.array(len(LEVELS)),
+        image=np.array(IMAGE),
+        weights=weights,
         **{f"p{i}": f for i, f in enumerate(features)},
-    )  # fmt: skip
+    )
     inputs = [tf.constant(f) for f in features]
     with tf.GradientTape() as tape:
         tape.watch(inputs)

@@ -289,8 +289,10 @@ def test_resnet_argument_errors_and_input_tensor():
 
 @pytest.mark.parametrize("stride_in_1x1", [False, True])
 def test_resnet_matches_torchvision_when_available(stride_in_1x1, torch_run):
-    x = {f"x{i}": np.random.default_rng(1).normal(size=(1, *size, 3)).astype(np.float32)
-         for i, size in enumerate(((64, 64), (65, 97)))}  # fmt: skip
+    x = {
+        f"x{i}": np.random.default_rng(1).normal(size=(1, *size, 3)).astype(np.float32)
+        for i, size in enumerate(((64, 64), (65, 97)))
+    }
     reference = torch_run(
         """
         from torchvision.models._utils import IntermediateLayerGetter
@@ -314,8 +316,9 @@ def test_resnet_matches_torchvision_when_available(stride_in_1x1, torch_run):
             for level, feature in body(torch.from_numpy(inputs[name].transpose(0, 3, 1, 2))).items():
                 outputs[f"{name}:{level}"] = feature.numpy().transpose(0, 2, 3, 1)
         """,
-        stride_in_1x1=np.array(stride_in_1x1), **x,
-    )  # fmt: skip
+        stride_in_1x1=np.array(stride_in_1x1),
+        **x,
+    )
     model = resnet_backbone(50, stride_in_1x1=stride_in_1x1, norm_epsilon=0.0)
     for key, value in reference.items():
         mapped = torchvision_key_to_keras(key[2:]) if key.startswith("w:") else None

@@ -12,11 +12,23 @@ from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 from kzoo.models.nin import build_nin, resolve_blocks
 
 TINY = dict(
-    num_classes=4, backbone="small_convnet", backbone_width=0.25, norm="group", fpn_channels=16,
-    anchor_sizes=(8, 16, 32, 64, 128), aspect_ratios=(1.0,), rpn_pre_nms_top_k_test=50, rpn_post_nms_top_k_test=20,
-    box_fc_dim=32, mask_num_convs=1, mask_channels=16, max_detections=10, min_size=64, max_size=96,
+    num_classes=4,
+    backbone="small_convnet",
+    backbone_width=0.25,
+    norm="group",
+    fpn_channels=16,
+    anchor_sizes=(8, 16, 32, 64, 128),
+    aspect_ratios=(1.0,),
+    rpn_pre_nms_top_k_test=50,
+    rpn_post_nms_top_k_test=20,
+    box_fc_dim=32,
+    mask_num_convs=1,
+    mask_channels=16,
+    max_detections=10,
+    min_size=64,
+    max_size=96,
     score_threshold=0.0,
-)  # fmt: skip
+)
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,26 @@ from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 
 TINY = dict(
-    fpn_channels=16, box_fc_dim=32, mask_channels=8, mask_num_convs=2, num_classes=4,
-    rpn_pre_nms_top_k_test=100, rpn_post_nms_top_k_test=40, max_detections=8,
-)  # fmt: skip
+    fpn_channels=16,
+    box_fc_dim=32,
+    mask_channels=8,
+    mask_num_convs=2,
+    num_classes=4,
+    rpn_pre_nms_top_k_test=100,
+    rpn_post_nms_top_k_test=40,
+    max_detections=8,
+)
 
 
 def tiny_model(**overrides) -> MaskRCNNModel:
     values = {"min_size": 96, "max_size": 160, **TINY, **overrides}
-    return MaskRCNN("mobilenet_v2_fpn", num_classes=values.pop("num_classes"), min_size=values.pop("min_size"),
-                    max_size=values.pop("max_size"), **values)  # fmt: skip
+    return MaskRCNN(
+        "mobilenet_v2_fpn",
+        num_classes=values.pop("num_classes"),
+        min_size=values.pop("min_size"),
+        max_size=values.pop("max_size"),
+        **values,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +87,9 @@ def test_unknown_size_graph_matches_static_size():
 def test_jit_compile_with_gather_roi_align():
     # no NMS and no top-k cut: random initial scores nearly tie, and any rounding difference would change which
     # detections survive; so every candidate is kept, and eager and XLA must agree on all of them
-    model = tiny_model(score_threshold=0.0, roi_method="gather", max_detections=200, nms_threshold=1.0,
-                       detection_pre_nms_top_k=200)  # fmt: skip
+    model = tiny_model(
+        score_threshold=0.0, roi_method="gather", max_detections=200, nms_threshold=1.0, detection_pre_nms_top_k=200
+    )
     image = np.random.default_rng(2).integers(0, 256, (1, 96, 128, 3)).astype(np.uint8)
     compiled = tf.function(model.call, jit_compile=True)
     eager = model(image)
@@ -87,8 +99,9 @@ def test_jit_compile_with_gather_roi_align():
     assert count > 50
 
     def ranked(out):  # detections of (near-)equal score may come in either order: compare them sorted by box
-        rows = np.concatenate([out["detection_boxes"].numpy()[0, :count],
-                               out["detection_scores"].numpy()[0, :count, None]], axis=1)  # fmt: skip
+        rows = np.concatenate(
+            [out["detection_boxes"].numpy()[0, :count], out["detection_scores"].numpy()[0, :count, None]], axis=1
+        )
         return rows[np.lexsort(np.round(rows[:, ::-1], 1).T)]
 
     np.testing.assert_allclose(ranked(jitted), ranked(eager), atol=1e-2)

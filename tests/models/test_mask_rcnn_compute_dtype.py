@@ -10,10 +10,22 @@ from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 
 SMALL = dict(
-    num_classes=4, backbone="small_convnet", backbone_width=0.25, norm="group", fpn_channels=16,
-    anchor_sizes=(8, 16, 32, 64, 128), rpn_pre_nms_top_k_test=50, rpn_post_nms_top_k_test=20, box_fc_dim=32,
-    mask_num_convs=1, mask_channels=16, max_detections=10, min_size=64, max_size=64, score_threshold=0.0,
-)  # fmt: skip
+    num_classes=4,
+    backbone="small_convnet",
+    backbone_width=0.25,
+    norm="group",
+    fpn_channels=16,
+    anchor_sizes=(8, 16, 32, 64, 128),
+    rpn_pre_nms_top_k_test=50,
+    rpn_post_nms_top_k_test=20,
+    box_fc_dim=32,
+    mask_num_convs=1,
+    mask_channels=16,
+    max_detections=10,
+    min_size=64,
+    max_size=64,
+    score_threshold=0.0,
+)
 
 
 def test_bfloat16_compute_keeps_geometry_in_float32():

@@ -188,12 +188,25 @@ def test_fit_on_two_replicas_matches_one_device(tmp_path, tiny_mask_rcnn):
     replica's gradient before the all-reduce: it matches on one device but not on two replicas when it binds."""
     root = Path(__file__).resolve().parents[2]
     result = tmp_path / "mirrored"
-    spec = {"config": tiny_mask_rcnn(tmp_path / "run", train={"seed": 3}), "steps": 2, "clip": 0.5,
-            "result": os.fspath(result)}  # fmt: skip
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONPATH": os.pathsep.join(filter(None, [os.fspath(root), os.environ.get("PYTHONPATH")]))}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT, json.dumps(spec)], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    spec = {
+        "config": tiny_mask_rcnn(tmp_path / "run", train={"seed": 3}),
+        "steps": 2,
+        "clip": 0.5,
+        "result": os.fspath(result),
+    }
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.fspath(root), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_SCRIPT, json.dumps(spec)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     out = json.loads(Path(f"{result}.json").read_text())
     assert out["one"]["replicas"] == 1 and out["two"]["replicas"] == 2 and out["two"]["spread"] == 0.0
@@ -201,8 +214,10 @@ def test_fit_on_two_replicas_matches_one_device(tmp_path, tiny_mask_rcnn):
         assert out["two"]["history"][name][0] == pytest.approx(out["one"]["history"][name][0], rel=LOSS_RTOL)
     with np.load(f"{result}.npz") as arrays:
         count = sum(1 for key in arrays.files if key.startswith("initial_"))
-        weights = {run: [arrays[f"{run}_{i}"] for i in range(count)] for run in ("one", "two", "one_keras",
-                                                                                "two_keras", "initial")}
+        weights = {
+            run: [arrays[f"{run}_{i}"] for i in range(count)]
+            for run in ("one", "two", "one_keras", "two_keras", "initial")
+        }
     for index, (a, b) in enumerate(zip(weights["one"], weights["two"], strict=True)):
         np.testing.assert_allclose(a, b, rtol=WEIGHT_RTOL, atol=WEIGHT_ATOL, err_msg=f"variable {index}")
     # on one device Keras' global_clipnorm is the same clipping

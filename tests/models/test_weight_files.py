@@ -9,8 +9,9 @@ from kzoo.models.weight_files import load_weights_file
 
 def _model(width: int, name: str = "m") -> keras.Model:
     inputs = keras.Input((4,))
-    return keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Dense(width, name="hidden")(inputs)),
-                       name=name)  # fmt: skip
+    return keras.Model(
+        inputs, keras.layers.Dense(2, name="out")(keras.layers.Dense(width, name="hidden")(inputs)), name=name
+    )
 
 
 def test_loads_a_matching_file(tmp_path):
@@ -63,7 +64,10 @@ def test_mask_rcnn_weights_load_into_another_class_count(tmp_path, tiny_mask_rcn
     fresh = {v.path: keras.ops.convert_to_numpy(v) for v in target.weights}
     report = load_weights_transferring(target, tmp_path / "four.weights.h5")
     assert sorted({name.rsplit("/vars/", 1)[0] for name in report.reset}) == [
-        "box_head/bbox_pred", "box_head/cls_score", "layers/mask_head/mask_fcn_logits"]
+        "box_head/bbox_pred",
+        "box_head/cls_score",
+        "layers/mask_head/mask_fcn_logits",
+    ]
     assert "freshly initialized (other class count)" in report.summary()
     by_path = {v.path: keras.ops.convert_to_numpy(v) for v in source.weights}
     class_specific = ("cls_score", "box_head/bbox_pred", "mask_fcn_logits")
@@ -82,13 +86,19 @@ def test_another_architecture_names_the_first_layer_and_both_shapes(tmp_path, ti
     from kzoo.models.weight_files import load_weights_transferring
 
     _mask_rcnn(tmp_path, tiny_mask_rcnn, mask_num_convs=2).save_weights(tmp_path / "two.weights.h5")
-    with pytest.raises(ValueError, match=r"another architecture .* first difference at layer "
-                                         r"'layers/mask_head/convs/conv2d_1' .* the model has no such weight, "
-                                         r"the file shape \[3, 3, 16, 16\]"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"another architecture .* first difference at layer "
+        r"'layers/mask_head/convs/conv2d_1' .* the model has no such weight, "
+        r"the file shape \[3, 3, 16, 16\]",
+    ):
         load_weights_transferring(_mask_rcnn(tmp_path, tiny_mask_rcnn, mask_num_convs=1), tmp_path / "two.weights.h5")
     _mask_rcnn(tmp_path, tiny_mask_rcnn, fpn_channels=8).save_weights(tmp_path / "narrow.weights.h5")
-    with pytest.raises(ValueError, match=r"first difference at layer 'box_head/fc6' .*: the model has shape "
-                                         r"\[784, 32\], the file shape \[392, 32\]"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"first difference at layer 'box_head/fc6' .*: the model has shape "
+        r"\[784, 32\], the file shape \[392, 32\]",
+    ):
         load_weights_transferring(_mask_rcnn(tmp_path, tiny_mask_rcnn), tmp_path / "narrow.weights.h5")
 
 

@@ -12,9 +12,7 @@ def reference_conv(x, kernel, bias):
     x, kernel = np.float64(x), np.float64(kernel)
     _, height, width, _ = x.shape
     padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
-    out = sum(
-        padded[:, i : i + height, j : j + width] @ kernel[i, j] for i in range(3) for j in range(3)
-    )  # fmt: skip
+    out = sum(padded[:, i : i + height, j : j + width] @ kernel[i, j] for i in range(3) for j in range(3))
     return out + np.float64(bias)
 
 
@@ -23,10 +21,12 @@ def reference_gradients(x, kernel, upstream):
     x, kernel, upstream = np.float64(x), np.float64(kernel), np.float64(upstream)
     _, height, width, _ = x.shape
     padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
-    dkernel = np.stack([
-        np.stack([np.einsum("nhwc,nhwk->ck", padded[:, i : i + height, j : j + width], upstream) for j in range(3)])
-        for i in range(3)
-    ])  # fmt: skip
+    dkernel = np.stack(
+        [
+            np.stack([np.einsum("nhwc,nhwk->ck", padded[:, i : i + height, j : j + width], upstream) for j in range(3)])
+            for i in range(3)
+        ]
+    )
     dpadded = np.zeros_like(padded)
     for i in range(3):
         for j in range(3):

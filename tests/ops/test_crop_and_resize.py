@@ -159,8 +159,9 @@ def pooled_gradient(image, boxes, box_indices, upstream, pool, edge_pad=False, s
     def run(image):
         with tf.GradientTape() as tape:
             tape.watch(image)
-            pooled = crop_and_resize_bilinear(image, tf.constant(boxes), tf.constant(box_indices), crop, pool,
-                                              edge_pad=edge_pad)  # fmt: skip
+            pooled = crop_and_resize_bilinear(
+                image, tf.constant(boxes), tf.constant(box_indices), crop, pool, edge_pad=edge_pad
+            )
         return pooled, tape.gradient(pooled, image, output_gradients=tf.constant(upstream))
 
     if signature is not None:
@@ -204,8 +205,9 @@ def test_pooled_with_an_unknown_box_count_in_a_tf_function(count):
     pooled, grad = pooled_and_gradient(tf.constant(boxes), tf.constant(box_indices))
     assert pooled.shape == (count, 2, 3, 3)
     per_sample = np.repeat(np.repeat(upstream, 2, axis=1), 2, axis=2) / 4
-    np.testing.assert_allclose(grad.numpy(), image_gradient_reference(per_sample, boxes, box_indices, image.shape),
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        grad.numpy(), image_gradient_reference(per_sample, boxes, box_indices, image.shape), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("edge_pad", [False, True])

@@ -206,7 +206,8 @@ def test_mask_loss_matches_torchvision_maskrcnn_loss(torch_run, seed):
     logits = rng.normal(0, 2, (10, 6, 28, 28)).astype(np.float32)
     ref = torch_run(_MASKRCNN, logits=logits, rois=rois, masks=masks, matched=matched, gt_labels=gt_labels)
     # torchvision's own targets fed to kzoo's loss: the loss itself agrees exactly
-    got = mask_loss(logits.transpose(0, 2, 3, 1)[None], gt_labels[matched][None], ref["targets"][None],
-                    np.ones((1, 10), bool))  # fmt: skip
+    got = mask_loss(
+        logits.transpose(0, 2, 3, 1)[None], gt_labels[matched][None], ref["targets"][None], np.ones((1, 10), bool)
+    )
     np.testing.assert_allclose(got.numpy(), ref["loss"], rtol=1e-5)
     assert ref["empty"] == 0.0

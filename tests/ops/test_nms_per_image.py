@@ -53,11 +53,15 @@ def test_multiclass_and_unknown_batch():
     dynamic = tf.function(
         lambda b, s, c: N.batched_multiclass_nms(b, s, c, 40, 0.5, 0.1, method="per_image"),
         input_signature=[
-            tf.TensorSpec([None, 150, 4]), tf.TensorSpec([None, 150]), tf.TensorSpec([None, 150], tf.int32)
+            tf.TensorSpec([None, 150, 4]),
+            tf.TensorSpec([None, 150]),
+            tf.TensorSpec([None, 150], tf.int32),
         ],
     )
-    for got in (N.batched_multiclass_nms(boxes, scores, classes, 40, 0.5, 0.1, method="per_image"),
-                dynamic(boxes, scores, classes)):  # fmt: skip
+    for got in (
+        N.batched_multiclass_nms(boxes, scores, classes, 40, 0.5, 0.1, method="per_image"),
+        dynamic(boxes, scores, classes),
+    ):
         np.testing.assert_array_equal(got[0].numpy(), expected[0].numpy())
         np.testing.assert_array_equal(got[1].numpy(), expected[1].numpy())
 

@@ -40,9 +40,12 @@ def test_unknown_image_size_in_a_graph(size):
     masks, boxes = _detections(1, batch=1, count=5, size=size)
     fn = tf.function(
         lambda m, b, image: paste_masks_tf(m, b, tf.shape(image)[:2]),
-        input_signature=[tf.TensorSpec([None, None, size, size]), tf.TensorSpec([None, None, 4]),
-                         tf.TensorSpec([None, None, 3], tf.uint8)],
-    )  # fmt: skip
+        input_signature=[
+            tf.TensorSpec([None, None, size, size]),
+            tf.TensorSpec([None, None, 4]),
+            tf.TensorSpec([None, None, 3], tf.uint8),
+        ],
+    )
     out = fn(masks, boxes, tf.zeros([40, 90, 3], tf.uint8)).numpy()
     np.testing.assert_array_equal(out[0], paste_masks(masks[0], boxes[0], (40, 90)).astype(np.uint8))
     assert fn(masks[:0], boxes[:0], tf.zeros([40, 90, 3], tf.uint8)).shape == (0, 5, 40, 90)

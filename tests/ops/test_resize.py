@@ -50,10 +50,13 @@ def fraction_detections(images, image_size) -> dict:
 @pytest.fixture(scope="module")
 def models():
     return {
-        (min_size, max_size): FixedDetections(MaskRCNNConfig(backbone="small_convnet", backbone_width=0.25,
-                                                             norm="group", min_size=min_size, max_size=max_size))
+        (min_size, max_size): FixedDetections(
+            MaskRCNNConfig(
+                backbone="small_convnet", backbone_width=0.25, norm="group", min_size=min_size, max_size=max_size
+            )
+        )
         for min_size, max_size in RULES
-    }  # fmt: skip
+    }
 
 
 def constant_image(size) -> np.ndarray:
@@ -79,8 +82,9 @@ def test_python_and_graph_rules_agree_with_torchvision(size, rule):
 @pytest.mark.parametrize("rule", RULES)
 def test_model_resize_maps_boxes_back(models, rule):
     model = models[rule]
-    dynamic = tf.function(lambda images: resize_and_pad(images, *rule),
-                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])  # fmt: skip
+    dynamic = tf.function(
+        lambda images: resize_and_pad(images, *rule), input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
+    )
     for size in SIZES:
         expected = torchvision_size(*size, *rule)
         image = constant_image(size)[None]
@@ -98,12 +102,24 @@ def test_model_resize_maps_boxes_back(models, rule):
 def test_data_pipeline_resize_and_evaluation_mapping_back(rule):
     canvas = canvas_size(rule[1], 32)
     examples = [
-        {"image": constant_image(size), "boxes": in_pixels(size).astype(np.float32),
-         "classes": np.ones(len(FRACTIONS), np.int32), "masks": np.ones((len(FRACTIONS), *size), bool)}
+        {
+            "image": constant_image(size),
+            "boxes": in_pixels(size).astype(np.float32),
+            "classes": np.ones(len(FRACTIONS), np.int32),
+            "masks": np.ones((len(FRACTIONS), *size), bool),
+        }
         for size in SIZES
-    ]  # fmt: skip
-    dataset = make_detection_pipeline(examples, 1, training=False, image_size=canvas, min_size=rule[0],
-                                      max_size=rule[1], max_instances=len(FRACTIONS), mask_size=4)  # fmt: skip
+    ]
+    dataset = make_detection_pipeline(
+        examples,
+        1,
+        training=False,
+        image_size=canvas,
+        min_size=rule[0],
+        max_size=rule[1],
+        max_instances=len(FRACTIONS),
+        mask_size=4,
+    )
 
     class Detector:
         detect_resized = staticmethod(fraction_detections)
@@ -171,8 +187,9 @@ def test_boxes_to_input_inverts_scale_boxes_for_tensors_and_arrays():
     batch = np.stack([forward, forward + 5.0])
     clipped = boxes_to_input(batch, np.array([resized, resized]), np.array([[333, 500], [333, 500]]), clip=True)
     assert clipped.shape == (2, len(FRACTIONS), 4) and clipped[1].max() <= 500 and clipped[1, 0, 2] == 333
-    clipped_tf = boxes_to_input(tf.constant(batch), tf.constant([resized, resized]), tf.constant([[333, 500]] * 2),
-                                clip=True)  # fmt: skip
+    clipped_tf = boxes_to_input(
+        tf.constant(batch), tf.constant([resized, resized]), tf.constant([[333, 500]] * 2), clip=True
+    )
     np.testing.assert_allclose(clipped_tf.numpy(), clipped)
 
 

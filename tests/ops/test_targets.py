@@ -38,14 +38,17 @@ def _random_gt(rng, batch, m, size=128.0):
 
 
 def _rpn_case():
-    anchors = np.array([
-        [0, 0, 10, 10],  # = gt 0: positive
-        [0, 0, 10, 20],  # IoU 0.5 with gt 0: ignored
-        [50, 50, 60, 60],  # background
-        [30, 30, 40, 44],  # IoU 0.714 with gt 1: positive
-        [100, 100, 110, 110],  # inside the crowd box: ignored
-        [0, 100, 10, 110],  # = the padded gt box: background
-    ], np.float32)  # fmt: skip
+    anchors = np.array(
+        [
+            [0, 0, 10, 10],  # = gt 0: positive
+            [0, 0, 10, 20],  # IoU 0.5 with gt 0: ignored
+            [50, 50, 60, 60],  # background
+            [30, 30, 40, 44],  # IoU 0.714 with gt 1: positive
+            [100, 100, 110, 110],  # inside the crowd box: ignored
+            [0, 100, 10, 110],  # = the padded gt box: background
+        ],
+        np.float32,
+    )
     gt = np.array([[[0, 0, 10, 10], [30, 30, 40, 40], [90, 90, 150, 150], [0, 100, 10, 110]]], np.float32)
     valid = np.array([[True, True, True, False]])
     crowd = np.array([[False, False, True, False]])
@@ -141,13 +144,18 @@ def test_rpn_targets_match_torchvision(torch_run):
 
 
 def _roi_case():
-    proposals = np.array([[
-        [0, 0, 10, 12],  # IoU 0.83 with gt 0 (class 2)
-        [20, 20, 40, 60],  # IoU 0.5 with gt 1 (class 5): foreground (>= 0.5)
-        [90, 90, 100, 100],  # inside the crowd box: ignored
-        [50, 0, 60, 10],  # background
-        [0, 0, 10, 10],  # padding (index >= num_proposals), identical to gt 0
-    ]], np.float32)  # fmt: skip
+    proposals = np.array(
+        [
+            [
+                [0, 0, 10, 12],  # IoU 0.83 with gt 0 (class 2)
+                [20, 20, 40, 60],  # IoU 0.5 with gt 1 (class 5): foreground (>= 0.5)
+                [90, 90, 100, 100],  # inside the crowd box: ignored
+                [50, 0, 60, 10],  # background
+                [0, 0, 10, 10],  # padding (index >= num_proposals), identical to gt 0
+            ]
+        ],
+        np.float32,
+    )
     gt = np.array([[[0, 0, 10, 10], [20, 20, 40, 40], [80, 80, 120, 120], [60, 60, 70, 70]]], np.float32)
     classes = np.array([[2, 5, 1, 3]], np.int32)
     valid = np.array([[True, True, True, False]])
@@ -170,13 +178,15 @@ def test_roi_targets_hand_made():
     want = _encode(gt[0, [0, 1, 0, 1]], rois[:4], (10, 10, 5, 5))
     np.testing.assert_allclose(targets[:4], want, atol=1e-5)
     np.testing.assert_array_equal(targets[4:], 0.0)
-    jit = tf.function(lambda *a: roi_targets(*a, num_samples=8, positive_fraction=0.5, seed=tf.constant([0, 1])),
-                      jit_compile=True)(proposals, num, gt, classes, valid, crowd)  # fmt: skip
+    jit = tf.function(
+        lambda *a: roi_targets(*a, num_samples=8, positive_fraction=0.5, seed=tf.constant([0, 1])), jit_compile=True
+    )(proposals, num, gt, classes, valid, crowd)
     for got, want in zip(jit, out):
         np.testing.assert_array_equal(got.numpy(), want.numpy())
     # crowd region as background; no ground truth appended
-    out = roi_targets(proposals, num, gt, classes, valid, crowd, num_samples=8, crowd_threshold=None,
-                      append_gt=False, seed=[0, 1])  # fmt: skip
+    out = roi_targets(
+        proposals, num, gt, classes, valid, crowd, num_samples=8, crowd_threshold=None, append_gt=False, seed=[0, 1]
+    )
     np.testing.assert_array_equal(out.rois.numpy()[0, :4], proposals[0, [0, 1, 2, 3]])
     np.testing.assert_array_equal(out.labels.numpy()[0, :4], [2, 5, 0, 0])
     np.testing.assert_array_equal(out.sampled.numpy()[0], [1, 1, 1, 1, 0, 0, 0, 0])
@@ -197,8 +207,9 @@ def test_roi_targets_sampling_padding_and_labels():
     base = gt[np.arange(batch)[:, None], rng.integers(0, 3, (batch, p))]
     proposals = (base + rng.normal(0, 6, base.shape)).astype(np.float32)
     proposals[:, ::3] = _random_gt(rng, batch, 100)
-    proposals = np.concatenate([np.minimum(proposals[..., :2], proposals[..., 2:]),
-                                np.maximum(proposals[..., :2], proposals[..., 2:])], -1)  # fmt: skip
+    proposals = np.concatenate(
+        [np.minimum(proposals[..., :2], proposals[..., 2:]), np.maximum(proposals[..., :2], proposals[..., 2:])], -1
+    )
     num = np.array([300, 40])
     proposals[1, 40:] = gt[1, 0] + 0.25  # padding that would be a positive if it were sampled
     out = roi_targets(proposals, num, gt, classes, valid, crowd, seed=[5, 6])
@@ -255,13 +266,23 @@ def test_roi_targets_match_torchvision(torch_run):
     classes = np.array([3, 1, 7, 2], np.int32)
     base = gt[rng.integers(0, 4, 120)]
     proposals = (base + rng.normal(0, 5, base.shape)).astype(np.float32)
-    proposals = np.concatenate([np.minimum(proposals[:, :2], proposals[:, 2:]),
-                                np.maximum(proposals[:, :2], proposals[:, 2:])], -1)  # fmt: skip
+    proposals = np.concatenate(
+        [np.minimum(proposals[:, :2], proposals[:, 2:]), np.maximum(proposals[:, :2], proposals[:, 2:])], -1
+    )
     ref = torch_run(_ROI, gt=gt, proposals=proposals, classes=classes)
     # with a budget above the number of candidates and no positive cap, every labelled candidate is sampled:
     # positives in candidate order, then negatives
-    out = roi_targets(proposals[None], [120], gt[None], classes[None], np.ones((1, 4), bool), None,
-                      num_samples=200, positive_fraction=1.0, seed=[0, 0])  # fmt: skip
+    out = roi_targets(
+        proposals[None],
+        [120],
+        gt[None],
+        classes[None],
+        np.ones((1, 4), bool),
+        None,
+        num_samples=200,
+        positive_fraction=1.0,
+        seed=[0, 0],
+    )
     cands = np.concatenate([proposals, gt])
     order = np.concatenate([np.flatnonzero(ref["labels"] > 0), np.flatnonzero(ref["labels"] == 0)])
     n = len(order)
@@ -301,8 +322,12 @@ def roi_align_reference(mask, box, out=28, aligned=False, sampling_ratio=-1):
 
     y0, y1, fy, vy, gy = axis(box[0], box[2], mask.shape[0])
     x0, x1, fx, vx, gx = axis(box[1], box[3], mask.shape[1])
-    value = (mask[y0][:, x0] * np.outer(1 - fy, 1 - fx) + mask[y0][:, x1] * np.outer(1 - fy, fx)
-             + mask[y1][:, x0] * np.outer(fy, 1 - fx) + mask[y1][:, x1] * np.outer(fy, fx))  # fmt: skip
+    value = (
+        mask[y0][:, x0] * np.outer(1 - fy, 1 - fx)
+        + mask[y0][:, x1] * np.outer(1 - fy, fx)
+        + mask[y1][:, x0] * np.outer(fy, 1 - fx)
+        + mask[y1][:, x1] * np.outer(fy, fx)
+    )
     value = value * np.outer(vy, vx)
     return value.reshape(out, gy, out, gx).mean(axis=(1, 3))
 
@@ -339,8 +364,7 @@ def test_mask_targets_exact_cases():
     masks = np.ones((1, 2, 8, 8), np.float32)
     masks[0, 1, :, 4:] = 0.0  # gt 1: left half
     gt = np.array([[[0, 0, 28, 28], [10, 10, 38, 38]]], np.float32)
-    rois = np.array([[[0, 0, 28, 28], [0, 0, 28, 56], [0, 30, 28, 58], [10, 10, 38, 38], [10, 10, 38, 24]]],
-                    np.float32)  # fmt: skip
+    rois = np.array([[[0, 0, 28, 28], [0, 0, 28, 56], [0, 30, 28, 58], [10, 10, 38, 38], [10, 10, 38, 24]]], np.float32)
     index = np.array([[0, 0, 0, 1, 1]])
     got = mask_targets(rois, index, gt, masks, aligned=True, pixel_samples=1).numpy()[0]
     assert got.shape == (5, 28, 28)
@@ -398,9 +422,11 @@ def test_mask_targets_batched_gather_and_jit():
     perm = rng.permutation(6)  # image 1 holds the same ground truth in another order
     inverse = np.argsort(perm)
     batch = mask_targets(
-        np.stack([rois, rois[::-1]]), np.stack([index, inverse[index][::-1]]),
-        np.stack([boxes, boxes[perm]]), np.stack([crops, crops[perm]]),
-    ).numpy()  # fmt: skip
+        np.stack([rois, rois[::-1]]),
+        np.stack([index, inverse[index][::-1]]),
+        np.stack([boxes, boxes[perm]]),
+        np.stack([crops, crops[perm]]),
+    ).numpy()
     np.testing.assert_allclose(batch[0], single, atol=1e-6)
     np.testing.assert_allclose(batch[1][::-1], single, atol=1e-6)
     fn = tf.function(lambda *a: mask_targets(*a), jit_compile=True)
@@ -427,6 +453,10 @@ def test_numpy_reference_is_torchvision_project_masks_on_boxes(torch_run):
     ref = torch_run(_PROJECT, masks=masks, rois=rois, index=index)
     mine = np.stack([roi_align_reference(masks[i], r) for i, r in zip(index, rois.astype(np.float64))])
     np.testing.assert_allclose(mine, ref["project"], atol=1e-6)
-    mine = np.stack([roi_align_reference(masks[i], r, aligned=True, sampling_ratio=2)
-                     for i, r in zip(index, rois.astype(np.float64))])  # fmt: skip
+    mine = np.stack(
+        [
+            roi_align_reference(masks[i], r, aligned=True, sampling_ratio=2)
+            for i, r in zip(index, rois.astype(np.float64))
+        ]
+    )
     np.testing.assert_allclose(mine, ref["aligned"], atol=1e-6)

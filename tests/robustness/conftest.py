@@ -17,11 +17,22 @@ MASK_RCNN_SIZE = 64
 
 # a ~20k-parameter Mask R-CNN on 64 x 64 canvases (the shapes of tests/conftest.py's TINY_MASK_RCNN)
 _TINY_MASK_RCNN = dict(
-    num_classes=4, backbone="small_convnet", backbone_width=0.25, norm="group", fpn_channels=16,
-    anchor_sizes=(8, 16, 32, 64, 128), aspect_ratios=(1.0,), rpn_pre_nms_top_k_test=50, rpn_post_nms_top_k_test=20,
-    box_fc_dim=32, mask_num_convs=1, mask_channels=16, max_detections=10, min_size=MASK_RCNN_SIZE,
+    num_classes=4,
+    backbone="small_convnet",
+    backbone_width=0.25,
+    norm="group",
+    fpn_channels=16,
+    anchor_sizes=(8, 16, 32, 64, 128),
+    aspect_ratios=(1.0,),
+    rpn_pre_nms_top_k_test=50,
+    rpn_post_nms_top_k_test=20,
+    box_fc_dim=32,
+    mask_num_convs=1,
+    mask_channels=16,
+    max_detections=10,
+    min_size=MASK_RCNN_SIZE,
     max_size=MASK_RCNN_SIZE,
-)  # fmt: skip
+)
 
 
 def build_tiny_nin(channels: int = 3) -> keras.Model:

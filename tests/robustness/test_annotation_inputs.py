@@ -34,14 +34,33 @@ def _image(path, seed: int = 0) -> str:
 def _labelme(folder, name: str, image_path: str, shapes: list[dict]) -> str:
     """A labelme 5.x json (as labelme saves it: imageData null, the size, flags)."""
     path = folder / name
-    path.write_text(json.dumps({"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": image_path,
-                                "imageData": None, "imageHeight": H, "imageWidth": W}, indent=2))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "version": "5.4.1",
+                "flags": {},
+                "shapes": shapes,
+                "imagePath": image_path,
+                "imageData": None,
+                "imageHeight": H,
+                "imageWidth": W,
+            },
+            indent=2,
+        )
+    )
     return str(path)
 
 
 def _shape(label: str, points=SQUARE, shape_type: str = "polygon") -> dict:
-    return {"label": label, "points": points, "group_id": None, "description": "", "shape_type": shape_type,
-            "flags": {}, "mask": None}  # fmt: skip
+    return {
+        "label": label,
+        "points": points,
+        "group_id": None,
+        "description": "",
+        "shape_type": shape_type,
+        "flags": {},
+        "mask": None,
+    }
 
 
 def _via_project(path, regions_by_file: dict[str, list[dict]], attributes: dict[str, dict]) -> str:
@@ -50,19 +69,24 @@ def _via_project(path, regions_by_file: dict[str, list[dict]], attributes: dict[
     metadata = {}
     for filename, regions in regions_by_file.items():
         size = os.path.getsize(os.path.join(os.path.dirname(path), filename))
-        metadata[f"{filename}{size}"] = {"filename": filename, "size": size, "regions": regions,
-                                         "file_attributes": {}}  # fmt: skip
-    project = {"_via_settings": {"ui": {}, "core": {"buffer_size": 18}, "project": {"name": "p"}},
-               "_via_img_metadata": metadata, "_via_attributes": {"region": attributes, "file": {}},
-               "_via_data_format_version": "2.0.10", "_via_image_id_list": list(metadata)}  # fmt: skip
+        metadata[f"{filename}{size}"] = {"filename": filename, "size": size, "regions": regions, "file_attributes": {}}
+    project = {
+        "_via_settings": {"ui": {}, "core": {"buffer_size": 18}, "project": {"name": "p"}},
+        "_via_img_metadata": metadata,
+        "_via_attributes": {"region": attributes, "file": {}},
+        "_via_data_format_version": "2.0.10",
+        "_via_image_id_list": list(metadata),
+    }
     path.write_text(json.dumps(project))
     return str(path)
 
 
 def _polygon_region(attributes: dict) -> dict:
     xs, ys = [p[0] for p in SQUARE], [p[1] for p in SQUARE]
-    return {"shape_attributes": {"name": "polygon", "all_points_x": xs, "all_points_y": ys},
-            "region_attributes": attributes}  # fmt: skip
+    return {
+        "shape_attributes": {"name": "polygon", "all_points_x": xs, "all_points_y": ys},
+        "region_attributes": attributes,
+    }
 
 
 def _yolo_set(root, lines: list[str] | None, names=("cat", "dog")) -> tuple[str, str, str]:
@@ -71,8 +95,11 @@ def _yolo_set(root, lines: list[str] | None, names=("cat", "dog")) -> tuple[str,
     (root / "labels" / "train").mkdir(parents=True)
     if lines is not None:
         (root / "labels" / "train" / "a.txt").write_text("\n".join(lines) + "\n")
-    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/train",
-                                                    "names": dict(enumerate(names))}))  # fmt: skip
+    (root / "data.yaml").write_text(
+        yaml.safe_dump(
+            {"path": str(root), "train": "images/train", "val": "images/train", "names": dict(enumerate(names))}
+        )
+    )
     return str(root / "labels"), str(root / "images"), str(root / "data.yaml")
 
 
@@ -119,8 +146,14 @@ def test_labelme_shapes_all_dropped_is_an_error(tmp_path):
 
 
 def test_a_training_pipeline_without_instances_is_an_error():
-    examples = [{"image": np.zeros((16, 16, 3), np.uint8), "boxes": np.zeros((0, 4), np.float32),
-                 "classes": np.zeros(0, np.int32), "masks": np.zeros((0, 16, 16), bool)}] * 2  # fmt: skip
+    examples = [
+        {
+            "image": np.zeros((16, 16, 3), np.uint8),
+            "boxes": np.zeros((0, 4), np.float32),
+            "classes": np.zeros(0, np.int32),
+            "masks": np.zeros((0, 16, 16), bool),
+        }
+    ] * 2
     with pytest.raises(ValueError, match=r"training source has no instances \(2 images, 0 instances\)"):
         make_detection_pipeline(examples, 1, training=True, image_size=16, mask_size=8)
     make_detection_pipeline(examples, 1, training=False, image_size=16, mask_size=8)  # negatives: fine to score
@@ -128,11 +161,30 @@ def test_a_training_pipeline_without_instances_is_an_error():
 
 def _coco_json(path, annotated: bool, folder) -> str:
     _image(folder / "a.png")
-    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 15], "area": 300, "iscrowd": 0,
-                    "segmentation": [[5, 5, 25, 5, 25, 20, 5, 20]]}] if annotated else []  # fmt: skip
-    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
-                                "annotations": annotations,
-                                "categories": [{"id": 1, "name": "cat"}] if annotated else []}))  # fmt: skip
+    annotations = (
+        [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [5, 5, 20, 15],
+                "area": 300,
+                "iscrowd": 0,
+                "segmentation": [[5, 5, 25, 5, 25, 20, 5, 20]],
+            }
+        ]
+        if annotated
+        else []
+    )
+    path.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
+                "annotations": annotations,
+                "categories": [{"id": 1, "name": "cat"}] if annotated else [],
+            }
+        )
+    )
     return str(path)
 
 
@@ -141,9 +193,16 @@ def test_a_split_with_no_annotations_says_so_before_training(tmp_path, tiny_mask
     """6.: not "the categories of A and B differ: () vs (...)", and nothing trained."""
     train = _coco_json(tmp_path / "train.json", empty != "training", tmp_path / "train")
     evaluation = _coco_json(tmp_path / "eval.json", empty != "evaluation", tmp_path / "eval")
-    config = tiny_mask_rcnn(tmp_path / "run", data={
-        "source": "coco", "train_annotations": train, "train_images": str(tmp_path / "train"),
-        "eval_annotations": evaluation, "eval_images": str(tmp_path / "eval")})  # fmt: skip
+    config = tiny_mask_rcnn(
+        tmp_path / "run",
+        data={
+            "source": "coco",
+            "train_annotations": train,
+            "train_images": str(tmp_path / "train"),
+            "eval_annotations": evaluation,
+            "eval_images": str(tmp_path / "eval"),
+        },
+    )
     config["model"]["num_classes"] = 2
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -160,9 +219,14 @@ def test_a_labelme_split_with_no_instances_names_the_split(tmp_path, tiny_mask_r
         folder.mkdir()
         _image(folder / "a.png")
         _labelme(folder, "a.json", "a.png", [_shape(label)] if label else [])
-    config = tiny_mask_rcnn(tmp_path / "run", data={
-        "source": "labelme", "train_annotations": str(tmp_path / "train"),
-        "eval_annotations": str(tmp_path / "val")})  # fmt: skip
+    config = tiny_mask_rcnn(
+        tmp_path / "run",
+        data={
+            "source": "labelme",
+            "train_annotations": str(tmp_path / "train"),
+            "eval_annotations": str(tmp_path / "val"),
+        },
+    )
     config["model"]["num_classes"] = 2
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -192,17 +256,24 @@ def _inputs(tmp_path):
         "labelme image": (["labelme", str(labelme)], labelme / "a.png"),
         "via project": (["via", str(via / "project.json"), "--images", str(via)], via / "project.json"),
         "via image": (["via", str(via / "project.json")], via / "v.png"),
-        "yolo label": (["yolo", str(yolo / "labels"), "--images", str(yolo / "images"), "--data-yaml",
-                        str(yolo / "data.yaml")], yolo / "labels" / "train" / "a.txt"),  # fmt: skip
-        "yolo data.yaml": (["yolo", str(yolo / "labels"), "--images", str(yolo / "images"), "--data-yaml",
-                            str(yolo / "data.yaml")], yolo / "data.yaml"),  # fmt: skip
-        "yolo image": (["yolo", str(yolo / "labels"), "--images", str(yolo / "images"), "--data-yaml",
-                        str(yolo / "data.yaml")], yolo / "images" / "train" / "a.png"),  # fmt: skip
+        "yolo label": (
+            ["yolo", str(yolo / "labels"), "--images", str(yolo / "images"), "--data-yaml", str(yolo / "data.yaml")],
+            yolo / "labels" / "train" / "a.txt",
+        ),
+        "yolo data.yaml": (
+            ["yolo", str(yolo / "labels"), "--images", str(yolo / "images"), "--data-yaml", str(yolo / "data.yaml")],
+            yolo / "data.yaml",
+        ),
+        "yolo image": (
+            ["yolo", str(yolo / "labels"), "--images", str(yolo / "images"), "--data-yaml", str(yolo / "data.yaml")],
+            yolo / "images" / "train" / "a.png",
+        ),
     }
 
 
-@pytest.mark.parametrize("which", ["labelme json", "labelme image", "via project", "via image", "yolo label",
-                                   "yolo data.yaml", "yolo image"])  # fmt: skip
+@pytest.mark.parametrize(
+    "which", ["labelme json", "labelme image", "via project", "via image", "yolo label", "yolo data.yaml", "yolo image"]
+)
 @pytest.mark.parametrize("spelled", ["as is", "through a link"])
 def test_convert_refuses_an_output_that_is_one_of_its_inputs(tmp_path, capsys, which, spelled):
     args, target = _inputs(tmp_path)[which]
@@ -238,21 +309,26 @@ def test_convert_writes_beside_its_inputs(tmp_path, capsys):
 
 def _via_two_attributes(tmp_path, regions, attributes=("class", "note")):
     _image(tmp_path / "v.png")
-    return _via_project(tmp_path / "project.json", {"v.png": regions},
-                        {name: {"type": "text", "description": "", "default_value": ""} for name in attributes})
+    return _via_project(
+        tmp_path / "project.json",
+        {"v.png": regions},
+        {name: {"type": "text", "description": "", "default_value": ""} for name in attributes},
+    )
 
 
 def test_via_region_without_the_class_attribute_is_dropped_not_classed_by_its_note(tmp_path):
-    project = _via_two_attributes(tmp_path, [_polygon_region({"class": "cat", "note": ""}),
-                                             _polygon_region({"note": "blurry"})])  # fmt: skip
+    project = _via_two_attributes(
+        tmp_path, [_polygon_region({"class": "cat", "note": ""}), _polygon_region({"note": "blurry"})]
+    )
     coco, _, counts = via_to_coco(project)
     assert [c["name"] for c in coco["categories"]] == ["cat"] and len(coco["annotations"]) == 1
     assert counts["missing_class_attribute"] == 1
 
 
 def test_via_ambiguous_attributes_are_an_error_listing_them(tmp_path, capsys):
-    project = _via_two_attributes(tmp_path, [_polygon_region({"species": "cat", "note": "blurry"})],
-                                  attributes=("species", "note"))  # fmt: skip
+    project = _via_two_attributes(
+        tmp_path, [_polygon_region({"species": "cat", "note": "blurry"})], attributes=("species", "note")
+    )
     with pytest.raises(ValueError, match=r"several: \['species', 'note'\].*--class-attribute"):
         via_to_coco(project)
     with pytest.raises(ValueError, match=r"'kind' is not a region attribute.*\['species', 'note'\]"):
@@ -268,10 +344,17 @@ def test_training_names_the_via_class_attribute_in_the_config(tmp_path):
     from kzoo.config import load_config
     from kzoo.tasks import task_for
 
-    project = _via_two_attributes(tmp_path, [_polygon_region({"species": "cat", "note": "blurry"})],
-                                  attributes=("species", "note"))  # fmt: skip
-    data = ["data.source=via", f"data.train_annotations={project}", f"data.train_images={tmp_path}",
-            f"data.eval_annotations={project}", f"data.eval_images={tmp_path}", f"output_dir={tmp_path / 'run'}"]
+    project = _via_two_attributes(
+        tmp_path, [_polygon_region({"species": "cat", "note": "blurry"})], attributes=("species", "note")
+    )
+    data = [
+        "data.source=via",
+        f"data.train_annotations={project}",
+        f"data.train_images={tmp_path}",
+        f"data.eval_annotations={project}",
+        f"data.eval_images={tmp_path}",
+        f"output_dir={tmp_path / 'run'}",
+    ]
     with pytest.raises(ValueError, match=r"several: \['species', 'note'\]"):
         task_for(load_config("configs/mask_rcnn_shapes.yaml", data)).data  # noqa: B018
     task = task_for(load_config("configs/mask_rcnn_shapes.yaml", [*data, "data.class_attribute=species"]))
@@ -279,11 +362,14 @@ def test_training_names_the_via_class_attribute_in_the_config(tmp_path):
 
 
 def test_via_negative_rect_is_dropped_and_counted_not_mirrored(tmp_path):
-    regions = [_polygon_region({"class": "cat"}),
-               {"shape_attributes": {"name": "rect", "x": 30, "y": 25, "width": -20, "height": -15},
-                "region_attributes": {"class": "dog"}},
-               {"shape_attributes": {"name": "circle", "cx": 20, "cy": 15, "r": -4},
-                "region_attributes": {"class": "dog"}}]  # fmt: skip
+    regions = [
+        _polygon_region({"class": "cat"}),
+        {
+            "shape_attributes": {"name": "rect", "x": 30, "y": 25, "width": -20, "height": -15},
+            "region_attributes": {"class": "dog"},
+        },
+        {"shape_attributes": {"name": "circle", "cx": 20, "cy": 15, "r": -4}, "region_attributes": {"class": "dog"}},
+    ]
     project = _via_two_attributes(tmp_path, regions, attributes=("class",))
     coco, _, counts = via_to_coco(project)
     assert [c["name"] for c in coco["categories"]] == ["cat"] and len(coco["annotations"]) == 1

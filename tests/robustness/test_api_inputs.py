@@ -28,16 +28,20 @@ def dtype(name: str) -> tuple:
 NIN_RANGE = (InvalidArgument, r"pixel values outside \[-1, 1\] \(NIN takes float pixels scaled .*preprocess_input")
 NIN_CASES = [
     pytest.param(lambda: preprocess_input(pixels((2, 16, 16, 3))), "ok", id="preprocessed-uint8"),
-    pytest.param(lambda: preprocess_input(pixels((2, 16, 16, 3), np.float32) * 0.5 + 0.5), "ok",
-                 id="preprocessed-float-pixels"),
+    pytest.param(
+        lambda: preprocess_input(pixels((2, 16, 16, 3), np.float32) * 0.5 + 0.5), "ok", id="preprocessed-float-pixels"
+    ),
     pytest.param(lambda: preprocess_input(np.zeros((1, 16, 16, 3), np.float32)), "ok", id="all-black-float"),
     pytest.param(lambda: preprocess_input(pixels((16, 16, 3))), RANK, id="single-image-rank3"),
     pytest.param(lambda: np.zeros((1, 1, 16, 16, 3), np.float32), RANK, id="rank5"),
     pytest.param(lambda: np.zeros((16, 16), np.float32), RANK, id="rank2"),
     pytest.param(lambda: np.zeros((1, 16, 16, 1), np.float32), channels(1), id="1-channel"),
     pytest.param(lambda: np.zeros((1, 16, 16, 4), np.float32), channels(4), id="4-channels"),
-    pytest.param(lambda: np.zeros((1, 20, 20, 3), np.float32), (ValueError, r"\[batch, 16, 16, 3\], got height 20"),
-                 id="other-size"),
+    pytest.param(
+        lambda: np.zeros((1, 20, 20, 3), np.float32),
+        (ValueError, r"\[batch, 16, 16, 3\], got height 20"),
+        id="other-size",
+    ),
     pytest.param(lambda: np.zeros((0, 16, 16, 3), np.float32), EMPTY, id="empty-batch"),
     pytest.param(lambda: pixels((1, 16, 16, 3)), (ValueError, "got dtype uint8 .*preprocess_input"), id="uint8"),
     pytest.param(lambda: np.zeros((1, 16, 16, 3), bool), dtype("bool"), id="bool"),
@@ -46,11 +50,17 @@ NIN_CASES = [
     pytest.param(lambda: with_value((1, 16, 16, 3), np.nan) / 255, NON_FINITE, id="nan"),
     pytest.param(lambda: with_value((1, 16, 16, 3), -np.inf) / 255, NON_FINITE, id="inf"),
     pytest.param(lambda: pixels((2, 16, 16, 3), np.float32), NIN_RANGE, id="raw-pixels-not-preprocessed"),
-    pytest.param(lambda: preprocess_input(preprocess_input(pixels((2, 16, 16, 3)))),
-                 (ValueError, r"outside \[0, 255\]"), id="preprocessed-twice-numpy"),
-    pytest.param(lambda: tf.constant(preprocess_input(pixels((2, 16, 16, 3)))) / 127.5 - 1.0, NIN_RANGE,
-                 id="preprocessed-twice-tensor"),
-]  # fmt: skip
+    pytest.param(
+        lambda: preprocess_input(preprocess_input(pixels((2, 16, 16, 3)))),
+        (ValueError, r"outside \[0, 255\]"),
+        id="preprocessed-twice-numpy",
+    ),
+    pytest.param(
+        lambda: tf.constant(preprocess_input(pixels((2, 16, 16, 3)))) / 127.5 - 1.0,
+        NIN_RANGE,
+        id="preprocessed-twice-tensor",
+    ),
+]
 
 
 @pytest.mark.parametrize("make, outcome", NIN_CASES)
@@ -99,9 +109,10 @@ PREPROCESS_CASES = [
     pytest.param(lambda: np.full((1, 2), "a"), (ValueError, "got dtype <U1"), id="strings"),
     pytest.param(lambda: tf.constant(with_value((1, 4, 4, 3), np.nan)), NON_FINITE, id="tensor-nan"),
     pytest.param(lambda: tf.constant(pixels((1, 4, 4, 3), np.float32) / 255), UNIT, id="tensor-unit-floats"),
-    pytest.param(lambda: tf.constant(with_value((1, 4, 4, 3), 300.0)), (InvalidArgument, r"outside \[0, 255\]"),
-                 id="tensor-300"),
-]  # fmt: skip
+    pytest.param(
+        lambda: tf.constant(with_value((1, 4, 4, 3), 300.0)), (InvalidArgument, r"outside \[0, 255\]"), id="tensor-300"
+    ),
+]
 
 
 @pytest.mark.parametrize("make, outcome", PREPROCESS_CASES)
@@ -132,7 +143,7 @@ MASK_RCNN_CASES = [
     pytest.param(lambda: with_value((1, 64, 64, 3), 300.0), (InvalidArgument, PIXEL_RANGE + r":[\s\S]*300"), id="300"),
     pytest.param(lambda: with_value((1, 64, 64, 3), -1.0), (InvalidArgument, PIXEL_RANGE + r":\W*-1"), id="minus-1"),
     pytest.param(lambda: pixels((2, 64, 64, 3), np.float32) / 255, UNIT, id="unit-floats"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("make, outcome", MASK_RCNN_CASES)

@@ -24,11 +24,23 @@ TINY = {
 COCO = {
     "task": "mask_rcnn",
     "name": "tiny_coco",
-    "model": {"num_classes": 2, "backbone": "small_convnet", "backbone_width": 0.25, "norm": "group",
-              "fpn_channels": 16, "min_size": 64, "max_size": 64},
-    "data": {"source": "coco", "train_annotations": "{root}/train.json", "train_images": "{root}/images",
-             "eval_annotations": "{root}/train.json", "eval_images": "{root}/images"},
-}  # fmt: skip
+    "model": {
+        "num_classes": 2,
+        "backbone": "small_convnet",
+        "backbone_width": 0.25,
+        "norm": "group",
+        "fpn_channels": 16,
+        "min_size": 64,
+        "max_size": 64,
+    },
+    "data": {
+        "source": "coco",
+        "train_annotations": "{root}/train.json",
+        "train_images": "{root}/images",
+        "eval_annotations": "{root}/train.json",
+        "eval_images": "{root}/images",
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +58,25 @@ def inputs(tmp_path_factory):
     (root / "coco.yaml").write_text(yaml.safe_dump({**coco, "output_dir": str(root / "coco_run")}))
     (root / "images").mkdir()
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(root / "images" / "a.png")
-    (root / "train.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.png", "height": 64, "width": 64}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [8, 8, 16, 16], "iscrowd": 0,
-                         "area": 256, "segmentation": [[8, 8, 24, 8, 24, 24, 8, 24]]}],
-        "categories": [{"id": 1, "name": "thing"}]}))  # fmt: skip
+    (root / "train.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.png", "height": 64, "width": 64}],
+                "annotations": [
+                    {
+                        "id": 1,
+                        "image_id": 1,
+                        "category_id": 1,
+                        "bbox": [8, 8, 16, 16],
+                        "iscrowd": 0,
+                        "area": 256,
+                        "segmentation": [[8, 8, 24, 8, 24, 24, 8, 24]],
+                    }
+                ],
+                "categories": [{"id": 1, "name": "thing"}],
+            }
+        )
+    )
     (root / "broken.yaml").write_text("name: tiny\nmodel:\n  classes: 5\n   blocks: [\n")
     (root / "notes.png").write_text("hello, not an image")
     (root / "a_file").write_text("in the way")
@@ -66,35 +92,71 @@ CASES = [
     ("config missing", ["train", "{root}/missing.yaml"], ["config file not found: {root}/missing.yaml"]),
     ("yaml syntax", ["train", "{root}/broken.yaml"], ["{root}/broken.yaml is not valid YAML at line 4"]),
     ("unknown key", ["train", "{root}/tiny.yaml", "--set", "train.epoch=2"], ["unknown config key 'train.epoch'"]),
-    ("wrong type", ["train", "{root}/tiny.yaml", "--set", "train.batch_size=many"],
-     ["'train.batch_size' must be int, got 'many'"]),
+    (
+        "wrong type",
+        ["train", "{root}/tiny.yaml", "--set", "train.batch_size=many"],
+        ["'train.batch_size' must be int, got 'many'"],
+    ),
     ("epochs 0", ["train", "{root}/tiny.yaml", "--set", "train.epochs=0"], ["'train.epochs' must be >= 1, got 0"]),
-    ("epochs negative", ["train", "{root}/tiny.yaml", "--set", "train.epochs=-3"],
-     ["'train.epochs' must be >= 1, got -3"]),
-    ("learning rate negative", ["train", "{root}/tiny.yaml", "--set", "train.learning_rate=-0.1"],
-     ["'train.learning_rate' must be > 0.0, got -0.1"]),
+    (
+        "epochs negative",
+        ["train", "{root}/tiny.yaml", "--set", "train.epochs=-3"],
+        ["'train.epochs' must be >= 1, got -3"],
+    ),
+    (
+        "learning rate negative",
+        ["train", "{root}/tiny.yaml", "--set", "train.learning_rate=-0.1"],
+        ["'train.learning_rate' must be > 0.0, got -0.1"],
+    ),
     ("batch size 0", ["train", "{root}/tiny.yaml", "--set", "train.batch_size=0"], ["'train.batch_size' must be >= 1"]),
-    ("unknown source", ["train", "{root}/tiny.yaml", "--set", "data.source=imagenet21k"],
-     ["'data.source' must be one of", "'imagenet21k'"]),
-    ("annotation file missing", ["train", "{root}/coco.yaml", "--set", "data.train_annotations={root}/none.json"],
-     ["data.train_annotations file or folder not found: {root}/none.json"]),
-    ("image folder missing", ["train", "{root}/coco.yaml", "--set", "data.train_images={root}/no_images"],
-     ["data.train_images folder not found: {root}/no_images"]),
+    (
+        "unknown source",
+        ["train", "{root}/tiny.yaml", "--set", "data.source=imagenet21k"],
+        ["'data.source' must be one of", "'imagenet21k'"],
+    ),
+    (
+        "annotation file missing",
+        ["train", "{root}/coco.yaml", "--set", "data.train_annotations={root}/none.json"],
+        ["data.train_annotations file or folder not found: {root}/none.json"],
+    ),
+    (
+        "image folder missing",
+        ["train", "{root}/coco.yaml", "--set", "data.train_images={root}/no_images"],
+        ["data.train_images folder not found: {root}/no_images"],
+    ),
     ("top 0", ["predict", "{root}/images/a.png", "--saved-model", "{root}", "--top", "0"], ["--top must be >= 1"]),
     ("image missing", ["predict", "{root}/none.png", "--saved-model", "{root}"], ["image not found: {root}/none.png"]),
-    ("not an image", ["predict", "{root}/notes.png", "--saved-model", "{root}"],
-     ["{root}/notes.png is not a JPEG, PNG"]),
-    ("export under a file", ["export", "{root}/tiny.yaml", "--weights", "{root}/full.weights.h5", "--output",
-                             "{root}/a_file/export"], ["{root}/a_file is a file"]),
-    ("weights truncated", ["evaluate", "{root}/tiny.yaml", "--weights", "{root}/truncated.weights.h5"],
-     ["cannot load weights file {root}/truncated.weights.h5", "truncated file"]),
-    ("pattern matching no image", ["predict", "{root}/images/*.gif", "--saved-model", "{root}"],
-     ["no image files match", "{root}/images/*.gif"]),
+    (
+        "not an image",
+        ["predict", "{root}/notes.png", "--saved-model", "{root}"],
+        ["{root}/notes.png is not a JPEG, PNG"],
+    ),
+    (
+        "export under a file",
+        ["export", "{root}/tiny.yaml", "--weights", "{root}/full.weights.h5", "--output", "{root}/a_file/export"],
+        ["{root}/a_file is a file"],
+    ),
+    (
+        "weights truncated",
+        ["evaluate", "{root}/tiny.yaml", "--weights", "{root}/truncated.weights.h5"],
+        ["cannot load weights file {root}/truncated.weights.h5", "truncated file"],
+    ),
+    (
+        "pattern matching no image",
+        ["predict", "{root}/images/*.gif", "--saved-model", "{root}"],
+        ["no image files match", "{root}/images/*.gif"],
+    ),
     ("override without =", ["train", "{root}/tiny.yaml", "--set", "train.epochs"], ["train.epochs"]),
-    ("max image pixels 0", ["export", "{root}/tiny.yaml", "--weights", "{root}/full.weights.h5",
-                            "--max-image-pixels", "0"], ["--max-image-pixels must be >= 1, got 0"]),
-    ("model name with ../", ["export", "{root}/tiny.yaml", "--weights", "{root}/full.weights.h5", "--model-name",
-                             "../escape"], ["model name must be a plain name", "../escape"]),
+    (
+        "max image pixels 0",
+        ["export", "{root}/tiny.yaml", "--weights", "{root}/full.weights.h5", "--max-image-pixels", "0"],
+        ["--max-image-pixels must be >= 1, got 0"],
+    ),
+    (
+        "model name with ../",
+        ["export", "{root}/tiny.yaml", "--weights", "{root}/full.weights.h5", "--model-name", "../escape"],
+        ["model name must be a plain name", "../escape"],
+    ),
 ]
 
 

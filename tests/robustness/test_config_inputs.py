@@ -41,8 +41,13 @@ def test_only_bare_names_and_configs_slash_name_resolve_to_shipped_configs(tmp_p
     for path in ("nin_shapes.yaml", "nin_shapes", "configs/nin_shapes.yaml", "./configs/nin_shapes.yaml"):
         assert resolve_config_path(path).endswith(os.path.join("", "nin_shapes.yaml")), path
         assert load_config(path).name == "nin_shapes"
-    for path in ("my/nin_shapes.yaml", "my/configs/nin_shapes.yaml", str(tmp_path / "configs" / "nin_shapes.yaml"),
-                 "configs/sub/nin_shapes.yaml", "../configs/nin_shapes.yaml"):  # fmt: skip
+    for path in (
+        "my/nin_shapes.yaml",
+        "my/configs/nin_shapes.yaml",
+        str(tmp_path / "configs" / "nin_shapes.yaml"),
+        "configs/sub/nin_shapes.yaml",
+        "../configs/nin_shapes.yaml",
+    ):
         with pytest.raises(FileNotFoundError) as caught:
             resolve_config_path(path)
         assert str(caught.value) == f"config file not found: {path}", caught.value
@@ -103,8 +108,13 @@ NIN_BAD: dict[str, list] = {
     "model.classes": [1, 0, INT32_OVER],
     "model.dropout_rate": [-0.1, 1.0, 1.5, NAN, INF],
     "model.input_shape": [[0, 16, 3], [16, 16], [INT32_OVER, 16, 3]],
-    "model.blocks": [[{"filters": [0]}], [{"filters": [8], "kernel_size": 0}], [{"filters": [8], "strides": 0}],
-                     [{"filters": [INT32_OVER]}], [{"filters": [8], "padding": "full"}]],  # fmt: skip
+    "model.blocks": [
+        [{"filters": [0]}],
+        [{"filters": [8], "kernel_size": 0}],
+        [{"filters": [8], "strides": 0}],
+        [{"filters": [INT32_OVER]}],
+        [{"filters": [8], "padding": "full"}],
+    ],
     "data.train_examples": [0, -1, INT32_OVER],
     "data.eval_examples": [0, INT32_OVER],
     "data.image_size": [0, 8, INT32_OVER],
@@ -126,14 +136,41 @@ NIN_BAD: dict[str, list] = {
     "strategy.devices": [[]],
 }
 MASK_RCNN_BAD: dict[str, list] = {
-    **{f"model.{key}": [-0.1, 1.5, NAN, INF] for key in (
-        "score_threshold", "nms_threshold", "rpn_nms_threshold", "rpn_positive_iou", "rpn_negative_iou",
-        "rpn_positive_fraction", "roi_positive_iou", "roi_negative_iou", "roi_positive_fraction", "anchor_offset")},
-    **{f"model.{key}": [0, -1, INT32_OVER] for key in (
-        "fpn_channels", "rpn_pre_nms_top_k_train", "rpn_pre_nms_top_k_test", "rpn_post_nms_top_k_train",
-        "rpn_post_nms_top_k_test", "rpn_samples_per_image", "roi_samples_per_image", "box_roi_size", "mask_roi_size",
-        "roi_sampling_ratio", "box_fc_dim", "max_detections", "detection_pre_nms_top_k", "mask_channels",
-        "min_size")},  # fmt: skip
+    **{
+        f"model.{key}": [-0.1, 1.5, NAN, INF]
+        for key in (
+            "score_threshold",
+            "nms_threshold",
+            "rpn_nms_threshold",
+            "rpn_positive_iou",
+            "rpn_negative_iou",
+            "rpn_positive_fraction",
+            "roi_positive_iou",
+            "roi_negative_iou",
+            "roi_positive_fraction",
+            "anchor_offset",
+        )
+    },
+    **{
+        f"model.{key}": [0, -1, INT32_OVER]
+        for key in (
+            "fpn_channels",
+            "rpn_pre_nms_top_k_train",
+            "rpn_pre_nms_top_k_test",
+            "rpn_post_nms_top_k_train",
+            "rpn_post_nms_top_k_test",
+            "rpn_samples_per_image",
+            "roi_samples_per_image",
+            "box_roi_size",
+            "mask_roi_size",
+            "roi_sampling_ratio",
+            "box_fc_dim",
+            "max_detections",
+            "detection_pre_nms_top_k",
+            "mask_channels",
+            "min_size",
+        )
+    },
     "model.num_classes": [1, 0, INT32_OVER],
     "model.max_size": [0, 10, INT32_OVER],
     "model.size_divisible": [0, 16, -32, INT32_OVER + 1],
@@ -167,7 +204,8 @@ MASK_RCNN_BAD: dict[str, list] = {
     "data.scale_jitter": [[0.0, 1.0], [-1.0, 2.0], [2.0, 1.0], [0.5, INF]],
 }
 CASES = [("classification", key, value) for key, values in NIN_BAD.items() for value in values] + [
-    ("mask_rcnn", key, value) for key, values in MASK_RCNN_BAD.items() for value in values]
+    ("mask_rcnn", key, value) for key, values in MASK_RCNN_BAD.items() for value in values
+]
 #: Keys shared by both tasks (TrainConfig, StrategyConfig): checked through the classification task.
 SHARED = ("train.", "strategy.")
 
@@ -216,19 +254,35 @@ def test_every_number_of_every_config_dataclass_is_checked():
     missing = {key for key in mask_rcnn - set(MASK_RCNN_BAD) if not key.startswith(SHARED)}
     assert missing == set(), "numeric Mask R-CNN config keys without a bad-value case"
     # the dataclasses the walk went through
-    for cls in (ModelConfig, DataConfig, TrainConfig, PhaseConfig, StrategyConfig, DetectionDataConfig, MaskRCNNConfig,
-                BlockSpec):  # fmt: skip
+    for cls in (
+        ModelConfig,
+        DataConfig,
+        TrainConfig,
+        PhaseConfig,
+        StrategyConfig,
+        DetectionDataConfig,
+        MaskRCNNConfig,
+        BlockSpec,
+    ):
         assert dataclasses.is_dataclass(cls)
 
 
-@pytest.mark.parametrize("task, key, value", [
-    ("mask_rcnn", "model.score_threshold", 0.0), ("mask_rcnn", "model.score_threshold", 1.0),
-    ("mask_rcnn", "model.rpn_positive_fraction", 1.0), ("mask_rcnn", "model.mask_num_convs", 0),
-    ("mask_rcnn", "model.detection_pre_nms_top_k", None), ("mask_rcnn", "data.hue", 0.5),
-    ("classification", "model.dropout_rate", 0.0), ("classification", "data.shuffle_buffer", 2**63 - 1),
-    ("classification", "train.seed", 2**32 - 1), ("classification", "train.momentum", 1.0),
-    ("classification", "model.input_shape", [2**31 - 1, 16, 3]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "task, key, value",
+    [
+        ("mask_rcnn", "model.score_threshold", 0.0),
+        ("mask_rcnn", "model.score_threshold", 1.0),
+        ("mask_rcnn", "model.rpn_positive_fraction", 1.0),
+        ("mask_rcnn", "model.mask_num_convs", 0),
+        ("mask_rcnn", "model.detection_pre_nms_top_k", None),
+        ("mask_rcnn", "data.hue", 0.5),
+        ("classification", "model.dropout_rate", 0.0),
+        ("classification", "data.shuffle_buffer", 2**63 - 1),
+        ("classification", "train.seed", 2**32 - 1),
+        ("classification", "train.momentum", 1.0),
+        ("classification", "model.input_shape", [2**31 - 1, 16, 3]),
+    ],
+)
 def test_boundary_values_pass(task, key, value):
     config_from_dict({"task": task, **_nested(key, value)})
 
@@ -273,8 +327,10 @@ def test_out_of_range_flags_are_usage_errors(args, flag, capsys):
 
 
 def test_score_threshold_override_out_of_range(capsys, tmp_path):
-    for command in (["evaluate", "mask_rcnn_shapes.yaml"],
-                    ["predict", "a.png", "--mask-rcnn", "mask_rcnn_shapes.yaml"]):
+    for command in (
+        ["evaluate", "mask_rcnn_shapes.yaml"],
+        ["predict", "a.png", "--mask-rcnn", "mask_rcnn_shapes.yaml"],
+    ):
         assert main([*command, "--set", "model.score_threshold=2"]) == 2
         err = capsys.readouterr().err
         assert re.search(r"'model.score_threshold' must be in \[0, 1\], got 2(\.0)?$", err.strip()), err

@@ -40,11 +40,21 @@ def write_coco_set(root, name: str, count: int, truncated: int | None = None, fm
             data = data[: len(data) // 2]
         (folder / f"img{i}.{suffix}").write_bytes(data)
         images.append({"id": 100 + i, "file_name": f"img{i}.{suffix}", "height": SIDE, "width": SIDE})
-        annotations.append({"id": 1000 + i, "image_id": 100 + i, "category_id": 1, "bbox": [16, 16, 24, 24],
-                            "area": 576, "iscrowd": 0, "segmentation": [[16, 16, 40, 16, 40, 40, 16, 40]]})
+        annotations.append(
+            {
+                "id": 1000 + i,
+                "image_id": 100 + i,
+                "category_id": 1,
+                "bbox": [16, 16, 24, 24],
+                "area": 576,
+                "iscrowd": 0,
+                "segmentation": [[16, 16, 40, 16, 40, 40, 16, 40]],
+            }
+        )
     path = root / f"{name}.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations,
-                                "categories": [{"id": 1, "name": "square"}]}))  # fmt: skip
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "square"}]})
+    )
     return str(path), str(folder)
 
 
@@ -76,9 +86,16 @@ def test_training_on_a_truncated_image_fails_naming_it(tmp_path, capsys, tiny_ma
     checkpoint or results written (``data.check_images: full`` drops the file before training: the test above)."""
     train_json, train_images = write_coco_set(tmp_path, "train", 4, truncated=2)
     eval_json, eval_images = write_coco_set(tmp_path, "eval", 2)
-    config = tiny_mask_rcnn(tmp_path / "run", data={
-        "source": "coco", "train_annotations": train_json, "train_images": train_images,
-        "eval_annotations": eval_json, "eval_images": eval_images})  # fmt: skip
+    config = tiny_mask_rcnn(
+        tmp_path / "run",
+        data={
+            "source": "coco",
+            "train_annotations": train_json,
+            "train_images": train_images,
+            "eval_annotations": eval_json,
+            "eval_images": eval_images,
+        },
+    )
     config["model"]["num_classes"] = 2
     path = tmp_path / "coco.yaml"
     path.write_text(yaml.safe_dump(config))

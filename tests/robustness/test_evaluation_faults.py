@@ -30,14 +30,31 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # a deterministic tiny NIN (no dropout, batch norm or augmentation): 2 steps per epoch
 TINY_NIN = {
     "name": "tiny",
-    "model": {"variant": "custom", "classes": 5, "input_shape": [16, 16, 3], "dropout_rate": 0.0,
-              "use_batch_norm": False,
-              "blocks": [{"filters": [8, 8]}, {"filters": [8], "pool": False, "dropout": False}]},
-    "data": {"source": "shapes", "train_examples": 64, "eval_examples": 20, "image_size": 16, "crop_padding": 0,
-             "horizontal_flip": False},
-    "train": {"epochs": 2, "batch_size": 32, "learning_rate": 0.05, "schedule": "constant", "warmup_epochs": 0.0,
-              "eval_every_epochs": 1},
-}  # fmt: skip
+    "model": {
+        "variant": "custom",
+        "classes": 5,
+        "input_shape": [16, 16, 3],
+        "dropout_rate": 0.0,
+        "use_batch_norm": False,
+        "blocks": [{"filters": [8, 8]}, {"filters": [8], "pool": False, "dropout": False}],
+    },
+    "data": {
+        "source": "shapes",
+        "train_examples": 64,
+        "eval_examples": 20,
+        "image_size": 16,
+        "crop_padding": 0,
+        "horizontal_flip": False,
+    },
+    "train": {
+        "epochs": 2,
+        "batch_size": 32,
+        "learning_rate": 0.05,
+        "schedule": "constant",
+        "warmup_epochs": 0.0,
+        "eval_every_epochs": 1,
+    },
+}
 TIMING_KEYS = ("epoch_seconds", "train_seconds_this_run", "train_images_per_second")
 
 
@@ -83,11 +100,15 @@ def uninterrupted(tmp_path_factory):
     return json.loads((output / loop.METRICS_FILE).read_text())
 
 
-@pytest.mark.parametrize("fault", [
-    RuntimeError("the evaluation crashed"),
-    KeyboardInterrupt(),
-    OSError(errno.ENOSPC, "No space left on device"),
-], ids=["error", "ctrl-c", "full-disk"])  # fmt: skip
+@pytest.mark.parametrize(
+    "fault",
+    [
+        RuntimeError("the evaluation crashed"),
+        KeyboardInterrupt(),
+        OSError(errno.ENOSPC, "No space left on device"),
+    ],
+    ids=["error", "ctrl-c", "full-disk"],
+)
 def test_failed_evaluation_resumes_by_evaluating_not_retraining(fault, uninterrupted, tmp_path):
     """Epoch 1's evaluation fails: its checkpoint is there; the next run evaluates epoch 1 before training epoch 2
     (2 train steps, not 4) and ends with the uninterrupted run's metrics."""
@@ -108,8 +129,12 @@ def test_failed_evaluation_resumes_by_evaluating_not_retraining(fault, uninterru
     # epoch 1's TensorBoard summaries, evaluation included, were written by the resumed run
     import tensorflow as tf
 
-    tags = {(event.step, value.tag) for path in (tmp_path / "logs").glob("events.*")
-            for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
+    tags = {
+        (event.step, value.tag)
+        for path in (tmp_path / "logs").glob("events.*")
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+    }
     assert {(1, "train_loss"), (1, "eval_accuracy"), (2, "eval_accuracy")} <= tags, sorted(tags)
 
 
@@ -131,8 +156,7 @@ def test_failed_last_evaluation_trains_nothing_again(uninterrupted, tmp_path, ca
     assert _without_timings(metrics) == _without_timings(uninterrupted)
     # finished: a third run returns the stored metrics, trains and evaluates nothing
     again = _task(tmp_path, eval_every_epochs=0)
-    assert loop.train(again, verbose=0)["already_finished"] is True and again.counts == {"steps": 0,
-                                                                                        "evaluations": 0}
+    assert loop.train(again, verbose=0)["already_finished"] is True and again.counts == {"steps": 0, "evaluations": 0}
 
 
 def test_a_record_of_an_unsaved_checkpoint_is_ignored(tmp_path):
@@ -164,8 +188,10 @@ BAD_ANNOTATIONS = [
     ({"bbox": [10, 10, 20, 20], "segmentation": SQUARE}, "kept"),
     ({"bbox": [5, 5, 51, 25], "segmentation": [[5, 5, 1e9, 5, 5, 30]]}, "clipped_segmentations"),
     ({"bbox": [5, 5, 20, 20], "segmentation": [[5, 5, float("nan"), 5, 5, 20]]}, "bad_segmentation"),
-    ({"bbox": [5, 5, 20, 20], "segmentation": [[5, 5, 25, 5, 25, 25], [1, 1, float("inf"), 1, 1, 9]]},
-     "bad_segmentation"),
+    (
+        {"bbox": [5, 5, 20, 20], "segmentation": [[5, 5, 25, 5, 25, 25], [1, 1, float("inf"), 1, 1, 9]]},
+        "bad_segmentation",
+    ),
     ({"bbox": [5, 5, -3, 10], "segmentation": SQUARE}, "degenerate_boxes"),
     ({"bbox": [5, 5, 20, 20], "segmentation": [[5, 5, 20, 5, 20, 20, 5]]}, "bad_segmentation"),  # odd length
     ({"bbox": [36, 2, 16, 16], "segmentation": [[40, 2, 50, 2, 50, 12, 40, 12], [1, 1, 9, 9]]}, "dropped_polygons"),
@@ -201,8 +227,10 @@ def _bad_coco() -> dict:
         elif ann["segmentation"] == "CROWD_RLE":
             ann["segmentation"] = mask_to_uncompressed_rle(crowd)
         annotations.append(ann)
-    images = [{"id": 1, "file_name": "a.png", "height": H, "width": W},
-              {"id": 2, "file_name": "b.png", "height": -5, "width": W}]  # fmt: skip
+    images = [
+        {"id": 1, "file_name": "a.png", "height": H, "width": W},
+        {"id": 2, "file_name": "b.png", "height": -5, "width": W},
+    ]
     return {"images": images, "annotations": annotations, "categories": CATEGORIES}
 
 
@@ -219,14 +247,20 @@ def _run_isolated(code: str, tmp_path: Path, timeout: float = 240, **inputs) -> 
     to it as the dict ``inputs`` (through json), and it returns a json-able ``output``. Fails on any crash."""
     script = tmp_path / "isolated.py"
     (tmp_path / "inputs.json").write_text(json.dumps(inputs))
-    script.write_text("import json, logging, sys\nlogging.basicConfig(level=logging.WARNING)\n"
-                      f"inputs = json.loads(open({str(tmp_path / 'inputs.json')!r}).read())\n"
-                      + textwrap.dedent(code)
-                      + f"\nopen({str(tmp_path / 'output.json')!r}, 'w').write(json.dumps(output))\n")  # fmt: skip
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))  # fmt: skip
-    result = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                            timeout=timeout)  # fmt: skip
+    script.write_text(
+        "import json, logging, sys\nlogging.basicConfig(level=logging.WARNING)\n"
+        f"inputs = json.loads(open({str(tmp_path / 'inputs.json')!r}).read())\n"
+        + textwrap.dedent(code)
+        + f"\nopen({str(tmp_path / 'output.json')!r}, 'w').write(json.dumps(output))\n"
+    )
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, f"exit {result.returncode} (a negative one is a signal):\n{result.stderr[-4000:]}"
     return {"output": json.loads((tmp_path / "output.json").read_text()), "log": result.stderr}
 
@@ -259,11 +293,16 @@ def test_ground_truth_is_checked_dropped_repaired_and_counted(caplog):
 
 REPAIR_KINDS = ("clipped_segmentations", "dropped_polygons")
 WORDS = {
-    "clipped_segmentations": ["moved onto its border"], "dropped_polygons": ["lost polygons"],
-    "bad_segmentation": ["malformed segmentation"], "degenerate_boxes": ["non-finite box"],
-    "outside_image": ["box lies outside"], "unknown_image": ["image id the json does not list"],
-    "bad_image_size": ["height/width"], "duplicate_annotations": ["repeating"], "unknown_category": ["category"],
-}  # fmt: skip
+    "clipped_segmentations": ["moved onto its border"],
+    "dropped_polygons": ["lost polygons"],
+    "bad_segmentation": ["malformed segmentation"],
+    "degenerate_boxes": ["non-finite box"],
+    "outside_image": ["box lies outside"],
+    "unknown_image": ["image id the json does not list"],
+    "bad_image_size": ["height/width"],
+    "duplicate_annotations": ["repeating"],
+    "unknown_category": ["category"],
+}
 
 
 def test_the_reader_counts_the_same_problems(tmp_path, caplog):
@@ -276,8 +315,10 @@ def test_the_reader_counts_the_same_problems(tmp_path, caplog):
         loaded = load_coco_instances(_bad_coco(), str(tmp_path))
     expected = _expected_counts()
     assert {k: loaded.counts[k] for k in expected} == expected
-    assert ("COCO dict: 2 instances with polygon vertices more than a pixel outside the image, moved onto its border "
-            "(kept, but the label changed: the mask may now cover much of the image), e.g. [2, 15]") in caplog.text
+    assert (
+        "COCO dict: 2 instances with polygon vertices more than a pixel outside the image, moved onto its border "
+        "(kept, but the label changed: the mask may now cover much of the image), e.g. [2, 15]"
+    ) in caplog.text
     assert "COCO dict: 1 instances that lost polygons of under 3 points" in caplog.text
     kept = [i + 1 for i, (_, what) in enumerate(BAD_ANNOTATIONS) if what in ("kept", *REPAIR_KINDS)]
     assert list(loaded.records[0].annotation_ids) == kept
@@ -288,9 +329,13 @@ def test_the_reader_counts_the_same_problems(tmp_path, caplog):
 def test_segmentation_to_mask_refuses_rle_of_the_wrong_run_lengths():
     from kzoo.data.coco import mask_to_rle, segmentation_to_mask
 
-    for segmentation in ({"size": [H, W], "counts": [0, 4 * H * W]}, {"size": [H, W], "counts": [H * W + 5, -5]},
-                         {"size": [H, W], "counts": mask_to_rle(np.ones((2 * H, W), np.uint8))["counts"]},
-                         {"size": [H, W], "counts": "\x7f"}, {"size": [H, W], "counts": "1"}):  # fmt: skip
+    for segmentation in (
+        {"size": [H, W], "counts": [0, 4 * H * W]},
+        {"size": [H, W], "counts": [H * W + 5, -5]},
+        {"size": [H, W], "counts": mask_to_rle(np.ones((2 * H, W), np.uint8))["counts"]},
+        {"size": [H, W], "counts": "\x7f"},
+        {"size": [H, W], "counts": "1"},
+    ):
         with pytest.raises(ValueError, match="run-length"):
             segmentation_to_mask(segmentation, H, W)
     good = np.zeros((H, W), np.uint8)
@@ -390,10 +435,19 @@ def test_converted_annotations_pass_the_checks_and_evaluate(tmp_path, caplog):
         {"label": "dog", "points": [[-1e9, -1e9], [-1e9 + 5, -1e9], [-1e9, -1e9 + 5]]},  # outside: dropped
         {"label": "dog", "points": [[40, 20], [50, 20], [50, 35]]},
     ]
-    (tmp_path / "ann" / "a.json").write_text(json.dumps({
-        "version": "5.5.0", "flags": {}, "imagePath": "a.png", "imageData": None, "imageHeight": H, "imageWidth": W,
-        "shapes": [{"shape_type": "polygon", "group_id": None, "flags": {}, **s} for s in shapes],
-    }))  # fmt: skip
+    (tmp_path / "ann" / "a.json").write_text(
+        json.dumps(
+            {
+                "version": "5.5.0",
+                "flags": {},
+                "imagePath": "a.png",
+                "imageData": None,
+                "imageHeight": H,
+                "imageWidth": W,
+                "shapes": [{"shape_type": "polygon", "group_id": None, "flags": {}, **s} for s in shapes],
+            }
+        )
+    )
     output = tmp_path / "instances.json"
     write_coco_from_tool("labelme", str(tmp_path / "ann"), str(output), class_names=["cat", "dog"])
     converted = json.loads(output.read_text())
@@ -420,13 +474,23 @@ def _far_outside_set(root: Path, count: int, seed: int) -> Path:
         example["file_name"] = f"{index + 1:04d}.png"
         Image.fromarray(example["image"]).save(root / example["file_name"])
     path = root / "instances.json"
-    data = write_coco_json(examples, CocoCategories.from_names(SHAPES_INSTANCE_CLASSES), str(path),
-                           segmentation_format="polygon")  # fmt: skip
+    data = write_coco_json(
+        examples, CocoCategories.from_names(SHAPES_INSTANCE_CLASSES), str(path), segmentation_format="polygon"
+    )
     next_id = len(data["annotations"]) + 1
     for image in data["images"]:
         for polygon in ([[4, 4, 1e9, 4, 4, 20]], [[4, 4, float("nan"), 4, 4, 20]]):
-            data["annotations"].append({"id": next_id, "image_id": image["id"], "category_id": 1, "iscrowd": 0,
-                                        "bbox": [4, 4, 60, 16], "area": 1e10, "segmentation": polygon})  # fmt: skip
+            data["annotations"].append(
+                {
+                    "id": next_id,
+                    "image_id": image["id"],
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "bbox": [4, 4, 60, 16],
+                    "area": 1e10,
+                    "segmentation": polygon,
+                }
+            )
             next_id += 1
     path.write_text(json.dumps(data))
     return path
@@ -441,23 +505,42 @@ def test_train_and_evaluate_on_a_json_with_far_outside_polygons(tmp_path, tiny_m
 
     train_json = _far_outside_set(tmp_path / "train", 4, seed=1)
     eval_json = _far_outside_set(tmp_path / "eval", 2, seed=2)
-    config = tiny_mask_rcnn(tmp_path / "run", data={
-        "source": "coco", "train_annotations": str(train_json), "train_images": str(train_json.parent),
-        "eval_annotations": str(eval_json), "eval_images": str(eval_json.parent), "train_examples": 4,
-        "eval_examples": 2})  # fmt: skip
+    config = tiny_mask_rcnn(
+        tmp_path / "run",
+        data={
+            "source": "coco",
+            "train_annotations": str(train_json),
+            "train_images": str(train_json.parent),
+            "eval_annotations": str(eval_json),
+            "eval_images": str(eval_json.parent),
+            "train_examples": 4,
+            "eval_examples": 2,
+        },
+    )
     config["data"].pop("shapes_image_size")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))  # fmt: skip
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    )
     results = tmp_path / "results.json"
     for command in (["train", str(path), "--quiet"], ["evaluate", str(path), "--results", str(results)]):
-        run = subprocess.run([sys.executable, "-m", "kzoo.cli", *command], cwd=REPO_ROOT, env=env,
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
+        run = subprocess.run(
+            [sys.executable, "-m", "kzoo.cli", *command],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         log = run.stdout + run.stderr
         assert run.returncode == 0, f"kzoo {command[0]}: exit {run.returncode}\n{log[-4000:]}"
-        assert f"evaluation ground truth {eval_json}: 2 instances with polygon vertices more than a pixel " \
-               "outside the image" in log, log[-4000:]
+        assert (
+            f"evaluation ground truth {eval_json}: 2 instances with polygon vertices more than a pixel "
+            "outside the image" in log
+        ), log[-4000:]
         assert f"evaluation ground truth {eval_json}: 2 instances with a missing or malformed segmentation" in log
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert -1.0 <= metrics["eval_segm_AP"] <= 1.0 and metrics["eval_images"] == 2
@@ -479,9 +562,13 @@ def test_predict_with_non_finite_and_far_outside_boxes(tmp_path, tiny_mask_rcnn,
     boxes = np.array([[[5, 5, 20, 30], [np.nan, 0, 5, 5], [-1e9, 3, 1e9, 1e9], [2, 2, 9, 9]]], np.float32)
 
     def broken_model(images):
-        return {"detection_boxes": tf.constant(boxes), "detection_scores": tf.constant([[0.9, 0.8, 0.7, np.nan]]),
-                "detection_classes": tf.constant([[1, 2, 3, 1]]), "num_detections": tf.constant([4]),
-                "detection_masks": tf.fill([1, 4, 28, 28], 0.9)}  # fmt: skip
+        return {
+            "detection_boxes": tf.constant(boxes),
+            "detection_scores": tf.constant([[0.9, 0.8, 0.7, np.nan]]),
+            "detection_classes": tf.constant([[1, 2, 3, 1]]),
+            "num_detections": tf.constant([4]),
+            "detection_masks": tf.fill([1, 4, 28, 28], 0.9),
+        }
 
     monkeypatch.setattr(task, "trained_model", lambda weights=None, **overrides: broken_model)
     (result,) = task.predict([str(image)], str(tmp_path / "out"))

@@ -29,11 +29,17 @@ def files(nin_model, mask_rcnn_model, tmp_path_factory):
     directory = tmp_path_factory.mktemp("contracts")
     return {
         "nin": (convert_classifier_tflite(nin_model, directory / "nin.tflite"), NIN),
-        "nin-int8": (convert_classifier_tflite(nin_model, directory / "nin_int8.tflite", "int8",
-                                               representative_images=pixels((8, *NIN), seed=5)), NIN),
-        "mask_rcnn": (convert_mask_rcnn_tflite(mask_rcnn_model, directory / "mask_rcnn.tflite", MASK_RCNN[:2]),
-                      MASK_RCNN),
-    }  # fmt: skip
+        "nin-int8": (
+            convert_classifier_tflite(
+                nin_model, directory / "nin_int8.tflite", "int8", representative_images=pixels((8, *NIN), seed=5)
+            ),
+            NIN,
+        ),
+        "mask_rcnn": (
+            convert_mask_rcnn_tflite(mask_rcnn_model, directory / "mask_rcnn.tflite", MASK_RCNN[:2]),
+            MASK_RCNN,
+        ),
+    }
 
 
 def run_resized(path: str, shape: list[int], resolver=None) -> None:
@@ -147,10 +153,14 @@ def test_saved_model_versions_are_never_replaced(nin_model, tmp_path):
 
 TINY = {
     "name": "tiny",
-    "model": {"variant": "custom", "blocks": [{"filters": [8], "kernel_size": 3}], "classes": 5,
-              "input_shape": [16, 16, 3]},
+    "model": {
+        "variant": "custom",
+        "blocks": [{"filters": [8], "kernel_size": 3}],
+        "classes": 5,
+        "input_shape": [16, 16, 3],
+    },
     "data": {"source": "shapes", "train_examples": 32, "eval_examples": 16, "image_size": 16},
-}  # fmt: skip
+}
 
 
 def test_cli_export_refuses_an_existing_tflite_before_any_work(tmp_path, capsys):

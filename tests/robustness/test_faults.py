@@ -53,11 +53,20 @@ def _write_config(path: Path, output_dir: Path, **sections) -> Path:
 
 def _start_cli(*args: str, log: Path) -> subprocess.Popen:
     """``python -m kzoo.cli ARGS`` with this worktree's kzoo, in its own session (killed alone)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))  # fmt: skip
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    )
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "kzoo.cli", *args], cwd=REPO_ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "kzoo.cli", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _kill_when(process: subprocess.Popen, ready, log: Path, timeout_s: float = 240) -> None:
@@ -135,8 +144,9 @@ def test_training_killed_after_a_checkpoint_resumes_from_the_newest_intact_one(t
     assert main(["train", str(config)]) == 0
     out = capsys.readouterr().out
     newest = max(intact)
-    assert f"resuming {run} after epoch {newest} of {epochs} (checkpoint {run / 'checkpoints' / f'ckpt-{newest}'})" \
-        in out, out
+    assert (
+        f"resuming {run} after epoch {newest} of {epochs} (checkpoint {run / 'checkpoints' / f'ckpt-{newest}'})" in out
+    ), out
     _check_run_files(run, epochs)
 
 
@@ -160,16 +170,20 @@ def test_export_killed_leaves_nothing_half_written_and_reruns(trained, tmp_path,
     # SavedModel: killed while its temporary folder is being written
     log = tmp_path / "saved_model.log"
     process = _start_cli("export", str(config), "--format", "saved_model", "--output", str(out), log=log)
-    _kill_when(process, lambda: model_dir.is_dir() and any(
-        p.name.startswith(files.TEMP_PREFIX) for p in model_dir.iterdir()), log)  # fmt: skip
+    _kill_when(
+        process,
+        lambda: model_dir.is_dir() and any(p.name.startswith(files.TEMP_PREFIX) for p in model_dir.iterdir()),
+        log,
+    )
     assert any(p.name.startswith(files.TEMP_PREFIX) for p in model_dir.iterdir())  # killed mid-write
     finals = [p for p in model_dir.iterdir() if not p.name.startswith(".")]
     for version_dir in finals:  # a final version folder is complete, or absent
         _complete_saved_model(version_dir)
     # TFLite: killed after the first of two files is in place (the second being converted)
     log = tmp_path / "tflite.log"
-    process = _start_cli("export", str(config), "--format", "tflite", "--quantize", "none", "dynamic", "--output",
-                         str(out), log=log)  # fmt: skip
+    process = _start_cli(
+        "export", str(config), "--format", "tflite", "--quantize", "none", "dynamic", "--output", str(out), log=log
+    )
     _kill_when(process, lambda: (out / "tiny_none.tflite").exists(), log)
     for path in out.glob("*.tflite"):
         _complete_tflite(path)
@@ -177,8 +191,23 @@ def test_export_killed_leaves_nothing_half_written_and_reruns(trained, tmp_path,
     # the re-runs succeed and clear the killed runs' temporary files
     assert main(["export", str(config), "--format", "saved_model", "--output", str(out)]) == 0
     # the killed run's first .tflite file is there: kzoo export refuses it without --overwrite
-    assert main(["export", str(config), "--format", "tflite", "--quantize", "none", "dynamic", "--output",
-                 str(out), "--overwrite"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                str(config),
+                "--format",
+                "tflite",
+                "--quantize",
+                "none",
+                "dynamic",
+                "--output",
+                str(out),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert _leftovers(out) == []
     for version_dir in model_dir.iterdir():
@@ -290,8 +319,10 @@ def test_output_paths_blocked_by_a_file(trained, tmp_path, capsys):
     assert blocker.read_text() == "not a folder"
     # the file to write is a folder
     (tmp_path / "out" / "tiny_none.tflite").mkdir(parents=True)
-    assert main(["export", str(config), "--format", "tflite", "--quantize", "none", "--output",
-                 str(tmp_path / "out")]) == 2  # fmt: skip
+    assert (
+        main(["export", str(config), "--format", "tflite", "--quantize", "none", "--output", str(tmp_path / "out")])
+        == 2
+    )
     _one_line_error(capsys, f"cannot write {tmp_path / 'out' / 'tiny_none.tflite'}: it is a folder")
     assert _leftovers(tmp_path) == []
 
@@ -330,9 +361,11 @@ def test_read_only_output_folder():
 
     def attempt() -> str:
         messages = []
-        for write in (lambda: files.write_json(folder / "metrics.json", {"new": 2}),
-                      lambda: files.make_directory(folder / "run"),
-                      lambda: files.atomic_directory(folder / "tiny" / "1").__enter__()):  # fmt: skip
+        for write in (
+            lambda: files.write_json(folder / "metrics.json", {"new": 2}),
+            lambda: files.make_directory(folder / "run"),
+            lambda: files.atomic_directory(folder / "tiny" / "1").__enter__(),
+        ):
             try:
                 write()
                 messages.append("no error")
@@ -393,8 +426,10 @@ def test_full_disk_keeps_the_previous_files(trained, tmp_path, capsys, monkeypat
     assert main(["export", str(config), "--format", "tflite", "--quantize", "none", "--output", str(out)]) == 0
     before = (out / "tiny_none.tflite").read_bytes()
     monkeypatch.setattr(files, "_write_file", _full_disk_after())
-    assert main(["export", str(config), "--format", "tflite", "--quantize", "none", "--output", str(out),
-                 "--overwrite"]) == 2  # fmt: skip
+    assert (
+        main(["export", str(config), "--format", "tflite", "--quantize", "none", "--output", str(out), "--overwrite"])
+        == 2
+    )
     _one_line_error(capsys, f"cannot write {out / 'tiny_none.tflite'}: No space left on device")
     assert (out / "tiny_none.tflite").read_bytes() == before and _leftovers(out) == []
     monkeypatch.undo()
@@ -404,8 +439,9 @@ def test_full_disk_keeps_the_previous_files(trained, tmp_path, capsys, monkeypat
 
     def save_then_fill_the_disk(module, export_dir, **kwargs):
         save(module, export_dir, **kwargs)
-        raise tf.errors.ResourceExhaustedError(None, None, f"{export_dir}/variables/x.tempstate1; No space left on "
-                                               "device")  # fmt: skip
+        raise tf.errors.ResourceExhaustedError(
+            None, None, f"{export_dir}/variables/x.tempstate1; No space left on device"
+        )
 
     monkeypatch.setattr(tf.saved_model, "save", save_then_fill_the_disk)
     assert main(["export", str(config), "--format", "saved_model", "--output", str(out)]) == 2
@@ -419,8 +455,11 @@ def test_full_disk_keeps_the_previous_files(trained, tmp_path, capsys, monkeypat
 
     def fill_the_disk(self, filepath, *args, **kwargs):
         Path(filepath).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
-        raise OSError(errno.ENOSPC, "Unable to synchronously write data (file write failed: errno = 28, error "
-                      "message = 'No space left on device')")  # fmt: skip
+        raise OSError(
+            errno.ENOSPC,
+            "Unable to synchronously write data (file write failed: errno = 28, error "
+            "message = 'No space left on device')",
+        )
 
     monkeypatch.setattr(keras.Model, "save_weights", fill_the_disk)
     assert main(["train", str(config), "--set", "train.epochs=2", "--quiet"]) == 2

@@ -66,8 +66,11 @@ def _short_png(path) -> str:
 def test_a_png_whose_data_holds_fewer_rows_than_its_header_is_refused(tmp_path):
     path = _short_png(tmp_path / "short.png")
     assert Image.open(path).load() is not None  # Pillow alone fills 8992 rows with black, without a word
-    with pytest.raises(ValueError, match=r"short\.png is a truncated or corrupt PNG image \(the image data holds "
-                                         r"392 of the 441000 bytes of the header's 9000 rows"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"short\.png is a truncated or corrupt PNG image \(the image data holds "
+        r"392 of the 441000 bytes of the header's 9000 rows",
+    ):
         read_image_file(path)
     with pytest.raises(ValueError, match=r"short\.png"):
         inspect_image_file(path)
@@ -125,8 +128,16 @@ def test_a_fifo_socket_or_device_is_not_a_regular_file_and_does_not_hang(tmp_pat
 def test_mask_rcnn_predict_refuses_the_file_before_loading_a_model(tmp_path, capsys, make):
     path = _short_png(tmp_path / "short.png") if make == "short" else _fifo(tmp_path)
     output = tmp_path / "predictions"
-    args = ["predict", path, "--mask-rcnn", SHAPES_CONFIG, "--output", str(output),
-            "--weights", str(tmp_path / "none.weights.h5")]  # fmt: skip
+    args = [
+        "predict",
+        path,
+        "--mask-rcnn",
+        SHAPES_CONFIG,
+        "--output",
+        str(output),
+        "--weights",
+        str(tmp_path / "none.weights.h5"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     expected = "is a truncated or corrupt PNG image" if make == "short" else "is not a regular file (a FIFO"
@@ -137,14 +148,21 @@ def test_mask_rcnn_predict_refuses_the_file_before_loading_a_model(tmp_path, cap
 @pytest.mark.parametrize("cam", [False, True])
 @pytest.mark.parametrize("make", ["short", "fifo", "device"])
 def test_nin_predict_refuses_the_file(tmp_path, capsys, make, cam):
-    path = {"short": lambda: _short_png(tmp_path / "short.png"), "fifo": lambda: _fifo(tmp_path),
-            "device": lambda: "/dev/zero"}[make]()  # fmt: skip
-    args = ["predict", path, "--saved-model", str(tmp_path / "no_model")] + (["--cam", str(tmp_path / "cams")]
-                                                                              if cam else [])  # fmt: skip
+    path = {
+        "short": lambda: _short_png(tmp_path / "short.png"),
+        "fifo": lambda: _fifo(tmp_path),
+        "device": lambda: "/dev/zero",
+    }[make]()
+    args = ["predict", path, "--saved-model", str(tmp_path / "no_model")] + (
+        ["--cam", str(tmp_path / "cams")] if cam else []
+    )
     assert main(args) == 2
     err = capsys.readouterr().err
-    expected = {"short": "is a truncated or corrupt PNG image", "fifo": "is not a regular file (a FIFO",
-                "device": "is not a regular file (a device)"}[make]  # fmt: skip
+    expected = {
+        "short": "is a truncated or corrupt PNG image",
+        "fifo": "is not a regular file (a FIFO",
+        "device": "is not a regular file (a device)",
+    }[make]
     assert f"{path} {expected}" in err, err
     assert not (tmp_path / "cams").exists()
 
@@ -158,10 +176,21 @@ def test_converters_skip_and_count_truncated_images_and_fifos(tmp_path, caplog):
     _short_png(tmp_path / "short.png")
     _fifo(tmp_path, "pipe.png")
     for name in ("good", "short", "pipe"):
-        (tmp_path / f"{name}.json").write_text(json.dumps({
-            "version": "5.4.1", "flags": {}, "imagePath": f"{name}.png", "imageData": None, "imageHeight": 8,
-            "imageWidth": 16, "shapes": [{"label": "cat", "points": square, "group_id": None, "shape_type": "polygon",
-                                          "flags": {}}]}))  # fmt: skip
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps(
+                {
+                    "version": "5.4.1",
+                    "flags": {},
+                    "imagePath": f"{name}.png",
+                    "imageData": None,
+                    "imageHeight": 8,
+                    "imageWidth": 16,
+                    "shapes": [
+                        {"label": "cat", "points": square, "group_id": None, "shape_type": "polygon", "flags": {}}
+                    ],
+                }
+            )
+        )
     coco, _, counts = annotation_tool_to_coco("labelme", str(tmp_path))
     assert [i["file_name"] for i in coco["images"]] == ["good.png"] and counts["corrupt_images"] == 2
     assert "short.png" in caplog.text and "pipe.png" in caplog.text
@@ -174,10 +203,21 @@ def test_training_pipeline_refuses_the_same_file(tmp_path):
     (tmp_path / "good.png").write_bytes(_png(16, 16))
     (tmp_path / "short.png").write_bytes(_claiming_rows(_png(8, 16), 16))
     images = [{"id": i + 1, "file_name": n, "height": 16, "width": 16} for i, n in enumerate(["good.png", "short.png"])]
-    annotations = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [2, 2, 10, 4], "area": 40, "iscrowd": 0,
-                    "segmentation": [[2, 2, 12, 2, 12, 6, 2, 6]]} for i in range(2)]  # fmt: skip
-    (tmp_path / "set.json").write_text(json.dumps({"images": images, "annotations": annotations,
-                                                   "categories": [{"id": 1, "name": "cat"}]}))  # fmt: skip
+    annotations = [
+        {
+            "id": i + 1,
+            "image_id": i + 1,
+            "category_id": 1,
+            "bbox": [2, 2, 10, 4],
+            "area": 40,
+            "iscrowd": 0,
+            "segmentation": [[2, 2, 12, 2, 12, 6, 2, 6]],
+        }
+        for i in range(2)
+    ]
+    (tmp_path / "set.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "cat"}]})
+    )
     instances = load_coco_instances(str(tmp_path / "set.json"), str(tmp_path))
     dataset = make_detection_pipeline(instances, 1, training=False, image_size=16, max_instances=2, mask_size=8)
     with pytest.raises(ImageDecodeError, match=r"short\.png \(image id 2\) cannot be decoded"):

@@ -11,10 +11,12 @@ from corpus import pixels
 from kzoo.applications.nin import decode_predictions, preprocess_input
 
 MASK_RCNN_KEYS = {
-    "detection_boxes": ((10, 4), np.float32), "detection_scores": ((10,), np.float32),
-    "detection_classes": ((10,), np.int32), "num_detections": ((), np.int32),
+    "detection_boxes": ((10, 4), np.float32),
+    "detection_scores": ((10,), np.float32),
+    "detection_classes": ((10,), np.int32),
+    "num_detections": ((), np.int32),
     "detection_masks": ((10, 28, 28), np.float32),
-}  # fmt: skip
+}
 SIZES = [(64, 64), (40, 30), (64, 64), (90, 50)]
 
 
@@ -25,8 +27,11 @@ def photos(dtype=np.uint8) -> list[np.ndarray]:
 # -- empty batches ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("empty", [np.zeros((0, 64, 64, 3), np.uint8), np.zeros((0, 30, 40, 3), np.float32), []],
-                         ids=["uint8", "float-other-size", "empty-list"])  # fmt: skip
+@pytest.mark.parametrize(
+    "empty",
+    [np.zeros((0, 64, 64, 3), np.uint8), np.zeros((0, 30, 40, 3), np.float32), []],
+    ids=["uint8", "float-other-size", "empty-list"],
+)
 def test_mask_rcnn_predict_empty(mask_rcnn_model, empty):
     out = mask_rcnn_model.predict(empty, verbose=0)
     assert set(out) == set(MASK_RCNN_KEYS)

@@ -30,8 +30,14 @@ def _one_line(err: str) -> str:
 def test_ctrl_c_while_training_one_line_and_the_run_resumes(tmp_path, capsys):
     run = tmp_path / "run"
     config = write_config(tmp_path, run, epochs=100000)
-    process = subprocess.Popen([sys.executable, "-m", "kzoo.cli", "train", str(config), "--quiet"], env=_env(),
-                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kzoo.cli", "train", str(config), "--quiet"],
+        env=_env(),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for(lambda: list((run / "checkpoints").glob("ckpt-*.index")), process=process)
         process.send_signal(signal.SIGINT)
@@ -43,8 +49,10 @@ def test_ctrl_c_while_training_one_line_and_the_run_resumes(tmp_path, capsys):
     assert process.returncode == 130, err
     line = _one_line(err)
     epoch = loop.last_checkpoint_epoch(str(run))
-    assert line == (f"kzoo train: interrupted (Ctrl-C); the last checkpoint (epoch {epoch}, in {run}/checkpoints) "
-                    "is intact: the same command resumes from it"), line  # fmt: skip
+    assert line == (
+        f"kzoo train: interrupted (Ctrl-C); the last checkpoint (epoch {epoch}, in {run}/checkpoints) "
+        "is intact: the same command resumes from it"
+    ), line
     assert not (run / LOCK_FILE).exists()
     # it does: one more epoch from there
     assert main(["train", str(config), "--set", f"train.epochs={epoch + 1}"]) == 0
@@ -74,14 +82,22 @@ def _fail_second_save(monkeypatch, error: BaseException) -> None:
     monkeypatch.setattr(EpochCheckpointer, "save", failing_save)
 
 
-@pytest.mark.parametrize("error, words", [
-    (OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/ckpt-2_temp"), "no space left on device"),
-    (tf.errors.ResourceExhaustedError(None, None, "ckpt-2_temp/part-0; No space left on device"),
-     "no space left on device"),
-    (PermissionError(errno.EACCES, "Permission denied", "run/checkpoints"), "permission denied"),
-    (tf.errors.PermissionDeniedError(None, None, "run/checkpoints/ckpt-2_temp; Permission denied"),
-     "permission denied"),
-], ids=["ENOSPC", "tf-ENOSPC", "EACCES", "tf-EACCES"])  # fmt: skip
+@pytest.mark.parametrize(
+    "error, words",
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/ckpt-2_temp"), "no space left on device"),
+        (
+            tf.errors.ResourceExhaustedError(None, None, "ckpt-2_temp/part-0; No space left on device"),
+            "no space left on device",
+        ),
+        (PermissionError(errno.EACCES, "Permission denied", "run/checkpoints"), "permission denied"),
+        (
+            tf.errors.PermissionDeniedError(None, None, "run/checkpoints/ckpt-2_temp; Permission denied"),
+            "permission denied",
+        ),
+    ],
+    ids=["ENOSPC", "tf-ENOSPC", "EACCES", "tf-EACCES"],
+)
 def test_full_disk_or_refused_write_while_saving(tmp_path, capsys, monkeypatch, error, words):
     run = tmp_path / "run"
     config = write_config(tmp_path, run, epochs=3)
@@ -90,8 +106,11 @@ def test_full_disk_or_refused_write_while_saving(tmp_path, capsys, monkeypatch, 
     line = _one_line(capsys.readouterr().err)
     fix = "free some space" if "space" in words else "fix the permissions"
     assert line.startswith(f"kzoo train: error: {words}: "), line
-    assert re.search(rf"the last checkpoint \(epoch 1, in {re.escape(str(run))}/checkpoints\) is intact: the same "
-                     rf"command resumes from it once you {fix}$", line), line  # fmt: skip
+    assert re.search(
+        rf"the last checkpoint \(epoch 1, in {re.escape(str(run))}/checkpoints\) is intact: the same "
+        rf"command resumes from it once you {fix}$",
+        line,
+    ), line
     assert not (run / LOCK_FILE).exists()
     monkeypatch.undo()
     assert main(["train", str(config), "--quiet"]) == 0  # the same command, with the disk fixed

@@ -29,11 +29,13 @@ TINY = {
     "model": {
         "variant": "custom",
         "blocks": [{"filters": [4], "kernel_size": 3}, {"filters": [4], "pool": False, "dropout": False}],
-        "classes": 5, "input_shape": [16, 16, 3], "dropout_rate": 0.0,
+        "classes": 5,
+        "input_shape": [16, 16, 3],
+        "dropout_rate": 0.0,
     },
     "data": {"source": "shapes", "train_examples": 8, "eval_examples": 4, "image_size": 16},
     "train": {"epochs": 1, "batch_size": 8, "schedule": "constant", "warmup_epochs": 0.0},
-}  # fmt: skip
+}
 HOLDER = textwrap.dedent("""
     import sys, time
     from kzoo.training.run_lock import run_lock
@@ -44,8 +46,11 @@ HOLDER = textwrap.dedent("""
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-            "TF_CPP_MIN_LOG_LEVEL": "3"}  # fmt: skip
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
 
 
 def write_config(tmp_path: Path, output_dir: Path, **train) -> Path:
@@ -58,8 +63,13 @@ class Holder:
     """A process holding the lock of ``output_dir`` until killed."""
 
     def __init__(self, output_dir: Path) -> None:
-        self.process = subprocess.Popen([sys.executable, "-c", HOLDER, str(output_dir)], stdout=subprocess.PIPE,
-                                        text=True, env=_env(), cwd=REPO_ROOT)  # fmt: skip
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(output_dir)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            cwd=REPO_ROOT,
+        )
         assert self.process.stdout.readline().strip() == "locked"
         self.pid = self.process.pid
 
@@ -163,9 +173,19 @@ def test_lock_is_released_on_normal_exit_and_on_exceptions(tmp_path, capsys, mon
         main(["train", str(config), "--quiet", "--fresh"])
     assert not (run / LOCK_FILE).exists() and not run_lock._HELD
     # and another process can take it now
-    done = subprocess.run([sys.executable, "-c", "import sys; from kzoo.training.run_lock import acquire; "
-                           "acquire(sys.argv[1]); print('ok')", str(run)], capture_output=True, text=True,
-                          env=_env(), cwd=REPO_ROOT, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kzoo.training.run_lock import acquire; acquire(sys.argv[1]); print('ok')",
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
     assert done.stdout.strip() == "ok", done.stderr
     with run_lock.run_lock(run):  # re-entrant in one process
         with run_lock.run_lock(run):
@@ -206,12 +226,14 @@ def test_two_kzoo_train_processes_on_one_folder(tmp_path):
     run = tmp_path / "run"
     config = write_config(tmp_path, run, epochs=100000)
     command = [sys.executable, "-m", "kzoo.cli", "train", str(config), "--quiet"]
-    first = subprocess.Popen(command, env=_env(), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)  # fmt: skip
+    first = subprocess.Popen(
+        command, env=_env(), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         _wait_for(lambda: list((run / "checkpoints").glob("ckpt-*.index")), process=first)
-        second = subprocess.run(command + ["--fresh"], env=_env(), cwd=REPO_ROOT, capture_output=True, text=True,
-                                timeout=240)  # fmt: skip
+        second = subprocess.run(
+            command + ["--fresh"], env=_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=240
+        )
         assert second.returncode == 2, second.stderr
         err = second.stderr.strip()
         assert len(err.splitlines()) == 1 and f"pid {first.pid} on host" in err and "--fresh refused" in err, err

@@ -32,18 +32,21 @@ def nin_exports(nin_model, gray_nin_model, tmp_path_factory):
     base = tmp_path_factory.mktemp("serving")
     names = ["a", "b", "c"]
     exports = {}
-    for key, model, dtype in (("float32", nin_model, "float32"), ("uint8", nin_model, "uint8"),
-                              ("gray", gray_nin_model, "float32")):  # fmt: skip
-        path = export_classifier_saved_model(model, base, f"nin_{key}", names, input_dtype=dtype,
-                                             max_image_pixels=CAP)  # fmt: skip
+    for key, model, dtype in (
+        ("float32", nin_model, "float32"),
+        ("uint8", nin_model, "uint8"),
+        ("gray", gray_nin_model, "float32"),
+    ):
+        path = export_classifier_saved_model(model, base, f"nin_{key}", names, input_dtype=dtype, max_image_pixels=CAP)
         exports[key] = tf.saved_model.load(path).signatures
     return exports
 
 
 @pytest.fixture(scope="module")
 def mask_rcnn_export(mask_rcnn_model, tmp_path_factory):
-    path = export_mask_rcnn_saved_model(mask_rcnn_model, tmp_path_factory.mktemp("serving"), "mask_rcnn",
-                                        max_image_pixels=CAP)  # fmt: skip
+    path = export_mask_rcnn_saved_model(
+        mask_rcnn_model, tmp_path_factory.mktemp("serving"), "mask_rcnn", max_image_pixels=CAP
+    )
     return tf.saved_model.load(path).signatures
 
 
@@ -72,15 +75,16 @@ NIN_PIXEL_CASES = [
     pytest.param(lambda: pixels((2, 16, 16, 3), np.float32) / 255, UNIT, id="unit-floats"),
     pytest.param(lambda: with_value((1, 16, 16, 3), 300.0), (InvalidArgument, OUTSIDE + r".*\[300\]"), id="300"),
     pytest.param(lambda: with_value((1, 16, 16, 3), -1.0), (InvalidArgument, OUTSIDE + r".*\[-1\]"), id="minus-1"),
-    pytest.param(lambda: pixels((2, 16, 16, 3), np.float32) / 127.5 - 1, (InvalidArgument, OUTSIDE),
-                 id="preprocessed-already"),
+    pytest.param(
+        lambda: pixels((2, 16, 16, 3), np.float32) / 127.5 - 1, (InvalidArgument, OUTSIDE), id="preprocessed-already"
+    ),
     pytest.param(lambda: with_value((1, 16, 16, 3), np.nan), NON_FINITE, id="nan"),
     pytest.param(lambda: with_value((1, 16, 16, 3), np.inf), NON_FINITE, id="inf"),
     pytest.param(lambda: np.zeros((1, 16, 16, 4), np.float32), nin_shape(r"\[1 16 16 4\]"), id="4-channels"),
     pytest.param(lambda: np.zeros((1, 16, 16, 1), np.float32), nin_shape(r"\[1 16 16 1\]"), id="1-channel"),
     pytest.param(lambda: np.zeros((16, 16, 3), np.float32), nin_shape(r"\[16 16 3\]"), id="rank3"),
     pytest.param(lambda: np.zeros((1, 8, 8, 3), np.float32), nin_shape(r"\[1 8 8 3\]"), id="other-size"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("signature", ["serving_default", "class_maps"])
@@ -133,14 +137,15 @@ BYTES_CASES = [
     # headers claiming huge images without the data: refused from the header, before any decoding
     pytest.param(lambda encode: png_header(100_000, 100_000), over_cap(100_000, 100_000), id="png-header-bomb"),
     pytest.param(lambda encode: gif_header(60_000, 60_000), over_cap(60_000, 60_000), id="gif-header-bomb"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("model", ["nin", "nin-gray", "mask_rcnn"])
 @pytest.mark.parametrize("make, outcome", BYTES_CASES)
 def test_serving_bytes(nin_exports, mask_rcnn_export, encode, expect, model, make, outcome):
-    signature = {"nin": nin_exports["float32"], "nin-gray": nin_exports["gray"], "mask_rcnn": mask_rcnn_export}[
-        model]["serving_bytes"]
+    signature = {"nin": nin_exports["float32"], "nin-gray": nin_exports["gray"], "mask_rcnn": mask_rcnn_export}[model][
+        "serving_bytes"
+    ]
     good = encode(IMAGE, "PNG")
     out = expect(lambda data: signature(image_bytes=tf.constant([good, data])), make(encode), outcome)
     if out is None:
@@ -154,11 +159,14 @@ def test_serving_bytes(nin_exports, mask_rcnn_export, encode, expect, model, mak
 def test_lossless_formats_agree(nin_exports, mask_rcnn_export, encode):
     # gray: PNG through libpng's RGB-to-gray, BMP through tf.image.rgb_to_grayscale (gray levels differ by 1 at most)
     for signatures, tolerance in ((nin_exports["float32"], 1e-6), (nin_exports["gray"], 2e-3)):
-        outs = [signatures["serving_bytes"](image_bytes=tf.constant([encode(IMAGE, fmt)]))["probabilities"]
-                for fmt in ("PNG", "BMP")]  # fmt: skip
+        outs = [
+            signatures["serving_bytes"](image_bytes=tf.constant([encode(IMAGE, fmt)]))["probabilities"]
+            for fmt in ("PNG", "BMP")
+        ]
         np.testing.assert_allclose(outs[0], outs[1], atol=tolerance)
-    png, bmp = (mask_rcnn_export["serving_bytes"](image_bytes=tf.constant([encode(IMAGE, fmt)]))
-                for fmt in ("PNG", "BMP"))  # fmt: skip
+    png, bmp = (
+        mask_rcnn_export["serving_bytes"](image_bytes=tf.constant([encode(IMAGE, fmt)])) for fmt in ("PNG", "BMP")
+    )
     np.testing.assert_allclose(png["detection_scores"], bmp["detection_scores"], atol=1e-6)
 
 
@@ -178,7 +186,7 @@ MASK_RCNN_CASES = [
     pytest.param(lambda: pixels((1, 64, 64, 1)), mask_rcnn_shape(r"\[1 64 64 1\]"), id="1-channel"),
     pytest.param(lambda: pixels((64, 64, 3)), mask_rcnn_shape(r"\[64 64 3\]"), id="rank3"),
     pytest.param(lambda: np.full((1, 64, 64, 3), 0.7, np.float32), (DTYPE_MISMATCH, "uint8"), id="float-into-uint8"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("make, outcome", MASK_RCNN_CASES)

@@ -16,8 +16,10 @@ OUTSIDE = r"images: pixel values outside \[0, 255\]; observed min and max: "
 
 
 def other_size(height: int, width: int, side: int) -> str:
-    return (rf"images must be \[batch, {side}, {side}, 3\], got height {height} .*\(the .tflite file's fixed input "
-            r"size: resize the images, or letterbox photographs, first\)")  # fmt: skip
+    return (
+        rf"images must be \[batch, {side}, {side}, 3\], got height {height} .*\(the .tflite file's fixed input "
+        r"size: resize the images, or letterbox photographs, first\)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +39,19 @@ def pixel_cases(side: int, single_image_ok: bool) -> list:
         pytest.param(lambda: pixels((2, side, side, 3), np.float32), "ok", id="float-0-255"),
         pytest.param(lambda: np.zeros(shape, np.float32), "ok", id="all-black-float"),
         pytest.param(lambda: np.zeros((0, side, side, 3), np.uint8), "ok", id="empty-batch"),
-        pytest.param(lambda: pixels((side, side, 3)), "ok" if single_image_ok else (ValueError, RANK),
-                     id="single-image-rank3"),
+        pytest.param(
+            lambda: pixels((side, side, 3)), "ok" if single_image_ok else (ValueError, RANK), id="single-image-rank3"
+        ),
         pytest.param(lambda: pixels((1, 1, side, side, 3)), (ValueError, RANK), id="rank5"),
-        pytest.param(lambda: pixels((1, side // 2, side, 3)), (ValueError, other_size(side // 2, side, side)),
-                     id="other-size"),
-        pytest.param(lambda: pixels((1, side, side, 4)), (ValueError, r"must have 3 channel\(s\).*got 4"),
-                     id="4-channels"),
-        pytest.param(lambda: pixels((1, side, side, 1)), (ValueError, r"must have 3 channel\(s\).*got 1"),
-                     id="1-channel"),
+        pytest.param(
+            lambda: pixels((1, side // 2, side, 3)), (ValueError, other_size(side // 2, side, side)), id="other-size"
+        ),
+        pytest.param(
+            lambda: pixels((1, side, side, 4)), (ValueError, r"must have 3 channel\(s\).*got 4"), id="4-channels"
+        ),
+        pytest.param(
+            lambda: pixels((1, side, side, 1)), (ValueError, r"must have 3 channel\(s\).*got 1"), id="1-channel"
+        ),
         pytest.param(lambda: np.zeros(shape, bool), (ValueError, "pixels, got dtype bool"), id="bool"),
         pytest.param(lambda: np.full(shape, "a"), (ValueError, "pixels, got dtype <U1"), id="strings"),
         pytest.param(lambda: with_value(shape, np.nan), (ValueError, NON_FINITE), id="nan"),
@@ -53,9 +59,10 @@ def pixel_cases(side: int, single_image_ok: bool) -> list:
         pytest.param(lambda: with_value(shape, 300.0), (ValueError, OUTSIDE + r"\d+, 300"), id="300"),
         pytest.param(lambda: with_value(shape, -1.0), (ValueError, OUTSIDE + "-1, "), id="minus-1"),
         pytest.param(lambda: np.full(shape, 0.7, np.float32), (ValueError, UNIT), id="0.7"),
-        pytest.param(lambda: pixels((2, side, side, 3), np.float32) / 127.5 - 1, (ValueError, OUTSIDE),
-                     id="preprocessed-already"),
-    ]  # fmt: skip
+        pytest.param(
+            lambda: pixels((2, side, side, 3), np.float32) / 127.5 - 1, (ValueError, OUTSIDE), id="preprocessed-already"
+        ),
+    ]
 
 
 @pytest.mark.parametrize("make, outcome", pixel_cases(16, single_image_ok=False))
@@ -80,20 +87,29 @@ PHOTO_CASES = [
     pytest.param(lambda: [pixels((40, 90, 3)), pixels((64, 64, 3), np.float32)], "ok", id="sizes-and-dtypes"),
     pytest.param(lambda: [np.zeros((100, 30, 3), np.float32)], "ok", id="all-black-float"),
     pytest.param(lambda: [], "ok", id="no-photos"),
-    pytest.param(lambda: [pixels((40, 40, 3)), pixels((1, 40, 40, 3))],
-                 (ValueError, r"photos\[1\] must be one image \[height, width, 3\], got shape \[1, 40, 40, 3\]"),
-                 id="batch-as-photo"),
-    pytest.param(lambda: [pixels((40, 40, 1))], (ValueError, r"photos\[0\] must have 3 channel\(s\).*got 1"),
-                 id="1-channel"),
-    pytest.param(lambda: [pixels((40, 40, 3)), with_value((40, 50, 3), np.nan)],
-                 (ValueError, r"photos\[1\]: non-finite pixel values"), id="nan"),
-    pytest.param(lambda: [with_value((40, 50, 3), 300.0)], (ValueError, r"photos\[0\]: pixel values outside"),
-                 id="300"),
-    pytest.param(lambda: [pixels((40, 50, 3), np.float32) / 255], (ValueError, r"photos\[0\]: .*" + UNIT),
-                 id="unit-floats"),
-    pytest.param(lambda: [np.zeros((40, 50, 3), bool)], (ValueError, r"photos\[0\] must be .*got dtype bool"),
-                 id="bool"),
-]  # fmt: skip
+    pytest.param(
+        lambda: [pixels((40, 40, 3)), pixels((1, 40, 40, 3))],
+        (ValueError, r"photos\[1\] must be one image \[height, width, 3\], got shape \[1, 40, 40, 3\]"),
+        id="batch-as-photo",
+    ),
+    pytest.param(
+        lambda: [pixels((40, 40, 1))], (ValueError, r"photos\[0\] must have 3 channel\(s\).*got 1"), id="1-channel"
+    ),
+    pytest.param(
+        lambda: [pixels((40, 40, 3)), with_value((40, 50, 3), np.nan)],
+        (ValueError, r"photos\[1\]: non-finite pixel values"),
+        id="nan",
+    ),
+    pytest.param(
+        lambda: [with_value((40, 50, 3), 300.0)], (ValueError, r"photos\[0\]: pixel values outside"), id="300"
+    ),
+    pytest.param(
+        lambda: [pixels((40, 50, 3), np.float32) / 255], (ValueError, r"photos\[0\]: .*" + UNIT), id="unit-floats"
+    ),
+    pytest.param(
+        lambda: [np.zeros((40, 50, 3), bool)], (ValueError, r"photos\[0\] must be .*got dtype bool"), id="bool"
+    ),
+]
 
 
 @pytest.mark.parametrize("make, outcome", PHOTO_CASES)

@@ -63,11 +63,16 @@ def test_nin_of_another_class_count(weights, capsys):
     for command in ("evaluate", "export"):
         assert main([command, weights["nin3_config"], "--weights", weights["nin5"]]) == 2
         line = _one_line(capsys.readouterr().err)
-        assert line.startswith(f"kzoo {command}: error: cannot load weights file {weights['nin5']} into model "
-                               "'nin_custom' (another architecture or class count): "), line  # fmt: skip
+        assert line.startswith(
+            f"kzoo {command}: error: cannot load weights file {weights['nin5']} into model "
+            "'nin_custom' (another architecture or class count): "
+        ), line
         # the class stage: a 1 x 1 convolution from 4 channels to 3 classes here, to 5 in the file
-        assert re.search(r"first difference at layer '[^']+' \([^)]+/vars/\d\): the model has shape \[(1, 1, 4, )?3\], "
-                         r"the file shape \[(1, 1, 4, )?5\]$", line), line  # fmt: skip
+        assert re.search(
+            r"first difference at layer '[^']+' \([^)]+/vars/\d\): the model has shape \[(1, 1, 4, )?3\], "
+            r"the file shape \[(1, 1, 4, )?5\]$",
+            line,
+        ), line
 
 
 def test_mask_rcnn_of_another_class_count(weights, capsys):
@@ -76,16 +81,22 @@ def test_mask_rcnn_of_another_class_count(weights, capsys):
         line = _one_line(capsys.readouterr().err)
         assert "(another architecture or class count): first difference" in line, line
         # the class-specific box predictor: 3 classes (12 box deltas) in the model, 4 (16) in the file
-        assert re.search(r"first difference at layer 'box_head/bbox_pred' \(box_head/bbox_pred/vars/0\): the model "
-                         r"has shape \[32, 12\], the file shape \[32, 16\]$", line), line  # fmt: skip
+        assert re.search(
+            r"first difference at layer 'box_head/bbox_pred' \(box_head/bbox_pred/vars/0\): the model "
+            r"has shape \[32, 12\], the file shape \[32, 16\]$",
+            line,
+        ), line
 
 
 def test_another_architecture(weights, capsys):
     """NIN weights for a Mask R-CNN, and Mask R-CNN weights for a NIN: a weight the model has and the file lacks."""
     assert main(["evaluate", weights["mrcnn3_config"], "--weights", weights["nin5"]]) == 2
     line = _one_line(capsys.readouterr().err)
-    assert re.search(r"first difference at layer '[^']+' \([^)]+\): the model has shape \[[\d, ]+\], the file no such "
-                     r"weight$", line), line  # fmt: skip
+    assert re.search(
+        r"first difference at layer '[^']+' \([^)]+\): the model has shape \[[\d, ]+\], the file no such "
+        r"weight$",
+        line,
+    ), line
     assert main(["evaluate", weights["nin3_config"], "--weights", weights["mrcnn4"]]) == 2
     assert "first difference at layer" in _one_line(capsys.readouterr().err)
 

@@ -7,8 +7,16 @@ import pytest
 
 from kzoo.cli import main
 
-NIN_TINY = ["--set", "train.epochs=1", "--set", "data.train_examples=64", "--set", "data.eval_examples=16",
-            "--set", "train.batch_size=32"]  # fmt: skip
+NIN_TINY = [
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "data.train_examples=64",
+    "--set",
+    "data.eval_examples=16",
+    "--set",
+    "train.batch_size=32",
+]
 
 
 @pytest.mark.slow

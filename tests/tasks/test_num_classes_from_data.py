@@ -11,10 +11,23 @@ from PIL import Image
 from kzoo.config import load_config
 from kzoo.tasks import task_for
 
-TINY_MODEL = {"backbone": "small_convnet", "backbone_width": 0.25, "norm": "group", "fpn_channels": 16,
-              "box_fc_dim": 32, "mask_num_convs": 1, "mask_channels": 8, "rpn_pre_nms_top_k_train": 50,
-              "rpn_post_nms_top_k_train": 20, "rpn_pre_nms_top_k_test": 50, "rpn_post_nms_top_k_test": 20,
-              "roi_samples_per_image": 16, "max_detections": 5, "min_size": 64, "max_size": 64}  # fmt: skip
+TINY_MODEL = {
+    "backbone": "small_convnet",
+    "backbone_width": 0.25,
+    "norm": "group",
+    "fpn_channels": 16,
+    "box_fc_dim": 32,
+    "mask_num_convs": 1,
+    "mask_channels": 8,
+    "rpn_pre_nms_top_k_train": 50,
+    "rpn_post_nms_top_k_train": 20,
+    "rpn_pre_nms_top_k_test": 50,
+    "rpn_post_nms_top_k_test": 20,
+    "roi_samples_per_image": 16,
+    "max_detections": 5,
+    "min_size": 64,
+    "max_size": 64,
+}
 
 
 def _coco_folder(root):
@@ -25,20 +38,38 @@ def _coco_folder(root):
         images.append({"id": i + 1, "file_name": f"{i}.png", "height": 64, "width": 64})
         for j, category in enumerate((3, 7)):
             x = 5 + 25 * j
-            annotations.append({"id": 2 * i + j + 1, "image_id": i + 1, "category_id": category, "iscrowd": 0,
-                                "bbox": [x, 5, 20, 20], "area": 400,
-                                "segmentation": [[x, 5, x + 20, 5, x + 20, 25, x, 25]]})  # fmt: skip
+            annotations.append(
+                {
+                    "id": 2 * i + j + 1,
+                    "image_id": i + 1,
+                    "category_id": category,
+                    "iscrowd": 0,
+                    "bbox": [x, 5, 20, 20],
+                    "area": 400,
+                    "segmentation": [[x, 5, x + 20, 5, x + 20, 25, x, 25]],
+                }
+            )
     categories = [{"id": 3, "name": "apple"}, {"id": 7, "name": "pear"}]
-    (root / "train.json").write_text(json.dumps({"images": images, "annotations": annotations,
-                                                 "categories": categories}))  # fmt: skip
+    (root / "train.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
     return root
 
 
 def _config(tmp_path, model, **data):
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"task": "mask_rcnn", "name": "fruit", "output_dir": str(tmp_path / "run"),
-                                    "model": model, "data": data,
-                                    "train": {"epochs": 1, "batch_size": 2}}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "task": "mask_rcnn",
+                "name": "fruit",
+                "output_dir": str(tmp_path / "run"),
+                "model": model,
+                "data": data,
+                "train": {"epochs": 1, "batch_size": 2},
+            }
+        )
+    )
     return path
 
 
@@ -51,8 +82,13 @@ def test_shapes_give_their_class_count(tmp_path):
 
 def test_file_source_takes_the_categories(tmp_path):
     root = _coco_folder(tmp_path / "data")
-    files = {"source": "coco", "train_annotations": str(root / "train.json"), "train_images": str(root / "images"),
-             "eval_annotations": str(root / "train.json"), "eval_images": str(root / "images")}  # fmt: skip
+    files = {
+        "source": "coco",
+        "train_annotations": str(root / "train.json"),
+        "train_images": str(root / "images"),
+        "eval_annotations": str(root / "train.json"),
+        "eval_images": str(root / "images"),
+    }
     config = load_config(_config(tmp_path, TINY_MODEL, **files))
     assert config.model.num_classes is None
     task = task_for(config)
@@ -71,8 +107,13 @@ def test_train_then_evaluate_without_num_classes(tmp_path):
     from kzoo.cli import main
 
     root = _coco_folder(tmp_path / "data")
-    files = {"source": "coco", "train_annotations": str(root / "train.json"), "train_images": str(root / "images"),
-             "eval_annotations": str(root / "train.json"), "eval_images": str(root / "images")}  # fmt: skip
+    files = {
+        "source": "coco",
+        "train_annotations": str(root / "train.json"),
+        "train_images": str(root / "images"),
+        "eval_annotations": str(root / "train.json"),
+        "eval_images": str(root / "images"),
+    }
     config = _config(tmp_path, TINY_MODEL, **files)
     assert main(["train", str(config), "--quiet"]) == 0
     written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())

@@ -48,8 +48,9 @@ class ToyTask(Task):
 
     def training_data(self, global_batch):
         x, y = _data()
-        return tf.data.Dataset.from_tensor_slices((x, y)).batch(global_batch, drop_remainder=True).repeat(), \
-            len(x) // global_batch  # fmt: skip
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(global_batch, drop_remainder=True).repeat(), len(
+            x
+        ) // global_batch
 
     def build_model(self, init_weights=True):
         return keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="toy")
@@ -109,9 +110,16 @@ def test_registered_and_found_from_the_config(tmp_path):
 
 def test_the_cli_drives_a_task_it_does_not_know(tmp_path, capsys):
     config = tmp_path / "toy.yaml"
-    config.write_text(yaml.safe_dump({"task": "toy_regression", "name": "toy", "output_dir": str(tmp_path / "run"),
-                                      "train": {"epochs": 3, "batch_size": 8, "learning_rate": 0.05,
-                                                "warmup_epochs": 0}}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "task": "toy_regression",
+                "name": "toy",
+                "output_dir": str(tmp_path / "run"),
+                "train": {"epochs": 3, "batch_size": 8, "learning_rate": 0.05, "warmup_epochs": 0},
+            }
+        )
+    )
     assert main(["train", str(config), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "kzoo train toy" in out and "eval_mse" in out

@@ -84,8 +84,12 @@ class TrainingRun:
         with open(self.stdout_path, "w") as stdout, open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen(
                 [sys.executable, os.fspath(RUNNER), os.fspath(spec_path)],
-                cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr, start_new_session=True,
-            )  # fmt: skip
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
 
     @property
     def stdout(self) -> str:

@@ -86,8 +86,15 @@ def test_mask_branch_runs_on_the_positives(tmp_path, tiny_mask_rcnn, monkeypatch
 
 def test_training_images_must_fit_the_canvas_rule(tmp_path, tiny_mask_rcnn):
     model = build_mask_rcnn(config_from_dict(tiny_mask_rcnn(tmp_path)))
-    batch = {"images": tf.zeros([1, 60, 64, 3]), "image_size": [[60, 64]], "boxes": tf.zeros([1, 1, 4]),
-             "classes": [[0]], "valid": [[False]], "is_crowd": [[False]], "masks": tf.zeros([1, 1, 28, 28])}
+    batch = {
+        "images": tf.zeros([1, 60, 64, 3]),
+        "image_size": [[60, 64]],
+        "boxes": tf.zeros([1, 1, 4]),
+        "classes": [[0]],
+        "valid": [[False]],
+        "is_crowd": [[False]],
+        "masks": tf.zeros([1, 1, 28, 28]),
+    }
     with pytest.raises(ValueError, match="multiples of 32"):
         model.training_losses(batch)
 
@@ -117,8 +124,10 @@ def test_one_step_on_two_replicas_matches_one_device(training, tmp_path, tiny_ma
 
 @pytest.mark.slow
 def test_killed_run_resumes_and_matches_uninterrupted_run(training, tmp_path, tiny_mask_rcnn):
-    sections = {"data": {"train_examples": 8, "horizontal_flip": True},
-                "train": {"epochs": 2, "schedule": "step", "step_epochs": [1], "warmup_epochs": 0.5}}  # fmt: skip
+    sections = {
+        "data": {"train_examples": 8, "horizontal_flip": True},
+        "train": {"epochs": 2, "schedule": "step", "step_epochs": [1], "warmup_epochs": 0.5},
+    }
     uninterrupted = training.start("uninterrupted", tiny_mask_rcnn(tmp_path / "uninterrupted", **sections))
     output = tmp_path / "interrupted"
     config = tiny_mask_rcnn(output, **sections)

@@ -9,14 +9,21 @@ from kzoo.tasks import train
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_mixed_precision_trains_and_restores_policy(precision, tmp_path):
-    config = config_from_dict({
-        "output_dir": str(tmp_path),
-        "precision": precision,
-        "model": {"variant": "custom", "blocks": [{"filters": [8, 8]}, {"filters": [8], "pool": False}],
-                  "classes": 5, "input_shape": [16, 16, 3], "use_batch_norm": True},
-        "data": {"source": "shapes", "train_examples": 64, "eval_examples": 32, "image_size": 16},
-        "train": {"epochs": 1, "batch_size": 32},
-    })  # fmt: skip
+    config = config_from_dict(
+        {
+            "output_dir": str(tmp_path),
+            "precision": precision,
+            "model": {
+                "variant": "custom",
+                "blocks": [{"filters": [8, 8]}, {"filters": [8], "pool": False}],
+                "classes": 5,
+                "input_shape": [16, 16, 3],
+                "use_batch_norm": True,
+            },
+            "data": {"source": "shapes", "train_examples": 64, "eval_examples": 32, "image_size": 16},
+            "train": {"epochs": 1, "batch_size": 32},
+        }
+    )
     metrics = train(config, verbose=0)
     assert keras.mixed_precision.global_policy().name == "float32"
     assert metrics["eval_examples"] == 32 and metrics["train_loss"] > 0

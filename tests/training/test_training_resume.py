@@ -62,8 +62,9 @@ def test_diverging_run_raises(training, tmp_path):
         data={"train_examples": 256},
         train={"epochs": 2, "learning_rate": 1e12, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0},
     )
-    with pytest.raises(TrainingDivergedError,
-                       match=r"training loss became (nan|inf) at epoch 1, step \d+ \(.*\); lower"):  # fmt: skip
+    with pytest.raises(
+        TrainingDivergedError, match=r"training loss became (nan|inf) at epoch 1, step \d+ \(.*\); lower"
+    ):
         train(config_from_dict(config), verbose=0)
     assert not (output / "checkpoints").exists()
     assert not (output / "metrics.json").exists()

@@ -47,8 +47,7 @@ def test_tflite_conversion_and_litert_say_nothing(tmp_path, capfd):
     images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
     capfd.readouterr()
     for mode in ("none", "int8"):
-        path = convert_classifier_tflite(model, tmp_path / f"m_{mode}.tflite", mode,
-                                         representative_images=images)  # fmt: skip
+        path = convert_classifier_tflite(model, tmp_path / f"m_{mode}.tflite", mode, representative_images=images)
         assert run_tflite_classifier(path, images).shape == (8, 3)
     err = capfd.readouterr().err
     assert "XNNPACK" not in err and "fully_quantize" not in err, err

@@ -90,8 +90,9 @@ def convert_torchvision_state_dict(state_dict: Mapping[str, Any], model: MaskRCN
             bad_shapes.append(f"{key} {tuple(array.shape)}: {error}")
             continue
         if tuple(converted.shape) != tuple(variable.shape):
-            bad_shapes.append(f"{key} {tuple(array.shape)} -> {tuple(converted.shape)}, kzoo {variable.path} "
-                              f"{tuple(variable.shape)}")  # fmt: skip
+            bad_shapes.append(
+                f"{key} {tuple(array.shape)} -> {tuple(converted.shape)}, kzoo {variable.path} {tuple(variable.shape)}"
+            )
             continue
         assignments.append((variable, converted))
     missing = [key for key in mapping if key not in used]

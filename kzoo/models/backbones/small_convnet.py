@@ -65,9 +65,14 @@ def small_convnet_backbone(
 
     def conv_bn_relu(x, filters: int, stride: int, layer_name: str):
         x = keras.layers.Conv2D(
-            filters, 3, strides=stride, padding="same", use_bias=False, kernel_initializer="he_normal",
+            filters,
+            3,
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            kernel_initializer="he_normal",
             name=f"{layer_name}_conv",
-        )(x)  # fmt: skip
+        )(x)
         if norm == "group":
             x = keras.layers.GroupNormalization(groups, epsilon=1e-5, name=f"{layer_name}_gn")(x)
         else:

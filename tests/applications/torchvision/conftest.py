@@ -27,8 +27,13 @@ def _fake_state_dict(model, seed=0, old_names=False) -> dict:
     state = {}
     for key, (variable, _) in tv.torchvision_weight_map(model).items():
         if old_names:
-            key = (key.replace("rpn.head.conv.0.0.", "rpn.head.conv.").replace(".0.weight", ".weight")
-                   .replace(".0.bias", ".bias") if "fpn" in key or "rpn.head.conv" in key else key)  # fmt: skip
+            key = (
+                key.replace("rpn.head.conv.0.0.", "rpn.head.conv.")
+                .replace(".0.weight", ".weight")
+                .replace(".0.bias", ".bias")
+                if "fpn" in key or "rpn.head.conv" in key
+                else key
+            )
             if key.startswith("roi_heads.mask_head."):
                 index = int(key.split(".")[2])
                 key = f"roi_heads.mask_head.mask_fcn{index + 1}.{key.rsplit('.', 1)[1]}"

@@ -60,8 +60,12 @@ def torch_files(tmp_path_factory):
         + TORCH_SAVE_EVERY_DTYPE
         + "\nnp.savez(sys.argv[2], **outputs)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script, str(folder / "in.npz"), str(folder / "out.npz")],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder / "in.npz"), str(folder / "out.npz")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return paths, dict(np.load(folder / "out.npz"))
 
@@ -91,10 +95,12 @@ def test_empty_and_missing_files(torch_files, tmp_path):
 def test_needs_no_torch(torch_files):
     """Read in a Python where importing torch fails."""
     paths, expected = torch_files
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from kzoo.applications.torchvision.checkpoint import read_torchvision_checkpoint\n"
-            f"state = read_torchvision_checkpoint({str(paths['legacy'])!r})\n"
-            "print(len(state), float(state['float32'].sum()))")  # fmt: skip
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from kzoo.applications.torchvision.checkpoint import read_torchvision_checkpoint\n"
+        f"state = read_torchvision_checkpoint({str(paths['legacy'])!r})\n"
+        "print(len(state), float(state['float32'].sum()))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     count, total = done.stdout.split()
@@ -120,8 +126,10 @@ def _zip_pth(path, pickled: bytes, storages: dict[str, bytes] | None = None, com
 
 
 def _legacy_pth(path, pickled: bytes, tail: bytes = b"") -> None:
-    header = b"".join(pickle.dumps(v, protocol=2) for v in (
-        0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True, "type_sizes": {}}))  # fmt: skip
+    header = b"".join(
+        pickle.dumps(v, protocol=2)
+        for v in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True, "type_sizes": {}})
+    )
     path.write_bytes(header + pickled + tail)
 
 

@@ -106,8 +106,9 @@ def test_files_and_offline_errors(tmp_path, monkeypatch):
     assert not (tmp_path / "cache" / weights.CACHE_SUBDIR / COCO.file_name).exists()
 
 
-def test_checkpoint_file_written_atomically_and_readable(small_model, fake_state_dict, tmp_path, monkeypatch,
-                                                         umask_022):  # fmt: skip
+def test_checkpoint_file_written_atomically_and_readable(
+    small_model, fake_state_dict, tmp_path, monkeypatch, umask_022
+):
     """The .weights.h5 goes through kzoo.utils.files.atomic_path: 0644 under umask 022, no temporary file left,
     nothing at all when the conversion fails (the .pth reader is replaced: no torch needed)."""
     state = fake_state_dict(small_model, seed=2)
@@ -117,8 +118,9 @@ def test_checkpoint_file_written_atomically_and_readable(small_model, fake_state
     assert stat.S_IMODE(os.stat(output).st_mode) == 0o644
     assert os.listdir(output.parent) == [output.name]
     loaded = mask_rcnn_from_config(tv.torchvision_config(5, min_size=64, max_size=64), str(output))
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.box_head.fc7.bias),
-                                  state["roi_heads.box_head.fc7.bias"])  # fmt: skip
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(loaded.box_head.fc7.bias), state["roi_heads.box_head.fc7.bias"]
+    )
     # a failed write leaves the previous file as it was, and no temporary file
     before = sha256_of(output)
 
@@ -323,17 +325,20 @@ def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkey
     record = json.loads((cache / "models" / "kzoo" / (COCO.file_name + ".sha256.json")).read_text())
     assert record["sha256"] == sha256_of(converted) and record["size"] == os.path.getsize(converted)
     assert record["source"] == {"url": pth.as_uri(), "file": pth.name, "sha256": sha256_of(pth)}
-    assert sorted(os.listdir(cache / "models" / "kzoo")) == sorted([pth.name, converted.name,
-                                                                     converted.name + ".sha256.json"])  # fmt: skip
+    assert sorted(os.listdir(cache / "models" / "kzoo")) == sorted(
+        [pth.name, converted.name, converted.name + ".sha256.json"]
+    )
     assert model.config == tv.torchvision_config(min_size=64, max_size=64)
     assert model.class_names[1] == "person" and len(model.class_names) == 80  # the entry's names, for pictures
     conv1 = keras.ops.convert_to_numpy(model.backbone.get_layer("conv1").kernel)
     np.testing.assert_array_equal(conv1, ref["backbone.body.conv1.weight"].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.box_head.fc6.kernel),
-                                  ref["roi_heads.box_head.fc6.weight"].T)  # fmt: skip
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.box_head.fc6.kernel), ref["roi_heads.box_head.fc6.weight"].T
+    )
     rpn = ref["rpn.head.bbox_pred.weight"][:, :, 0, 0]
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.rpn_head.bbox_pred.kernel)[0, 0, :, :4],
-                                  rpn[[1, 0, 3, 2]].T)  # fmt: skip
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.rpn_head.bbox_pred.kernel)[0, 0, :, :4], rpn[[1, 0, 3, 2]].T
+    )
 
     # second use: the converted file, no download
     def no_download(*args, **kwargs):
@@ -341,16 +346,20 @@ def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkey
 
     monkeypatch.setattr(keras.utils, "get_file", no_download)
     again = MaskRCNN(weights="coco", min_size=64, max_size=64, score_threshold=0.5)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again.fpn.layer_blocks[2].bias),
-                                  ref["backbone.fpn.layer_blocks.2.0.bias"])  # fmt: skip
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(again.fpn.layer_blocks[2].bias), ref["backbone.fpn.layer_blocks.2.0.bias"]
+    )
     # COCO weights into a 3-class model (background + 2): all but the class-specific predictors are loaded
     mine = MaskRCNN(weights="coco", num_classes=3, min_size=64, max_size=64)
-    assert "freshly initialized (other class count): box_head/bbox_pred, box_head/cls_score, " \
-           "layers/mask_head/mask_fcn_logits" in capsys.readouterr().out
+    assert (
+        "freshly initialized (other class count): box_head/bbox_pred, box_head/cls_score, "
+        "layers/mask_head/mask_fcn_logits" in capsys.readouterr().out
+    )
     assert mine.box_head.cls_score.kernel.shape[-1] == 3 and mine.mask_head.mask_fcn_logits.kernel.shape[-1] == 3
     assert not hasattr(mine, "class_names")  # another class count: COCO's names do not apply
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine.box_head.fc6.kernel),
-                                  ref["roi_heads.box_head.fc6.weight"].T)  # fmt: skip
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(mine.box_head.fc6.kernel), ref["roi_heads.box_head.fc6.weight"].T
+    )
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine.backbone.get_layer("conv1").kernel), conv1)
     monkeypatch.undo()
 

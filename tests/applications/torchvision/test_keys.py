@@ -52,8 +52,9 @@ def test_delta_rows_and_backbone_checks():
     np.testing.assert_array_equal(keys._permuted(keys._copy)(rows)[:, 0], [1, 0, 3, 2, 5, 4, 7, 6])
     with pytest.raises(keys.TorchvisionConversionError, match="multiple of 4"):
         keys._permuted(keys._copy)(np.zeros((6, 3), np.float32))
-    config = MaskRCNNConfig(backbone="small_convnet", norm="group", num_classes=3, fpn_channels=8, box_fc_dim=8,
-                            mask_channels=8)  # fmt: skip
+    config = MaskRCNNConfig(
+        backbone="small_convnet", norm="group", num_classes=3, fpn_channels=8, box_fc_dim=8, mask_channels=8
+    )
     model = MaskRCNNModel(config)
     with pytest.raises(tv.TorchvisionConversionError, match="need a ResNet backbone, the model has 'small_convnet'"):
         tv.torchvision_weight_map(model)
@@ -78,8 +79,9 @@ def test_state_dict_layouts(small_model, fake_state_dict):
     rpn_bias = _variable(small_model, "rpn.head.bbox_pred.bias")
     for anchor in range(3):
         for k, torch_k in enumerate((1, 0, 3, 2)):
-            np.testing.assert_array_equal(rpn_kernel[:, 4 * anchor + k], state["rpn.head.bbox_pred.weight"][
-                4 * anchor + torch_k, :, 0, 0])  # fmt: skip
+            np.testing.assert_array_equal(
+                rpn_kernel[:, 4 * anchor + k], state["rpn.head.bbox_pred.weight"][4 * anchor + torch_k, :, 0, 0]
+            )
             assert rpn_bias[4 * anchor + k] == state["rpn.head.bbox_pred.bias"][4 * anchor + torch_k]
     np.testing.assert_array_equal(
         _variable(small_model, "rpn.head.cls_logits.weight")[0, 0], state["rpn.head.cls_logits.weight"][:, :, 0, 0].T
@@ -95,8 +97,9 @@ def test_state_dict_layouts(small_model, fake_state_dict):
         np.testing.assert_array_equal(box_kernel[:, 4 * cls + 3], torch_box[4 * cls + 2])  # tw <- dw
     # transposed conv [I, O, kh, kw] -> [kh, kw, O, I]
     w = state["roi_heads.mask_predictor.conv5_mask.weight"]
-    np.testing.assert_array_equal(_variable(small_model, "roi_heads.mask_predictor.conv5_mask.weight")[1, 0, 3, 2],
-                                  w[2, 3, 1, 0])  # fmt: skip
+    np.testing.assert_array_equal(
+        _variable(small_model, "roi_heads.mask_predictor.conv5_mask.weight")[1, 0, 3, 2], w[2, 3, 1, 0]
+    )
     # the published checkpoint's old key names give the same model
     old = fake_state_dict(small_model, old_names=True)
     assert "rpn.head.conv.weight" in old and "roi_heads.mask_head.mask_fcn1.weight" in old
