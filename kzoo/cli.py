@@ -122,8 +122,7 @@ def cmd_predict(args) -> int:
         )
         results = task.predict(args.images, args.cam or args.output, weights=args.weights, **options)
         _print_table(*task.predict_table(results))
-        frames, seconds = sum(r["frames"] for r in results), sum(r["seconds"] for r in results)
-        print(f"{frames} images in {seconds:.1f} s: {frames / max(seconds, 1e-9):.1f} images/s")
+        _print_throughput(results)
         return 0
     if not args.saved_model:
         raise ValueError("give --config CONFIG (a trained run's config) or --saved-model DIR (an exported NIN)")
@@ -136,7 +135,13 @@ def cmd_predict(args) -> int:
 
     results = predict_with_saved_model(args.saved_model, args.images, args.top or 3, args.cam)
     _print_table(*ranked_table(f"kzoo predict with {args.saved_model}", results))
+    _print_throughput(results)
     return 0
+
+
+def _print_throughput(results: list[dict]) -> None:
+    frames, seconds = sum(r["frames"] for r in results), sum(r["seconds"] for r in results)
+    print(f"{frames} images in {seconds:.1f} s: {frames / max(seconds, 1e-9):.1f} images/s")
 
 
 def cmd_demo(args) -> int:

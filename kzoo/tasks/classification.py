@@ -429,14 +429,15 @@ def saved_model_accuracy(version_dir: str, images: np.ndarray, labels: np.ndarra
 
 
 def predict_with_saved_model(
-    saved_model: str, paths: Sequence[str], top: int = 3, cam_dir: str | None = None
+    saved_model: str, paths: Sequence[str], top: int = 3, cam_dir: str | None = None, verbose: int = 1
 ) -> list[dict[str, Any]]:
     """Top-``top`` predictions for image files from an exported classifier SavedModel (a TF Serving model folder
     or one version folder). A SavedModel is a program: load only the ones you trust.
 
     Returns:
-        One dict per image: ``image`` (the path), ``top`` (``[(class index, name, probability)]``) and, with
-        ``cam_dir``, ``cam`` (the PNG of the top class's confidence map over the image).
+        One dict per image: ``image`` (the path), ``top`` (``[(class index, name, probability)]``), ``seconds``
+        and, with ``cam_dir``, ``cam`` (the PNG of the top class's confidence map over the image); ``verbose``
+        shows a progress bar.
     """
     from kzoo.visualization import heatmap_picture
 
@@ -450,7 +451,9 @@ def predict_with_saved_model(
     height, width, channels = spec.shape[1:]
     out_paths = files.unique_output_paths([p for p, _ in images], cam_dir, "_cam.png") if cam_dir else []
     results = []
+    progress = keras.utils.Progbar(len(images), verbose=verbose, unit_name="image")
     for index, (path, rgb) in enumerate(images):
+        started = time.perf_counter()
         # decoded here (Pillow reads 16-bit, palette and grayscale files alike), resized as serving_bytes does
         pixels = rgb if channels == 3 else np.round(rgb.astype(np.float32) @ [0.299, 0.587, 0.114])[..., None]
         resized = tf.image.resize(np.asarray(pixels, np.float32)[None], (height, width))
@@ -467,6 +470,8 @@ def predict_with_saved_model(
             overlay = heatmap_picture(rgb, maps.numpy()[0, :, :, order[0]], title=f"{top_name} {probs[order[0]]:.2f}")
             files.write_bytes(out_paths[index], tf.io.encode_png(overlay).numpy())
             result["cam"] = out_paths[index]
+        result.update(frames=1, seconds=time.perf_counter() - started)
+        progress.add(1)
         results.append(result)
     return results
 
