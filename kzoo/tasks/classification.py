@@ -460,7 +460,7 @@ def predict_with_saved_model(
         batch = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), spec.dtype)
         probs = loaded.signatures["serving_default"](images=batch)["probabilities"].numpy()[0]
         order = np.argsort(-probs)[: min(top, len(probs))]
-        result = {
+        result: dict[str, Any] = {
             "image": path,
             "top": [(int(i), class_names[i] if class_names else str(i), float(probs[i])) for i in order],
         }
