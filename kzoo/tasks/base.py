@@ -117,6 +117,29 @@ class Task:
         ``path`` and ``bytes`` at least."""
         raise NotImplementedError
 
+    def export_target(
+        self,
+        format: str,
+        output: str | None,
+        model_name: str | None,
+        quantize: Sequence[str],
+        max_image_pixels: int,
+        overwrite: bool,
+    ) -> tuple[str, str]:
+        """``(name, output)`` of an export, checked before any work: a plain model name (default: the config's),
+        a pixel cap that fits int64, the base folder (default ``OUTPUT_DIR/export``), and for TFLite no existing
+        ``<name>_<mode>.tflite`` unless ``overwrite`` (the export rule of ``kzoo export --help``)."""
+        from kzoo.export.common import check_max_image_pixels, check_model_name
+        from kzoo.export.tflite import check_output_file
+
+        name = check_model_name(model_name or self.config.name)  # exports stay inside output
+        check_max_image_pixels(max_image_pixels)
+        output = output or os.path.join(self.config.output_dir, "export")
+        if format == "tflite":
+            for mode in quantize:
+                check_output_file(os.path.join(output, f"{name}_{mode}.tflite"), overwrite)
+        return name, output
+
     def predict(
         self,
         inputs: Sequence[str],

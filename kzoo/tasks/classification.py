@@ -177,15 +177,9 @@ class ClassificationTask(Task):
             One dict per artifact: ``path``, ``bytes``, ``accuracy``, ``examples``.
         """
         from kzoo.export import convert_classifier_tflite, export_classifier_saved_model, run_tflite_classifier
-        from kzoo.export.common import check_max_image_pixels, check_model_name, latest_version_dir
-        from kzoo.export.tflite import check_output_file
+        from kzoo.export.common import latest_version_dir
 
-        name = check_model_name(model_name or self.config.name)  # before any work: exports stay inside output
-        check_max_image_pixels(max_image_pixels)
-        output = output or os.path.join(self.config.output_dir, "export")
-        if format == "tflite":
-            for mode in quantize:
-                check_output_file(os.path.join(output, f"{name}_{mode}.tflite"), overwrite)
+        name, output = self.export_target(format, output, model_name, quantize, max_image_pixels, overwrite)
         model = self.trained_model(weights)
         images, labels = self.eval_arrays(eval_examples)
         artifacts = []

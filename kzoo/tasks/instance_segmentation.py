@@ -435,15 +435,8 @@ class InstanceSegmentationTask(Task):
             :func:`kzoo.evaluation.detection_parity.compare_detections`) and ``parity_images``.
         """
         from kzoo.export import convert_mask_rcnn_tflite, export_mask_rcnn_saved_model
-        from kzoo.export.common import check_max_image_pixels, check_model_name
-        from kzoo.export.tflite import check_output_file
 
-        name = check_model_name(model_name or self.config.name)  # before any work: exports stay inside output
-        check_max_image_pixels(max_image_pixels)
-        output = output or os.path.join(self.config.output_dir, "export")
-        if format == "tflite":
-            for mode in quantize:
-                check_output_file(os.path.join(output, f"{name}_{mode}.tflite"), overwrite)
+        name, output = self.export_target(format, output, model_name, quantize, max_image_pixels, overwrite)
         model = self.trained_model(weights)
         if format == "saved_model":
             version_dir = export_mask_rcnn_saved_model(
@@ -532,8 +525,8 @@ class InstanceSegmentationTask(Task):
                 frames_total += 1
         model = self.trained_model(weights, score_threshold=threshold)
         names = self.class_names()
-        suffixes = ["_detections.mp4" if is_video_path(p) else "_detections.png" for p in paths]
-        outputs = [files.unique_output_paths(list(paths), output_dir, s)[i] for i, s in enumerate(suffixes)]
+        stems = files.unique_output_paths(list(paths), output_dir, "_detections")  # one unique name per input
+        outputs = [stem + (".mp4" if is_video_path(p) else ".png") for stem, p in zip(stems, paths)]
         progress = keras.utils.Progbar(frames_total or None, verbose=verbose, unit_name="image")
         results = []
         for path, out_path in zip(paths, outputs):
