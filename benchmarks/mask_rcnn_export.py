@@ -30,8 +30,7 @@ from common import median_seconds, table, write_results  # noqa: E402
 
 from kzoo.applications.mask_rcnn import load_mask_rcnn_config  # noqa: E402
 from kzoo.data.shapes import make_shapes_instances  # noqa: E402
-from kzoo.export.mask_rcnn_saved_model import export_mask_rcnn_saved_model  # noqa: E402
-from kzoo.export.mask_rcnn_tflite import convert_mask_rcnn_tflite  # noqa: E402
+from kzoo.export.mask_rcnn import convert_mask_rcnn_tflite, export_mask_rcnn_saved_model  # noqa: E402
 from kzoo.export.tflite import QUANTIZE_MODES  # noqa: E402
 from kzoo.models.mask_rcnn import MaskRCNNModel  # noqa: E402
 

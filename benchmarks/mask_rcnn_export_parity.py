@@ -33,9 +33,12 @@ from kzoo.applications.mask_rcnn import load_mask_rcnn_config  # noqa: E402
 from kzoo.data.coco import CocoCategories  # noqa: E402
 from kzoo.evaluation.coco import detections_to_coco, evaluate_coco  # noqa: E402
 from kzoo.evaluation.detection_parity import compare_detections, has_near_equal, outliers  # noqa: E402
-from kzoo.export.litert import letterbox, run_mask_rcnn_tflite  # noqa: E402
-from kzoo.export.mask_rcnn_saved_model import export_mask_rcnn_saved_model  # noqa: E402
-from kzoo.export.mask_rcnn_tflite import convert_mask_rcnn_tflite  # noqa: E402
+from kzoo.export.mask_rcnn import (  # noqa: E402
+    convert_mask_rcnn_tflite,
+    export_mask_rcnn_saved_model,
+    letterbox,
+    run_mask_rcnn_tflite,
+)
 from kzoo.export.tflite import QUANTIZE_MODES  # noqa: E402
 from kzoo.models.mask_rcnn import MaskRCNNModel  # noqa: E402
 

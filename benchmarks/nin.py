@@ -24,9 +24,9 @@ from common import median_seconds, table, write_results  # noqa: E402
 
 from kzoo.applications import NIN  # noqa: E402
 from kzoo.data.classification import ClassificationSplit, make_pipeline  # noqa: E402
-from kzoo.export import convert_classifier_tflite, export_classifier_saved_model, run_tflite_classifier  # noqa: E402
+from kzoo.export import convert_classifier_tflite, export_classifier_saved_model, run_classifier_tflite  # noqa: E402
 from kzoo.models.nin import DEFAULT_INPUT_SHAPES, VARIANTS  # noqa: E402
-from kzoo.tasks.classification import make_train_step  # noqa: E402
+from kzoo.training.step import make_train_step  # noqa: E402
 
 
 def sequential_nin(variant: str, input_shape, classes: int, batch_norm: bool) -> keras.Sequential:
@@ -74,7 +74,7 @@ def training_throughput(args, input_shape, classes) -> list[tuple]:
     model = NIN(variant=args.variant, input_shape=input_shape, classes=classes, use_batch_norm=args.batch_norm)
     kzoo_optimizer = optimizer()
     kzoo_optimizer.build(model.trainable_variables)
-    step = make_train_step(model, kzoo_optimizer, strategy, classes, args.batch_size)
+    step = make_train_step(model, kzoo_optimizer, strategy, ("total", "accuracy"))
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
 
     def kzoo_epoch():
@@ -160,7 +160,7 @@ def inference_latency(args, input_shape, classes) -> list[tuple]:
             row(
                 f"TFLite {quantize}",
                 f"{os.path.getsize(path) / 1e6:.2f} MB",
-                timed(lambda x, p=path: run_tflite_classifier(p, x, batch_size=len(x))),
+                timed(lambda x, p=path: run_classifier_tflite(p, x, batch_size=len(x))),
             )
     return rows
 

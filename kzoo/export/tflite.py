@@ -1,4 +1,5 @@
-"""The TFLite (LiteRT) converter shared by kzoo's exporters: builtin ops only, quantization settings, calibration.
+"""TFLite (LiteRT) for kzoo's exporters: the converter (builtin ops only, quantization settings, int8 calibration) and
+loading a ``.tflite`` file into LiteRT's interpreter.
 
 :func:`convert_function_to_tflite` turns a ``tf.function`` into a flatbuffer whose ``serving_default`` signature
 keeps the input and output names; the exporters write it with :func:`kzoo.utils.files.write_bytes` (atomically,
@@ -23,13 +24,15 @@ file itself by :func:`convert_image_function_to_tflite`, so it holds for anyone 
   ``invoke`` (LiteRT's error text, from a ``RESHAPE``/XNNPack node) instead of running on a stretched input.
 
 What the file cannot check (the format has no assertion op): whether the uint8 pixels are RGB rather than BGR,
-whether the image was resized or letterboxed as the model expects (:func:`kzoo.export.litert.letterbox`), and
-whether the bytes are a photograph at all; kzoo's runners (:mod:`kzoo.export.litert`) check what can be checked
+whether the image was resized or letterboxed as the model expects (:func:`kzoo.export.mask_rcnn.letterbox`), and
+whether the bytes are a photograph at all; kzoo's runners (:func:`kzoo.export.classifier.run_classifier_tflite`,
+:func:`kzoo.export.mask_rcnn.run_mask_rcnn_tflite`) check what can be checked
 on the arrays before they reach the interpreter.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -38,12 +41,14 @@ import tensorflow as tf
 from kzoo.utils.native_output import native_stderr_silenced
 
 __all__ = [
+    "FIXED_SIZE_HINT",
     "QUANTIZE_MODES",
     "check_quantize",
     "check_representative_images",
     "convert_function_to_tflite",
     "check_output_file",
     "convert_image_function_to_tflite",
+    "load_interpreter",
     "pin_input_shape",
     "quantize_only",
     "representative_dataset",
@@ -51,6 +56,12 @@ __all__ = [
 ]
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+
+#: what the runners add to a size mismatch
+FIXED_SIZE_HINT = " (the .tflite file's fixed input size: resize the images, or letterbox photographs, first)"
+
+
+# -- conversion --------------------------------------------------------------------------------------------------------
 
 
 def check_quantize(quantize: str) -> None:
@@ -275,3 +286,20 @@ def quantize_only(calibrated: bytes, int8_ops: Sequence[str]) -> bytes:
         enable_numeric_verify=False,
         denylisted_ops=sorted(present - set(int8_ops)),
     )
+
+
+# -- running -----------------------------------------------------------------------------------------------------------
+
+
+def load_interpreter(path: str | os.PathLike, **kwargs):
+    """LiteRT's ``Interpreter`` of the ``.tflite`` file at ``path`` (``kwargs``: the interpreter's, e.g.
+    ``num_threads``), tensors allocated; FileNotFoundError when there is no file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no TFLite model at {path}")
+    with native_stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+        interpreter = Interpreter(model_path=path, **kwargs)
+        interpreter.allocate_tensors()
+    return interpreter

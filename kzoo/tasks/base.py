@@ -129,7 +129,7 @@ class Task:
         """``(name, output)`` of an export, checked before any work: a plain model name (default: the config's),
         a pixel cap that fits int64, the base folder (default ``OUTPUT_DIR/export``), and for TFLite no existing
         ``<name>_<mode>.tflite`` unless ``overwrite`` (the export rule of ``kzoo export --help``)."""
-        from kzoo.export.common import check_max_image_pixels, check_model_name
+        from kzoo.export.serving import check_max_image_pixels, check_model_name
         from kzoo.export.tflite import check_output_file
 
         name = check_model_name(model_name or self.config.name)  # exports stay inside output

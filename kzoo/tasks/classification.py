@@ -16,7 +16,7 @@ from kzoo.config import ExperimentConfig
 from kzoo.data.classification import ClassificationSplit, load_classification, make_pipeline
 from kzoo.data.images import read_image_file
 from kzoo.evaluation.classification import evaluate_classifier
-from kzoo.export.common import DEFAULT_MAX_IMAGE_PIXELS
+from kzoo.export.serving import DEFAULT_MAX_IMAGE_PIXELS
 from kzoo.models.nin import build_nin, resolve_blocks
 from kzoo.models.weight_files import load_weights_transferring
 from kzoo.tasks.base import Table, Task
@@ -176,8 +176,8 @@ class ClassificationTask(Task):
         Returns:
             One dict per artifact: ``path``, ``bytes``, ``accuracy``, ``examples``.
         """
-        from kzoo.export import convert_classifier_tflite, export_classifier_saved_model, run_tflite_classifier
-        from kzoo.export.common import latest_version_dir
+        from kzoo.export import convert_classifier_tflite, export_classifier_saved_model, run_classifier_tflite
+        from kzoo.export.serving import latest_version_dir
 
         name, output = self.export_target(format, output, model_name, quantize, max_image_pixels, overwrite)
         model = self.trained_model(weights)
@@ -207,7 +207,7 @@ class ClassificationTask(Task):
             convert_classifier_tflite(
                 model, path, quantize=mode, representative_images=calibration, overwrite=overwrite
             )
-            accuracy = float(np.mean(np.argmax(run_tflite_classifier(path, images), -1) == labels))
+            accuracy = float(np.mean(np.argmax(run_classifier_tflite(path, images), -1) == labels))
             artifacts.append(_artifact(path, accuracy, len(labels)))
         return artifacts
 
@@ -393,7 +393,7 @@ def make_train_step(
 
 def _load_classifier_saved_model(saved_model: str):
     """``(version_dir, loaded)`` of a kzoo classifier SavedModel (a TF Serving model folder or a version folder)."""
-    from kzoo.export.common import latest_version_dir
+    from kzoo.export.serving import latest_version_dir
 
     version_dir = saved_model
     if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):

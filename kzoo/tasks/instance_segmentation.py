@@ -35,7 +35,7 @@ from kzoo.data.images import read_image_file
 from kzoo.data.shapes import make_shapes_instances
 from kzoo.evaluation.coco import CocoEvaluator, check_detection_boxes
 from kzoo.evaluation.detection import evaluate_mask_rcnn
-from kzoo.export.common import DEFAULT_MAX_IMAGE_PIXELS
+from kzoo.export.serving import DEFAULT_MAX_IMAGE_PIXELS
 from kzoo.models.mask_rcnn import LOSS_NAMES, MaskRCNNModel
 from kzoo.models.weight_files import load_weights_file, load_weights_transferring
 from kzoo.ops.resize import padded_size

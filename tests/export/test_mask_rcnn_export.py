@@ -20,9 +20,14 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from kzoo.data.shapes import make_shapes_instances
 from kzoo.evaluation.detection_parity import compare_detections, has_near_equal, outliers
-from kzoo.export.litert import detect_photos_tflite, letterbox, run_mask_rcnn_tflite
-from kzoo.export.mask_rcnn_saved_model import export_mask_rcnn_saved_model
-from kzoo.export.mask_rcnn_tflite import convert_mask_rcnn_tflite, tflite_ready_model
+from kzoo.export.mask_rcnn import (
+    convert_mask_rcnn_tflite,
+    export_mask_rcnn_saved_model,
+    letterbox,
+    run_mask_rcnn_tflite,
+    run_mask_rcnn_tflite_on_photos,
+    tflite_ready_model,
+)
 from kzoo.export.tflite import QUANTIZE_MODES
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
@@ -515,7 +520,7 @@ def test_letterbox_keeps_the_aspect_ratio_at_the_top_left():
 def test_detect_photos_of_any_size_maps_boxes_back(converted, shapes_images):
     path = converted("small_convnet", "none")
     photos = [shapes_images[0, :64], np.repeat(np.repeat(shapes_images[1], 2, axis=0), 2, axis=1)]  # 64x128, 256x256
-    out = detect_photos_tflite(path, photos)
+    out = run_mask_rcnn_tflite_on_photos(path, photos)
     canvases = np.stack([letterbox(photo, (SIZE, SIZE))[0] for photo in photos])
     on_canvases = run_mask_rcnn_tflite(path, canvases)
     for key in ("detection_scores", "detection_classes", "num_detections", "detection_masks"):
@@ -524,7 +529,7 @@ def test_detect_photos_of_any_size_maps_boxes_back(converted, shapes_images):
         limits = np.array([*photo.shape[:2]] * 2, np.float32)
         expected = np.clip(on_canvases["detection_boxes"][index] / scale, 0, limits)  # exact scales here
         np.testing.assert_allclose(out["detection_boxes"][index], expected, rtol=1e-6)
-    assert detect_photos_tflite(path, [])["detection_boxes"].shape == (0, 8, 4)
+    assert run_mask_rcnn_tflite_on_photos(path, [])["detection_boxes"].shape == (0, 8, 4)
 
 
 def test_convert_and_run_errors(models, converted, shapes_images, tmp_path):

@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from kzoo.data.detection import make_detection_pipeline
 from kzoo.evaluation.detection import predict_batches
-from kzoo.export import detect_photos_tflite, letterbox
-from kzoo.export import litert as litert_module
+from kzoo.export import letterbox, run_mask_rcnn_tflite_on_photos
+from kzoo.export import mask_rcnn as mask_rcnn_export_module
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 from kzoo.ops import resize
@@ -155,9 +155,9 @@ def test_tflite_letterbox_and_mapping_back(rule, monkeypatch):
         assert [content_size(c) for c in canvases] == expected_sizes
         return {key: value.numpy() for key, value in fraction_detections(canvases, expected_sizes).items()}
 
-    monkeypatch.setattr(litert_module, "_interpreter", lambda path, **kwargs: Interpreter())
-    monkeypatch.setattr(litert_module, "run_mask_rcnn_tflite", run)
-    out = detect_photos_tflite("model.tflite", photos, min_size=rule[0], max_size=rule[1])
+    monkeypatch.setattr(mask_rcnn_export_module, "load_interpreter", lambda path, **kwargs: Interpreter())
+    monkeypatch.setattr(mask_rcnn_export_module, "run_mask_rcnn_tflite", run)
+    out = run_mask_rcnn_tflite_on_photos("model.tflite", photos, min_size=rule[0], max_size=rule[1])
     for boxes, size in zip(out["detection_boxes"], SIZES):
         np.testing.assert_allclose(boxes, in_pixels(size), atol=ATOL, rtol=0)
 

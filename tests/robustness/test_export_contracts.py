@@ -15,8 +15,8 @@ from kzoo.export import (
     convert_classifier_tflite,
     convert_mask_rcnn_tflite,
     export_classifier_saved_model,
+    run_classifier_tflite,
     run_mask_rcnn_tflite,
-    run_tflite_classifier,
 )
 
 NIN = (16, 16, 3)
@@ -115,7 +115,7 @@ def test_direct_calls_agree_with_the_runners(files, nin_model):
         interpreter.set_tensor(detail["index"], image[None])
         interpreter.invoke()
         direct.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0])
-    np.testing.assert_allclose(np.stack(direct), run_tflite_classifier(path, images), atol=1e-6)
+    np.testing.assert_allclose(np.stack(direct), run_classifier_tflite(path, images), atol=1e-6)
     # and the Keras model on the same pixels (normalization inside the file)
     np.testing.assert_allclose(np.stack(direct), nin_model(images.astype(np.float32) / 127.5 - 1).numpy(), atol=1e-4)
     out = run_mask_rcnn_tflite(files["mask_rcnn"][0], pixels((2, *MASK_RCNN), seed=2).astype(np.float32))

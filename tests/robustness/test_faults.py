@@ -157,9 +157,9 @@ def _complete_saved_model(version_dir: Path) -> None:
 
 
 def _complete_tflite(path: Path) -> None:
-    from kzoo.export import run_tflite_classifier
+    from kzoo.export import run_classifier_tflite
 
-    assert run_tflite_classifier(path, np.zeros((1, 16, 16, 3), np.uint8)).shape == (1, 5)
+    assert run_classifier_tflite(path, np.zeros((1, 16, 16, 3), np.uint8)).shape == (1, 5)
 
 
 @pytest.mark.slow

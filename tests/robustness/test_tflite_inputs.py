@@ -1,13 +1,18 @@
-"""Bad inputs into the LiteRT helpers (``run_tflite_classifier``, ``run_mask_rcnn_tflite``,
-``detect_photos_tflite``): each case gives the correct result or a ``ValueError`` naming the problem; images of
-another size than the file's fixed input are refused with both sizes named, never stretched."""
+"""Bad inputs into the LiteRT helpers (``run_classifier_tflite``, ``run_mask_rcnn_tflite``,
+``run_mask_rcnn_tflite_on_photos``): each case gives the correct result or a ``ValueError`` naming the problem; images
+of another size than the file's fixed input are refused with both sizes named, never stretched."""
 
 import numpy as np
 import pytest
 from corpus import pixels, with_value
 
-from kzoo.export import convert_classifier_tflite, convert_mask_rcnn_tflite
-from kzoo.export.litert import detect_photos_tflite, run_mask_rcnn_tflite, run_tflite_classifier
+from kzoo.export import (
+    convert_classifier_tflite,
+    convert_mask_rcnn_tflite,
+    run_classifier_tflite,
+    run_mask_rcnn_tflite,
+    run_mask_rcnn_tflite_on_photos,
+)
 
 RANK = r"must be a batch of images .*\(rank 4\), got shape"
 NON_FINITE = r"images: non-finite pixel values \(NaN or inf\)"
@@ -66,9 +71,9 @@ def pixel_cases(side: int, single_image_ok: bool) -> list:
 
 
 @pytest.mark.parametrize("make, outcome", pixel_cases(16, single_image_ok=False))
-def test_run_tflite_classifier(classifier, expect, make, outcome):
+def test_run_classifier_tflite(classifier, expect, make, outcome):
     images = make()
-    out = expect(lambda value: run_tflite_classifier(classifier, value), images, outcome)
+    out = expect(lambda value: run_classifier_tflite(classifier, value), images, outcome)
     if out is not None:
         assert out.shape == (len(images), 3) and np.all(np.isfinite(out))
 
@@ -113,9 +118,9 @@ PHOTO_CASES = [
 
 
 @pytest.mark.parametrize("make, outcome", PHOTO_CASES)
-def test_detect_photos_tflite(detector, expect, make, outcome):
+def test_run_mask_rcnn_tflite_on_photos(detector, expect, make, outcome):
     photos = make()
-    out = expect(lambda value: detect_photos_tflite(detector, value), photos, outcome)
+    out = expect(lambda value: run_mask_rcnn_tflite_on_photos(detector, value), photos, outcome)
     if out is not None:
         assert out["detection_boxes"].shape == (len(photos), 10, 4)
         for photo, boxes in zip(photos, out["detection_boxes"]):

@@ -38,7 +38,7 @@ def test_kept_when_asked(capfd, monkeypatch):
 
 
 def test_tflite_conversion_and_litert_say_nothing(tmp_path, capfd):
-    from kzoo.export import convert_classifier_tflite, run_tflite_classifier
+    from kzoo.export import convert_classifier_tflite, run_classifier_tflite
     from kzoo.models.nin import build_nin, resolve_blocks
 
     keras.utils.set_random_seed(0)
@@ -48,6 +48,6 @@ def test_tflite_conversion_and_litert_say_nothing(tmp_path, capfd):
     capfd.readouterr()
     for mode in ("none", "int8"):
         path = convert_classifier_tflite(model, tmp_path / f"m_{mode}.tflite", mode, representative_images=images)
-        assert run_tflite_classifier(path, images).shape == (8, 3)
+        assert run_classifier_tflite(path, images).shape == (8, 3)
     err = capfd.readouterr().err
     assert "XNNPACK" not in err and "fully_quantize" not in err, err

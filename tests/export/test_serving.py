@@ -1,9 +1,9 @@
-"""kzoo.export.common: the argument checks every export shares."""
+"""kzoo.export.serving: the argument checks every export shares."""
 
 import numpy as np
 import pytest
 
-from kzoo.export.common import check_max_image_pixels
+from kzoo.export.serving import check_max_image_pixels
 
 
 def test_max_image_pixels_is_a_positive_int64():

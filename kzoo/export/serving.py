@@ -1,4 +1,5 @@
-"""Pieces shared by kzoo's exporters (NIN and Mask R-CNN).
+"""The SavedModel side shared by kzoo's exporters (NIN and Mask R-CNN): the TF Serving layout, warmup files and the
+one decoder of the ``serving_bytes`` signatures.
 
 - TF Serving layout: ``<base_dir>/<model_name>/<version>/``, versions numbered 1, 2, ..., each written into a
   temporary directory and renamed into place (:func:`kzoo.utils.files.atomic_directory`: ``0755`` directories,
@@ -8,9 +9,9 @@
 - TF Serving warmup files: a TFRecord of ``PredictionLog`` records (``tensorflow-serving-api`` protos).
 - The one decoder of the ``serving_bytes`` signatures (formats, a pixel cap read from the header, errors naming
   the image's index).
-- The Mask R-CNN outputs every export keeps, and the check of a fixed input size.
 
-The TFLite converter and its quantization settings are :mod:`kzoo.export.tflite`'s.
+The families' SavedModels are :mod:`kzoo.export.classifier`'s and :mod:`kzoo.export.mask_rcnn`'s; the TFLite
+converter is :mod:`kzoo.export.tflite`'s.
 """
 
 from __future__ import annotations
@@ -25,19 +26,15 @@ import tensorflow as tf
 from kzoo.utils.files import atomic_path, make_directory, write_text
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
 CLASS_NAMES_FILE = os.path.join("assets.extra", "class_names.txt")  # one name per line, in class order
-MASK_RCNN_OUTPUT_KEYS = (
-    "detection_boxes",
-    "detection_scores",
-    "detection_classes",
-    "num_detections",
-    "detection_masks",
-)
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 _T = TypeVar("_T")
 
 
-# -- TF Serving layout --------------------------------------------------------------------------------------------
+# -- TF Serving layout -------------------------------------------------------------------------------------------------
 
 
 def check_model_name(model_name: str) -> str:
@@ -144,7 +141,7 @@ def unless_empty(fn: Callable[[tf.Tensor], _T], batch: tf.Tensor, empty: Callabl
     return tf.cond(tf.shape(batch)[0] > 0, lambda: fn(batch), empty)
 
 
-# -- encoded images -----------------------------------------------------------------------------------------------
+# -- encoded images ----------------------------------------------------------------------------------------------------
 
 
 def is_jpeg_or_png(image_bytes: tf.Tensor) -> tf.Tensor:
@@ -192,6 +189,7 @@ def is_webp(image_bytes: tf.Tensor) -> tf.Tensor:
 
 #: The default cap on an encoded image's pixels (height x width) in the ``serving_bytes`` signatures.
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+
 IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 
 
@@ -346,6 +344,35 @@ def decode_image(
         return tf.identity(image)
 
 
+def _with_probe(image_bytes: tf.Tensor, decodable: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    if decodable is None:
+        decodable = tf.ones(tf.shape(image_bytes), tf.bool)  # unknown: corrupt data gives the decoder's own error
+    return image_bytes, tf.range(tf.size(image_bytes)), decodable
+
+
+def decoded_sizes(
+    image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, decodable: tf.Tensor | None = None
+) -> tf.Tensor:
+    """int32 ``[B, 2]``: the ``(height, width)`` of each encoded image ``[B]`` (decoded, with the errors of
+    :func:`decode_image`; ``decodable`` from :func:`probe_images`)."""
+    return tf.map_fn(
+        lambda args: tf.shape(decode_image(args[0], args[1], max_pixels=max_pixels, decodable=args[2]))[:2],
+        _with_probe(image_bytes, decodable),
+        fn_output_signature=tf.TensorSpec([2], tf.int32),
+    )
+
+
+def decode_batch(
+    image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, decodable: tf.Tensor | None = None
+) -> tf.Tensor:
+    """Encoded images ``[B]``, ``B >= 1``, all of one size (see :func:`decoded_sizes`) -> uint8 ``[B, H, W, 3]``."""
+    return tf.map_fn(
+        lambda args: decode_image(args[0], args[1], max_pixels=max_pixels, decodable=args[2]),
+        _with_probe(image_bytes, decodable),
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )
+
+
 def check_max_image_pixels(max_image_pixels: int) -> int:
     """``max_image_pixels`` as a positive int that fits int64 (the graph compares it with the header's
     height x width in int64), or a ValueError naming it."""
@@ -356,14 +383,3 @@ def check_max_image_pixels(max_image_pixels: int) -> int:
     ):
         raise ValueError(f"max_image_pixels must be a positive int of at most 2**63 - 1, got {max_image_pixels!r}")
     return int(max_image_pixels)
-
-
-def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
-    """``(height, width)`` as positive ints, or a ValueError naming ``image_size``."""
-    try:
-        height, width = (int(v) for v in image_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be (height, width), got {image_size!r}") from None
-    if height < 1 or width < 1:
-        raise ValueError(f"image_size must be positive, got {image_size!r}")
-    return height, width

@@ -1,64 +1,81 @@
-"""SavedModel export of NIN classifiers in the TF Serving layout.
+"""NIN classifiers: SavedModel export in the TF Serving layout, TFLite (LiteRT) conversion, and running the
+``.tflite`` files.
 
-The exported SavedModel (tag ``serve``) lives in ``<base_dir>/<model_name>/<version>/`` and has three
-signatures, all taking raw pixels (``0..255``) and normalizing inside the graph, so it runs with
-TensorFlow alone (no kzoo import). The input contract (:mod:`kzoo.ops.image_checks`) is checked inside: float
-``images`` with NaN or inf, values outside ``[0, 255]`` or a batch that looks like ``[0, 1]`` are an error status
-(``InvalidArgumentError``) naming the problem, never a silent result. A ``uint8`` export takes uint8 tensors only:
-a client that converts floats to uint8 itself (TF Serving's REST API does) wraps them before the model sees them,
-so export ``float32`` (the default) to have every value checked.
+SavedModel (:func:`export_classifier_saved_model`, tag ``serve``) in ``<base_dir>/<model_name>/<version>/``
+(:mod:`kzoo.export.serving`), with three signatures, all taking raw pixels (``0..255``) and normalizing inside the
+graph, so it runs with TensorFlow alone (no kzoo import). The input contract (:mod:`kzoo.ops.image_checks`) is
+checked inside: float ``images`` with NaN or inf, values outside ``[0, 255]`` or a batch that looks like ``[0, 1]``
+are an error status (``InvalidArgumentError``) naming the problem, never a silent result. A ``uint8`` export takes
+uint8 tensors only: a client that converts floats to uint8 itself (TF Serving's REST API does) wraps them before
+the model sees them, so export ``float32`` (the default) to have every value checked.
 
 - ``serving_default``: ``images`` ``[B, H, W, C]`` float32 or uint8 ->
   ``probabilities`` ``[B, K]`` float32, ``classes`` ``[B]`` int64 (top class),
   ``class_names`` ``[B]`` string (name of the top class).
 - ``serving_bytes``: ``image_bytes`` ``[B]`` string, each an encoded JPEG, PNG, GIF, BMP or WebP (REST clients
-  send ``{"b64": "..."}``), decoded to ``C`` channels (:func:`kzoo.export.common.decode_image`: an image over
+  send ``{"b64": "..."}``), decoded to ``C`` channels (:func:`kzoo.export.serving.decode_image`: an image over
   ``max_image_pixels`` is refused before decoding; every error names ``image_bytes[i]`` and the problem, corrupt or
   truncated data included; an input of another rank is refused, saying a 1-D string tensor is needed) and resized
   (bilinear) to ``H x W`` -> same outputs.
 - ``class_maps``: ``images`` like ``serving_default`` -> ``class_maps`` ``[B, h, w, K]`` float32, the
   class confidence maps that NIN's global-average-pooling head averages (for class activation maps).
+
+TFLite (:func:`convert_classifier_tflite`, builtin ops only; run the files with :func:`run_classifier_tflite`): the
+``.tflite`` model takes uint8 pixels ``images`` ``[1, H, W, C]`` (the normalization to ``[-1, 1]`` is inside the
+graph; the input's dtype and fixed shape are the file's own contract, see :mod:`kzoo.export.tflite`) and returns
+``probabilities`` ``[1, K]`` float32, whatever the quantization, so one runner serves every variant. Image decoding
+stays outside the graph. The conversion is :func:`kzoo.export.tflite.convert_function_to_tflite`'s (builtin ops
+only; for ``"int8"`` every op gets an int8 kernel: NIN has no op without one).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import cast
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kzoo.export.common import (
-    CLASS_NAMES_FILE,
+from kzoo.export.serving import (
     DEFAULT_MAX_IMAGE_PIXELS,
     WARMUP_FILE,
     check_image_bytes,
     check_max_image_pixels,
     decode_image,
-    latest_version_dir,
     new_version_dir,
     probe_images,
     unless_empty,
     write_class_names,
     write_prediction_logs,
 )
+from kzoo.export.tflite import (
+    FIXED_SIZE_HINT,
+    check_output_file,
+    check_quantize,
+    convert_image_function_to_tflite,
+    load_interpreter,
+)
 from kzoo.models.nin import class_map_model
-from kzoo.ops.image_checks import assert_image_shape, assert_image_values
+from kzoo.ops.image_checks import assert_image_shape, assert_image_values, check_images_np
 from kzoo.ops.images import normalize_images
-from kzoo.utils.files import atomic_directory
+from kzoo.utils.files import atomic_directory, write_bytes
 
 __all__ = [
-    "CLASS_NAMES_FILE",
     "INPUT_DTYPES",
-    "WARMUP_FILE",
+    "convert_classifier_tflite",
     "export_classifier_saved_model",
-    "latest_version_dir",
-    "write_warmup_requests",
+    "run_classifier_tflite",
+    "write_classifier_warmup_requests",
 ]
 
 INPUT_DTYPES = ("float32", "uint8")
+
 WARMUP_BATCH_SIZE = 2
+
+
+# -- SavedModel --------------------------------------------------------------------------------------------------------
 
 
 def export_classifier_saved_model(
@@ -118,7 +135,7 @@ def export_classifier_saved_model(
         tf.saved_model.save(module, temp_dir, signatures=signatures)
         write_class_names(temp_dir, class_names)
         if warmup_examples:
-            write_warmup_requests(
+            write_classifier_warmup_requests(
                 os.path.join(temp_dir, WARMUP_FILE),
                 model_name,
                 (height, width, channels),
@@ -128,7 +145,7 @@ def export_classifier_saved_model(
     return version_dir
 
 
-def write_warmup_requests(
+def write_classifier_warmup_requests(
     path: str | os.PathLike,
     model_name: str,
     image_shape: tuple[int, int, int],
@@ -245,3 +262,122 @@ def _serving_module(
     module.serving_bytes = tf.function(serving_bytes, input_signature=[bytes_spec], autograph=False)
     module.class_maps = tf.function(class_maps, input_signature=[images_spec], autograph=False)
     return module
+
+
+# -- TFLite ------------------------------------------------------------------------------------------------------------
+
+
+def convert_classifier_tflite(
+    model: keras.Model,
+    path: str | os.PathLike,
+    quantize: str = "none",
+    representative_images: np.ndarray | None = None,
+    overwrite: bool = True,
+) -> str:
+    """Convert a classifier to a builtin-ops-only ``.tflite`` file.
+
+    Args:
+        model: a Keras classifier taking float32 images ``[B, H, W, C]`` in ``[-1, 1]`` and returning
+            probabilities ``[B, K]``; ``H, W, C`` must be known.
+        path: the ``.tflite`` file to write (atomically, ``0644``: :func:`kzoo.utils.files.write_bytes`).
+        quantize: ``"none"`` (float32 weights), ``"float16"`` (float16 weights),
+            ``"dynamic"`` (int8 weights, float activations) or ``"int8"`` (full-integer kernels,
+            calibrated on ``representative_images``; uint8 input and float32 output are kept).
+        representative_images: uint8 (or float) pixels ``[N, H, W, C]`` in ``0..255``; required
+            for ``"int8"``, ignored otherwise.
+        overwrite: replace an existing file at ``path`` (atomically); ``False``: refuse it (FileExistsError),
+            before any conversion work (``kzoo export`` passes ``False`` unless ``--overwrite``).
+
+    Returns:
+        ``path`` as a string. The model's input is uint8 pixels ``images`` ``[1, H, W, C]`` (a fixed shape: another
+        one fails at ``allocate_tensors`` or ``invoke``), its output ``probabilities`` ``[1, K]`` float32 (signature
+        ``serving_default``).
+
+    Raises:
+        ValueError: unknown ``quantize``, missing or badly shaped ``representative_images`` for
+            ``"int8"``, or a model without a fully known image input shape.
+    """
+    check_quantize(quantize)
+    check_output_file(path, overwrite)
+    image_shape = _image_shape(model)
+
+    def classify(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"probabilities": tf.cast(model(normalize_images(pixels), training=False), tf.float32)}
+
+    flatbuffer = convert_image_function_to_tflite(classify, image_shape, quantize, representative_images, "all")
+    return write_bytes(check_output_file(path, overwrite), flatbuffer)
+
+
+def _image_shape(model: keras.Model) -> tuple[int, int, int]:
+    """``(H, W, C)`` of a single-input image model, or a ValueError."""
+    shape = model.input_shape
+    if isinstance(shape, list) or len(shape) != 4 or any(d is None for d in shape[1:]):
+        raise ValueError(
+            f"the model must have one image input (batch, height, width, channels) with known sizes, got {shape}"
+        )
+    return cast(tuple[int, int, int], tuple(int(d) for d in shape[1:]))  # 3 sides: the rank is 4
+
+
+def run_classifier_tflite(path: str | os.PathLike, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Run a ``.tflite`` classifier written by ``convert_classifier_tflite`` with LiteRT.
+
+    Args:
+        path: the ``.tflite`` file.
+        images: uint8 or float pixels ``[N, H, W, C]`` in ``0..255``, of the file's input size (the input
+            contract of :mod:`kzoo.ops.image_checks`; ``N = 0`` gives ``[0, K]``).
+        batch_size: images per interpreter call, for files whose batch size is not fixed (``-1`` in the input's
+            ``shape_signature``; the input tensor is resized to it); kzoo's files have a fixed batch of 1, and if
+            the model refuses the resize, images run one at a time.
+
+    Returns:
+        probabilities ``[N, K]`` float32.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: ``images`` break the input contract (rank, dtype, values) or do not match the model's
+            ``[H, W, C]`` (both sizes named), or the model's input is neither uint8 (kzoo's files; float pixels are
+            rounded) nor float32 (older files).
+    """
+    interpreter = load_interpreter(path)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    input_detail = interpreter.get_input_details()[0]
+    expected = tuple(int(d) for d in input_detail["shape"][1:])
+    height, width, channels = expected
+    images = check_images_np(
+        images, channels=channels, height=height, width=width, allow_empty=True, hint=FIXED_SIZE_HINT
+    )
+    dtype = np.dtype(input_detail["dtype"])
+    if dtype not in (np.uint8, np.float32):
+        raise ValueError(f"the TFLite model's input must be uint8 or float32 pixels, got {dtype}")
+    if dtype == np.uint8 and images.dtype != np.uint8:
+        images = np.clip(np.round(images), 0, 255)
+    images = images.astype(dtype)
+
+    batch_size = min(batch_size, max(len(images), 1))
+    signature = input_detail.get("shape_signature")
+    if signature is not None and len(signature) and signature[0] != -1:
+        batch_size = 1  # a fixed batch (kzoo's files): resizing it fails by design
+    try:
+        if batch_size != 1:
+            interpreter.resize_tensor_input(input_detail["index"], [batch_size, *expected])
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError):
+        batch_size = 1
+        interpreter = load_interpreter(path)
+        interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_detail = interpreter.get_output_details()[0]
+
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        count = len(batch)
+        if count < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - count, *expected), dtype)])
+        interpreter.set_tensor(input_index, batch)
+        interpreter.invoke()
+        outputs.append(np.array(interpreter.get_tensor(output_detail["index"]), dtype=np.float32)[:count])
+    if not outputs:
+        return np.zeros((0, int(output_detail["shape"][-1])), np.float32)
+    return np.concatenate(outputs)
