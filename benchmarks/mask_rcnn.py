@@ -183,12 +183,14 @@ def _train_examples(size: int) -> list[dict]:
 
 def training_step(size: int, compute_dtype: str = "float32", backbone: str = "resnet50_fpn"):
     """A function running one kzoo training step (batch 2 of shapes images, SGD with momentum) and returning
-    the total loss; the step of kzoo's training loop (:meth:`MaskRCNNModel.apply_training_step`). Also returns a
-    function counting the step's GFLOP (forward, backward and update) by op type from its traced graph."""
+    the total loss; the step of kzoo's training loop (:func:`kzoo.models.training_step.apply_training_step`).
+    Also returns a function counting the step's GFLOP (forward, backward and update) by op type from its traced
+    graph."""
     import tensorflow as tf
 
     from kzoo.applications import MaskRCNN
     from kzoo.data.detection import make_detection_pipeline
+    from kzoo.models.training_step import apply_training_step
     from kzoo.training.optimizers import SGD
 
     model = MaskRCNN(
@@ -205,7 +207,7 @@ def training_step(size: int, compute_dtype: str = "float32", backbone: str = "re
 
     @tf.function
     def step(batch):
-        return model.apply_training_step(batch, optimizer)["total"]
+        return apply_training_step(model, batch, optimizer)["total"]
 
     return lambda: step(batch).numpy(), lambda: graph_gflop_by_op_type(step, batch)
 

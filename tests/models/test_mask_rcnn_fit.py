@@ -1,5 +1,5 @@
 """``MaskRCNNModel.compile`` + ``model.fit``: the Keras train step against the custom loop's step
-(:func:`kzoo.tasks.instance_segmentation.make_mask_rcnn_train_step`), on one device and under ``MirroredStrategy``.
+(:func:`kzoo.training.step.make_train_step`), on one device and under ``MirroredStrategy``.
 
 Tolerances: per-step losses rtol 1e-4 (measured ~1e-7), final weights atol 1e-6 + rtol 1e-4 (measured ~1e-9); the two
 paths run the same float32 ops, only the traced graphs differ.
@@ -22,6 +22,7 @@ import tensorflow as tf
 from kzoo.config import config_from_dict
 from kzoo.models import mask_rcnn
 from kzoo.tasks import instance_segmentation as seg
+from kzoo.training.step import make_train_step
 
 LOSS_RTOL = 1e-4
 WEIGHT_RTOL, WEIGHT_ATOL = 1e-4, 1e-6
@@ -79,7 +80,9 @@ def test_fit_matches_the_custom_train_step(tmp_path, tiny_mask_rcnn, clip):
     reference = seg.build_mask_rcnn(config)
     reference.set_weights(initial)
     optimizer = _sgd()
-    step = seg.make_mask_rcnn_train_step(reference, optimizer, tf.distribute.get_strategy(), clip, seed=3)
+    step = make_train_step(
+        reference, optimizer, tf.distribute.get_strategy(), mask_rcnn.LOSS_NAMES, seed=3, gradient_clip_norm=clip
+    )
     iterator = iter(dataset)
     ref_losses = np.array([step(iterator).numpy() for _ in range(STEPS)], np.float64)
 
