@@ -82,3 +82,13 @@ def test_int8_without_the_quantizer_entry_point_fails_clearly(monkeypatch):
 def test_unknown_quantize_mode():
     with pytest.raises(ValueError, match="quantize must be one of"):
         convert_function_to_tflite(_conv_function(), "int4")
+
+
+def test_load_interpreter(tmp_path):
+    path = tmp_path / "conv.tflite"
+    path.write_bytes(convert_function_to_tflite(_conv_function()))
+    interpreter = tflite.load_interpreter(path, num_threads=1)
+    assert [detail["name"] for detail in interpreter.get_input_details()] == ["serving_default_pixels:0"]
+    interpreter.get_tensor(interpreter.get_input_details()[0]["index"])  # allocated: readable without a call
+    with pytest.raises(FileNotFoundError, match="no TFLite model at .*missing.tflite"):
+        tflite.load_interpreter(tmp_path / "missing.tflite")
