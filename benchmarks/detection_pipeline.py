@@ -3,8 +3,8 @@
     python benchmarks/detection_pipeline.py                  # shapes demo, and Penn-Fudan when its data is there
     python benchmarks/detection_pipeline.py --batches 50 --output /tmp/pipeline.json
 
-Each case builds ``kzoo.data.detection.make_detection_pipeline`` as training does (the config's canvas, batch size,
-``max_instances``, ``mask_size``; sources from ``kzoo.tasks.instance_segmentation.load_detection_data``), runs
+Each case builds ``kzoo.data.detection_pipeline.make_detection_pipeline`` as training does (the config's canvas, batch
+size, ``max_instances``, ``mask_size``; sources from ``kzoo.tasks.instance_segmentation.load_detection_data``), runs
 ``--warmup`` batches, then times ``--batches`` batches. "augmented" adds scale jitter [0.5, 2.0], the horizontal
 flip, brightness / contrast / saturation 0.2 and hue 0.05 ("plain" keeps the flip off too). Configs:
 ``configs/mask_rcnn_shapes.yaml`` (128 x 128 canvas, batch 4, mask_size 28; ``--shapes-examples`` generated
@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from common import table, write_results  # noqa: E402
 
 from kzoo.config import load_config  # noqa: E402
-from kzoo.data.detection import make_detection_pipeline  # noqa: E402
+from kzoo.data.detection_pipeline import make_detection_pipeline  # noqa: E402
 from kzoo.tasks.instance_segmentation import canvas_size, load_detection_data  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -189,7 +189,7 @@ def training_step(size: int, compute_dtype: str = "float32", backbone: str = "re
     import tensorflow as tf
 
     from kzoo.applications import MaskRCNN
-    from kzoo.data.detection import make_detection_pipeline
+    from kzoo.data.detection_pipeline import make_detection_pipeline
     from kzoo.models.training_step import apply_training_step
     from kzoo.training.optimizers import SGD
 

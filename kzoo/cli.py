@@ -264,6 +264,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from kzoo import __version__
+    from kzoo.data.options import ANNOTATION_TOOLS
 
     parser = _Parser(prog="kzoo", description="kzoo: Network In Network and Mask R-CNN for Keras")
     parser.add_argument("--version", action="version", version=f"kzoo {__version__}")
@@ -376,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("convert", help="convert torchvision weights, or labelme / VIA / YOLO annotations to COCO json")
-    p.add_argument("source", choices=["torchvision", "labelme", "via", "yolo"], help="what SRC comes from")
+    p.add_argument("source", choices=["torchvision", *ANNOTATION_TOOLS], help="what SRC comes from")
     p.add_argument(
         "src",
         help="torchvision: a maskrcnn_resnet50_fpn checkpoint (.pth); labelme: a folder of json "

@@ -23,10 +23,11 @@ rasterized:
   (the tools annotate the upright image; TensorFlow decodes the stored pixels) are written upright, as PNG,
   into a cache folder when one is given, and skipped (counted) otherwise.
 
-Each problem drops what it concerns, is counted, and is logged as one warning per kind naming a few of the
-files concerned (as :func:`kzoo.data.coco.load_coco_instances` does). Nothing here raises on bad data, except
-that a conversion with no instances at all is an error (:class:`NoInstancesError`, naming where the reader looked,
-how many files it saw and what it dropped): an empty COCO json looks like success and trains on nothing.
+Each problem drops what it concerns, is counted, and is logged as one warning per kind naming a few of the files
+concerned (:class:`kzoo.data.problems.ProblemCounter`, as :func:`kzoo.data.coco_reader.load_coco_instances` counts).
+Nothing here raises on bad data, except that a conversion with no instances at all is an error
+(:class:`NoInstancesError`, naming where the reader looked, how many files it saw and what it dropped): an empty COCO
+json looks like success and trains on nothing.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kzoo.data.coco import DECODABLE_FORMATS
+from kzoo.data.images import DECODABLE_FORMATS
+from kzoo.data.problems import ProblemCounter
 from kzoo.utils import files
 
 #: The problems a conversion counts (``counts`` of :meth:`CocoBuilder.finish`), as the warnings word them.
@@ -68,9 +70,6 @@ REPAIRS = ("clipped_polygons",)
 #: labelme's labels of regions that are no class: ``__ignore__`` (labelme's own converters leave them out of every
 #: class) and ``_background_``; kzoo keeps them as ignore regions (see the module docstring).
 IGNORE_LABELS = ("__ignore__", "_background_")
-
-#: Image file extensions looked for by the readers that search folders.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
 class NoInstancesError(ValueError):
@@ -191,10 +190,11 @@ class CocoBuilder:
         self.instances: list[tuple[int, str, list[list[float]], list[float], float]] = []
         self.ignore_regions: list[tuple[int, list[list[float]], list[float], float]] = []
         self.labels_seen: set[str] = set()
-        self.counts = dict.fromkeys(
-            ("annotation_files", "images", "instances", "ignore_regions", "merged_images", *PROBLEMS), 0
+        #: the problems (:data:`PROBLEMS`), and beside them what was read; ``counts`` is its ``counts``
+        self.problems = ProblemCounter(
+            PROBLEMS, ("annotation_files", "images", "instances", "ignore_regions", "merged_images")
         )
-        self._examples: dict[str, list[str]] = {key: [] for key in (*PROBLEMS, "merged_images")}
+        self.counts = self.problems.counts
         #: what the readers looked for, for the message of an empty result (e.g. ``"*.json under /data"``)
         self.looked = source
         #: every file the conversion read (annotation files, data yamls, images), to refuse writing over one
@@ -206,9 +206,7 @@ class CocoBuilder:
 
     def problem(self, key: str, where: str, count: int = 1) -> None:
         """Count ``count`` problems of kind ``key`` (one of :data:`PROBLEMS`) at ``where`` (a file, a shape)."""
-        self.counts[key] += count
-        if len(self._examples[key]) < 3:
-            self._examples[key].append(where)
+        self.problems.add(key, where, count)
 
     # -------------------------------------------------------------------------------------------- images
 
@@ -235,9 +233,7 @@ class CocoBuilder:
                     f"{where}: {path} is {image['height']}x{image['width']}, the annotations say {size[0]}x{size[1]}",
                 )
                 return None
-            self.counts["merged_images"] += 1
-            if len(self._examples["merged_images"]) < 3:
-                self._examples["merged_images"].append(f"{path} ({self._image_sources[image_id]} and {where})")
+            self.problems.add("merged_images", f"{path} ({self._image_sources[image_id]} and {where})")
             return image_id
         self.inputs.append(path)
         try:
@@ -450,16 +446,14 @@ class CocoBuilder:
                         "iscrowd": 1,
                     }
                 )
-        for key, description in PROBLEMS.items():
-            if self.counts[key]:
-                self.log.warning("%s: %d %s, e.g. %s", self.source, self.counts[key], description, self._examples[key])
+        self.problems.warn(self.log, self.source)
         if self.counts["merged_images"]:
             self.log.warning(
                 "%s: %d images annotated in several files, merged into one image each (their "
                 "instances together), e.g. %s",
                 self.source,
                 self.counts["merged_images"],
-                self._examples["merged_images"],
+                self.problems.examples["merged_images"],
             )
         if not self.counts["instances"]:
             raise NoInstancesError(self.empty_message())
@@ -468,9 +462,7 @@ class CocoBuilder:
 
     def empty_message(self) -> str:
         """Why a conversion found no instance: where it looked, what it saw and what it dropped."""
-        dropped = [
-            f"{self.counts[key]} {PROBLEMS[key]}, e.g. {self._examples[key]}" for key in PROBLEMS if self.counts[key]
-        ]
+        dropped = self.problems.dropped()
         seen = f"{self.counts['annotation_files']} annotation files and {len(self.images)} readable images seen; " + (
             "dropped: " + "; ".join(dropped) if dropped else "they hold no shapes"
         )

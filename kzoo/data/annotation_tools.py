@@ -1,28 +1,85 @@
-"""Instance annotations made with labelme, VGG Image Annotator 2.x or YOLO segmentation tools, read as COCO.
+"""Instance annotations made with labelme, VGG Image Annotator 2.x or YOLO segmentation tools, read as COCO, each
+tool found in one registry (:data:`TOOLS`: a tool's name -> its reader and the options it takes).
 
 Each tool's files become a COCO instances dict (polygon segmentations, ``iscrowd`` 0, category ids 1..K in
 class order; :mod:`kzoo.data.labelme`, :mod:`kzoo.data.via`, :mod:`kzoo.data.yolo`), which
-:func:`kzoo.data.coco.load_coco_instances` then loads like any COCO json, so the pipeline and the evaluation
-take it unchanged:
+:func:`kzoo.data.coco_reader.load_coco_instances` then loads like any COCO json, so the pipeline and the evaluation
+take it unchanged. The registry serves both users of the tools, ``kzoo convert`` and the ``data.source`` of a
+training config:
 
 - :func:`annotation_tool_to_coco`: the COCO dict, the folder its ``file_name`` s are relative to, the counts;
-- :func:`load_annotation_tool_instances`: a :class:`kzoo.data.coco.CocoInstances` for the pipeline;
-  :func:`coco_ground_truth` gives its COCO dict back for :class:`kzoo.evaluation.coco.CocoEvaluator`;
+- :func:`load_annotation_tool_instances`: a :class:`kzoo.data.coco_reader.CocoInstances` for the pipeline (its
+  :meth:`~kzoo.data.coco_reader.CocoInstances.ground_truth` is the COCO dict for the evaluation);
 - :func:`write_coco_from_tool`: the COCO json on disk (``kzoo convert``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Sequence
-
-import numpy as np
+from collections.abc import Callable, Sequence
 
 from kzoo.data.annotation_builder import PROBLEMS
-from kzoo.data.coco import CocoInstances, load_coco_instances
+from kzoo.data.coco_reader import CocoInstances, load_coco_instances
+from kzoo.data.labelme import labelme_to_coco
+from kzoo.data.options import ANNOTATION_TOOLS
+from kzoo.data.via import via_to_coco
+from kzoo.data.yolo import yolo_to_coco
 from kzoo.utils import files
 
-SOURCES = ("labelme", "via", "yolo")
+
+@dataclasses.dataclass(frozen=True)
+class AnnotationTool:
+    """One annotation tool of the registry.
+
+    Attributes:
+        name: the tool's name, as ``data.source`` and ``kzoo convert`` take it.
+        convert: ``(annotations, images, class_names, cache_dir, inputs, **options) -> (coco, image_root,
+            counts)`` (see :func:`annotation_tool_to_coco`).
+        needs_images: whether a training config must name the image folders (``data.train_images``,
+            ``data.eval_images``); labelme's files lead to their images.
+        options: the tool's own options, passed to ``convert`` by name (VIA's ``class_attribute``, YOLO's
+            ``yolo_data_yaml``).
+    """
+
+    name: str
+    convert: Callable[..., tuple[dict, str, dict]]
+    needs_images: bool = True
+    options: tuple[str, ...] = ()
+
+
+def _labelme(annotations, images, class_names, cache_dir, inputs):
+    return labelme_to_coco(annotations, class_names, cache_dir, images=images, inputs=inputs)
+
+
+def _via(annotations, images, class_names, cache_dir, inputs, class_attribute=None):
+    return via_to_coco(annotations, images, class_names, class_attribute, cache_dir, inputs=inputs)
+
+
+def _yolo(annotations, images, class_names, cache_dir, inputs, yolo_data_yaml=None):
+    if images is None:
+        raise ValueError("YOLO labels need their images folder (images=...)")
+    return yolo_to_coco(annotations, images, class_names, yolo_data_yaml, cache_dir, inputs=inputs)
+
+
+#: The annotation tools by name (the names of :data:`kzoo.data.options.ANNOTATION_TOOLS`, in that order).
+TOOLS: dict[str, AnnotationTool] = {
+    tool.name: tool
+    for tool in (
+        AnnotationTool("labelme", _labelme, needs_images=False),
+        AnnotationTool("via", _via, options=("class_attribute",)),
+        AnnotationTool("yolo", _yolo, options=("yolo_data_yaml",)),
+    )
+}
+if tuple(TOOLS) != ANNOTATION_TOOLS:  # the config's choices are the registry's names
+    raise ImportError(f"kzoo.data.options.ANNOTATION_TOOLS {ANNOTATION_TOOLS} differs from the registry {tuple(TOOLS)}")
+
+
+def annotation_tool(name: str) -> AnnotationTool:
+    """The registered tool ``name``; ValueError naming the tools for another name."""
+    if name not in TOOLS:
+        raise ValueError(f"unknown annotation tool {name!r}; choose one of {ANNOTATION_TOOLS}")
+    return TOOLS[name]
 
 
 def annotation_tool_to_coco(
@@ -38,7 +95,7 @@ def annotation_tool_to_coco(
     """Convert one annotation tool's files to a COCO instances dict.
 
     Args:
-        source: ``"labelme"``, ``"via"`` or ``"yolo"``.
+        source: a tool of :data:`TOOLS`: ``"labelme"``, ``"via"`` or ``"yolo"``.
         annotations: labelme: a folder of json files (or one); VIA: the project (or export) json; YOLO: the
             labels folder.
         images: labelme: a folder to look for images in (by name) where ``imagePath`` does not lead to one;
@@ -67,23 +124,12 @@ def annotation_tool_to_coco(
         kzoo.data.annotation_builder.NoInstancesError: no instance at all (the message says where the reader
             looked, how many files it saw and what it dropped).
     """
-    if class_attribute is not None and source != "via":
+    tool = annotation_tool(source)
+    if class_attribute is not None and "class_attribute" not in tool.options:
         raise ValueError(f"class_attribute ({class_attribute!r}) is for VIA projects, not {source}")
-    if source == "labelme":
-        from kzoo.data.labelme import labelme_to_coco
-
-        return labelme_to_coco(annotations, class_names, cache_dir, images=images, inputs=inputs)
-    if source == "via":
-        from kzoo.data.via import via_to_coco
-
-        return via_to_coco(annotations, images, class_names, class_attribute, cache_dir, inputs=inputs)
-    if source == "yolo":
-        from kzoo.data.yolo import yolo_to_coco
-
-        if images is None:
-            raise ValueError("YOLO labels need their images folder (images=...)")
-        return yolo_to_coco(annotations, images, class_names, yolo_data_yaml, cache_dir, inputs=inputs)
-    raise ValueError(f"unknown annotation tool {source!r}; choose one of {SOURCES}")
+    given = {"class_attribute": class_attribute, "yolo_data_yaml": yolo_data_yaml}
+    options = {key: given[key] for key in tool.options}
+    return tool.convert(annotations, images, class_names, cache_dir, inputs, **options)
 
 
 def load_annotation_tool_instances(
@@ -97,15 +143,16 @@ def load_annotation_tool_instances(
     cache_dir: str | None = None,
     class_attribute: str | None = None,
 ) -> CocoInstances:
-    """Load one annotation tool's files as :func:`kzoo.data.coco.load_coco_instances` loads a COCO json.
+    """Load one annotation tool's files as :func:`kzoo.data.coco_reader.load_coco_instances` loads a COCO json.
 
     Converts (:func:`annotation_tool_to_coco`, same arguments) and loads the COCO dict. The result's
     ``annotation_file`` is ``""``; its ``counts`` hold the loader's counts plus the conversion's (those
     not already there, e.g. ``unknown_labels``, ``clipped_polygons``, ``annotation_files``). For the
-    evaluation's ground truth use :func:`coco_ground_truth` of the (possibly truncated) result.
+    evaluation's ground truth use the (possibly truncated) result's
+    :meth:`~kzoo.data.coco_reader.CocoInstances.ground_truth`.
 
     Args:
-        skip_empty, check_images: as :func:`kzoo.data.coco.load_coco_instances`.
+        skip_empty, check_images: as :func:`kzoo.data.coco_reader.load_coco_instances`.
     """
     coco, image_root, conversion_counts = annotation_tool_to_coco(
         source, annotations, images, class_names, yolo_data_yaml, cache_dir, class_attribute
@@ -117,45 +164,6 @@ def load_annotation_tool_instances(
             counts[key] += value
         counts.setdefault(key, value)
     return CocoInstances(loaded.records, loaded.categories, counts, loaded.annotation_file)
-
-
-def coco_ground_truth(instances: CocoInstances) -> dict:
-    """The COCO instances dict of exactly what ``instances`` holds (its records, in order; boxes as
-    loaded, areas as pycocotools rasterizes the segmentations), for
-    :class:`kzoo.evaluation.coco.CocoEvaluator` / :func:`kzoo.evaluation.coco.evaluate_coco`."""
-    from pycocotools import mask as mask_utils
-
-    images, annotations = [], []
-    for record in instances.records:
-        images.append(
-            {"id": record.image_id, "file_name": record.file_path, "height": record.height, "width": record.width}
-        )
-        classes = record.classes.astype(np.int64)
-        category_ids = instances.categories.to_category_id(classes) if len(classes) else []
-        for i, segmentation in enumerate(record.segmentations):
-            ymin, xmin, ymax, xmax = (float(v) for v in record.boxes[i])
-            if isinstance(segmentation, list):
-                rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, record.height, record.width))
-            elif isinstance(segmentation.get("counts"), list):
-                rle = mask_utils.frPyObjects(segmentation, record.height, record.width)
-            else:
-                counts = segmentation["counts"]
-                rle = {
-                    "size": list(segmentation["size"]),
-                    "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
-                }
-            annotations.append(
-                {
-                    "id": int(record.annotation_ids[i]),
-                    "image_id": record.image_id,
-                    "category_id": int(category_ids[i]),
-                    "segmentation": segmentation,
-                    "bbox": [xmin, ymin, xmax - xmin, ymax - ymin],
-                    "area": float(mask_utils.area(rle)),
-                    "iscrowd": int(record.is_crowd[i]),
-                }
-            )
-    return {"images": images, "annotations": annotations, "categories": instances.categories.to_coco()}
 
 
 def write_coco_from_tool(

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.data import fashion_mnist, shapes
+from kzoo.data.options import CLASSIFICATION_SOURCES
 from kzoo.ops.images import normalize_images
 
 # TFDS builders and whether a horizontal flip keeps the label (digits do not).
@@ -18,7 +19,6 @@ TFDS_DATASETS = {
     "cifar100": True,
     "svhn_cropped": False,
 }
-SOURCES = ("shapes", "fashion_mnist", "tfds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +79,7 @@ def load_classification(
         return _from_arrays(images, labels, fashion_mnist.CLASS_NAMES, flip_ok=True)
     if source == "tfds":
         return _load_tfds(tfds_name, split, data_dir, num_examples)
-    raise ValueError(f"unknown data source {source!r}; choose one of {SOURCES}")
+    raise ValueError(f"unknown data source {source!r}; choose one of {CLASSIFICATION_SOURCES}")
 
 
 def _load_tfds(name: str | None, split: str, data_dir: str | None, num_examples: int | None) -> ClassificationSplit:

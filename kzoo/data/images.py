@@ -28,7 +28,7 @@ the annotation converters (:mod:`kzoo.data.annotation_builder`, which reads each
   (it fills the rows a complete-looking stream lacks with zeros; TensorFlow's decoder refuses such a file).
 
 The training pipeline decodes with ``tf.io.decode_image``, which refuses the same truncated files (its errors are
-turned into ones naming the file by :func:`kzoo.data.detection.naming_undecodable_images`).
+turned into ones naming the file by :func:`kzoo.data.decode_errors.naming_undecodable_images`).
 """
 
 from __future__ import annotations
@@ -48,8 +48,17 @@ import numpy as np
 # claim 50000 x 50000 pixels, 7.5 GB as RGB). 100 megapixels is well above any camera's output.
 MAX_PIXELS = 100_000_000
 
-# The Pillow formats accepted (Pillow's JPEG reader also opens the multi-picture "MPO" JPEGs cameras write).
+# The image formats and file extensions of kzoo, all here. Two format lists, because two decoders read images:
+# this module (Pillow) reads IMAGE_FORMATS; the training pipeline's tf.io.decode_image reads DECODABLE_FORMATS only,
+# so the COCO reader skips an image of another format and the annotation converters re-encode it (as PNG).
+
+#: The Pillow formats accepted (Pillow's JPEG reader also opens the multi-picture "MPO" JPEGs cameras write).
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+#: The formats the tf.data pipeline decodes (``tf.io.decode_image``), as Pillow names them.
+DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
+#: Extensions of image files: those a folder or a glob given to ``kzoo predict`` stands for, and those the
+#: annotation readers that search folders (:mod:`kzoo.data.yolo`) look for; one per name of :data:`IMAGE_FORMATS`.
+IMAGE_FILE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 _EXPECTED = "a JPEG, PNG, GIF, BMP, WebP or TIFF image"
 
 # 16-bit modes Pillow opens 16-bit grayscale PNG / TIFF files as.
@@ -293,10 +302,6 @@ def _to_rgb_uint8(image) -> np.ndarray:
         image = image.convert("RGB")  # L, 1, RGBA, RGBX, CMYK, YCbCr, LAB, HSV
     array = np.asarray(image, dtype=np.uint8)
     return np.ascontiguousarray(array.reshape(array.shape[0], array.shape[1], 3))
-
-
-#: Extensions of the image files a folder or a glob given to ``kzoo predict`` stands for.
-IMAGE_FILE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def expand_image_inputs(inputs: list[str], extra_extensions: tuple[str, ...] = ()) -> list[str]:

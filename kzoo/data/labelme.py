@@ -209,7 +209,7 @@ def _shape_polygons(shape: dict) -> list | None:
 
 def _mask_polygons(shape: dict) -> list | None:
     """A ``mask`` shape: a base64 PNG bitmap whose top-left pixel is the first point -> its outlines."""
-    from kzoo.data.coco import mask_to_polygons
+    from kzoo.data.coco_masks import mask_to_polygons
     from kzoo.data.images import decode_image_bytes
 
     points = _points(shape)

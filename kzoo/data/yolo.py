@@ -5,7 +5,7 @@ normalized by the image width and height to [0, 1] (a five-number line ``class c
 box, becomes its rectangle). Class indices name classes through a ``data.yaml``'s ``names`` (a list, or an
 ``{index: name}`` dict), through ``class_names`` or through a ``classes.txt`` in the labels folder. Images are
 found by the label file's path in the images folder (same subfolders and stem, any of
-:data:`kzoo.data.annotation_builder.IMAGE_EXTENSIONS`); images without a label file are negatives, as for
+:data:`kzoo.data.images.IMAGE_FILE_EXTENSIONS`); images without a label file are negatives, as for
 Ultralytics. Sizes are read from the image files' headers. See :mod:`kzoo.data.annotation_builder` for the
 checks and the counted problems; a malformed line (non-numeric, wrong count) is dropped as a malformed shape.
 Files are read as Windows editors write them too: a UTF-8 byte-order mark, CRLF line ends and trailing blanks are
@@ -21,7 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kzoo.data.annotation_builder import IMAGE_EXTENSIONS, CocoBuilder, rectangle_polygon
+from kzoo.data.annotation_builder import CocoBuilder, rectangle_polygon
+from kzoo.data.images import IMAGE_FILE_EXTENSIONS
 
 LOG = logging.getLogger(__name__)
 
@@ -94,10 +95,10 @@ def yolo_to_coco(
     index_names, keep = _class_names(annotations, class_names, data_yaml)
     builder = CocoBuilder(f"YOLO {annotations}", images, keep, image_dir, LOG)
     labels = _files(annotations, (".txt",), skip=("classes.txt",))
-    pictures = _files(images, IMAGE_EXTENSIONS)
+    pictures = _files(images, IMAGE_FILE_EXTENSIONS)
     builder.looked = (
         f"label files *.txt under {os.path.abspath(annotations)} and images "
-        f"*{{{','.join(IMAGE_EXTENSIONS)}}} under {os.path.abspath(images)}, both recursively: "
+        f"*{{{','.join(IMAGE_FILE_EXTENSIONS)}}} under {os.path.abspath(images)}, both recursively: "
         f"{len(labels)} label files, {len(pictures)} images"
     )
     builder.inputs.extend(p for p in (data_yaml, os.path.join(annotations, "classes.txt")) if p and os.path.isfile(p))

@@ -10,10 +10,10 @@ are pasted into the image (:func:`kzoo.ops.masks.paste_masks`, threshold 0.5) an
   ``{"bbox_AP/<class name>", "segm_AP/<class name>"}`` (:func:`per_class_ap`);
 - :class:`CocoEvaluator`: accumulates batches (``update``), then ``evaluate`` and ``write_results``.
 
-pycocotools crashes the process (a segfault, or memory exhausted) on bad geometry, so nothing reaches it
-unchecked: the ground truth goes through the COCO reader's checks (:func:`kzoo.data.coco.validate_coco_dict`),
-model detections are made finite and clipped to the image (:func:`check_detection_boxes`) before masks are
-pasted and encoded, and results are checked before ``loadRes``.
+pycocotools crashes the process (a segfault, or memory exhausted) on bad geometry, so nothing reaches it unchecked: the
+ground truth goes through the COCO reader's checks (:func:`kzoo.data.coco_validation.validate_coco_dict`), model
+detections are made finite and clipped to the image (:func:`check_detection_boxes`) before masks are pasted and encoded,
+and results are checked before ``loadRes``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from kzoo.data.coco import CocoCategories, mask_to_rle, segmentation_to_mask, validate_coco_dict
+from kzoo.data.coco_categories import CocoCategories
+from kzoo.data.coco_masks import clean_segmentation, mask_to_rle, segmentation_to_mask
+from kzoo.data.coco_validation import validate_coco_dict
 from kzoo.ops.masks import paste_masks
 from kzoo.utils import files
 
@@ -49,7 +51,7 @@ def _quiet(verbose: bool):
 
 def load_ground_truth(ground_truth, verbose: bool = False):
     """A pycocotools ``COCO`` object from a ``COCO`` object, a COCO dict or a json path, its annotations checked
-    first by :func:`kzoo.data.coco.validate_coco_dict` (the training reader's checks: pycocotools never sees
+    first by :func:`kzoo.data.coco_validation.validate_coco_dict` (the training reader's checks: pycocotools never sees
     unchecked geometry, which can crash the process).
 
     A dict is deep-copied first: ``COCOeval`` rewrites ground-truth segmentations in place. What the check drops
@@ -115,8 +117,6 @@ def _checked_results(coco_gt, results: Sequence[dict], iou_type: str) -> list[di
     only arithmetic on them); for ``"segm"`` a segmentation that
     is an RLE of its image's size (compressed or not) or polygons (checked and clipped as the ground truth's),
     turned into compressed RLE (what ``loadRes`` reads). The others are dropped, counted and warned about."""
-    from kzoo.data.coco import _valid_segmentation
-
     sizes = {image["id"]: (int(image["height"]), int(image["width"])) for image in coco_gt.dataset["images"]}
     kept: list[dict] = []
     dropped: dict[str, list] = {"score": [], "bbox": [], "segmentation": []}
@@ -140,7 +140,7 @@ def _checked_results(coco_gt, results: Sequence[dict], iou_type: str) -> list[di
                 dropped["bbox"].append(where)
                 continue
         else:
-            segmentation, _ = _valid_segmentation(result.get("segmentation"), height, width)
+            segmentation, _ = clean_segmentation(result.get("segmentation"), height, width)
             if segmentation is None:
                 dropped["segmentation"].append(where)
                 continue
@@ -386,7 +386,7 @@ class CocoEvaluator:
     Args:
         ground_truth: a pycocotools ``COCO`` object, a COCO dict or a json path (checked: :func:`load_ground_truth`).
         categories: the label <-> category id mapping the model was trained with (default: the ground
-            truth's categories in increasing id order, as :func:`kzoo.data.coco.load_coco_instances` maps them).
+            truth's categories in increasing id order, as :func:`kzoo.data.coco_reader.load_coco_instances` maps them).
         iou_types: any of ``"bbox"``, ``"segm"``; without ``"segm"`` masks are neither needed nor pasted.
         verbose: let pycocotools print its progress and summary tables.
     """

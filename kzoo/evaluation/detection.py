@@ -11,7 +11,7 @@ from kzoo.ops.resize import boxes_to_input
 
 
 def predict_batches(model: keras.Model, dataset: tf.data.Dataset, verbose: int = 0):
-    """Yield ``(outputs, batch)`` for every batch of a :func:`kzoo.data.detection.make_detection_pipeline`
+    """Yield ``(outputs, batch)`` for every batch of a :func:`kzoo.data.detection_pipeline.make_detection_pipeline`
     evaluation dataset, with ``outputs`` as NumPy arrays and ``detection_boxes`` mapped back to each original
     image's pixels (``[ymin, xmin, ymax, xmax]``).
 

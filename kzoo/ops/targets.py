@@ -2,7 +2,7 @@
 
 Follows torchvision's ``RegionProposalNetwork.assign_targets_to_anchors`` and
 ``RoIHeads.select_training_samples`` / ``project_masks_on_boxes`` on a padded batch: ground truth padded to
-``M`` boxes with a validity mask (``kzoo.data.detection``'s batch), a fixed number of proposals per image with
+``M`` boxes with a validity mask (``kzoo.data.detection_pipeline``'s batch), a fixed number of proposals per image with
 a count, a fixed number of sampled RoIs per image with masks for the filled slots. Boxes are
 ``[ymin, xmin, ymax, xmax]`` float32 in pixels of the (resized) image; box deltas are ``(ty, tx, th, tw)``
 (:func:`kzoo.ops.boxes.encode_boxes`). Everything runs under ``jit_compile=True``.
@@ -307,7 +307,7 @@ def mask_targets(
     torchvision's target (``project_masks_on_boxes``) is ``roi_align(full_image_mask, roi, 28, 1.0,
     sampling_ratio=-1, aligned=False)``: bilinear reads of the raster mask at ``ceil(h / 28)`` points per bin
     side. Here ground truth is stored cropped to its box ``G`` on an ``S x S`` grid
-    (``kzoo.data.detection.crop_masks_to_boxes``: cell ``(i, j)`` is the coverage of the box's cell ``(i, j)``,
+    (``kzoo.data.detection_pipeline.crop_masks_to_boxes``: cell ``(i, j)`` is the coverage of the box's cell ``(i, j)``,
     centred at ``G_y1 + (i + 0.5) * G_h / S``), zero outside the box, and the RoI is mapped into that grid:
 
     * RoIAlign's points: ``n = output_size * sampling_ratio`` per side at ``Y1 + (k + 0.5) * h / n`` image

@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 
 from kzoo.cli import main
-from kzoo.data.coco import mask_to_polygons
+from kzoo.data.coco_masks import mask_to_polygons
 from kzoo.data.shapes import SHAPES_INSTANCE_CLASSES, make_shapes_instances
 
 

@@ -11,7 +11,7 @@ from pycocotools.cocoeval import COCOeval
 
 from kzoo.cli import main
 from kzoo.data.annotation_builder import REPAIRS, spans_area
-from kzoo.data.coco import segmentation_to_mask
+from kzoo.data.coco_masks import segmentation_to_mask
 from kzoo.data.labelme import labelme_to_coco
 
 H, W = 120, 160
@@ -160,7 +160,7 @@ def test_ignore_regions_train_as_one_crowd_box_each(tmp_path):
 def test_coco_reader_counts_a_fifo_image_as_unusable_without_opening_it(tmp_path):
     import os
 
-    from kzoo.data.coco import load_coco_instances
+    from kzoo.data.coco_reader import load_coco_instances
 
     (tmp_path / "images").mkdir()
     os.mkfifo(tmp_path / "images" / "a.png")

@@ -16,11 +16,11 @@ from PIL import Image, ImageDraw
 
 from kzoo.data.annotation_tools import (
     annotation_tool_to_coco,
-    coco_ground_truth,
     load_annotation_tool_instances,
     write_coco_from_tool,
 )
-from kzoo.data.coco import load_coco_instances, segmentation_to_mask
+from kzoo.data.coco_masks import segmentation_to_mask
+from kzoo.data.coco_reader import load_coco_instances
 from kzoo.data.labelme import labelme_to_coco
 from kzoo.data.via import via_to_coco
 from kzoo.data.yolo import yolo_to_coco
@@ -198,10 +198,10 @@ def test_labelme_loads_through_coco_loader(labelme_set, tmp_path):
     assert not loaded.records[0].is_crowd.any()
     assert loaded.counts["unknown_labels"] == 1 and loaded.counts["missing_images"] == 1
 
-    from kzoo.data.coco import mask_to_rle
+    from kzoo.data.coco_masks import mask_to_rle
     from kzoo.evaluation.coco import evaluate_coco
 
-    truth = coco_ground_truth(loaded)
+    truth = loaded.ground_truth()
     results = [
         {
             "image_id": a["image_id"],

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from kzoo.data import augment
-from kzoo.data.detection import make_detection_pipeline
+from kzoo.data.detection_pipeline import make_detection_pipeline
 from kzoo.data.shapes import make_shapes_instances, mask_to_box
 
 CANVAS, MASK_SIZE, MAX_INSTANCES, SEED = 128, 56, 8, 11

@@ -9,14 +9,10 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from kzoo.data.coco import (
-    CocoCategories,
-    load_coco_instances,
-    mask_to_polygons,
-    mask_to_uncompressed_rle,
-    segmentation_to_mask,
-    write_coco_json,
-)
+from kzoo.data.coco_categories import CocoCategories
+from kzoo.data.coco_masks import mask_to_polygons, mask_to_uncompressed_rle, segmentation_to_mask
+from kzoo.data.coco_reader import load_coco_instances
+from kzoo.data.coco_writer import write_coco_json
 from kzoo.data.shapes import mask_to_box, render_shape
 
 H, W = 40, 56
@@ -126,7 +122,7 @@ def test_empty_images_kept_or_skipped(coco_set):
 
 
 def test_problems_are_dropped_counted_and_warned(coco_set, caplog):
-    with caplog.at_level(logging.WARNING, logger="kzoo.data.coco"):
+    with caplog.at_level(logging.WARNING, logger="kzoo.data.coco_reader"):
         loaded = load_coco_instances(*coco_set[:2])
     expected = {
         "missing_images": 1,
@@ -238,7 +234,7 @@ def test_polygon_coordinates_checked_before_rasterizing(tmp_path):
 
 
 def test_repeated_annotation_ids_count_once_in_training_and_evaluation(tmp_path):
-    from kzoo.data.coco import coco_dict
+    from kzoo.data.coco_writer import coco_dict
     from kzoo.data.shapes import SHAPES_INSTANCE_CLASSES, make_shapes_instances
     from kzoo.evaluation.coco import load_ground_truth
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kzoo.data.coco import load_coco_instances, validate_coco_dict
+from kzoo.data.coco_reader import load_coco_instances
+from kzoo.data.coco_validation import validate_coco_dict
 
 
 def _ann(ann_id, image_id, x):

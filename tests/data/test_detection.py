@@ -8,8 +8,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from kzoo.data.coco import CocoCategories, load_coco_instances, write_coco_json
-from kzoo.data.detection import crop_masks_to_boxes, load_tfds_instances, make_detection_pipeline
+from kzoo.data.coco_categories import CocoCategories
+from kzoo.data.coco_reader import load_coco_instances
+from kzoo.data.coco_writer import write_coco_json
+from kzoo.data.detection_pipeline import crop_masks_to_boxes, make_detection_pipeline
+from kzoo.data.detection_sources import load_tfds_instances
 from kzoo.data.shapes import make_shapes_instances
 from kzoo.ops.resize import resized_size
 

@@ -17,7 +17,8 @@ import pytest
 
 from kzoo.config import load_config
 from kzoo.data.classification import load_classification, make_pipeline
-from kzoo.data.detection import load_tfds_instances, make_detection_pipeline
+from kzoo.data.detection_pipeline import make_detection_pipeline
+from kzoo.data.detection_sources import load_tfds_instances
 from kzoo.data.shapes import SHAPES_INSTANCE_CLASSES, make_shapes_classification, make_shapes_instances
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

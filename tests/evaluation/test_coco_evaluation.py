@@ -9,7 +9,9 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from kzoo.data.coco import CocoCategories, coco_dict, mask_to_rle, segmentation_to_mask
+from kzoo.data.coco_categories import CocoCategories
+from kzoo.data.coco_masks import mask_to_rle, segmentation_to_mask
+from kzoo.data.coco_writer import coco_dict
 from kzoo.data.shapes import make_shapes_instances
 from kzoo.evaluation.coco import CocoEvaluator, detections_to_coco, evaluate_coco
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kzoo.data.detection import make_detection_pipeline
+from kzoo.data.detection_pipeline import make_detection_pipeline
 from kzoo.evaluation.detection import predict_batches
 from kzoo.export import letterbox, run_mask_rcnn_tflite_on_photos
 from kzoo.export import mask_rcnn as mask_rcnn_export_module

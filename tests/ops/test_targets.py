@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kzoo.data.detection import crop_masks_to_boxes
+from kzoo.data.detection_pipeline import crop_masks_to_boxes
 from kzoo.ops.anchors import generate_anchors
 from kzoo.ops.boxes import decode_boxes
 from kzoo.ops.targets import mask_targets, roi_targets, rpn_targets

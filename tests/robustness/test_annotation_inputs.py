@@ -16,7 +16,7 @@ from PIL import Image
 from kzoo.cli import main
 from kzoo.data.annotation_builder import NoInstancesError
 from kzoo.data.annotation_tools import annotation_tool_to_coco, write_coco_from_tool
-from kzoo.data.detection import make_detection_pipeline
+from kzoo.data.detection_pipeline import make_detection_pipeline
 from kzoo.data.via import via_to_coco
 from kzoo.data.yolo import yolo_to_coco
 

@@ -12,8 +12,9 @@ import yaml
 from PIL import Image
 
 from kzoo.cli import main
-from kzoo.data.coco import load_coco_instances
-from kzoo.data.detection import ImageDecodeError, make_detection_pipeline, naming_undecodable_images
+from kzoo.data.coco_reader import load_coco_instances
+from kzoo.data.decode_errors import ImageDecodeError, naming_undecodable_images
+from kzoo.data.detection_pipeline import make_detection_pipeline
 
 SIDE = 64
 

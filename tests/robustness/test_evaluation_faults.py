@@ -214,7 +214,7 @@ BAD_ANNOTATIONS = [
 def _bad_coco() -> dict:
     """A COCO dict of one 40 x 56 image (id 1) and one of a negative height (id 2), with every annotation of
     :data:`BAD_ANNOTATIONS`."""
-    from kzoo.data.coco import mask_to_rle, mask_to_uncompressed_rle
+    from kzoo.data.coco_masks import mask_to_rle, mask_to_uncompressed_rle
 
     too_long = mask_to_rle(np.ones((2 * H, W), np.uint8))["counts"]  # runs adding up to twice the image
     crowd = np.zeros((H, W), np.uint8)
@@ -266,11 +266,11 @@ def _run_isolated(code: str, tmp_path: Path, timeout: float = 240, **inputs) -> 
 
 
 def test_ground_truth_is_checked_dropped_repaired_and_counted(caplog):
-    from kzoo.data.coco import validate_coco_dict
+    from kzoo.data.coco_validation import validate_coco_dict
 
     data = _bad_coco()
     before = json.dumps(data)
-    with caplog.at_level(logging.WARNING, logger="kzoo.data.coco"):
+    with caplog.at_level(logging.WARNING, logger="kzoo.data.coco_validation"):
         checked, counts = validate_coco_dict(data, "ground truth")
     assert json.dumps(data) == before  # the input is left as it is
     expected = _expected_counts()
@@ -308,10 +308,10 @@ WORDS = {
 def test_the_reader_counts_the_same_problems(tmp_path, caplog):
     """The training reader drops and repairs the same annotations (it sees image 2 as bad too), with the same
     warnings."""
-    from kzoo.data.coco import load_coco_instances
+    from kzoo.data.coco_reader import load_coco_instances
 
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "a.png")
-    with caplog.at_level(logging.WARNING, logger="kzoo.data.coco"):
+    with caplog.at_level(logging.WARNING, logger="kzoo.data.coco_reader"):
         loaded = load_coco_instances(_bad_coco(), str(tmp_path))
     expected = _expected_counts()
     assert {k: loaded.counts[k] for k in expected} == expected
@@ -327,7 +327,7 @@ def test_the_reader_counts_the_same_problems(tmp_path, caplog):
 
 
 def test_segmentation_to_mask_refuses_rle_of_the_wrong_run_lengths():
-    from kzoo.data.coco import mask_to_rle, segmentation_to_mask
+    from kzoo.data.coco_masks import mask_to_rle, segmentation_to_mask
 
     for segmentation in (
         {"size": [H, W], "counts": [0, 4 * H * W]},
@@ -347,7 +347,8 @@ EVALUATE_BAD_GROUND_TRUTH = """
 import copy
 import numpy as np
 from pycocotools.coco import COCO
-from kzoo.data.coco import mask_to_rle, segmentation_to_mask, validate_coco_dict
+from kzoo.data.coco_masks import mask_to_rle, segmentation_to_mask
+from kzoo.data.coco_validation import validate_coco_dict
 from kzoo.evaluation.coco import CocoEvaluator, evaluate_coco
 
 data, path = inputs["data"], inputs["path"]
@@ -407,7 +408,7 @@ def test_evaluation_of_bad_geometry_does_not_crash(tmp_path):
 
 
 EVALUATE_JSON = """
-from kzoo.data.coco import mask_to_rle, segmentation_to_mask
+from kzoo.data.coco_masks import mask_to_rle, segmentation_to_mask
 from kzoo.evaluation.coco import evaluate_coco
 
 data = json.loads(open(inputs["path"]).read())
@@ -423,7 +424,7 @@ def test_converted_annotations_pass_the_checks_and_evaluate(tmp_path, caplog):
     """``kzoo convert``'s builder clips and drops bad polygons (1e9, NaN, 2 points) itself: its json needs no
     repair by the evaluation's checks, and pycocotools scores it."""
     from kzoo.data.annotation_tools import write_coco_from_tool
-    from kzoo.data.coco import validate_coco_dict
+    from kzoo.data.coco_validation import validate_coco_dict
 
     (tmp_path / "ann").mkdir()
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "ann" / "a.png")
@@ -453,7 +454,7 @@ def test_converted_annotations_pass_the_checks_and_evaluate(tmp_path, caplog):
     converted = json.loads(output.read_text())
     assert len(converted["annotations"]) == 3
     caplog.clear()  # the builder's own warnings
-    with caplog.at_level(logging.WARNING, logger="kzoo.data.coco"):
+    with caplog.at_level(logging.WARNING, logger="kzoo.data.coco_validation"):
         checked, counts = validate_coco_dict(str(output))
     assert not any(v for k, v in counts.items() if k != "annotations") and not caplog.records
     assert checked["annotations"] == converted["annotations"]
@@ -464,7 +465,8 @@ def test_converted_annotations_pass_the_checks_and_evaluate(tmp_path, caplog):
 def _far_outside_set(root: Path, count: int, seed: int) -> Path:
     """A COCO json of ``count`` shapes images (64 x 64, written as PNG under ``root``), polygons, plus on every
     image an instance whose polygon reaches x = 1e9 (pycocotools alone segfaults on it) and one with a NaN."""
-    from kzoo.data.coco import CocoCategories, write_coco_json
+    from kzoo.data.coco_categories import CocoCategories
+    from kzoo.data.coco_writer import write_coco_json
     from kzoo.data.shapes import SHAPES_INSTANCE_CLASSES, make_shapes_instances
 
     root.mkdir(parents=True, exist_ok=True)

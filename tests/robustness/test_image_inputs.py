@@ -197,8 +197,9 @@ def test_converters_skip_and_count_truncated_images_and_fifos(tmp_path, caplog):
 
 
 def test_training_pipeline_refuses_the_same_file(tmp_path):
-    from kzoo.data.coco import load_coco_instances
-    from kzoo.data.detection import ImageDecodeError, make_detection_pipeline, naming_undecodable_images
+    from kzoo.data.coco_reader import load_coco_instances
+    from kzoo.data.decode_errors import ImageDecodeError, naming_undecodable_images
+    from kzoo.data.detection_pipeline import make_detection_pipeline
 
     (tmp_path / "good.png").write_bytes(_png(16, 16))
     (tmp_path / "short.png").write_bytes(_claiming_rows(_png(8, 16), 16))
