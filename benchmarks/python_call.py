@@ -46,7 +46,7 @@ def _one(model_name: str, size: str, way: str, repeats: int) -> dict:
     else:
         from kzoo.applications import NIN
 
-        model = NIN(variant="cifar10", input_shape=(32, 32, 3), classes=10)
+        model = NIN(variant="cifar10", input_shape=(32, 32, 3), num_classes=10)
         images = np.random.default_rng(0).uniform(-1, 1, (128, 32, 32, 3)).astype(np.float32)
         inputs = images
     call = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -19,12 +20,13 @@ def NIN(
     input_tensor: keras.KerasTensor | None = None,
     input_shape: Sequence[int] | None = None,
     pooling: str | None = None,
-    classes: int = 10,
+    classes: int | None = None,
     classifier_activation: Any = "softmax",
     variant: str = "cifar10",
     dropout_rate: float = 0.5,
     name: str = "nin",
     *,
+    num_classes: int | None = None,
     blocks: Sequence[dict] | None = None,
     use_batch_norm: bool = False,
     kernel_regularizer: Any = None,
@@ -45,12 +47,16 @@ def NIN(
             The network is fully convolutional: any height and width of at least
             8 pixels works (imagenet: at least 11, its first convolution is 11 x 11 "valid").
         pooling: without the top: ``None``, ``"avg"`` or ``"max"``.
-        classes: number of classes (the last block's width).
+        classes: deprecated alias of ``num_classes`` (keras.applications' name, kept in its place for one
+            release; a ``DeprecationWarning``).
         classifier_activation: head activation; ``None`` returns the averaged maps (logits).
         variant: ``"cifar10"``, ``"cifar100"``, ``"svhn"``, ``"mnist"``, ``"imagenet"``,
             or ``"custom"`` with ``blocks``.
         dropout_rate: dropout after the pooled blocks (the paper's 0.5).
         name: model name.
+        num_classes: the width of the classifier's score output: the number of classes (the last block's width;
+            default 10). The same name and meaning as :func:`kzoo.applications.MaskRCNN`'s ``num_classes``, where
+            the background is one of the classes (class 0); a classifier has none.
         blocks: custom block list: dicts with ``filters`` (stage widths, the class
             stage excluded), ``kernel_size``, ``strides``, ``padding``, ``pool``, ``dropout``.
         use_batch_norm: batch normalization before every ReLU.
@@ -58,15 +64,16 @@ def NIN(
 
     Returns:
         A ``keras.Model`` from float32 images ``(batch, height, width, channels)``
-        preprocessed by ``preprocess_input`` to ``(batch, classes)`` float32 scores
+        preprocessed by ``preprocess_input`` to ``(batch, num_classes)`` float32 scores
         (with the top), or to features (without it).
     """
+    num_classes = _num_classes(num_classes, classes)
     entry = registered_or_path(weights, "nin")  # the registry of kzoo.applications.weights
     if entry is not None:
         variant, blocks = cast(str, entry.variant), entry.model_kwargs.get("blocks")  # NIN entries name it
         use_batch_norm = entry.model_kwargs.get("use_batch_norm", use_batch_norm)
-        if include_top and classes != len(entry.class_names):
-            raise ValueError(f"weights={weights!r} has {len(entry.class_names)} classes, got classes={classes}")
+        if include_top and num_classes != len(entry.class_names):
+            raise ValueError(f"weights={weights!r} has {len(entry.class_names)} classes, got num_classes={num_classes}")
     if variant == "custom" and blocks is None:
         raise ValueError("variant='custom' needs `blocks`")
     block_specs = resolve_blocks(variant, blocks if variant == "custom" or blocks is not None else None)
@@ -83,7 +90,7 @@ def NIN(
         return build_nin(
             model_inputs,
             block_specs,
-            classes=classes,
+            classes=num_classes,
             include_top=top,
             pooling=pooling,
             classifier_activation=classifier_activation,
@@ -106,6 +113,21 @@ def NIN(
         _load_weights(full, path)
         _copy_prefix_weights(full, model)
     return model
+
+
+def _num_classes(num_classes: int | None, classes: int | None) -> int:
+    """``num_classes`` (default 10), or the deprecated ``classes`` with a DeprecationWarning."""
+    if classes is None:
+        return 10 if num_classes is None else num_classes
+    warnings.warn(
+        "NIN(classes=...) is deprecated and will be removed in the next release: use num_classes= (the name "
+        "MaskRCNN takes too)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if num_classes is not None and num_classes != classes:
+        raise ValueError(f"NIN got classes={classes} and num_classes={num_classes}: pass num_classes only")
+    return classes
 
 
 def _check_input_shape(input_shape, input_tensor, default_shape, entry) -> tuple[int, int, int]:

@@ -35,7 +35,7 @@ def test_include_top_false_and_pooling():
 
 def test_input_tensor_and_logits():
     inputs = keras.Input((24, 24, 3))
-    model = NIN(input_tensor=inputs, classifier_activation=None, classes=3)
+    model = NIN(input_tensor=inputs, classifier_activation=None, num_classes=3)
     assert model.input_shape == (None, 24, 24, 3)
     out = keras.ops.convert_to_numpy(model(np.zeros((1, 24, 24, 3), np.float32)))
     assert out.shape == (1, 3)
@@ -76,7 +76,7 @@ def test_bad_input_shapes():
     with pytest.raises(ValueError, match="input channel"):
         NIN(weights="fashion_mnist", input_shape=(28, 28, 3))
     with pytest.raises(ValueError, match="10 classes"):
-        NIN(weights="fashion_mnist", input_shape=(28, 28, 1), classes=5)
+        NIN(weights="fashion_mnist", input_shape=(28, 28, 1), num_classes=5)
 
 
 def test_registered_weights_download_path(tmp_path, monkeypatch):
