@@ -62,7 +62,8 @@ def MaskRCNN(
             ``(H, W, 3)`` fixes the input size: the inference graph has static shapes from the input on (the
             resize and the canvas are known while tracing, as in a ``.tflite`` file), ``model.image_shape`` is
             ``(H, W, 3)`` and images of another size are a ``ValueError`` naming both sizes. The weights do not
-            depend on it. ``kzoo export --tflite`` fixes its own size (``--image-size``).
+            depend on it. :func:`kzoo.export.convert_mask_rcnn_tflite` exports at this size when given no
+            ``image_size`` (``kzoo export --format tflite`` uses the training canvas).
         min_size, max_size: images are resized so the short side is ``min_size`` and the long side at most
             ``max_size`` (the paper's 800 / 1333); ``None``: the config's.
         config: a full :class:`MaskRCNNConfig`; a preset name (``"torchvision"``); or a YAML file (a shipped

@@ -224,3 +224,15 @@ def test_nin_classes_is_deprecated_but_works():
         NIN(classes=4, num_classes=5, variant="mnist")
     with pytest.raises(ValueError, match="10 classes, got num_classes=5"):
         NIN(weights="fashion_mnist", input_shape=(28, 28, 1), num_classes=5)
+
+
+def test_tflite_export_takes_the_fixed_size_by_default(fixed, tiny_config, tmp_path):
+    from kzoo.export import convert_mask_rcnn_tflite
+    from kzoo.export.tflite import load_interpreter
+
+    path = convert_mask_rcnn_tflite(fixed, tmp_path / "fixed.tflite")
+    (detail,) = load_interpreter(path).get_input_details()
+    assert list(detail["shape"]) == [1, 48, 64, 3]
+    free = MaskRCNN(config=tiny_config)
+    with pytest.raises(ValueError, match=r"image_size=\(H, W\) is needed"):
+        convert_mask_rcnn_tflite(free, tmp_path / "free.tflite")
