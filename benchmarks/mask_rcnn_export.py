@@ -16,7 +16,6 @@ otherwise idle machine.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import tempfile
 import time
@@ -28,11 +27,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from common import median_seconds, table, write_results  # noqa: E402
 
-from kzoo.applications.mask_rcnn import load_mask_rcnn_config  # noqa: E402
+from kzoo.applications import MaskRCNN  # noqa: E402
 from kzoo.data.shapes import make_shapes_instances  # noqa: E402
 from kzoo.export.mask_rcnn import convert_mask_rcnn_tflite, export_mask_rcnn_saved_model  # noqa: E402
 from kzoo.export.tflite import QUANTIZE_MODES  # noqa: E402
-from kzoo.models.mask_rcnn import MaskRCNNModel  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = {
@@ -61,15 +59,15 @@ def main() -> None:
 
     from ai_edge_litert.interpreter import Interpreter
 
-    config = dataclasses.replace(load_mask_rcnn_config(args.config), min_size=args.size, max_size=args.size)
     keras.utils.set_random_seed(0)
-    model = MaskRCNNModel(config)
+    model = MaskRCNN(config=args.config, min_size=args.size, max_size=args.size)
+    config = model.config
     model(np.zeros((1, args.size, args.size, 3), np.uint8))
     image = make_shapes_instances(1, args.size, seed=1)[0]["image"][None]
     calibration = np.stack([e["image"] for e in make_shapes_instances(args.calibration, args.size, seed=2)])
     print(
         f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores, LiteRT threads "
-        f"{args.threads}; {os.path.basename(args.config)} at {args.size}x{args.size}, backbone {config.backbone}, "
+        f"{args.threads}; {os.path.basename(args.config)} at {args.size}x{args.size}, backbone {config.backbone.name}, "
         f"{model.count_params() / 1e6:.2f} M parameters"
     )
 

@@ -71,7 +71,7 @@ def training_throughput(args, input_shape, classes) -> list[tuple]:
 
     # kzoo: the NIN from kzoo.applications trained by kzoo's own step (the one `kzoo train` runs)
     strategy = tf.distribute.get_strategy()
-    model = NIN(variant=args.variant, input_shape=input_shape, classes=classes, use_batch_norm=args.batch_norm)
+    model = NIN(variant=args.variant, input_shape=input_shape, num_classes=classes, use_batch_norm=args.batch_norm)
     kzoo_optimizer = optimizer()
     kzoo_optimizer.build(model.trainable_variables)
     step = make_train_step(model, kzoo_optimizer, strategy, ("total", "accuracy"))
@@ -126,7 +126,7 @@ def pipeline_throughput(args, input_shape, classes) -> float:
 
 
 def inference_latency(args, input_shape, classes) -> list[tuple]:
-    model = NIN(variant=args.variant, input_shape=input_shape, classes=classes, use_batch_norm=args.batch_norm)
+    model = NIN(variant=args.variant, input_shape=input_shape, num_classes=classes, use_batch_norm=args.batch_norm)
     rng = np.random.default_rng(2)
     pixels = {b: rng.integers(0, 256, size=(b, *input_shape)).astype(np.float32) for b in (1, 64)}
     calibration = rng.integers(0, 256, size=(64, *input_shape)).astype(np.uint8)

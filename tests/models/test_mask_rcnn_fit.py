@@ -67,7 +67,7 @@ def test_fit_matches_the_custom_train_step(tmp_path, tiny_mask_rcnn, clip):
     dataset = _fixed_batches(config, 2, STEPS)
     list(dataset)  # fill the cache: both paths read the same tensors
 
-    model = seg.build_mask_rcnn(config)
+    model = seg.InstanceSegmentationTask(config).build_model(init_weights=False)
     initial = model.get_weights()
     model.compile(optimizer=_sgd(), seed=3, gradient_clip_norm=clip)
     assert len(model.get_weights()) == len(initial)  # the metrics add no weights
@@ -77,7 +77,7 @@ def test_fit_matches_the_custom_train_step(tmp_path, tiny_mask_rcnn, clip):
     assert int(model.optimizer.iterations.numpy()) == STEPS
     fit_losses, fit_weights = recorder.per_step(), model.get_weights()
 
-    reference = seg.build_mask_rcnn(config)
+    reference = seg.InstanceSegmentationTask(config).build_model(init_weights=False)
     reference.set_weights(initial)
     optimizer = _sgd()
     step = make_train_step(
@@ -103,7 +103,7 @@ def test_fit_matches_the_custom_train_step(tmp_path, tiny_mask_rcnn, clip):
 def test_fit_resets_its_metrics_every_epoch(tmp_path, tiny_mask_rcnn):
     config = config_from_dict(tiny_mask_rcnn(tmp_path))
     dataset = _fixed_batches(config, 2, 1).repeat()
-    model = seg.build_mask_rcnn(config)
+    model = seg.InstanceSegmentationTask(config).build_model(init_weights=False)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))  # no update: every epoch sees the same loss
     history = model.fit(dataset, steps_per_epoch=1, epochs=2, verbose=0)
     for name in mask_rcnn.LOSS_NAMES:
@@ -114,7 +114,7 @@ def test_fit_resets_its_metrics_every_epoch(tmp_path, tiny_mask_rcnn):
 
 def test_compile_rejects_keras_losses_and_unbuilt_models(tmp_path, tiny_mask_rcnn):
     config = config_from_dict(tiny_mask_rcnn(tmp_path))
-    model = seg.build_mask_rcnn(config)
+    model = seg.InstanceSegmentationTask(config).build_model(init_weights=False)
     with pytest.raises(ValueError, match="'loss' is not supported"):
         model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match="gradient_clip_norm"):
@@ -123,7 +123,7 @@ def test_compile_rejects_keras_losses_and_unbuilt_models(tmp_path, tiny_mask_rcn
     assert model.jit_compile is False  # not Keras' "auto" (XLA on a GPU needs roi_method: gather)
     compile_config = model.get_compile_config()
     assert compile_config["seed"] == 7 and compile_config["gradient_clip_norm"] == 2.0
-    other = seg.build_mask_rcnn(config)
+    other = seg.InstanceSegmentationTask(config).build_model(init_weights=False)
     other.compile_from_config(compile_config)
     assert (other._train_seed, other._gradient_clip_norm) == (7, 2.0) and other.optimizer.built
     assert float(other.optimizer.learning_rate) == pytest.approx(0.1)
@@ -156,7 +156,7 @@ _MIRRORED_SCRIPT = textwrap.dedent(
 
     def run(strategy, clip_mode):
         with strategy.scope():
-            model = seg.build_mask_rcnn(config)
+            model = seg.InstanceSegmentationTask(config).build_model(init_weights=False)
             model.set_weights(initial)
             kwargs = {"global_clipnorm": spec["clip"]} if clip_mode == "keras" else {}
             model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, **kwargs), seed=3,
@@ -168,7 +168,7 @@ _MIRRORED_SCRIPT = textwrap.dedent(
                 "replicas": strategy.num_replicas_in_sync, "spread": spread}, model.get_weights()
 
     with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
-        initial = seg.build_mask_rcnn(config).get_weights()
+        initial = seg.InstanceSegmentationTask(config).build_model(init_weights=False).get_weights()
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     one = tf.distribute.OneDeviceStrategy("/cpu:0")
     out, arrays = {}, {}
