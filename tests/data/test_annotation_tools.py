@@ -413,3 +413,19 @@ def test_write_coco_from_tool(yolo_set, tmp_path):
     )
     with pytest.raises(ValueError, match="unknown annotation tool"):
         annotation_tool_to_coco("cvat", str(yolo_set))
+
+
+def test_one_registry_serves_convert_and_the_config(yolo_set):
+    from kzoo.data.annotation_tools import TOOLS, annotation_tool
+    from kzoo.data.options import ANNOTATION_TOOLS, DETECTION_SOURCES
+
+    assert tuple(TOOLS) == ANNOTATION_TOOLS and set(TOOLS) < set(DETECTION_SOURCES)
+    assert [name for name, tool in TOOLS.items() if not tool.needs_images] == ["labelme"]
+    assert annotation_tool("via").options == ("class_attribute",)
+    assert annotation_tool("yolo").options == ("yolo_data_yaml",)
+    with pytest.raises(ValueError, match=r"unknown annotation tool 'cvat'; choose one of \('labelme', 'via', 'yolo'\)"):
+        annotation_tool("cvat")
+    with pytest.raises(ValueError, match="class_attribute .* is for VIA projects, not yolo"):
+        annotation_tool_to_coco("yolo", str(yolo_set / "labels"), str(yolo_set / "images"), class_attribute="class")
+    with pytest.raises(ValueError, match="YOLO labels need their images folder"):
+        annotation_tool_to_coco("yolo", str(yolo_set / "labels"))

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from kzoo.data import shapes
-from kzoo.data.classification import load_classification, make_pipeline
+from kzoo.data.classification import TFDS_DATASETS, load_classification, make_pipeline
+from kzoo.data.options import CLASSIFICATION_SOURCES
 
 
 def test_shapes_are_deterministic_and_balanced():
@@ -46,3 +48,35 @@ def test_unknown_sources():
         load_classification("tfds", "train", tfds_name="coco")
     with pytest.raises(FileNotFoundError, match="directory not found"):
         load_classification("fashion_mnist", "train", data_dir="/nonexistent/fashion")
+
+
+def test_an_unknown_source_lists_the_sources():
+    with pytest.raises(ValueError, match="choose one of") as caught:
+        load_classification("imagenet", "train")
+    assert str(CLASSIFICATION_SOURCES) in str(caught.value)
+
+
+# -- TFDS, on TFDS's mock data (no download) ---------------------------------------------------------------------------
+
+TFDS_SHAPES = {
+    "mnist": (28, 28, 1),
+    "fashion_mnist": (28, 28, 1),
+    "cifar10": (32, 32, 3),
+    "cifar100": (32, 32, 3),
+    "svhn_cropped": (32, 32, 3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TFDS_DATASETS))
+def test_tfds_classification_sets(name):
+    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+        split = load_classification("tfds", "train", tfds_name=name, num_examples=40)
+        batch_images, batch_labels = next(
+            iter(make_pipeline(split, 16, training=True, crop_padding=2, horizontal_flip=True))
+        )
+    assert split.num_examples == 40
+    assert len(split.class_names) == (100 if name == "cifar100" else 10)
+    assert split.flip_ok == (name in ("fashion_mnist", "cifar10", "cifar100"))
+    assert tuple(batch_images.shape) == (16, *TFDS_SHAPES[name])
+    assert batch_labels.dtype.name == "int64"
+    assert float(batch_images.numpy().min()) >= -1 and float(batch_images.numpy().max()) <= 1

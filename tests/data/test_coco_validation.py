@@ -1,5 +1,6 @@
-"""kzoo.data.coco: a json without its top-level lists is named, not read as 0 records; one image file listed under
-two ids is one image (merged, counted) in training and in the evaluation's ground truth alike."""
+"""kzoo.data.coco_validation (the checks the reader and the ground-truth check share): a json without its top-level
+lists is named, not read as 0 records; one image file listed under two ids is one image (merged, counted) in training
+and in the evaluation's ground truth alike."""
 
 import json
 

@@ -1,93 +1,25 @@
-"""COCO-format sets: json round trip through pycocotools (polygons, uncompressed and compressed RLE), crowd
-flags, empty images, dropped and counted problems, the category id <-> label mapping."""
+"""kzoo.data.coco_reader: crowd flags, empty images, dropped and counted problems, in-memory dicts, polygon
+coordinates checked before rasterizing, repeated annotation ids."""
 
 import json
 import logging
 
 import numpy as np
 import pytest
+from coco_examples import CATEGORIES, EXAMPLES, H, W, write_coco_set
+from coco_examples import example as make_example
 from PIL import Image
-from pycocotools.coco import COCO
 
 from kzoo.data.coco_categories import CocoCategories
-from kzoo.data.coco_masks import mask_to_polygons, mask_to_uncompressed_rle, segmentation_to_mask
+from kzoo.data.coco_masks import segmentation_to_mask
 from kzoo.data.coco_reader import load_coco_instances
 from kzoo.data.coco_writer import write_coco_json
-from kzoo.data.shapes import mask_to_box, render_shape
-
-H, W = 40, 56
-CATEGORIES = CocoCategories((1, 5, 90), ("circle", "square", "triangle"))  # non-contiguous ids
-
-
-def _example(image_id, shapes, crowd=()):
-    masks = (
-        np.stack([render_shape(kind, center, r, (H, W)) for kind, center, r in shapes])
-        if shapes
-        else (np.zeros((0, H, W), bool))
-    )
-    labels = [("circle", "square", "triangle").index(kind) + 1 for kind, _, _ in shapes]
-    rng = np.random.default_rng(image_id)
-    return {
-        "image_id": image_id,
-        "file_name": f"img{image_id}.png",
-        "image": rng.integers(0, 256, (H, W, 3), dtype=np.uint8),
-        "classes": np.array(labels, np.int32),
-        "masks": masks,
-        "is_crowd": np.array([i in crowd for i in range(len(shapes))], bool),
-    }
-
-
-EXAMPLES = [
-    _example(1, [("circle", (12, 12), 7), ("square", (12, 40), 6), ("triangle", (30, 26), 8)]),
-    _example(2, [("square", (20, 20), 10), ("circle", (20, 44), 6)], crowd=(0,)),
-    _example(3, []),  # no instances: a negative
-    _example(4, [("circle", (20, 20), 8)]),  # its file will be missing
-    _example(5, [("square", (20, 20), 8)]),  # its file will be garbage
-    _example(6, [("square", (20, 20), 8)]),  # its file will have the wrong size
-]
-FORMATS = ("polygon", "uncompressed_rle", "rle")
+from kzoo.data.shapes import mask_to_box
 
 
 @pytest.fixture(scope="module")
 def coco_set(tmp_path_factory):
-    root = tmp_path_factory.mktemp("coco")
-    images = root / "images"
-    images.mkdir()
-    for ex in EXAMPLES[:3]:
-        Image.fromarray(ex["image"]).save(images / ex["file_name"])
-    (images / "img5.png").write_bytes(b"this is not a png")
-    Image.fromarray(np.zeros((H + 1, W, 3), np.uint8)).save(images / "img6.png")
-    path = root / "annotations" / "instances.json"
-    data = write_coco_json(EXAMPLES, CATEGORIES, str(path), segmentation_format=FORMATS)
-    # problems that the loader must drop and count
-    bad = [
-        {"image_id": 1, "category_id": 5, "bbox": [3, 4, 0, 5], "segmentation": [[3, 4, 3, 9, 3, 4]]},  # zero width
-        {"image_id": 2, "category_id": 5, "bbox": [W + 5, 3, 4, 4], "segmentation": [[60, 3, 64, 3, 64, 7]]},  # outside
-        {"image_id": 1, "category_id": 7, "bbox": [3, 4, 5, 5], "segmentation": [[3, 4, 8, 4, 8, 9]]},  # unknown id
-        {"image_id": 2, "category_id": 1, "bbox": [3, 4, 5, 5], "segmentation": [[3, 4, 8, 4]]},  # 2-point polygon
-    ]
-    for i, ann in enumerate(bad):
-        data["annotations"].append({"id": 100 + i, "iscrowd": 0, "area": 1.0, **ann})
-    path.write_text(json.dumps(data))
-    return str(path), str(images), data
-
-
-def test_written_json_round_trips_through_pycocotools(coco_set):
-    path, _, data = coco_set
-    coco = COCO(path)
-    formats = {}
-    for ann in data["annotations"][: sum(len(ex["classes"]) for ex in EXAMPLES)]:
-        ex = EXAMPLES[ann["image_id"] - 1]
-        index = [a["id"] for a in data["annotations"] if a["image_id"] == ann["image_id"]].index(ann["id"])
-        mask = ex["masks"][index]
-        np.testing.assert_array_equal(coco.annToMask(coco.anns[ann["id"]]), mask)
-        assert ann["area"] == mask.sum()
-        x, y, w, h = ann["bbox"]
-        np.testing.assert_array_equal([y, x, y + h, x + w], mask_to_box(mask))
-        assert ann["category_id"] == CATEGORIES.to_category_id(int(ex["classes"][index]))
-        seg = ann["segmentation"]
-        formats[ann["id"]] = "polygon" if isinstance(seg, list) else type(seg["counts"]).__name__
-    assert set(formats.values()) == {"polygon", "list", "str"}  # polygons, uncompressed RLE, compressed RLE
+    return write_coco_set(tmp_path_factory.mktemp("coco"))
 
 
 def test_load_keeps_instances_and_masks_exactly(coco_set):
@@ -141,7 +73,7 @@ def test_problems_are_dropped_counted_and_warned(coco_set, caplog):
 
 
 def test_truncated_image_caught_by_full_check(tmp_path):
-    ex = _example(1, [("circle", (12, 12), 7)])
+    ex = make_example(1, [("circle", (12, 12), 7)])
     Image.fromarray(ex["image"]).save(tmp_path / "img1.png")
     data = (tmp_path / "img1.png").read_bytes()
     (tmp_path / "img1.png").write_bytes(data[: len(data) // 2])
@@ -149,37 +81,6 @@ def test_truncated_image_caught_by_full_check(tmp_path):
     assert len(load_coco_instances(str(tmp_path / "a.json"), str(tmp_path))) == 1  # the header is fine
     full = load_coco_instances(str(tmp_path / "a.json"), str(tmp_path), check_images="full")
     assert len(full) == 0 and full.counts["corrupt_images"] == 1
-
-
-def test_category_mapping_both_ways():
-    assert CATEGORIES.num_classes == 3
-    assert [CATEGORIES.to_label(i) for i in (1, 5, 90)] == [1, 2, 3]
-    assert [CATEGORIES.to_category_id(k) for k in (1, 2, 3)] == [1, 5, 90]
-    np.testing.assert_array_equal(CATEGORIES.to_label(np.array([[90, 1], [5, 5]])), [[3, 1], [2, 2]])
-    np.testing.assert_array_equal(CATEGORIES.to_category_id(np.array([3, 2, 1])), [90, 5, 1])
-    assert CATEGORIES.name(3) == "triangle"
-    with pytest.raises(ValueError, match="unknown category id"):
-        CATEGORIES.to_label(2)
-    with pytest.raises(ValueError, match="outside 1..3"):
-        CATEGORIES.to_category_id(0)
-    shuffled = CocoCategories.from_coco([{"id": 90, "name": "c"}, {"id": 1, "name": "a"}, {"id": 5, "name": "b"}])
-    assert shuffled.ids == (1, 5, 90) and shuffled.names == ("a", "b", "c")
-    assert CocoCategories.from_coco(CATEGORIES.to_coco()) == CATEGORIES
-
-
-def test_polygons_fill_holes_and_split_diagonals():
-    mask = np.zeros((9, 9), bool)
-    mask[1, 1] = mask[2, 2] = True  # touch at a corner only: two outlines
-    mask[4:8, 4:8] = True
-    mask[5:7, 5:7] = False  # a hole: COCO polygons cannot keep it
-    polygons = mask_to_polygons(mask)
-    assert len(polygons) == 3
-    filled = mask.copy()
-    filled[5:7, 5:7] = True
-    np.testing.assert_array_equal(segmentation_to_mask(polygons, 9, 9), filled)
-    rle = mask_to_uncompressed_rle(mask)
-    assert sum(rle["counts"]) == 81 and rle["counts"][0] == 10  # column-major, zeros first
-    np.testing.assert_array_equal(segmentation_to_mask(rle, 9, 9), mask)
 
 
 def test_missing_annotation_file(tmp_path):
@@ -206,7 +107,7 @@ def test_load_from_an_in_memory_dict(coco_set):
 
 
 def test_polygon_coordinates_checked_before_rasterizing(tmp_path):
-    ex = _example(1, [])
+    ex = make_example(1, [])
     Image.fromarray(ex["image"]).save(tmp_path / "img1.png")
     far = [[5, 5, 1e9, 5, 5, 30]]  # pycocotools alone: a segfault or memory exhausted
     anns = [
@@ -249,3 +150,23 @@ def test_repeated_annotation_ids_count_once_in_training_and_evaluation(tmp_path)
     loaded = load_coco_instances(data, str(images))
     assert loaded.num_instances == count and loaded.counts["duplicate_annotations"] == 1
     assert len(load_ground_truth(data).getAnnIds()) == count
+
+
+def test_ground_truth_is_what_the_set_holds(coco_set):
+    from pycocotools import mask as mask_utils
+
+    loaded = load_coco_instances(*coco_set[:2])
+    truth = loaded.ground_truth()
+    assert [image["id"] for image in truth["images"]] == [r.image_id for r in loaded.records]
+    assert truth["categories"] == CATEGORIES.to_coco()
+    annotations = {ann["id"]: ann for ann in truth["annotations"]}
+    assert len(annotations) == loaded.num_instances
+    for record in loaded.records:
+        masks = record.masks()
+        for i, ann_id in enumerate(record.annotation_ids):
+            ann = annotations[ann_id]
+            assert ann["iscrowd"] == int(record.is_crowd[i])
+            assert ann["category_id"] == CATEGORIES.to_category_id(int(record.classes[i]))
+            assert ann["area"] == masks[i].sum() == mask_utils.area(mask_utils.encode(np.asfortranarray(masks[i])))
+            ymin, xmin, ymax, xmax = record.boxes[i]
+            np.testing.assert_allclose(ann["bbox"], [xmin, ymin, xmax - xmin, ymax - ymin])
