@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from kzoo.models.mask_rcnn_config import MaskRCNNConfig
-from kzoo.models.nin_config import BlockSpec
+from kzoo.data.options import CHECK_IMAGES, CLASSIFICATION_SOURCES, DETECTION_SOURCES, augmentation_problem
+from kzoo.models.mask_rcnn_config import MASK_RCNN_TRAINABLE_PRESETS, MaskRCNNConfig
+from kzoo.models.nin_config import NIN_TRAINABLE_PRESETS, BlockSpec
 from kzoo.utils.structs import (
     INT64_MAX,
     ConfigError,
@@ -42,16 +43,14 @@ __all__ = [
 
 #: ``precision``: float32, or mixed precision with float32 variables and bfloat16 / float16 computation.
 PRECISIONS = ("float32", "bfloat16", "float16")
+#: The Keras dtype policy (``keras.DTypePolicy(name)``) a model of each ``precision`` is built with (``dtype=``).
+PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 STRATEGY_KINDS = ("auto", "mirrored", "multi_worker", "one_device")
-CLASSIFICATION_SOURCES = ("shapes", "fashion_mnist", "tfds")
-DETECTION_SOURCES = ("shapes", "coco", "tfds", "labelme", "via", "yolo")
-CHECK_IMAGES = ("exists", "header", "full")
-#: ``train.trainable_layers`` presets (matterport's ``layers=``, torchvision's ``trainable_backbone_layers``):
-#: ``heads`` the RPN, box and mask heads (NIN: the last mlpconv block); ``3+`` / ``4+`` / ``5+`` ResNet stages from
-#: that one up (res3 = torchvision's layer2), plus the FPN and the heads; ``all`` every layer the model trains.
-TRAINABLE_LAYERS = ("all", "heads", "3+", "4+", "5+")
+#: ``train.trainable_layers`` presets: every model's (each model declares its own, e.g.
+#: :data:`kzoo.models.mask_rcnn_config.MASK_RCNN_TRAINABLE_PRESETS`, and checks its config against them).
+TRAINABLE_LAYERS = tuple(dict.fromkeys(NIN_TRAINABLE_PRESETS + MASK_RCNN_TRAINABLE_PRESETS))
 #: Where ``configs/*.yaml`` live inside an installed kzoo (``pyproject.toml`` ships the repository's ``configs/``).
 PACKAGED_CONFIGS = "kzoo.configs"
 #: The shapes of the built-in shapes data (``data.shapes_classes``, kzoo.data.shapes).
@@ -84,7 +83,7 @@ class ModelConfig:
     family: str = "nin"
     variant: str = "mnist"
     blocks: tuple[BlockSpec, ...] | None = None
-    classes: int = 10
+    classes: int = 10  # the width of the score output: kzoo.applications.NIN's num_classes
     input_shape: tuple[int, int, int] = (28, 28, 1)
     dropout_rate: float = 0.5
     use_batch_norm: bool = False
@@ -167,7 +166,7 @@ class TrainConfig:
     step_factor: float = 0.1
     label_smoothing: float = 0.0
     gradient_clip_norm: float | None = None  # clip the all-reduced gradients' global norm
-    jit_compile: bool = False  # XLA for the replica step (Mask R-CNN needs model.roi_method: gather)
+    jit_compile: bool = False  # XLA for the replica step (Mask R-CNN needs model.roi_align.method: gather)
     eval_every_epochs: int = 0  # evaluate every n epochs during training (0: after the last only)
     seed: int = 0
     trainable_layers: str = "all"  # see TRAINABLE_LAYERS
@@ -230,17 +229,18 @@ class ExperimentConfig:
         check_output_dir(self.output_dir)
         check_choice("precision", self.precision, PRECISIONS)
         stages = {phase.trainable_layers for phase in self.train.phases} | {self.train.trainable_layers}
-        if stages - {"all", "heads"}:
+        if stages - set(NIN_TRAINABLE_PRESETS):
             raise ConfigError(
                 f"config key 'train.trainable_layers': NIN trains 'heads' (its last block) or 'all', "
-                f"got {sorted(stages - {'all', 'heads'})}"
+                f"got {sorted(stages - set(NIN_TRAINABLE_PRESETS))}"
             )
 
 
 @dataclasses.dataclass(frozen=True)
 class DetectionDataConfig:
-    """Instance-segmentation data (see ``kzoo.data.detection``); images are resized by the model config's
-    ``min_size``/``max_size`` rule and padded to a square canvas of ``max_size`` rounded up to ``size_divisible``.
+    """Instance-segmentation data (see ``kzoo.data.detection_sources``); images are resized by the model config's
+    ``input.min_size``/``input.max_size`` rule and padded to a square canvas of ``input.max_size`` rounded up to
+    ``input.size_divisible``.
 
     ``source``: ``shapes`` (built-in, generated from ``seed``), ``coco`` (a COCO-format json and an image folder
     per split), ``tfds`` (``tfds_name`` with masks, e.g. ``coco/2017_panoptic``), or the files annotation tools
@@ -308,20 +308,11 @@ class DetectionDataConfig:
         check_count("data.max_instances", self.max_instances)
         check_count("data.mask_size", self.mask_size)
         check_count("data.shuffle_buffer", self.shuffle_buffer, 1, INT64_MAX)
-        check_finite("data.min_box_size", self.min_box_size, 0.0)
-        for key in ("brightness", "contrast", "saturation"):
-            check_fraction(f"data.{key}", getattr(self, key))
-        check_fraction("data.hue", self.hue)
-        check_range("data.hue", self.hue, 0.0, 0.5)
-        for value in self.scale_jitter or ():
-            check_finite("data.scale_jitter", value, 0.0, low_open=True)
-        if self.scale_jitter is not None and not (
-            len(self.scale_jitter) == 2 and 0 < self.scale_jitter[0] <= self.scale_jitter[1]
-        ):
-            raise ConfigError(
-                f"config key 'data.scale_jitter' must be [low, high] with 0 < low <= high, "
-                f"got {list(self.scale_jitter)}"
-            )
+        problem = augmentation_problem(
+            self.scale_jitter, self.min_box_size, self.brightness, self.contrast, self.saturation, self.hue
+        )
+        if problem is not None:
+            raise ConfigError(f"config key 'data.{problem[0]}' {problem[1]}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,13 +335,16 @@ class MaskRCNNExperimentConfig:
         check_output_dir(self.output_dir)
         check_choice("precision", self.precision, ("float32", "bfloat16"))
         stages = {phase.trainable_layers for phase in self.train.phases} | {self.train.trainable_layers}
-        if stages & {"3+", "4+", "5+"} and not self.model.backbone.startswith("resnet"):
+        if stages & {"3+", "4+", "5+"} and not self.model.backbone.name.startswith("resnet"):
             raise ConfigError(
                 f"config key 'train.trainable_layers': {sorted(stages & {'3+', '4+', '5+'})} name "
-                f"ResNet stages, but model.backbone is {self.model.backbone!r} (use heads or all)"
+                f"ResNet stages, but model.backbone.name is {self.model.backbone.name!r} (use heads or all)"
             )
-        if self.model.compute_dtype != self.precision:
-            object.__setattr__(self, "model", dataclasses.replace(self.model, compute_dtype=self.precision))
+        if self.model.compute_dtype != self.precision:  # config_from_dict sets it from precision
+            raise ConfigError(
+                f"config key 'model.compute_dtype' ({self.model.compute_dtype!r}) must be the top-level "
+                f"'precision' ({self.precision!r}); build the config with kzoo.config.config_from_dict, which sets it"
+            )
 
 
 #: The experiment dataclass of each ``task`` (the built-in ones here, so that configs load without importing
@@ -371,8 +365,11 @@ def register_experiment(task: str, config_class: type) -> None:
 #: Keys that moved, with where they went (an old config gets an error that says so).
 MOVED_KEYS = {
     "train.mixed_precision": "the top-level key 'precision' (float32 | bfloat16 | float16)",
-    "model.compute_dtype": "the top-level key 'precision' (float32 | bfloat16)",
 }
+#: ``model.compute_dtype`` of a Mask R-CNN config follows the top-level ``precision`` (set by config_from_dict).
+COMPUTE_DTYPE_MOVED = (
+    "config key 'model.compute_dtype' has moved: use the top-level key 'precision' (float32 | bfloat16)"
+)
 
 
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
@@ -413,8 +410,23 @@ def config_from_dict(values: dict) -> ExperimentConfig | MaskRCNNExperimentConfi
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r} (config key 'task'); known tasks: {sorted(TASKS)}")
     if task == "mask_rcnn":
-        values = _num_classes_from_data(values)
+        values = _compute_dtype_from_precision(_num_classes_from_data(values))
     return dataclass_from_dict(TASKS[task], values, moved_keys=MOVED_KEYS)
+
+
+def _compute_dtype_from_precision(values: dict) -> dict:
+    """A Mask R-CNN config's ``model.compute_dtype`` is its top-level ``precision`` (one setting), put into the
+    ``model`` section before the frozen dataclasses are built. A bad ``precision`` is left for the experiment's
+    check to name."""
+    model = values.get("model")
+    if model is not None and not isinstance(model, dict):
+        return values  # the loader names the bad section
+    if model and "compute_dtype" in model:
+        raise ConfigError(COMPUTE_DTYPE_MOVED)
+    precision = values.get("precision", MaskRCNNExperimentConfig.precision)
+    if precision not in ("float32", "bfloat16"):
+        return values
+    return {**values, "model": {**(model or {}), "compute_dtype": precision}}
 
 
 def _num_classes_from_data(values: dict) -> dict:
@@ -492,10 +504,14 @@ def resolve_config_path(path: str | os.PathLike) -> str:
 
 
 def load_config(
-    path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()
+    path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), task: str | None = None
 ) -> ExperimentConfig | MaskRCNNExperimentConfig:
     """Load a YAML config file (or a config shipped with kzoo, see :func:`resolve_config_path`) and apply
     ``key=value`` overrides.
+
+    ``task``: the task of a file without a ``task:`` key (default ``classification``), e.g. ``"mask_rcnn"`` for
+    a model config that holds only a ``model:`` section (``configs/mask_rcnn_r50_fpn.yaml``); a model's config
+    is the loaded experiment's ``.model`` (``kzoo.applications.MaskRCNN(config=path)`` reads it so).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -512,6 +528,8 @@ def load_config(
             raise ConfigError(f"{path} is not valid YAML{at}: {problem}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
+    if task is not None and "task" not in values:
+        values = {"task": task, **values}
     return config_from_dict(_merge(values, parse_overrides(overrides)))
 
 

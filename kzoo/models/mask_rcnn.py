@@ -8,10 +8,10 @@ RoIAlign 14x14 on the detections -> mask head -> the detected class's 28x28 mask
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import functools
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
 
 import keras
 import numpy as np
@@ -27,7 +27,8 @@ from kzoo.layers import (
     RPNHead,
 )
 from kzoo.models.backbones import build_backbone
-from kzoo.models.mask_rcnn_config import MaskRCNNConfig
+from kzoo.models.mask_rcnn_config import MASK_RCNN_TRAINABLE_PRESETS, RESNET_STAGE_PRESETS, MaskRCNNConfig
+from kzoo.models.training_step import apply_training_step
 from kzoo.ops.anchors import generate_anchors, num_anchors_per_location
 from kzoo.ops.image_checks import assert_image_values, check_image_spec
 from kzoo.ops.losses import box_losses, mask_loss, rpn_losses
@@ -43,16 +44,11 @@ COMPILED_GRAPHS_KEPT = 8
 LOSS_NAMES = ("total", "rpn_objectness", "rpn_box", "classification", "box", "mask")
 
 
-@contextlib.contextmanager
-def _policy_scope(policy: str | None):
-    """Build layers under the Keras dtype policy ``policy`` (``None``: the current global policy)."""
-    previous = keras.mixed_precision.global_policy()
-    if policy is not None:
-        keras.mixed_precision.set_global_policy(policy)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+def compute_policy(compute_dtype: str) -> keras.DTypePolicy | None:
+    """The ``dtype=`` of the layers that run in ``compute_dtype`` (:attr:`MaskRCNNConfig.compute_dtype`):
+    ``mixed_bfloat16`` (float32 variables, bfloat16 computation) for ``"bfloat16"``; ``None`` (Keras' default,
+    float32) for ``"float32"``."""
+    return keras.DTypePolicy("mixed_bfloat16") if compute_dtype == "bfloat16" else None
 
 
 def _mean_over_images(loss_fn, *tensors: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -97,10 +93,11 @@ class MaskRCNNModel(keras.Model):
     per batch), or on images of mixed sizes as a Python list of ``[H_i, W_i, 3]`` arrays or a ``tf.RaggedTensor``
     ``[B, (H_i), (W_i), 3]`` (eager): one result row per image, in order, each image resized by the rule below and
     its boxes in its own pixels. ``predict`` takes the same (images of one size are batched together) and returns
-    empty outputs (``B = 0``) for an empty batch. Inside, each batch is resized so the short side is ``min_size``
-    (the long side at most ``max_size``), normalized with ``image_mean``/``image_std`` and zero-padded at the
-    bottom/right to a multiple of ``size_divisible`` (a static canvas: the input's size when it is known while
-    tracing, else ``max_size`` x ``max_size``), so every shape after the resize is static.
+    empty outputs (``B = 0``) for an empty batch. Inside, each batch is resized so the short side is
+    ``input.min_size`` (the long side at most ``input.max_size``), normalized with ``input.image_mean`` /
+    ``input.image_std`` and zero-padded at the bottom/right to a multiple of ``input.size_divisible`` (a static
+    canvas: the input's size when it is known while tracing, else ``input.max_size`` x ``input.max_size``), so
+    every shape after the resize is static.
 
     Called eagerly (``model(images)``, outside ``fit``/``predict``/a ``tf.function``) for inference, the model
     runs a compiled graph (``tf.function``), as ``predict`` does, instead of op by op: as fast and as lean in memory.
@@ -115,99 +112,99 @@ class MaskRCNNModel(keras.Model):
         0 for padding), ``num_detections`` int32 ``[B]``, ``detection_masks`` float32
         ``[B, D, 28, 28]`` (probabilities of the detected class, in the box's frame; paste them with
         :func:`kzoo.ops.masks.paste_masks`). Rows at and after ``num_detections`` are zeros.
-        ``D = config.max_detections``.
+        ``D = config.detection.max_detections``.
 
     Training with Keras' ``fit`` (see :meth:`compile` and :meth:`train_step`): build the model by calling it on
     images (under the strategy's scope for a ``tf.distribute`` strategy), ``model.compile(optimizer=...)``, then
-    ``model.fit(dataset, ...)`` on batches of :func:`kzoo.data.detection.make_detection_pipeline` (dicts).
+    ``model.fit(dataset, ...)`` on batches of :func:`kzoo.data.detection_pipeline.make_detection_pipeline` (dicts).
     Every loss of ``LOSS_NAMES`` is a metric (progress bar, ``History``; ``monitor="total"`` for callbacks).
     """
 
     built: bool  # keras.Layer's
 
-    def __init__(self, config: MaskRCNNConfig | dict | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, config: MaskRCNNConfig | dict | None = None, input_shape: Sequence[int] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        #: ``(H, W, 3)``: the one input size this model takes (static shapes; see kzoo.applications.MaskRCNN), or
+        #: None for any size
+        self.image_shape: tuple[int, int, int] | None = check_input_shape(input_shape)
         if isinstance(config, dict):
             config = dataclass_from_dict(MaskRCNNConfig, config)  # from get_config() (lists for tuples)
         self.config = config = config or MaskRCNNConfig()
         # None (a config whose data gives it) is not a model's: the heads raise a TypeError
         num_classes = cast(int, config.num_classes)
-        backbone_kwargs: dict[str, Any] = {}
-        if config.backbone.startswith("resnet"):
-            backbone_kwargs = dict(
-                stride_in_1x1=config.stride_in_1x1,
-                norm=config.norm,
-                norm_epsilon=config.norm_epsilon,
-                frozen_stages=config.frozen_stages,
-            )
-        elif config.backbone == "mobilenet_v2":
-            backbone_kwargs = dict(alpha=config.backbone_width)
-        elif config.backbone == "small_convnet":
-            backbone_kwargs = dict(width=config.backbone_width, norm=config.norm)
-        # the convolutional parts in the compute dtype; anchors, proposals, RoIAlign, decoding and NMS in float32
-        heads_policy = "mixed_bfloat16" if config.compute_dtype == "bfloat16" else None
-        with _policy_scope(heads_policy):
-            self.backbone, _ = build_backbone(config.backbone, (None, None, 3), **backbone_kwargs)
-            self.fpn = FeaturePyramidNetwork(config.fpn_channels, name="fpn")
-        self.num_anchors = num_anchors_per_location([(s,) for s in config.anchor_sizes], config.aspect_ratios)[0]
-        with _policy_scope(heads_policy):
-            self.rpn_head = RPNHead(self.num_anchors, config.fpn_channels, name="rpn_head")
+        # the convolutional parts in the compute dtype (keras-hub's dtype= plumbing, no global policy); anchors,
+        # proposals, RoIAlign, decoding and NMS in float32
+        dtype = compute_policy(config.compute_dtype)
+        self.backbone, _ = build_backbone(config.backbone, (None, None, 3), dtype=dtype)
+        self.fpn = FeaturePyramidNetwork(config.fpn.channels, dtype=dtype, name="fpn")
+        anchors = config.anchors
+        self.num_anchors = num_anchors_per_location([(s,) for s in anchors.sizes], anchors.aspect_ratios)[0]
+        self.rpn_head = RPNHead(self.num_anchors, config.fpn.channels, dtype=dtype, name="rpn_head")
+        rpn = config.rpn
         self.proposal_generator = ProposalGenerator(
-            pre_nms_top_k_train=config.rpn_pre_nms_top_k_train,
-            pre_nms_top_k_test=config.rpn_pre_nms_top_k_test,
-            post_nms_top_k_train=config.rpn_post_nms_top_k_train,
-            post_nms_top_k_test=config.rpn_post_nms_top_k_test,
-            nms_iou_threshold=config.rpn_nms_threshold,
-            min_size=config.rpn_min_size,
-            box_weights=config.rpn_box_weights,
+            pre_nms_top_k_train=rpn.pre_nms_top_k_train,
+            pre_nms_top_k_test=rpn.pre_nms_top_k_test,
+            post_nms_top_k_train=rpn.post_nms_top_k_train,
+            post_nms_top_k_test=rpn.post_nms_top_k_test,
+            nms_iou_threshold=rpn.nms_threshold,
+            min_size=rpn.min_size,
+            box_weights=rpn.box_weights,
             nms_method=config.nms_method,
             name="proposal_generator",
         )
+        align = config.roi_align
         roi: dict[str, Any] = dict(
-            sampling_ratio=config.roi_sampling_ratio,
-            aligned=config.roi_aligned,
+            sampling_ratio=align.sampling_ratio,
+            aligned=align.aligned,
             min_level=2,
             max_level=5,
-            canonical_size=config.canonical_size,
-            canonical_level=config.canonical_level,
-            border=config.roi_border,
-            method=config.roi_method,
-            level_eps=config.roi_level_eps,
+            canonical_size=align.canonical_size,
+            canonical_level=align.canonical_level,
+            border=align.border,
+            method=align.method,
+            level_eps=align.level_eps,
         )
-        self.box_roi_align = RoIAlign(config.box_roi_size, name="box_roi_align", **roi)
-        self.mask_roi_align = RoIAlign(config.mask_roi_size, name="mask_roi_align", **roi)
-        with _policy_scope(heads_policy):
-            self.box_head = BoxHead(
-                num_classes, config.box_fc_dim, flatten_order=config.box_flatten_order, name="box_head"
-            )
+        self.box_roi_align = RoIAlign(align.box_size, name="box_roi_align", **roi)
+        self.mask_roi_align = RoIAlign(align.mask_size, name="mask_roi_align", **roi)
+        self.box_head = BoxHead(
+            num_classes,
+            config.box_head.fc_dim,
+            flatten_order=config.box_head.flatten_order,
+            dtype=dtype,
+            name="box_head",
+        )
+        detection = config.detection
         self.detection_generator = DetectionGenerator(
             num_classes,
-            box_weights=config.box_weights,
-            score_threshold=config.score_threshold,
-            nms_iou_threshold=config.nms_threshold,
-            max_detections=config.max_detections,
-            min_box_size=config.min_box_size,
-            pre_nms_top_k=config.detection_pre_nms_top_k,
+            box_weights=config.box_head.box_weights,
+            score_threshold=detection.score_threshold,
+            nms_iou_threshold=detection.nms_threshold,
+            max_detections=detection.max_detections,
+            min_box_size=detection.min_box_size,
+            pre_nms_top_k=detection.pre_nms_top_k,
             nms_method=config.nms_method,
             name="detection_generator",
         )
-        with _policy_scope(heads_policy):
-            self.mask_head = MaskHead(num_classes, config.mask_num_convs, config.mask_channels, name="mask_head")
+        self.mask_head = MaskHead(
+            num_classes, config.mask_head.num_convs, config.mask_head.channels, dtype=dtype, name="mask_head"
+        )
 
     def build(self, input_shape=None) -> None:
         """Create every weight, whatever ``input_shape`` (``[B, H, W, 3]``; the weights do not depend on it).
 
         The backbone, FPN and RPN head run once on a zero ``128 x 128`` canvas and the box and mask heads on one
         zero RoI, so building costs no full-size forward pass (calling the model on an image resized to
-        ``min_size`` would, and its buffers would stay in the process's peak memory).
+        ``input.min_size`` would, and its buffers would stay in the process's peak memory).
         """
         if self.built:
             return
         features = self.pyramid(tf.zeros([1, 128, 128, 3]))
         self.rpn_head(features)
-        channels = self.config.fpn_channels
-        self.box_head(tf.zeros([1, 1, self.config.box_roi_size, self.config.box_roi_size, channels]))
-        self.mask_head(tf.zeros([1, 1, self.config.mask_roi_size, self.config.mask_roi_size, channels]))
+        channels = self.config.fpn.channels
+        self.box_head(tf.zeros([1, 1, self.config.roi_align.box_size, self.config.roi_align.box_size, channels]))
+        self.mask_head(tf.zeros([1, 1, self.config.roi_align.mask_size, self.config.roi_align.mask_size, channels]))
         self.built = True
 
     # -- stages -------------------------------------------------------------------------------------------
@@ -215,7 +212,7 @@ class MaskRCNNModel(keras.Model):
     def preprocess(self, images, canvas: tuple[int, int] | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """Images ``[B, H, W, 3]`` (pixels) -> normalized padded canvas ``[B, H', W', 3]`` and the resized
         size ``(h, w)`` int32 ``[2]``; ``canvas`` is the padded size for an input of unknown size (default
-        ``max_size`` square, see :func:`kzoo.ops.resize.resize_and_pad`).
+        ``input.max_size`` square, see :func:`kzoo.ops.resize.resize_and_pad`).
 
         The input contract of :mod:`kzoo.ops.image_checks`: ``ValueError`` for a rank other than 4, other than 3
         channels, a dtype other than uint8 or float, an empty batch (at trace time); ``InvalidArgumentError`` for
@@ -223,16 +220,21 @@ class MaskRCNNModel(keras.Model):
         """
         images = tf.convert_to_tensor(images)
         check_image_spec(images.shape, images.dtype, channels=3, name="MaskRCNN RGB images")
+        images = _check_fixed_size(images, self.image_shape)
         images = assert_image_values(images, name="MaskRCNN images")
         config = self.config
         return resize_and_pad(
-            self.normalize(images), config.min_size, config.max_size, config.size_divisible, canvas=canvas
+            self.normalize(images),
+            config.input.min_size,
+            config.input.max_size,
+            config.input.size_divisible,
+            canvas=canvas,
         )
 
     def normalize(self, images) -> tf.Tensor:
         """Pixels ``[B, H, W, 3]`` in ``[0, 255]`` -> float32 ``(x / 255 - image_mean) / image_std``."""
         pixels = tf.cast(images, tf.float32) / 255.0
-        return (pixels - tf.constant(self.config.image_mean)) / tf.constant(self.config.image_std)
+        return (pixels - tf.constant(self.config.input.image_mean)) / tf.constant(self.config.input.image_std)
 
     def pyramid(self, canvas: tf.Tensor, training: bool = False) -> list[tf.Tensor]:
         """Normalized canvas -> ``[P2, P3, P4, P5, P6]``, each ``[B, h_l, w_l, fpn_channels]``."""
@@ -247,11 +249,11 @@ class MaskRCNNModel(keras.Model):
         """
         shapes = [(int(f.shape[1]), int(f.shape[2])) for f in features]
         strides: list = list(PYRAMID_STRIDES)
-        if self.config.anchor_strides == "torchvision":
+        if self.config.anchors.strides == "torchvision":
             canvas = (PYRAMID_STRIDES[0] * shapes[0][0], PYRAMID_STRIDES[0] * shapes[0][1])
             strides = [(canvas[0] // h, canvas[1] // w) for h, w in shapes]
         anchors = generate_anchors(
-            shapes, strides, self.config.anchor_sizes, self.config.aspect_ratios, self.config.anchor_offset
+            shapes, strides, self.config.anchors.sizes, self.config.anchors.aspect_ratios, self.config.anchors.offset
         )
         return anchors, [h * w * self.num_anchors for h, w in shapes]
 
@@ -282,11 +284,11 @@ class MaskRCNNModel(keras.Model):
     # -- training -----------------------------------------------------------------------------------------
 
     def training_losses(self, batch: dict, seed=None) -> dict[str, tf.Tensor]:
-        """The Mask R-CNN losses of one batch of :func:`kzoo.data.detection.make_detection_pipeline`.
+        """The Mask R-CNN losses of one batch of :func:`kzoo.data.detection_pipeline.make_detection_pipeline`.
 
         Args:
             batch: ``images`` float32 ``[B, Hc, Wc, 3]`` pixels in ``[0, 255]``, already resized and padded to a
-                canvas whose sides are multiples of ``size_divisible``; ``image_size`` int32 ``[B, 2]``; ground
+                canvas whose sides are multiples of ``input.size_divisible``; ``image_size`` int32 ``[B, 2]``; ground
                 truth ``boxes`` float32 ``[B, M, 4]`` (yxyx pixels of the resized image), ``classes`` int32
                 ``[B, M]`` (1..K-1), ``is_crowd`` and ``valid`` bool ``[B, M]``, ``masks`` float32
                 ``[B, M, S, S]`` (cropped to the boxes).
@@ -303,9 +305,9 @@ class MaskRCNNModel(keras.Model):
         config = self.config
         canvas = tf.convert_to_tensor(batch["images"])
         for axis in (1, 2):
-            if canvas.shape[axis] is None or canvas.shape[axis] % config.size_divisible:
+            if canvas.shape[axis] is None or canvas.shape[axis] % config.input.size_divisible:
                 raise ValueError(
-                    f"training images need a static canvas whose sides are multiples of {config.size_divisible}, "
+                    f"training images need a static canvas whose sides are multiples of {config.input.size_divisible}, "
                     f"got shape {canvas.shape}"
                 )
         image_size = tf.cast(batch["image_size"], tf.int32)
@@ -332,10 +334,10 @@ class MaskRCNNModel(keras.Model):
             gt_valid,
             gt_crowd,
             image_size,
-            positive_threshold=config.rpn_positive_iou,
-            negative_threshold=config.rpn_negative_iou,
-            num_samples=config.rpn_samples_per_image,
-            positive_fraction=config.rpn_positive_fraction,
+            positive_threshold=config.rpn.positive_iou,
+            negative_threshold=config.rpn.negative_iou,
+            num_samples=config.rpn.samples_per_image,
+            positive_fraction=config.rpn.positive_fraction,
             seed=seeds[0],
         )
         rpn_objectness, rpn_box = _mean_over_images(
@@ -349,11 +351,11 @@ class MaskRCNNModel(keras.Model):
             gt_classes,
             gt_valid,
             gt_crowd,
-            num_samples=config.roi_samples_per_image,
-            positive_fraction=config.roi_positive_fraction,
-            positive_threshold=config.roi_positive_iou,
-            negative_threshold=config.roi_negative_iou,
-            box_weights=config.box_weights,
+            num_samples=config.roi_sampling.samples_per_image,
+            positive_fraction=config.roi_sampling.positive_fraction,
+            positive_threshold=config.roi_sampling.positive_iou,
+            negative_threshold=config.roi_sampling.negative_iou,
+            box_weights=config.box_head.box_weights,
             seed=seeds[1],
         )
         class_logits, box_deltas = self.box_head(self.box_roi_align(features[:4], rois.rois), training=True)
@@ -361,15 +363,17 @@ class MaskRCNNModel(keras.Model):
             box_losses, class_logits, box_deltas, rois.labels, rois.box_targets, rois.sampled
         )
 
-        prefix = _mask_branch_rois(rois.positive, config.roi_samples_per_image, config.roi_positive_fraction)
+        prefix = _mask_branch_rois(
+            rois.positive, config.roi_sampling.samples_per_image, config.roi_sampling.positive_fraction
+        )
         mask_rois = rois.rois[:, :prefix]
         targets = mask_targets(
             mask_rois,
             rois.matched_gt_index[:, :prefix],
             gt_boxes,
             tf.cast(batch["masks"], tf.float32),
-            output_size=2 * config.mask_roi_size,
-            aligned=config.roi_aligned,
+            output_size=2 * config.roi_align.mask_size,
+            aligned=config.roi_align.aligned,
         )
         mask_labels = tf.where(rois.positive[:, :prefix], rois.labels[:, :prefix], 0)
         mask_logits = self.mask_head(self.mask_roi_align(features[:4], mask_rois), mask_labels, training=True)
@@ -396,7 +400,7 @@ class MaskRCNNModel(keras.Model):
         Args:
             optimizer: a Keras optimizer (or its name).
             seed: the anchor and RoI sampling seeds of step ``i`` are ``(seed, i)`` with ``i`` the optimizer's
-                iteration count, as in :func:`kzoo.tasks.instance_segmentation.make_mask_rcnn_train_step`.
+                iteration count, as in :func:`kzoo.training.step.make_train_step`.
             gradient_clip_norm: clip the global batch's gradient (all-reduced over the replicas) by its global
                 norm. On one device the optimizer's ``global_clipnorm`` does the same; under a multi-replica
                 strategy Keras 3 clips each replica's gradient before the all-reduce instead (a different
@@ -448,57 +452,26 @@ class MaskRCNNModel(keras.Model):
         # targets, so the model must be built beforehand (called on images); only the optimizer is built here.
         if not self.built:
             raise ValueError(
-                "build MaskRCNNModel before fit: call it on images first (see "
-                "kzoo.tasks.instance_segmentation.build_mask_rcnn)"
+                "build MaskRCNNModel before fit: call it on images first, or build it with kzoo.applications.MaskRCNN"
             )
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data: dict) -> dict[str, tf.Tensor]:
-        """One replica's step of ``model.fit`` on a batch of :func:`kzoo.data.detection.make_detection_pipeline`.
+        """One replica's step of ``model.fit`` on a batch of
+        :func:`kzoo.data.detection_pipeline.make_detection_pipeline`.
 
-        The step of :func:`kzoo.tasks.instance_segmentation.make_mask_rcnn_train_step`: the replica's total loss
-        (plus ``model.losses``) divided by the replica count is differentiated; with ``gradient_clip_norm``
-        (:meth:`compile`) the gradients are all-reduced, clipped by their global norm and divided by the replica
-        count before the optimizer applies them (it all-reduces with a sum again). Sampling seeds are
-        ``(seed, optimizer.iterations)``. Returns the metrics' running means (the mean over the replicas).
+        The step of kzoo's own loop (:func:`kzoo.models.training_step.apply_training_step`, with ``seed`` and
+        ``gradient_clip_norm`` from :meth:`compile`). Returns the metrics' running means (the mean over the
+        replicas).
         """
         if isinstance(data, (list, tuple)):
             data = data[0]  # (x,) or (x, None) as Keras may pack a dict
-        losses = self.apply_training_step(data, self.optimizer, self._train_seed, self._gradient_clip_norm)
+        losses = apply_training_step(self, data, self.optimizer, self._train_seed, self._gradient_clip_norm)
         for tracker in self._loss_trackers:
             tracker.update_state(losses[tracker.name])
         return {tracker.name: tracker.result() for tracker in self._loss_trackers}
-
-    def apply_training_step(
-        self, batch: dict, optimizer: keras.optimizers.Optimizer, seed: int = 0, gradient_clip_norm: float | None = None
-    ) -> dict[str, tf.Tensor]:
-        """One replica's training step, shared by ``fit`` (:meth:`train_step`) and kzoo's custom loop: the replica's
-        total loss (plus ``model.losses``) divided by the replica count is differentiated; with
-        ``gradient_clip_norm`` the gradients are all-reduced, clipped by their global norm and divided by the replica
-        count before the optimizer applies them (it all-reduces with a sum again). Sampling seeds are
-        ``(seed, optimizer.iterations)``, so a resumed run samples what the uninterrupted one would.
-
-        Returns:
-            The replica's losses (:data:`LOSS_NAMES`, float32 scalars) on ``batch``.
-        """
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        step_seed = tf.stack([tf.constant(seed, tf.int32), tf.cast(optimizer.iterations, tf.int32)])
-        with tf.GradientTape() as tape:
-            losses = self.training_losses(batch, seed=step_seed)
-            loss = losses["total"] / replicas
-            if self.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
-        variables = self.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        if gradient_clip_norm:
-            context = tf.distribute.get_replica_context()
-            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-            gradients, _ = tf.clip_by_global_norm(gradients, gradient_clip_norm)
-            gradients = [g / replicas for g in gradients]
-        optimizer.apply_gradients(zip(gradients, variables))
-        return losses
 
     # -- the whole graph ----------------------------------------------------------------------------------
 
@@ -546,7 +519,7 @@ class MaskRCNNModel(keras.Model):
 
     def empty_outputs(self) -> dict[str, np.ndarray]:
         """The outputs of a batch of 0 images (NumPy, the dtypes of :meth:`call`'s)."""
-        detections, mask_size = self.config.max_detections, 2 * self.config.mask_roi_size
+        detections, mask_size = self.config.detection.max_detections, 2 * self.config.roi_align.mask_size
         return {
             "detection_boxes": np.zeros((0, detections, 4), np.float32),
             "detection_scores": np.zeros((0, detections), np.float32),
@@ -577,11 +550,12 @@ class MaskRCNNModel(keras.Model):
         """An eager inference call through the compiled graph of its canvas (see the class docstring)."""
         images = tf.convert_to_tensor(images)
         check_image_spec(images.shape, images.dtype, channels=3, name="MaskRCNN RGB images")
+        _check_fixed_size(images, self.image_shape)
         config = self.config
         resized: tuple[int, int] = resized_size(
-            int(images.shape[1]), int(images.shape[2]), config.min_size, config.max_size
+            int(images.shape[1]), int(images.shape[2]), config.input.min_size, config.input.max_size
         )  # Python ints in, Python ints out
-        canvas = padded_size(*resized, config.size_divisible)
+        canvas = padded_size(*resized, config.input.size_divisible)
         graphs = self.__dict__.setdefault("_kzoo_compiled_graphs", collections.OrderedDict())  # not tracked
         key = (canvas, images.dtype.name)
         if key not in graphs:
@@ -599,7 +573,7 @@ class MaskRCNNModel(keras.Model):
 
         Args:
             images: float32 ``[B, Hc, Wc, 3]`` pixels in ``[0, 255]`` (or normalized, with ``normalized``) on
-                a canvas whose sides are multiples of ``size_divisible``.
+                a canvas whose sides are multiples of ``input.size_divisible``.
             image_size: int32 ``[B, 2]``, each image's ``(height, width)`` inside the canvas.
             normalized: the images are already normalized.
 
@@ -624,11 +598,86 @@ class MaskRCNNModel(keras.Model):
         }
 
     def get_config(self) -> dict:
-        return {"name": self.name, "config": dataclasses.asdict(self.config)}
+        fixed = {"input_shape": list(self.image_shape)} if self.image_shape else {}
+        return {"name": self.name, "config": dataclasses.asdict(self.config), **fixed}
 
     @classmethod
     def from_config(cls, config: dict) -> MaskRCNNModel:
         return cls(**config)
+
+    # -- what only the model knows: its class-specific weights and trainable presets --------------------------------
+
+    #: ``train.trainable_layers`` presets (:meth:`set_trainable_preset`).
+    TRAINABLE_PRESETS: ClassVar[tuple[str, ...]] = MASK_RCNN_TRAINABLE_PRESETS
+    #: Backbone layer name prefix of each ResNet stage (res2..res5 = torchvision's layer1..layer4).
+    RESNET_STAGE_PREFIXES: ClassVar[dict[int, str]] = {2: "layer1_", 3: "layer2_", 4: "layer3_", 5: "layer4_"}
+
+    def class_specific_weights(self) -> list[keras.Variable]:
+        """The weights whose shapes depend on the class count (reset when weights of another class count are
+        loaded, :func:`kzoo.models.weight_files.load_weights_transferring`): the predictors of the class scores
+        (K logits), the box deltas (4K) and the mask logits (K channels)."""
+        predictors = (self.box_head.cls_score, self.box_head.bbox_pred, self.mask_head.mask_fcn_logits)
+        return [weight for layer in predictors for weight in layer.weights]
+
+    def set_trainable_preset(self, preset: str) -> None:
+        """Train what ``preset`` (one of :attr:`TRAINABLE_PRESETS`) names and freeze the rest: ``all`` everything,
+        ``heads`` the RPN, box and mask heads, ``3+`` / ``4+`` / ``5+`` the ResNet stages from that one up, the FPN
+        and the heads. A backbone layer built frozen (``frozen_stages``, frozen BatchNorm) stays frozen whatever
+        the preset: the flags the backbone had before the first preset are kept."""
+        if preset not in self.TRAINABLE_PRESETS:
+            raise ValueError(
+                f"Mask R-CNN trainable preset must be one of {list(self.TRAINABLE_PRESETS)}, got {preset!r}"
+            )
+        if "_kzoo_built_trainable" not in self.__dict__:  # not tracked by Keras
+            self.__dict__["_kzoo_built_trainable"] = {layer.name: layer.trainable for layer in self.backbone.layers}
+        built_trainable = self.__dict__["_kzoo_built_trainable"]
+        first_stage = RESNET_STAGE_PRESETS.get(preset)
+        stages = tuple(p for stage, p in self.RESNET_STAGE_PREFIXES.items() if first_stage and stage >= first_stage)
+        for layer in self.backbone.layers:
+            wanted = preset == "all" or (preset != "heads" and layer.name.startswith(stages))
+            layer.trainable = built_trainable.get(layer.name, True) and wanted
+        self.fpn.trainable = preset != "heads"
+
+
+def check_input_shape(input_shape: Sequence[int | None] | None) -> tuple[int, int, int] | None:
+    """``(H, W, 3)`` of a fixed input size, ``None`` for ``None`` or ``(None, None, 3)`` (any size).
+
+    Raises:
+        ValueError: not ``(height, width, 3)``, one side fixed and not the other, or a side that is not a positive
+            integer.
+    """
+    if input_shape is None:
+        return None
+    shape = tuple(input_shape)
+    if len(shape) != 3 or shape[-1] != 3:
+        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}")
+    height, width = shape[:2]
+    if height is None and width is None:
+        return None
+    if height is None or width is None:
+        raise ValueError(
+            f"input_shape {input_shape} fixes one side only: give both (a fixed size, static shapes) or neither"
+        )
+    for side in (height, width):
+        if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < 1:
+            raise ValueError(f"input_shape sides must be positive integers or None, got {input_shape}")
+    return int(height), int(width), 3
+
+
+def _check_fixed_size(images: tf.Tensor, image_shape: tuple[int, int, int] | None) -> tf.Tensor:
+    """``images`` ``[B, H, W, 3]`` of the model's fixed size (static from here on); ValueError naming both sizes
+    for another static size; a size unknown while tracing is checked when the graph runs."""
+    if image_shape is None:
+        return images
+    height, width = image_shape[:2]
+    got = tuple(images.shape[1:3])
+    if any(side is not None and side != fixed for side, fixed in zip(got, (height, width))):
+        raise ValueError(
+            f"this MaskRCNN takes {height}x{width} images (input_shape={image_shape}), got "
+            f"{'x'.join(str(side) for side in got)}: resize them, or build the model with input_shape=(None, None, 3) "
+            "for any size"
+        )
+    return tf.ensure_shape(images, [None, height, width, 3])
 
 
 def _is_image_list(images) -> bool:

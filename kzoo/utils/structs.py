@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -76,13 +77,65 @@ def _convert(value: Any, annotation: Any, key: str, moved_keys: Mapping[str, str
     return value
 
 
+def move_flat_keys(
+    values: Mapping[str, Any], moved: Mapping[str, str], prefix: str = "", stacklevel: int = 2
+) -> dict[str, Any]:
+    """``values`` with each old flat key of ``moved`` (``rpn_nms_threshold``) put where it went (``moved`` maps it to
+    ``section.field``: ``rpn.nms_threshold``), each with a ``DeprecationWarning`` naming both dotted keys.
+
+    A key that is also a section's name (``backbone``, now ``backbone.name``) counts as old only when its value is
+    not a mapping or a dataclass (the new form).
+
+    Raises:
+        ConfigError: an old key and its new place both given.
+    """
+    new = {}
+    old = {}
+    for key, value in values.items():
+        target = moved.get(key)
+        if target is None or (
+            target.startswith(key + ".") and (isinstance(value, Mapping) or dataclasses.is_dataclass(value))
+        ):
+            new[key] = value
+        else:
+            old[key] = value
+    for key, value in old.items():
+        section, field = moved[key].split(".", 1)
+        warnings.warn(
+            f"config key '{prefix}{key}' has moved to '{prefix}{moved[key]}' (the flat key is read for now)",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
+        place = new.setdefault(section, {})
+        if not isinstance(place, Mapping) or field in place:
+            raise ConfigError(
+                f"config key '{prefix}{key}' has moved to '{prefix}{moved[key]}', which is given too: keep one"
+            )
+        new[section] = {**place, field: value}
+    return new
+
+
+def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``extra``, mappings merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def dataclass_from_dict(
     cls: type[_T], values: Mapping[str, Any], prefix: str = "", moved_keys: Mapping[str, str] | None = None
 ) -> _T:
     """Build the (frozen) dataclass ``cls`` from a nested mapping, checking every key and value type.
 
-    A ``preset`` key picks a starting point from ``cls.presets`` (a mapping of names to functions taking the
-    other keys as keyword overrides), e.g. ``MaskRCNNConfig``'s ``preset: torchvision``.
+    A ``preset`` key picks a starting point from ``cls.presets`` (a mapping of names to functions returning an
+    instance), which the other keys change (nested sections key by key), e.g. ``MaskRCNNConfig``'s
+    ``preset: torchvision``. Keys that moved inside ``cls`` (``cls.moved_fields``, old flat key -> dotted new
+    place, e.g. ``MaskRCNNConfig``'s ``rpn_nms_threshold`` -> ``rpn.nms_threshold``) are read where they went, with
+    a ``DeprecationWarning`` (:func:`move_flat_keys`).
 
     Args:
         cls: the dataclass; nested dataclass fields are built from nested mappings.
@@ -99,9 +152,13 @@ def dataclass_from_dict(
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(typing.cast(Any, cls))}  # cls is a dataclass (the contract)
-    values = dict(values)
+    moved_fields: Mapping[str, str] | None = getattr(cls, "moved_fields", None)
+    values = move_flat_keys(values, moved_fields, prefix, stacklevel=3) if moved_fields else dict(values)
     presets: Any = getattr(cls, "presets", None)
     preset = values.pop("preset", None) if presets else None
+    if preset is not None:
+        check_choice(f"{prefix}preset", preset, sorted(presets))
+        values = _merged(dataclasses.asdict(presets[preset]()), values)
     for key in values:
         if f"{prefix}{key}" in moved_keys:
             raise ConfigError(f"config key '{prefix}{key}' has moved: use {moved_keys[prefix + key]}")
@@ -109,9 +166,6 @@ def dataclass_from_dict(
             raise ConfigError(f"unknown config key '{prefix}{key}'; known keys here: {sorted(fields)}")
     kwargs = {name: _convert(values[name], hints[name], prefix + name, moved_keys) for name in values}
     try:
-        if preset is not None:
-            check_choice(f"{prefix}preset", preset, sorted(presets))
-            return presets[preset](**kwargs)
         return cls(**kwargs)
     except ConfigError:
         raise

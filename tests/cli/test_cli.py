@@ -140,7 +140,7 @@ def test_predict_with_mask_rcnn_uses_the_runs_weights_and_class_names(tmp_path, 
     from PIL import Image
 
     from kzoo.config import load_config
-    from kzoo.tasks.instance_segmentation import build_mask_rcnn
+    from kzoo.tasks.instance_segmentation import InstanceSegmentationTask
 
     config = tmp_path / "tiny_mask_rcnn.yaml"
     config.write_text(
@@ -149,17 +149,14 @@ def test_predict_with_mask_rcnn_uses_the_runs_weights_and_class_names(tmp_path, 
                 "task": "mask_rcnn",
                 "output_dir": str(tmp_path / "run"),
                 "model": {
-                    "backbone": "mobilenet_v2",
+                    "backbone": {"name": "mobilenet_v2"},
                     "num_classes": 4,
-                    "fpn_channels": 16,
-                    "box_fc_dim": 32,
-                    "mask_channels": 8,
-                    "mask_num_convs": 1,
-                    "rpn_pre_nms_top_k_test": 50,
-                    "rpn_post_nms_top_k_test": 20,
-                    "max_detections": 5,
-                    "min_size": 64,
-                    "max_size": 96,
+                    "fpn": {"channels": 16},
+                    "box_head": {"fc_dim": 32},
+                    "mask_head": {"channels": 8, "num_convs": 1},
+                    "rpn": {"pre_nms_top_k_test": 50, "post_nms_top_k_test": 20},
+                    "detection": {"max_detections": 5},
+                    "input": {"min_size": 64, "max_size": 96},
                 },
             }
         )
@@ -187,7 +184,9 @@ def test_predict_with_mask_rcnn_uses_the_runs_weights_and_class_names(tmp_path, 
     err = capsys.readouterr().err
     assert "no trained weights for this config" in err and str(tmp_path / "run" / "model.weights.h5") in err
     (tmp_path / "run").mkdir()
-    build_mask_rcnn(load_config(config)).save_weights(str(tmp_path / "run" / "model.weights.h5"))
+    InstanceSegmentationTask(load_config(config)).build_model(init_weights=False).save_weights(
+        str(tmp_path / "run" / "model.weights.h5")
+    )
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "street.png" in out and "deep.png" in out

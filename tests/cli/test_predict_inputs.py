@@ -58,7 +58,7 @@ def _video(path, frames=4, size=(48, 64)):
 @pytest.fixture
 def tiny_run(tmp_path):
     from kzoo.config import load_config
-    from kzoo.tasks.instance_segmentation import build_mask_rcnn
+    from kzoo.tasks.instance_segmentation import InstanceSegmentationTask
 
     config = tmp_path / "tiny_mask_rcnn.yaml"
     config.write_text(
@@ -67,24 +67,22 @@ def tiny_run(tmp_path):
                 "task": "mask_rcnn",
                 "output_dir": str(tmp_path / "run"),
                 "model": {
-                    "backbone": "mobilenet_v2",
+                    "backbone": {"name": "mobilenet_v2"},
                     "num_classes": 4,
-                    "fpn_channels": 16,
-                    "box_fc_dim": 32,
-                    "mask_channels": 8,
-                    "mask_num_convs": 1,
-                    "rpn_pre_nms_top_k_test": 50,
-                    "rpn_post_nms_top_k_test": 20,
-                    "max_detections": 5,
-                    "min_size": 64,
-                    "max_size": 96,
-                    "score_threshold": 0.0,
+                    "fpn": {"channels": 16},
+                    "box_head": {"fc_dim": 32},
+                    "mask_head": {"channels": 8, "num_convs": 1},
+                    "rpn": {"pre_nms_top_k_test": 50, "post_nms_top_k_test": 20},
+                    "detection": {"max_detections": 5, "score_threshold": 0.0},
+                    "input": {"min_size": 64, "max_size": 96},
                 },
             }
         )
     )
     (tmp_path / "run").mkdir()
-    build_mask_rcnn(load_config(config)).save_weights(str(tmp_path / "run" / "model.weights.h5"))
+    InstanceSegmentationTask(load_config(config)).build_model(init_weights=False).save_weights(
+        str(tmp_path / "run" / "model.weights.h5")
+    )
     return config
 
 

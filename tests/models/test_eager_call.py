@@ -13,28 +13,21 @@ from kzoo.models.nin import build_nin, resolve_blocks
 
 TINY = dict(
     num_classes=4,
-    backbone="small_convnet",
-    backbone_width=0.25,
-    norm="group",
-    fpn_channels=16,
-    anchor_sizes=(8, 16, 32, 64, 128),
-    aspect_ratios=(1.0,),
-    rpn_pre_nms_top_k_test=50,
-    rpn_post_nms_top_k_test=20,
-    box_fc_dim=32,
-    mask_num_convs=1,
-    mask_channels=16,
-    max_detections=10,
-    min_size=64,
-    max_size=96,
-    score_threshold=0.0,
+    backbone={"name": "small_convnet", "width": 0.25, "norm": "group"},
+    fpn={"channels": 16},
+    anchors={"sizes": (8, 16, 32, 64, 128), "aspect_ratios": (1.0,)},
+    rpn={"pre_nms_top_k_test": 50, "post_nms_top_k_test": 20},
+    box_head={"fc_dim": 32},
+    mask_head={"num_convs": 1, "channels": 16},
+    detection={"max_detections": 10, "score_threshold": 0.0},
+    input={"min_size": 64, "max_size": 96},
 )
 
 
 @pytest.fixture(scope="module")
 def mask_rcnn():
     keras.utils.set_random_seed(0)
-    model = MaskRCNNModel(MaskRCNNConfig(**TINY))
+    model = MaskRCNNModel(MaskRCNNConfig().replace(**TINY))
     model.build((None, 64, 64, 3))
     return model
 

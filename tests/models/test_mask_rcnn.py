@@ -5,38 +5,32 @@ import pytest
 import tensorflow as tf
 
 from kzoo.applications import MaskRCNN
-from kzoo.applications.mask_rcnn import load_mask_rcnn_config, preprocess_input
-from kzoo.config import ConfigError
+from kzoo.applications.mask_rcnn import preprocess_input
+from kzoo.config import ConfigError, load_config
 from kzoo.layers import FrozenBatchNormalization
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 
 TINY = dict(
-    fpn_channels=16,
-    box_fc_dim=32,
-    mask_channels=8,
-    mask_num_convs=2,
     num_classes=4,
-    rpn_pre_nms_top_k_test=100,
-    rpn_post_nms_top_k_test=40,
-    max_detections=8,
+    fpn={"channels": 16},
+    box_head={"fc_dim": 32},
+    mask_head={"channels": 8, "num_convs": 2},
+    rpn={"pre_nms_top_k_test": 100, "post_nms_top_k_test": 40},
+    detection={"max_detections": 8},
 )
 
 
-def tiny_model(**overrides) -> MaskRCNNModel:
-    values = {"min_size": 96, "max_size": 160, **TINY, **overrides}
-    return MaskRCNN(
-        "mobilenet_v2_fpn",
-        num_classes=values.pop("num_classes"),
-        min_size=values.pop("min_size"),
-        max_size=values.pop("max_size"),
-        **values,
-    )
+def tiny_model(min_size: int = 96, max_size: int = 160, **overrides) -> MaskRCNNModel:
+    """A MobileNetV2 Mask R-CNN of :data:`TINY`; ``overrides``: ``MaskRCNN`` keywords, sections as mappings of the
+    fields to change (``detection={"score_threshold": 0.0}``)."""
+    config = MaskRCNNConfig().replace(**TINY)
+    return MaskRCNN("mobilenet_v2_fpn", min_size=min_size, max_size=max_size, config=config, **overrides)
 
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_model(score_threshold=0.0)
+    return tiny_model(detection={"score_threshold": 0.0})
 
 
 def test_outputs_shapes_dtypes_and_ranges(model):
@@ -76,7 +70,7 @@ def test_blank_image_gives_no_confident_detection(model):
 
 @pytest.mark.slow
 def test_unknown_size_graph_matches_static_size():
-    model = tiny_model(score_threshold=0.0, min_size=96, max_size=96)
+    model = tiny_model(detection={"score_threshold": 0.0}, min_size=96, max_size=96)
     image = np.random.default_rng(1).integers(0, 256, (1, 96, 96, 3)).astype(np.uint8)
     dynamic = tf.function(model.call, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     a, b = model(image), dynamic(tf.constant(image))
@@ -88,7 +82,8 @@ def test_jit_compile_with_gather_roi_align():
     # no NMS and no top-k cut: random initial scores nearly tie, and any rounding difference would change which
     # detections survive; so every candidate is kept, and eager and XLA must agree on all of them
     model = tiny_model(
-        score_threshold=0.0, roi_method="gather", max_detections=200, nms_threshold=1.0, detection_pre_nms_top_k=200
+        roi_align={"method": "gather"},
+        detection={"score_threshold": 0.0, "max_detections": 200, "nms_threshold": 1.0, "pre_nms_top_k": 200},
     )
     image = np.random.default_rng(2).integers(0, 256, (1, 96, 128, 3)).astype(np.uint8)
     compiled = tf.function(model.call, jit_compile=True)
@@ -120,18 +115,18 @@ def test_bad_inputs_are_named(model, tmp_path):
         tiny_model(weights=str(tmp_path / "none.weights.h5"))
     with pytest.raises(ValueError, match="num_classes"):
         MaskRCNNConfig(num_classes=1)
-    with pytest.raises(ValueError, match=r"nms_threshold is an IoU and must be in \[0, 1\]"):
-        MaskRCNNConfig(nms_threshold=1.5)
-    with pytest.raises(ValueError, match=r"rpn_nms_threshold is an IoU and must be in \[0, 1\]"):
-        MaskRCNNConfig(rpn_nms_threshold=-0.1)
-    with pytest.raises(ValueError, match="nms_method must be one of"):
+    with pytest.raises(ValueError, match=r"detection.nms_threshold' is an IoU and must be in \[0, 1\]"):
+        MaskRCNNConfig().replace(detection={"nms_threshold": 1.5})
+    with pytest.raises(ValueError, match=r"rpn.nms_threshold' is an IoU and must be in \[0, 1\]"):
+        MaskRCNNConfig().replace(rpn={"nms_threshold": -0.1})
+    with pytest.raises(ValueError, match="nms_method' must be one of"):
         MaskRCNNConfig(nms_method="fast")
 
 
 def test_weights_round_trip(model, tmp_path):
     path = str(tmp_path / "m.weights.h5")
     model.save_weights(path)
-    again = tiny_model(score_threshold=0.0, weights=path)
+    again = tiny_model(detection={"score_threshold": 0.0}, weights=path)
     image = np.random.default_rng(3).integers(0, 256, (1, 80, 80, 3)).astype(np.uint8)
     np.testing.assert_allclose(again(image)["detection_boxes"].numpy(), model(image)["detection_boxes"].numpy())
 
@@ -139,7 +134,9 @@ def test_weights_round_trip(model, tmp_path):
 def test_build_creates_every_weight_without_a_full_size_pass():
     """``build`` makes the same weights as a first call on images (the application builds this way, so building
     an 800 x 800 model does not run the network at 800 x 800)."""
-    config = MaskRCNNConfig(backbone="mobilenet_v2", min_size=96, max_size=160, **TINY)
+    config = MaskRCNNConfig().replace(
+        backbone={"name": "mobilenet_v2"}, input={"min_size": 96, "max_size": 160}, **TINY
+    )
     built = MaskRCNNModel(config)
     built.build((None, 800, 800, 3))
     called = MaskRCNNModel(config)
@@ -163,14 +160,14 @@ def test_resnet_fpn_parameter_counts(backbone, expected):
 
 
 def test_yaml_configs_and_preprocess_input(tmp_path):
-    config = load_mask_rcnn_config("configs/mask_rcnn_r50_fpn.yaml")
+    config = load_config("configs/mask_rcnn_r50_fpn.yaml", task="mask_rcnn").model
     assert config == MaskRCNNConfig()
-    light = load_mask_rcnn_config("configs/mask_rcnn_mobilenet_v2_fpn.yaml")
-    assert light.backbone == "mobilenet_v2" and light.min_size == 512
+    light = load_config("configs/mask_rcnn_mobilenet_v2_fpn.yaml", task="mask_rcnn").model
+    assert light.backbone.name == "mobilenet_v2" and light.input.min_size == 512
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  anchor_size: [1]\n")
     with pytest.raises(ConfigError, match="model.anchor_size"):
-        load_mask_rcnn_config(bad)
+        load_config(bad, task="mask_rcnn")
     assert preprocess_input(np.array([[[0, 128, 255]]], np.uint8)).dtype == np.float32
 
 

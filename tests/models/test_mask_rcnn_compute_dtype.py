@@ -11,26 +11,20 @@ from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 
 SMALL = dict(
     num_classes=4,
-    backbone="small_convnet",
-    backbone_width=0.25,
-    norm="group",
-    fpn_channels=16,
-    anchor_sizes=(8, 16, 32, 64, 128),
-    rpn_pre_nms_top_k_test=50,
-    rpn_post_nms_top_k_test=20,
-    box_fc_dim=32,
-    mask_num_convs=1,
-    mask_channels=16,
-    max_detections=10,
-    min_size=64,
-    max_size=64,
-    score_threshold=0.0,
+    backbone={"name": "small_convnet", "width": 0.25, "norm": "group"},
+    fpn={"channels": 16},
+    anchors={"sizes": (8, 16, 32, 64, 128)},
+    rpn={"pre_nms_top_k_test": 50, "post_nms_top_k_test": 20},
+    box_head={"fc_dim": 32},
+    mask_head={"num_convs": 1, "channels": 16},
+    detection={"max_detections": 10, "score_threshold": 0.0},
+    input={"min_size": 64, "max_size": 64},
 )
 
 
 def test_bfloat16_compute_keeps_geometry_in_float32():
-    model = MaskRCNNModel(MaskRCNNConfig(**SMALL, compute_dtype="bfloat16"))
-    reference = MaskRCNNModel(MaskRCNNConfig(**SMALL))
+    model = MaskRCNNModel(MaskRCNNConfig().replace(**SMALL, compute_dtype="bfloat16"))
+    reference = MaskRCNNModel(MaskRCNNConfig().replace(**SMALL))
     images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
     out = model(images)
     reference(images)

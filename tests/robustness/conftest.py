@@ -18,20 +18,14 @@ MASK_RCNN_SIZE = 64
 # a ~20k-parameter Mask R-CNN on 64 x 64 canvases (the shapes of tests/conftest.py's TINY_MASK_RCNN)
 _TINY_MASK_RCNN = dict(
     num_classes=4,
-    backbone="small_convnet",
-    backbone_width=0.25,
-    norm="group",
-    fpn_channels=16,
-    anchor_sizes=(8, 16, 32, 64, 128),
-    aspect_ratios=(1.0,),
-    rpn_pre_nms_top_k_test=50,
-    rpn_post_nms_top_k_test=20,
-    box_fc_dim=32,
-    mask_num_convs=1,
-    mask_channels=16,
-    max_detections=10,
-    min_size=MASK_RCNN_SIZE,
-    max_size=MASK_RCNN_SIZE,
+    backbone={"name": "small_convnet", "width": 0.25, "norm": "group"},
+    fpn={"channels": 16},
+    anchors={"sizes": (8, 16, 32, 64, 128), "aspect_ratios": (1.0,)},
+    rpn={"pre_nms_top_k_test": 50, "post_nms_top_k_test": 20},
+    box_head={"fc_dim": 32},
+    mask_head={"num_convs": 1, "channels": 16},
+    detection={"max_detections": 10},
+    input={"min_size": MASK_RCNN_SIZE, "max_size": MASK_RCNN_SIZE},
 )
 
 
@@ -57,7 +51,7 @@ def gray_nin_model() -> keras.Model:
 def mask_rcnn_model() -> MaskRCNNModel:
     """A random tiny Mask R-CNN (small convnet, 64 x 64 canvas, 4 classes), built."""
     keras.utils.set_random_seed(0)
-    model = MaskRCNNModel(MaskRCNNConfig(**_TINY_MASK_RCNN))
+    model = MaskRCNNModel(MaskRCNNConfig().replace(**_TINY_MASK_RCNN))
     model(np.zeros((1, MASK_RCNN_SIZE, MASK_RCNN_SIZE, 3), np.uint8))
     return model
 

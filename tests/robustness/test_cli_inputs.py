@@ -26,12 +26,9 @@ COCO = {
     "name": "tiny_coco",
     "model": {
         "num_classes": 2,
-        "backbone": "small_convnet",
-        "backbone_width": 0.25,
-        "norm": "group",
-        "fpn_channels": 16,
-        "min_size": 64,
-        "max_size": 64,
+        "backbone": {"name": "small_convnet", "width": 0.25, "norm": "group"},
+        "fpn": {"channels": 16},
+        "input": {"min_size": 64, "max_size": 64},
     },
     "data": {
         "source": "coco",

@@ -139,55 +139,55 @@ MASK_RCNN_BAD: dict[str, list] = {
     **{
         f"model.{key}": [-0.1, 1.5, NAN, INF]
         for key in (
-            "score_threshold",
-            "nms_threshold",
-            "rpn_nms_threshold",
-            "rpn_positive_iou",
-            "rpn_negative_iou",
-            "rpn_positive_fraction",
-            "roi_positive_iou",
-            "roi_negative_iou",
-            "roi_positive_fraction",
-            "anchor_offset",
+            "detection.score_threshold",
+            "detection.nms_threshold",
+            "rpn.nms_threshold",
+            "rpn.positive_iou",
+            "rpn.negative_iou",
+            "rpn.positive_fraction",
+            "roi_sampling.positive_iou",
+            "roi_sampling.negative_iou",
+            "roi_sampling.positive_fraction",
+            "anchors.offset",
         )
     },
     **{
         f"model.{key}": [0, -1, INT32_OVER]
         for key in (
-            "fpn_channels",
-            "rpn_pre_nms_top_k_train",
-            "rpn_pre_nms_top_k_test",
-            "rpn_post_nms_top_k_train",
-            "rpn_post_nms_top_k_test",
-            "rpn_samples_per_image",
-            "roi_samples_per_image",
-            "box_roi_size",
-            "mask_roi_size",
-            "roi_sampling_ratio",
-            "box_fc_dim",
-            "max_detections",
-            "detection_pre_nms_top_k",
-            "mask_channels",
-            "min_size",
+            "fpn.channels",
+            "rpn.pre_nms_top_k_train",
+            "rpn.pre_nms_top_k_test",
+            "rpn.post_nms_top_k_train",
+            "rpn.post_nms_top_k_test",
+            "rpn.samples_per_image",
+            "roi_sampling.samples_per_image",
+            "roi_align.box_size",
+            "roi_align.mask_size",
+            "roi_align.sampling_ratio",
+            "box_head.fc_dim",
+            "detection.max_detections",
+            "detection.pre_nms_top_k",
+            "mask_head.channels",
+            "input.min_size",
         )
     },
     "model.num_classes": [1, 0, INT32_OVER],
-    "model.max_size": [0, 10, INT32_OVER],
-    "model.size_divisible": [0, 16, -32, INT32_OVER + 1],
-    "model.frozen_stages": [-1, 6],
-    "model.mask_num_convs": [-1, INT32_OVER],
-    "model.canonical_level": [0, 1, 7],
-    "model.backbone_width": [0.0, -1.0, NAN, INF],
-    "model.canonical_size": [0.0, -224.0, INF],
-    "model.norm_epsilon": [-1e-5, NAN],
-    "model.rpn_min_size": [-1.0, INF],
-    "model.min_box_size": [-1.0, NAN],
-    "model.anchor_sizes": [[0, 64, 128, 256, 512], [32, 64, 128, 256], [32, 64, 128, 256, INF]],
-    "model.aspect_ratios": [[], [0.0], [-1.0, 1.0], [NAN]],
-    "model.rpn_box_weights": [[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0]],
-    "model.box_weights": [[10.0, 10.0, 5.0, -5.0], [10.0, 10.0, 5.0, NAN]],
-    "model.image_mean": [[0.5, 0.5, NAN], [0.5, 0.5]],
-    "model.image_std": [[0.2, 0.2, 0.0], [0.2, 0.2, -0.2], [0.2, 0.2]],
+    "model.input.max_size": [0, 10, INT32_OVER],
+    "model.input.size_divisible": [0, 16, -32, INT32_OVER + 1],
+    "model.backbone.frozen_stages": [-1, 6],
+    "model.mask_head.num_convs": [-1, INT32_OVER],
+    "model.roi_align.canonical_level": [0, 1, 7],
+    "model.backbone.width": [0.0, -1.0, NAN, INF],
+    "model.roi_align.canonical_size": [0.0, -224.0, INF],
+    "model.backbone.norm_epsilon": [-1e-5, NAN],
+    "model.rpn.min_size": [-1.0, INF],
+    "model.detection.min_box_size": [-1.0, NAN],
+    "model.anchors.sizes": [[0, 64, 128, 256, 512], [32, 64, 128, 256], [32, 64, 128, 256, INF]],
+    "model.anchors.aspect_ratios": [[], [0.0], [-1.0, 1.0], [NAN]],
+    "model.rpn.box_weights": [[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0]],
+    "model.box_head.box_weights": [[10.0, 10.0, 5.0, -5.0], [10.0, 10.0, 5.0, NAN]],
+    "model.input.image_mean": [[0.5, 0.5, NAN], [0.5, 0.5]],
+    "model.input.image_std": [[0.2, 0.2, 0.0], [0.2, 0.2, -0.2], [0.2, 0.2]],
     "data.shapes_image_size": [0, 16, INT32_OVER],
     "data.shapes_max_instances": [0, INT32_OVER],
     "data.shapes_classes": [[], ["hexagon"], ["circle", "circle"]],
@@ -224,8 +224,9 @@ def _nested(dotted: str, value) -> dict:
 def test_out_of_range_config_values_are_refused_naming_the_key(task, key, value):
     with pytest.raises(ConfigError) as caught:
         config_from_dict({"task": task, **_nested(key, value)})
-    leaf = key.split(".")[-1]
-    assert leaf in str(caught.value) and "\n" not in str(caught.value), caught.value
+    # a Mask R-CNN model key by its full dotted path (model.rpn.nms_threshold), the others by their leaf
+    named = key if task == "mask_rcnn" and key.startswith("model.") else key.split(".")[-1]
+    assert named in str(caught.value) and "\n" not in str(caught.value), caught.value
 
 
 def _number_fields(cls, prefix: str = "") -> set[str]:
@@ -270,11 +271,11 @@ def test_every_number_of_every_config_dataclass_is_checked():
 @pytest.mark.parametrize(
     "task, key, value",
     [
-        ("mask_rcnn", "model.score_threshold", 0.0),
-        ("mask_rcnn", "model.score_threshold", 1.0),
-        ("mask_rcnn", "model.rpn_positive_fraction", 1.0),
-        ("mask_rcnn", "model.mask_num_convs", 0),
-        ("mask_rcnn", "model.detection_pre_nms_top_k", None),
+        ("mask_rcnn", "model.detection.score_threshold", 0.0),
+        ("mask_rcnn", "model.detection.score_threshold", 1.0),
+        ("mask_rcnn", "model.rpn.positive_fraction", 1.0),
+        ("mask_rcnn", "model.mask_head.num_convs", 0),
+        ("mask_rcnn", "model.detection.pre_nms_top_k", None),
         ("mask_rcnn", "data.hue", 0.5),
         ("classification", "model.dropout_rate", 0.0),
         ("classification", "data.shuffle_buffer", 2**63 - 1),
@@ -288,10 +289,10 @@ def test_boundary_values_pass(task, key, value):
 
 
 def test_mask_rcnn_config_refuses_out_of_range_in_python_too():
-    with pytest.raises(ValueError, match=r"'model.score_threshold' must be in \[0, 1\], got 2"):
-        MaskRCNNConfig(score_threshold=2)
-    with pytest.raises(ValueError, match="'model.rpn_negative_iou' .* must be <= 'model.rpn_positive_iou'"):
-        MaskRCNNConfig(rpn_negative_iou=0.8)
+    with pytest.raises(ValueError, match=r"'model.detection.score_threshold' must be in \[0, 1\], got 2"):
+        MaskRCNNConfig().replace(detection={"score_threshold": 2})
+    with pytest.raises(ValueError, match="'model.rpn.negative_iou' .* must be <= 'model.rpn.positive_iou'"):
+        MaskRCNNConfig().replace(rpn={"negative_iou": 0.8})
     with pytest.raises(ValueError, match="'model.dropout_rate'"):
         ModelConfig(dropout_rate=math.nan)
 
@@ -331,7 +332,7 @@ def test_score_threshold_override_out_of_range(capsys, tmp_path):
         ["evaluate", "mask_rcnn_shapes.yaml"],
         ["predict", "a.png", "--mask-rcnn", "mask_rcnn_shapes.yaml"],
     ):
-        assert main([*command, "--set", "model.score_threshold=2"]) == 2
+        assert main([*command, "--set", "model.detection.score_threshold=2"]) == 2
         err = capsys.readouterr().err
-        assert re.search(r"'model.score_threshold' must be in \[0, 1\], got 2(\.0)?$", err.strip()), err
+        assert re.search(r"'model.detection.score_threshold' must be in \[0, 1\], got 2(\.0)?$", err.strip()), err
     assert not (tmp_path / "predictions").exists()

@@ -12,21 +12,14 @@ from kzoo.config import load_config
 from kzoo.tasks import task_for
 
 TINY_MODEL = {
-    "backbone": "small_convnet",
-    "backbone_width": 0.25,
-    "norm": "group",
-    "fpn_channels": 16,
-    "box_fc_dim": 32,
-    "mask_num_convs": 1,
-    "mask_channels": 8,
-    "rpn_pre_nms_top_k_train": 50,
-    "rpn_post_nms_top_k_train": 20,
-    "rpn_pre_nms_top_k_test": 50,
-    "rpn_post_nms_top_k_test": 20,
-    "roi_samples_per_image": 16,
-    "max_detections": 5,
-    "min_size": 64,
-    "max_size": 64,
+    "backbone": {"name": "small_convnet", "width": 0.25, "norm": "group"},
+    "fpn": {"channels": 16},
+    "box_head": {"fc_dim": 32},
+    "mask_head": {"num_convs": 1, "channels": 8},
+    "rpn": {"pre_nms_top_k_train": 50, "post_nms_top_k_train": 20, "pre_nms_top_k_test": 50, "post_nms_top_k_test": 20},
+    "roi_sampling": {"samples_per_image": 16},
+    "detection": {"max_detections": 5},
+    "input": {"min_size": 64, "max_size": 64},
 }
 
 

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any, cast
@@ -127,7 +126,7 @@ def convert_torchvision_checkpoint(
 ) -> str:
     """Convert a torchvision ``maskrcnn_resnet50_fpn`` checkpoint into a Keras ``.weights.h5`` file.
 
-    The file loads into ``MaskRCNN(weights=path)`` / ``mask_rcnn_from_config(torchvision_config(...), path)``
+    The file loads into ``MaskRCNN(weights=path)`` / ``MaskRCNN(config=torchvision_config(...), weights=path)``
     (any ``min_size``/``max_size`` and thresholds: they have no weights). It is written through
     :func:`kzoo.utils.files.atomic_path`: to a temporary file beside the output, made readable (``0644`` under
     umask ``022``) and renamed into place, so a failed conversion leaves nothing behind.
@@ -164,7 +163,7 @@ def convert_torchvision_checkpoint(
     if config.num_classes != num_classes:
         raise TorchvisionConversionError(f"config.num_classes={config.num_classes} but num_classes={num_classes}")
     # Weights do not depend on the input size: build on a small canvas to keep the conversion quick.
-    model = MaskRCNNModel(dataclasses.replace(config, min_size=64, max_size=64), name="mask_rcnn")
+    model = MaskRCNNModel(config.replace(input={"min_size": 64, "max_size": 64}), name="mask_rcnn")
     model(np.zeros((1, 64, 64, 3), np.uint8))
     convert_torchvision_state_dict(state, model)
     with atomic_path(output) as temp_path:

@@ -115,9 +115,9 @@ def torchvision_weight_map(model: MaskRCNNModel) -> dict[str, tuple[Any, Callabl
         variable's shape.
     """
     config = model.config
-    if not config.backbone.startswith("resnet"):
+    if not config.backbone.name.startswith("resnet"):
         raise TorchvisionConversionError(
-            f"torchvision's Mask R-CNN weights need a ResNet backbone, the model has {config.backbone!r}"
+            f"torchvision's Mask R-CNN weights need a ResNet backbone, the model has {config.backbone.name!r}"
         )
     mapping: dict[str, tuple[Any, Callable[[np.ndarray], np.ndarray]]] = {}
     bn_names = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
@@ -146,7 +146,7 @@ def torchvision_weight_map(model: MaskRCNNModel) -> dict[str, tuple[Any, Callabl
     add("rpn.head.cls_logits", head.cls_logits, _conv)
     add("rpn.head.bbox_pred", head.bbox_pred, _permuted(_conv), _permuted(_copy))
     box = model.box_head
-    fc6 = _linear if config.box_flatten_order == "nchw" else _fc6_nhwc(config.box_roi_size)
+    fc6 = _linear if config.box_head.flatten_order == "nchw" else _fc6_nhwc(config.roi_align.box_size)
     add("roi_heads.box_head.fc6", box.fc6, fc6)
     add("roi_heads.box_head.fc7", box.fc7, _linear)
     add("roi_heads.box_predictor.cls_score", box.cls_score, _linear)

@@ -66,6 +66,7 @@ def mobilenet_v2_backbone(
     alpha: float = 1.0,
     input_tensor: Any = None,
     weights: str | None = None,
+    dtype: Any = None,
     name: str | None = None,
 ) -> keras.Model:
     """A MobileNetV2 body mapping images to the feature maps C2..C5.
@@ -78,6 +79,8 @@ def mobilenet_v2_backbone(
         weights: ``None`` (random initialization) or anything ``keras.applications.MobileNetV2``
             accepts (``"imagenet"`` downloads, with its input-size constraints; images are then
             expected in ``[-1, 1]``).
+        dtype: the dtype policy of every layer (e.g. ``keras.DTypePolicy("mixed_bfloat16")``); ``None``: Keras'
+            default. ``keras.applications.MobileNetV2`` takes none: its layers are rebuilt with it (same weights).
         name: model name, default ``"mobilenet_v2_{alpha}"``.
 
     Returns:
@@ -93,4 +96,16 @@ def mobilenet_v2_backbone(
     )
     features = {key: body.get_layer(layer).output for key, layer in FEATURE_LAYERS.items()}
     model_inputs = inputs if input_tensor is None else keras.utils.get_source_inputs(inputs)
-    return keras.Model(model_inputs, features, name=name or f"mobilenet_v2_{alpha:g}".replace(".", "_"))
+    model = keras.Model(model_inputs, features, name=name or f"mobilenet_v2_{alpha:g}".replace(".", "_"))
+    return model if dtype is None else _with_dtype(model, dtype)
+
+
+def _with_dtype(model: keras.Model, dtype: Any) -> keras.Model:
+    """A copy of the functional ``model`` whose layers have the dtype policy ``dtype``, with the same weights."""
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": dtype})
+
+    copy = keras.models.clone_model(model, input_tensors=model.input, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -114,6 +114,7 @@ def resnet_backbone(
     frozen_stages: int = 1,
     kernel_initializer: Any = None,
     kernel_regularizer: Any = None,
+    dtype: Any = None,
     name: str | None = None,
 ) -> keras.Model:
     """A ResNet body mapping images to the feature maps C2..C5.
@@ -140,87 +141,124 @@ def resnet_backbone(
         kernel_initializer: of every convolution; defaults to He normal with ``fan_out``
             (torchvision's initialization).
         kernel_regularizer: of every convolution kernel.
+        dtype: the dtype policy of every layer (e.g. ``keras.DTypePolicy("mixed_bfloat16")``: float32
+            variables, bfloat16 features); ``None``: Keras' default.
         name: model name, default ``"resnet{depth}"``.
 
     Returns:
         A functional model from float32 images ``[B, H, W, C]`` (already normalized, e.g.
         ImageNet mean/std) to a dict ``{"C2": [B, ceil(H/4), ceil(W/4), 256],
-        "C3": [.., /8, .., 512], "C4": [.., /16, .., 1024], "C5": [.., /32, .., 2048]}``.
+        "C3": [.., /8, .., 512], "C4": [.., /16, .., 1024], "C5": [.., /32, .., 2048]}`` in the compute
+        dtype of ``dtype``.
     """
+    _check_resnet_arguments(depth, norm, frozen_stages)
+    frozen_stages = int(frozen_stages)
+    inputs = image_input(input_tensor, input_shape)
+    layers = _ResNetLayers(norm, norm_epsilon, norm_momentum, kernel_initializer, kernel_regularizer, dtype)
+    x = _stem(inputs, layers, trainable=frozen_stages < 1)
+    features = {}
+    for stage, (blocks, width) in enumerate(zip(STAGE_BLOCKS[depth], STAGE_WIDTHS), start=1):
+        x = _stage(x, layers, stage, blocks, width, stride_in_1x1, trainable=frozen_stages < stage + 1)
+        features[FEATURE_NAMES[stage - 1]] = x
+    model_inputs = inputs if input_tensor is None else keras.utils.get_source_inputs(inputs)
+    return keras.Model(model_inputs, features, name=name or f"resnet{depth}")
+
+
+def _check_resnet_arguments(depth: int, norm: str, frozen_stages: int) -> None:
     if depth not in STAGE_BLOCKS:
         raise ValueError(f"ResNet depth must be one of {sorted(STAGE_BLOCKS)}, got {depth!r}")
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if not 0 <= int(frozen_stages) <= 5:
         raise ValueError(f"frozen_stages must be in 0..5 (stem and four stages), got {frozen_stages!r}")
-    frozen_stages = int(frozen_stages)
-    inputs = image_input(input_tensor, input_shape)
-    initializer = keras.initializers.get(kernel_initializer) if kernel_initializer else _default_kernel_initializer()
-    conv_count = itertools.count()
-    regularizer = keras.regularizers.get(kernel_regularizer)
 
-    def conv(filters: int, size: int, stride: int, padding: str, layer_name: str, trainable: bool):
+
+class _ResNetLayers:
+    """Makes the layers of one ResNet body with its shared settings: the norm, the convolutions' initializer (one
+    independent stream per convolution, numbered in creation order) and regularizer, and the dtype policy."""
+
+    def __init__(self, norm: str, epsilon: float, momentum: float, initializer: Any, regularizer: Any, dtype: Any):
+        self.norm_kind, self.epsilon, self.momentum, self.dtype = norm, epsilon, momentum, dtype
+        self.initializer = keras.initializers.get(initializer) if initializer else _default_kernel_initializer()
+        self.regularizer = keras.regularizers.get(regularizer)
+        self.count = itertools.count()
+
+    def conv(self, filters: int, size: int, stride: int, padding: str, name: str, trainable: bool):
         return keras.layers.Conv2D(
             filters,
             size,
             strides=stride,
             padding=padding,
             use_bias=False,
-            kernel_initializer=independent_initializer(initializer, next(conv_count)),
-            kernel_regularizer=regularizer,
+            kernel_initializer=independent_initializer(self.initializer, next(self.count)),
+            kernel_regularizer=self.regularizer,
             trainable=trainable,
-            name=layer_name,
+            dtype=self.dtype,
+            name=name,
         )
 
-    def norm_layer(layer_name: str, trainable: bool):
-        if norm == "frozen":
-            return FrozenBatchNormalization(epsilon=norm_epsilon, trainable=trainable, name=layer_name)
+    def norm(self, name: str, trainable: bool):
+        if self.norm_kind == "frozen":
+            return FrozenBatchNormalization(epsilon=self.epsilon, trainable=trainable, dtype=self.dtype, name=name)
         return keras.layers.BatchNormalization(
-            epsilon=norm_epsilon,
-            momentum=norm_momentum,
-            synchronized=norm == "sync_batch",
+            epsilon=self.epsilon,
+            momentum=self.momentum,
+            synchronized=self.norm_kind == "sync_batch",
             trainable=trainable,
-            name=layer_name,
+            dtype=self.dtype,
+            name=name,
         )
 
-    # Stem (stage 1): 7x7/2 conv pad 3, norm, ReLU, 3x3/2 max pool pad 1.
-    trainable = frozen_stages < 1
-    x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
-    x = conv(64, 7, 2, "valid", "conv1", trainable)(x)
-    x = norm_layer("bn1", trainable)(x)
-    x = keras.layers.ReLU(name="relu")(x)
-    x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)  # zeros == -inf after a ReLU, see the module doc
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool")(x)
+    def relu(self, name: str):
+        return keras.layers.ReLU(dtype=self.dtype, name=name)
 
-    features = {}
-    for stage, (blocks, width) in enumerate(zip(STAGE_BLOCKS[depth], STAGE_WIDTHS), start=1):
-        trainable = frozen_stages < stage + 1
-        for block in range(blocks):
-            stride = 2 if block == 0 and stage > 1 else 1
-            prefix = f"layer{stage}_{block}"
-            stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-            shortcut = x
-            y = conv(width, 1, stride_1x1, "valid", f"{prefix}_conv1", trainable)(x)
-            y = norm_layer(f"{prefix}_bn1", trainable)(y)
-            y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
-            if stride_3x3 > 1:
-                y = keras.layers.ZeroPadding2D(1, name=f"{prefix}_conv2_pad")(y)
-                y = conv(width, 3, stride_3x3, "valid", f"{prefix}_conv2", trainable)(y)
-            else:
-                y = conv(width, 3, 1, "same", f"{prefix}_conv2", trainable)(y)
-            y = norm_layer(f"{prefix}_bn2", trainable)(y)
-            y = keras.layers.ReLU(name=f"{prefix}_relu2")(y)
-            y = conv(width * EXPANSION, 1, 1, "valid", f"{prefix}_conv3", trainable)(y)
-            y = norm_layer(f"{prefix}_bn3", trainable)(y)
-            if block == 0:  # channel change (and stride) on the first block of every stage
-                shortcut = conv(width * EXPANSION, 1, stride, "valid", f"{prefix}_downsample_0", trainable)(x)
-                shortcut = norm_layer(f"{prefix}_downsample_1", trainable)(shortcut)
-            x = keras.layers.Add(name=f"{prefix}_add")([y, shortcut])
-            x = keras.layers.ReLU(name=f"{prefix}_out")(x)
-        features[FEATURE_NAMES[stage - 1]] = x
+    def pad(self, padding: int, name: str):
+        return keras.layers.ZeroPadding2D(padding, dtype=self.dtype, name=name)
 
-    model_inputs = inputs if input_tensor is None else keras.utils.get_source_inputs(inputs)
-    return keras.Model(model_inputs, features, name=name or f"resnet{depth}")
+
+def _stem(inputs, layers: _ResNetLayers, trainable: bool):
+    """Stage 1: 7x7/2 conv pad 3, norm, ReLU, 3x3/2 max pool pad 1 (stride 4 in all)."""
+    x = layers.pad(3, "conv1_pad")(inputs)
+    x = layers.conv(64, 7, 2, "valid", "conv1", trainable)(x)
+    x = layers.norm("bn1", trainable)(x)
+    x = layers.relu("relu")(x)
+    x = layers.pad(1, "maxpool_pad")(x)  # zeros == -inf after a ReLU, see the module doc
+    return keras.layers.MaxPooling2D(3, strides=2, padding="valid", dtype=layers.dtype, name="maxpool")(x)
+
+
+def _stage(x, layers: _ResNetLayers, stage: int, blocks: int, width: int, stride_in_1x1: bool, trainable: bool):
+    """Residual stage ``stage`` (1..4, torchvision's ``layer{stage}``): ``blocks`` bottlenecks, the first one
+    downsampling (stride 2, except in stage 1) and widening the shortcut."""
+    for block in range(blocks):
+        stride = 2 if block == 0 and stage > 1 else 1
+        x = _bottleneck(x, layers, f"layer{stage}_{block}", width, stride, stride_in_1x1, block == 0, trainable)
+    return x
+
+
+def _bottleneck(
+    x, layers: _ResNetLayers, prefix: str, width: int, stride: int, stride_in_1x1: bool, project: bool, trainable: bool
+):
+    """1x1 (width) -> 3x3 (width) -> 1x1 (4 x width), plus the shortcut (a strided 1x1 projection and norm when
+    ``project``), then ReLU; the stride sits in the first 1x1 or in the 3x3 (``stride_in_1x1``)."""
+    stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+    y = layers.conv(width, 1, stride_1x1, "valid", f"{prefix}_conv1", trainable)(x)
+    y = layers.norm(f"{prefix}_bn1", trainable)(y)
+    y = layers.relu(f"{prefix}_relu1")(y)
+    if stride_3x3 > 1:  # symmetric padding, as PyTorch (see the module doc)
+        y = layers.pad(1, f"{prefix}_conv2_pad")(y)
+        y = layers.conv(width, 3, stride_3x3, "valid", f"{prefix}_conv2", trainable)(y)
+    else:
+        y = layers.conv(width, 3, 1, "same", f"{prefix}_conv2", trainable)(y)
+    y = layers.norm(f"{prefix}_bn2", trainable)(y)
+    y = layers.relu(f"{prefix}_relu2")(y)
+    y = layers.conv(width * EXPANSION, 1, 1, "valid", f"{prefix}_conv3", trainable)(y)
+    y = layers.norm(f"{prefix}_bn3", trainable)(y)
+    shortcut = x
+    if project:  # channel change (and stride) on the first block of every stage
+        shortcut = layers.conv(width * EXPANSION, 1, stride, "valid", f"{prefix}_downsample_0", trainable)(x)
+        shortcut = layers.norm(f"{prefix}_downsample_1", trainable)(shortcut)
+    x = keras.layers.Add(dtype=layers.dtype, name=f"{prefix}_add")([y, shortcut])
+    return layers.relu(f"{prefix}_out")(x)
 
 
 def image_input(input_tensor: Any, input_shape: tuple | None):

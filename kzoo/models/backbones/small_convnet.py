@@ -33,6 +33,7 @@ def small_convnet_backbone(
     norm: str = "group",
     groups: int = 8,
     input_tensor: Any = None,
+    dtype: Any = None,
     name: str | None = None,
 ) -> keras.Model:
     """A small convnet mapping images to the feature maps C2..C5.
@@ -45,6 +46,8 @@ def small_convnet_backbone(
             ``"batch"`` (batch normalization).
         groups: the number of groups of group normalization (must divide every stage's channel count).
         input_tensor: optional Keras tensor to build the model on.
+        dtype: the dtype policy of every layer (e.g. ``keras.DTypePolicy("mixed_bfloat16")``); ``None``: Keras'
+            default.
         name: model name, default ``"small_convnet"``.
 
     Returns:
@@ -71,13 +74,14 @@ def small_convnet_backbone(
             padding="same",
             use_bias=False,
             kernel_initializer="he_normal",
+            dtype=dtype,
             name=f"{layer_name}_conv",
         )(x)
         if norm == "group":
-            x = keras.layers.GroupNormalization(groups, epsilon=1e-5, name=f"{layer_name}_gn")(x)
+            x = keras.layers.GroupNormalization(groups, epsilon=1e-5, dtype=dtype, name=f"{layer_name}_gn")(x)
         else:
-            x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{layer_name}_bn")(x)
-        return keras.layers.ReLU(name=f"{layer_name}_relu")(x)
+            x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype=dtype, name=f"{layer_name}_bn")(x)
+        return keras.layers.ReLU(dtype=dtype, name=f"{layer_name}_relu")(x)
 
     x = conv_bn_relu(inputs, channels["stem"], 2, "stem")
     features = {}
