@@ -6,6 +6,7 @@ pixels; COCO's ``bbox`` ``[x, y, width, height]`` is converted here, at the edge
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -150,20 +151,7 @@ def validate_coco_dict(
         FileNotFoundError: the json does not exist.
         ValueError: it is not a COCO instances json (named).
     """
-    if isinstance(annotation_file, Mapping):
-        dataset, name = annotation_file, name or "COCO dict"
-    else:
-        name = name or os.fspath(annotation_file)
-        if not os.path.isfile(annotation_file):
-            raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
-        import json
-
-        try:
-            with open(annotation_file) as f:
-                dataset = json.load(f)
-        except ValueError as error:
-            raise ValueError(f"{name} is not a COCO instances json: {error}") from error
-    check_required_keys(dataset, name)
+    dataset, name = _read_dataset(annotation_file, name)
     try:
         images = list(dataset.get("images", []))
         annotations = list(dataset.get("annotations", []))
@@ -172,29 +160,8 @@ def validate_coco_dict(
         order = sorted(range(len(annotations)), key=lambda i: (annotations[i]["image_id"], annotations[i]["id"]))
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{name} is not a COCO instances json or dict: {error!r}") from error
-    keys = (
-        "unknown_image",
-        "bad_image_size",
-        "degenerate_boxes",
-        "outside_image",
-        "unknown_category",
-        "bad_segmentation",
-        "duplicate_annotations",
-        "duplicate_image_files",
-        *REPAIRS,
-    )
-    problems = ProblemCounter({key: PROBLEMS[key] for key in keys})
-    problem = problems.add
-    merged, skipped = duplicate_image_ids(images)
-    for image_id in (*merged, *skipped):
-        problem("duplicate_image_files", image_id)
-    sizes = {}
-    for image in images:
-        size = image_size(image)
-        if size is None:
-            problem("bad_image_size", image.get("id"))
-        elif image["id"] not in merged and image["id"] not in skipped:
-            sizes[image["id"]] = size
+    problems = ProblemCounter({key: PROBLEMS[key] for key in VALIDATION_PROBLEMS})
+    merged, sizes = _image_sizes(images, problems)
     kept: dict[int, dict] = {}
     seen: set = set()
     for index in order:  # the reader's order (image id, then annotation id) decides which repeated id is kept
@@ -203,30 +170,85 @@ def validate_coco_dict(
             ann = {**ann, "image_id": merged[ann["image_id"]]}
         if ann["image_id"] not in sizes:
             if ann["image_id"] not in ids:
-                problem("unknown_image", ann["id"])
+                problems.add("unknown_image", ann["id"])
             continue
         if ann["id"] in seen:
-            problem("duplicate_annotations", ann["id"])
+            problems.add("duplicate_annotations", ann["id"])
             continue
         seen.add(ann["id"])
-        height, width = sizes[ann["image_id"]]
-        issue, _, segmentation, repairs = check_annotation(ann, height, width, known)
-        if issue:
-            problem(issue, ann["id"])
-            continue
-        for repair in repairs:
-            problem(repair, ann["id"])
-        cleaned = {"iscrowd": 0, **ann, "segmentation": segmentation}  # COCOeval needs iscrowd; the reader's default
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        if x < 0 or y < 0 or x + w > width or y + h > height:
-            x0, y0 = max(x, 0.0), max(y, 0.0)
-            cleaned["bbox"] = [x0, y0, min(x + w, width) - x0, min(y + h, height) - y0]
-        area = ann.get("area")
-        if repairs or not isinstance(area, (int, float)) or not math.isfinite(area) or area < 0:
-            cleaned["area"] = float(segmentation_to_mask(segmentation, height, width).sum())
-        kept[index] = cleaned
+        cleaned = _cleaned_annotation(ann, *sizes[ann["image_id"]], known, problems)
+        if cleaned is not None:
+            kept[index] = cleaned
     out = {key: value for key, value in dataset.items() if key not in ("images", "annotations")}
     out["images"] = [image for image in images if image["id"] in sizes]
     out["annotations"] = [kept[i] for i in sorted(kept)]
     problems.warn(LOG, name)
     return out, {**problems.counts, "annotations": len(out["annotations"])}
+
+
+#: The problems :func:`validate_coco_dict` counts (those of the reader that need no image file), in warning order.
+VALIDATION_PROBLEMS = (
+    "unknown_image",
+    "bad_image_size",
+    "degenerate_boxes",
+    "outside_image",
+    "unknown_category",
+    "bad_segmentation",
+    "duplicate_annotations",
+    "duplicate_image_files",
+    *REPAIRS,
+)
+
+
+def _read_dataset(annotation_file: str | os.PathLike | Mapping, name: str | None) -> tuple[Mapping, str]:
+    """``(dataset, name)``: the COCO dict (read from the json file, or the dict given) and what warnings call it;
+    FileNotFoundError or a ValueError naming it when it is no COCO instances json (:func:`check_required_keys`)."""
+    if isinstance(annotation_file, Mapping):
+        dataset, name = annotation_file, name or "COCO dict"
+    else:
+        name = name or os.fspath(annotation_file)
+        if not os.path.isfile(annotation_file):
+            raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
+        try:
+            with open(annotation_file) as f:
+                dataset = json.load(f)
+        except ValueError as error:
+            raise ValueError(f"{name} is not a COCO instances json: {error}") from error
+    check_required_keys(dataset, name)
+    return dataset, name
+
+
+def _image_sizes(images: list, problems: ProblemCounter) -> tuple[dict, dict]:
+    """``(merged, sizes)``: the ids whose file an earlier id lists (-> that id, see :func:`duplicate_image_ids`) and
+    ``{id: (height, width)}`` of the images kept (a valid size, no repeated file); the others counted."""
+    merged, skipped = duplicate_image_ids(images)
+    for image_id in (*merged, *skipped):
+        problems.add("duplicate_image_files", image_id)
+    sizes = {}
+    for image in images:
+        size = image_size(image)
+        if size is None:
+            problems.add("bad_image_size", image.get("id"))
+        elif image["id"] not in merged and image["id"] not in skipped:
+            sizes[image["id"]] = size
+    return merged, sizes
+
+
+def _cleaned_annotation(ann: dict, height: int, width: int, known, problems: ProblemCounter) -> dict | None:
+    """A copy of the annotation as :func:`validate_coco_dict` keeps it (see there), or ``None`` when it is dropped;
+    its problem or repairs counted."""
+    issue, _, segmentation, repairs = check_annotation(ann, height, width, known)
+    if issue:
+        problems.add(issue, ann["id"])
+        return None
+    for repair in repairs:
+        problems.add(repair, ann["id"])
+    cleaned = {"iscrowd": 0, **ann, "segmentation": segmentation}  # COCOeval needs iscrowd; the reader's default
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    if x < 0 or y < 0 or x + w > width or y + h > height:
+        x0, y0 = max(x, 0.0), max(y, 0.0)
+        cleaned["bbox"] = [x0, y0, min(x + w, width) - x0, min(y + h, height) - y0]
+    area = ann.get("area")
+    if repairs or not isinstance(area, (int, float)) or not math.isfinite(area) or area < 0:
+        cleaned["area"] = float(segmentation_to_mask(segmentation, height, width).sum())
+    return cleaned

@@ -57,24 +57,11 @@ def coco_dict(examples: Sequence[dict], categories: CocoCategories, segmentation
             }
         )
         classes = np.asarray(example["classes"]).reshape(-1)
-        n = len(classes)
-        masks = np.asarray(example["masks"], bool) if "masks" in example else None
-        if masks is not None and masks.shape != (n, height, width):
-            raise ValueError(f"example {index}: masks {masks.shape} for {n} instances of an image {height}x{width}")
-        if "boxes" in example:
-            boxes = np.asarray(example["boxes"], np.float64).reshape(-1, 4)
-        elif masks is not None:
-            from kzoo.data.shapes import mask_to_box
-
-            boxes = np.stack([mask_to_box(m) for m in masks]).astype(np.float64) if n else np.zeros((0, 4))
-        else:
-            raise ValueError(f"example {index}: give 'boxes' or 'masks'")
-        if len(boxes) != n:
-            raise ValueError(f"example {index}: {len(boxes)} boxes for {n} classes")
-        crowd = np.asarray(example.get("is_crowd", np.zeros(n, bool)), bool).reshape(-1)
+        masks, boxes = _example_masks_and_boxes(example, index, len(classes), height, width)
+        crowd = np.asarray(example.get("is_crowd", np.zeros(len(classes), bool)), bool).reshape(-1)
         given = example.get("segmentations")
-        category_ids = categories.to_category_id(classes.astype(np.int64)) if n else []
-        for i in range(n):
+        category_ids = categories.to_category_id(classes.astype(np.int64)) if len(classes) else []
+        for i in range(len(classes)):
             ymin, xmin, ymax, xmax = (float(v) for v in boxes[i])
             fmt = formats[len(annotations) % len(formats)]
             if given is not None and given[i] is not None:
@@ -84,14 +71,7 @@ def coco_dict(examples: Sequence[dict], categories: CocoCategories, segmentation
                 segmentation = [[xmin, ymin, xmax, ymin, xmax, ymax, xmin, ymax]]
                 area = (ymax - ymin) * (xmax - xmin)
             else:
-                mask = masks[i]
-                area = float(mask.sum())
-                if fmt == "rle":
-                    segmentation = mask_to_rle(mask)
-                elif fmt == "uncompressed_rle":
-                    segmentation = mask_to_uncompressed_rle(mask)
-                else:
-                    segmentation = mask_to_polygons(mask)
+                segmentation, area = _encoded(masks[i], fmt), float(masks[i].sum())
             annotations.append(
                 {
                     "id": len(annotations) + 1,
@@ -104,6 +84,36 @@ def coco_dict(examples: Sequence[dict], categories: CocoCategories, segmentation
                 }
             )
     return {"images": images, "annotations": annotations, "categories": categories.to_coco()}
+
+
+def _example_masks_and_boxes(
+    example: dict, index: int, n: int, height: int, width: int
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(masks, boxes)`` of an example's ``n`` instances: bool ``[n, H, W]`` masks or ``None``, float64 ``[n, 4]``
+    boxes (given, or the masks' tight boxes); ValueError naming the example when they do not fit."""
+    masks = np.asarray(example["masks"], bool) if "masks" in example else None
+    if masks is not None and masks.shape != (n, height, width):
+        raise ValueError(f"example {index}: masks {masks.shape} for {n} instances of an image {height}x{width}")
+    if "boxes" in example:
+        boxes = np.asarray(example["boxes"], np.float64).reshape(-1, 4)
+    elif masks is not None:
+        from kzoo.data.shapes import mask_to_box
+
+        boxes = np.stack([mask_to_box(m) for m in masks]).astype(np.float64) if n else np.zeros((0, 4))
+    else:
+        raise ValueError(f"example {index}: give 'boxes' or 'masks'")
+    if len(boxes) != n:
+        raise ValueError(f"example {index}: {len(boxes)} boxes for {n} classes")
+    return masks, boxes
+
+
+def _encoded(mask: np.ndarray, segmentation_format: str):
+    """A ``[H, W]`` mask as a COCO segmentation of ``segmentation_format`` (one of ``SEGMENTATION_FORMATS``)."""
+    if segmentation_format == "rle":
+        return mask_to_rle(mask)
+    if segmentation_format == "uncompressed_rle":
+        return mask_to_uncompressed_rle(mask)
+    return mask_to_polygons(mask)
 
 
 def write_coco_json(examples: Sequence[dict], categories: CocoCategories, path: str, segmentation_format="rle") -> dict:
