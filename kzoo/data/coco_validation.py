@@ -176,7 +176,8 @@ def validate_coco_dict(
             problems.add("duplicate_annotations", ann["id"])
             continue
         seen.add(ann["id"])
-        cleaned = _cleaned_annotation(ann, *sizes[ann["image_id"]], known, problems)
+        height, width = sizes[ann["image_id"]]
+        cleaned = _cleaned_annotation(ann, height, width, known, problems)
         if cleaned is not None:
             kept[index] = cleaned
     out = {key: value for key, value in dataset.items() if key not in ("images", "annotations")}
