@@ -125,16 +125,19 @@ def cmd_predict(args) -> int:
         _print_throughput(results)
         return 0
     if not args.saved_model:
-        raise ValueError("give --config CONFIG (a trained run's config) or --saved-model DIR (an exported NIN)")
-    videos = [path for path in args.images if is_video_path(path)]
-    if videos:
-        raise ValueError(
-            f"video input ({videos[0]}) needs a Mask R-CNN run (--config CONFIG); a NIN SavedModel classifies images"
-        )
-    from kzoo.tasks.classification import predict_with_saved_model, ranked_table
+        raise ValueError("give --config CONFIG (a trained run's config) or --saved-model DIR (an exported model)")
+    from kzoo.tasks.registry import TASKS, task_class_for_saved_model
 
-    results = predict_with_saved_model(args.saved_model, args.images, args.top or 3, args.cam)
-    _print_table(*ranked_table(f"kzoo predict with {args.saved_model}", results))
+    videos = [path for path in args.images if is_video_path(path)]
+    no_videos = f"video input ({videos[0] if videos else ''}) needs a trained run (--config CONFIG)"
+    if videos and not any(task.saved_model_takes_videos for task in TASKS.values()):
+        raise ValueError(no_videos)  # before reading the SavedModel: no registered task takes videos there
+    task_class = task_class_for_saved_model(args.saved_model)
+    if videos and not task_class.saved_model_takes_videos:
+        raise ValueError(no_videos)
+    options = _options(task_class.predict_saved_model, {"--top": ("top", args.top), "--cam": ("cam", bool(args.cam))})
+    results = task_class.predict_saved_model(args.saved_model, args.images, args.cam or args.output, **options)
+    _print_table(*task_class.saved_model_table(args.saved_model, results))
     _print_throughput(results)
     return 0
 

@@ -26,15 +26,16 @@ class Task:
     """The contract every task implements, with the signatures every family shares.
 
     Class attributes: ``name`` (the config's ``task:`` value), ``config_class`` (its experiment dataclass, with
-    ``name``, ``output_dir``, ``precision``, ``train`` and ``strategy`` at least), ``metric_names`` (the train
-    step's running metrics, the loss first) and ``keras_policy`` (the Keras dtype policy while the model is built
-    and trained).
+    ``name``, ``output_dir``, ``precision``, ``train`` and ``strategy`` at least) and ``metric_names`` (the train
+    step's running metrics, the loss first). The model's precision is its own (``dtype=``, from the config's
+    ``precision``): no task sets Keras' process-wide dtype policy.
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type]
     metric_names: tuple[str, ...] = ("loss",)
-    keras_policy: str = "float32"
+    #: the keys of the model's ``training_losses`` behind :attr:`metric_names`, in the same order
+    step_outputs: tuple[str, ...] = ("total",)
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -56,16 +57,36 @@ class Task:
         strategy: tf.distribute.Strategy,
         global_batch: int,
     ) -> Callable[[Iterator], tf.Tensor]:
-        """``step(distributed_iterator) -> float32 [N]``: one global batch's sums, summed over the replicas."""
-        raise NotImplementedError
+        """``step(distributed_iterator) -> float32 [N]``: the global batch's :attr:`step_outputs` (each the mean
+        over the replicas of the replica's batch mean). The one step of every task
+        (:func:`kzoo.training.step.make_train_step`): the model's ``training_losses`` differ, nothing else."""
+        from kzoo.training.step import make_train_step
+
+        del global_batch  # every replica's loss is its batch's mean; the step divides by the replica count
+        train = self.config.train
+        return make_train_step(
+            model,
+            optimizer,
+            strategy,
+            self.step_outputs,
+            seed=train.seed,
+            gradient_clip_norm=train.gradient_clip_norm,
+            jit_compile=train.jit_compile,
+            **self.loss_options(),
+        )
+
+    def loss_options(self) -> dict[str, Any]:
+        """Keyword arguments of the model's ``training_losses`` from the config (``label_smoothing``...)."""
+        return {}
 
     def step_metrics(self, totals: np.ndarray, steps: int) -> dict[str, float]:
-        """The epoch's running metrics (:attr:`metric_names`) from the step's summed outputs."""
-        raise NotImplementedError
+        """The epoch's running metrics (:attr:`metric_names`): the mean over its ``steps`` of the step's outputs."""
+        return {name: float(value) / steps for name, value in zip(self.metric_names, totals)}
 
     def set_trainable(self, model: keras.Model, preset: str) -> None:
-        """Make the layers of ``preset`` (``all``, ``heads``, ``3+``...) trainable, freeze the others."""
-        raise NotImplementedError
+        """Make the layers of ``preset`` (``all``, ``heads``, ``3+``...: the model's ``TRAINABLE_PRESETS``)
+        trainable, freeze the others: the model's own ``set_trainable_preset`` (it knows its stages)."""
+        model.set_trainable_preset(preset)
 
     def evaluate(
         self,
@@ -152,6 +173,31 @@ class Task:
         """Run trained weights on files, writing what the task draws into ``output_dir``; one dict per input
         with ``image`` (the path) and ``output`` at least."""
         raise NotImplementedError
+
+    # -- exported SavedModels (kzoo predict --saved-model) -------------------------------------------------------
+
+    #: the ``serving_default`` outputs that mark this task's SavedModels (registry.task_class_for_saved_model)
+    saved_model_outputs: ClassVar[frozenset[str]] = frozenset()
+    #: whether :meth:`predict_saved_model` takes video files
+    saved_model_takes_videos: ClassVar[bool] = False
+
+    @classmethod
+    def predict_saved_model(
+        cls, saved_model: str, inputs: Sequence[str], output_dir: str | None = None, verbose: int = 1, **options: Any
+    ) -> list[dict[str, Any]]:
+        """Run an exported SavedModel of this task (a TF Serving model folder or a version folder) on files; one
+        dict per input with ``image``, ``frames`` and ``seconds`` at least. No config is needed."""
+        raise ValueError(
+            f"kzoo predict does not run {cls.name} SavedModels ({saved_model}); give the run's config instead: "
+            "kzoo predict IMAGES --config CONFIG"
+        )
+
+    @classmethod
+    def saved_model_table(cls, saved_model: str, results: list[dict[str, Any]]) -> Table:
+        """The table ``kzoo predict --saved-model`` prints."""
+        return f"kzoo predict with {saved_model}", [("image", "output")] + [
+            (r["image"], r.get("output", "")) for r in results
+        ]
 
     def demo(self, fresh: bool = False) -> Table:
         """The task's main job on built-in data, ending in its results table."""

@@ -97,6 +97,18 @@ class ToyTask(Task):
             results.append({"image": path, "output": output, "frames": 1, "seconds": 0.0})
         return results
 
+    saved_model_outputs = frozenset({"output_0"})  # what Keras' tf_saved_model export names the Dense output
+
+    @classmethod
+    def predict_saved_model(cls, saved_model, inputs, output_dir=None, verbose=1):
+        loaded = tf.saved_model.load(saved_model)
+        results = []
+        for path in inputs:
+            pixels = np.asarray(Image.open(path), np.float32) / 255.0
+            value = float(loaded.serve(np.array([[pixels.mean(), 0.0]], np.float32)).numpy()[0, 0])
+            results.append({"image": path, "output": f"{value:.4f}", "frames": 1, "seconds": 0.0})
+        return results
+
 
 def test_registered_and_found_from_the_config(tmp_path):
     assert TASKS["toy_regression"] is ToyTask
@@ -135,3 +147,28 @@ def test_the_cli_drives_a_task_it_does_not_know(tmp_path, capsys):
     # an option the task's predict does not take is named, not ignored
     assert main(["predict", str(image), "--config", str(config), "--score-threshold", "0.3"]) == 2
     assert "--score-threshold is not an option of the toy_regression task's predict" in capsys.readouterr().err
+    # its exported SavedModel is found by its outputs, run by the task, again without touching cli.py
+    with open(tmp_path / "out" / "gray.png.txt") as f:
+        expected = float(f.read())
+    assert main(["predict", str(image), "--saved-model", str(tmp_path / "run" / "export" / "toy")]) == 0
+    assert f"{expected:.4f}" in capsys.readouterr().out
+    assert main(["predict", str(image), "--saved-model", str(tmp_path / "run" / "export" / "toy"), "--top", "2"]) == 2
+    assert "--top is not an option of the toy_regression task's predict_saved_model" in capsys.readouterr().err
+
+
+def test_a_saved_model_no_task_wrote_is_named(tmp_path):
+    from kzoo.tasks.registry import task_class_for_saved_model
+
+    with pytest.raises(FileNotFoundError, match="no SavedModel in"):
+        task_class_for_saved_model(str(tmp_path))
+    module = tf.Module()
+    module.f = tf.function(lambda x: {"something": x * 2}, input_signature=[tf.TensorSpec([None], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "other" / "1"), signatures={"serving_default": module.f})
+    with pytest.raises(
+        ValueError, match=r"not a SavedModel kzoo exported \(serving_default outputs: \['something'\]\)"
+    ):
+        task_class_for_saved_model(str(tmp_path / "other"))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "saved_model.pb").write_bytes(b"\xff not a protobuf")
+    with pytest.raises(ValueError, match="not a readable SavedModel"):
+        task_class_for_saved_model(str(tmp_path / "broken"))
