@@ -21,6 +21,8 @@ class GlobalAveragePoolingHead(keras.layers.Layer):
             ``None``/``"linear"`` for logits, or any Keras activation.
         return_class_maps: if true, also return the input maps, so callers can
             draw class activation maps.
+        dtype: the layer's dtype policy; default ``"float32"`` (not the global or the
+            model's mixed policy: the scores are averaged and activated in float32).
 
     Input shape:
         ``(batch, height, width, classes)``, float.

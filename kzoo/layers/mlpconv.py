@@ -38,6 +38,8 @@ class Mlpconv(keras.layers.Layer):
         dropout_rate: dropout applied to the block's output (0 disables it).
         kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer:
             passed to every convolution.
+        dtype: the dtype policy (``keras.DTypePolicy`` or its name, e.g. ``"mixed_bfloat16"``), forwarded to
+            every convolution, normalization and dropout of the block; default Keras' global policy.
 
     Input shape:
         ``(batch, height, width, channels)``, float (channels-last).

@@ -408,7 +408,7 @@ class MaskRCNNModel(keras.Model):
             **kwargs: Keras ``compile`` arguments (``run_eagerly``, ``steps_per_execution``, ``jit_compile``...);
                 ``loss`` and ``metrics`` are not supported: the model computes its own losses. ``jit_compile``
                 defaults to ``False`` (Keras' ``"auto"`` turns XLA on where a GPU is, and XLA needs
-                ``roi_method: gather``), as the custom loop's ``train.jit_compile`` does.
+                ``roi_align.method: gather``), as the custom loop's ``train.jit_compile`` does.
         """
         for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
             if kwargs.get(key) is not None:

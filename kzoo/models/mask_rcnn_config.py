@@ -61,18 +61,15 @@ RESNET_STAGE_PRESETS = {"3+": 3, "4+": 4, "5+": 5}
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
-def _check_values(key: str, values: tuple, count: int | None = None, what: str = "", positive: bool = True) -> None:
-    """ConfigError naming ``key`` unless ``values`` holds ``count`` values (at least one), each finite (and
-    positive)."""
+def check_length(key: str, values: tuple, count: int | None = None, what: str = "") -> None:
+    """ConfigError naming ``key`` unless ``values`` holds ``count`` values (``what`` they are), or at least one."""
     if count is not None and len(values) != count:
         raise ConfigError(f"config key '{key}' needs {count} values ({what}), got {list(values)}")
     if not values:
         raise ConfigError(f"config key '{key}' must hold at least one value")
-    for value in values:
-        check_finite(key, value, 0.0 if positive else None, low_open=positive)
 
 
-def _check_iou_threshold(key: str, value: float) -> None:
+def check_iou(key: str, value: float) -> None:
     """ConfigError naming ``key`` unless ``value`` is an IoU threshold in ``[0, 1]``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0.0 <= value <= 1.0:
         raise ConfigError(f"config key '{key}' is an IoU and must be in [0, 1] (1 suppresses nothing), got {value!r}")
@@ -128,8 +125,12 @@ class AnchorConfig:
     strides: str = "nominal"
 
     def __post_init__(self) -> None:
-        _check_values("model.anchors.sizes", self.sizes, 5, "one size per level P2..P6")
-        _check_values("model.anchors.aspect_ratios", self.aspect_ratios)
+        check_length("model.anchors.sizes", self.sizes, 5, "one size per level P2..P6")
+        for size in self.sizes:
+            check_finite("model.anchors.sizes", size, 0.0, low_open=True)
+        check_length("model.anchors.aspect_ratios", self.aspect_ratios)
+        for value in self.aspect_ratios:
+            check_finite("model.anchors.aspect_ratios", value, 0.0, low_open=True)
         check_fraction("model.anchors.offset", self.offset)
         check_choice("model.anchors.strides", self.strides, ANCHOR_STRIDES)
 
@@ -152,7 +153,9 @@ class RPNConfig:
     positive_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        _check_values("model.rpn.box_weights", self.box_weights, 4, "ty, tx, th, tw")
+        check_length("model.rpn.box_weights", self.box_weights, 4, "ty, tx, th, tw")
+        for value in self.box_weights:
+            check_finite("model.rpn.box_weights", value, 0.0, low_open=True)
         for key in (
             "pre_nms_top_k_train",
             "pre_nms_top_k_test",
@@ -161,7 +164,7 @@ class RPNConfig:
             "samples_per_image",
         ):
             check_count(f"model.rpn.{key}", getattr(self, key))
-        _check_iou_threshold("model.rpn.nms_threshold", self.nms_threshold)
+        check_iou("model.rpn.nms_threshold", self.nms_threshold)
         for key in ("positive_iou", "negative_iou", "positive_fraction"):
             check_fraction(f"model.rpn.{key}", getattr(self, key))
         check_finite("model.rpn.min_size", self.min_size, 0.0)
@@ -223,7 +226,9 @@ class BoxHeadConfig:
     def __post_init__(self) -> None:
         check_count("model.box_head.fc_dim", self.fc_dim)
         check_choice("model.box_head.flatten_order", self.flatten_order, FLATTEN_ORDERS)
-        _check_values("model.box_head.box_weights", self.box_weights, 4, "ty, tx, th, tw")
+        check_length("model.box_head.box_weights", self.box_weights, 4, "ty, tx, th, tw")
+        for value in self.box_weights:
+            check_finite("model.box_head.box_weights", value, 0.0, low_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +258,7 @@ class DetectionConfig:
 
     def __post_init__(self) -> None:
         check_fraction("model.detection.score_threshold", self.score_threshold)
-        _check_iou_threshold("model.detection.nms_threshold", self.nms_threshold)
+        check_iou("model.detection.nms_threshold", self.nms_threshold)
         check_count("model.detection.max_detections", self.max_detections)
         check_finite("model.detection.min_box_size", self.min_box_size, 0.0)
         check_count("model.detection.pre_nms_top_k", self.pre_nms_top_k)
@@ -283,8 +288,12 @@ class InputConfig:
                 f"config key 'model.input.size_divisible' must be a multiple of 32 (the stride of P5), "
                 f"got {self.size_divisible}"
             )
-        _check_values("model.input.image_mean", self.image_mean, 3, "RGB", positive=False)
-        _check_values("model.input.image_std", self.image_std, 3, "RGB")
+        check_length("model.input.image_mean", self.image_mean, 3, "RGB")
+        for value in self.image_mean:
+            check_finite("model.input.image_mean", value)
+        check_length("model.input.image_std", self.image_std, 3, "RGB")
+        for value in self.image_std:
+            check_finite("model.input.image_std", value, 0.0, low_open=True)
 
 
 #: The flat keys of kzoo 0.x -> where they are now (read with a DeprecationWarning, see the module doc).

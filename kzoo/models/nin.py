@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 import numpy as np
 
 from kzoo.layers import GlobalAveragePoolingHead, Mlpconv
-from kzoo.models.nin_config import DEFAULT_INPUT_SHAPES, VARIANTS, BlockSpec
+from kzoo.models.nin_config import DEFAULT_INPUT_SHAPES, NIN_TRAINABLE_PRESETS, VARIANTS, BlockSpec
 from kzoo.ops.image_checks import FLOAT_DTYPES, assert_image_values, check_image_spec
 
 __all__ = [
@@ -114,6 +114,52 @@ class NINModel(keras.Model):
         order = np.argsort(np.concatenate([indices for indices, _ in parts]), kind="stable")
         return keras.tree.map_structure(lambda *outs: np.concatenate(outs)[order], *[out for _, out in parts])
 
+    def training_losses(self, batch, seed=None, label_smoothing: float = 0.0) -> dict:
+        """The losses of one batch in training mode, for :func:`kzoo.models.training_step.apply_training_step`.
+
+        Args:
+            batch: ``(images float32 [B, H, W, C], labels int [B])``, images preprocessed.
+            seed: unused (dropout draws from Keras' seed generator).
+            label_smoothing: of the cross-entropy.
+
+        Returns:
+            ``{"total": the mean cross-entropy, "accuracy": the fraction of top-1 hits}``, float32 scalars.
+        """
+        del seed
+        images, labels = batch
+        scores = keras.ops.cast(self(images, training=True), "float32")
+        labels = keras.ops.cast(labels, "int32")
+        per_example = keras.losses.categorical_crossentropy(
+            keras.ops.one_hot(labels, scores.shape[-1]), scores, label_smoothing=label_smoothing
+        )
+        hits = keras.ops.cast(keras.ops.equal(keras.ops.cast(keras.ops.argmax(scores, -1), "int32"), labels), "float32")
+        return {"total": keras.ops.mean(per_example), "accuracy": keras.ops.mean(hits)}
+
+    #: ``train.trainable_layers`` presets (:meth:`set_trainable_preset`).
+    TRAINABLE_PRESETS: ClassVar[tuple[str, ...]] = NIN_TRAINABLE_PRESETS
+
+    def _blocks(self) -> list[Mlpconv]:
+        return [layer for layer in self.layers if isinstance(layer, Mlpconv)]
+
+    def class_specific_weights(self) -> list[keras.Variable]:
+        """The weights whose shapes depend on the class count (reset when weights of another class count are
+        loaded, :func:`kzoo.models.weight_files.load_weights_transferring`): the class stage, i.e. the last 1 x 1
+        convolution of the last mlpconv block and its batch normalization; none without the top."""
+        blocks = self._blocks()
+        if not blocks or not any(isinstance(layer, GlobalAveragePoolingHead) for layer in self.layers):
+            return []
+        last = blocks[-1]
+        return list(last.convs[-1].weights) + (list(last.norms[-1].weights) if last.norms else [])
+
+    def set_trainable_preset(self, preset: str) -> None:
+        """Train what ``preset`` (one of :attr:`TRAINABLE_PRESETS`) names and freeze the rest: ``all`` every
+        layer with weights, ``heads`` only the last one (the last mlpconv block, which holds the class stage)."""
+        if preset not in self.TRAINABLE_PRESETS:
+            raise ValueError(f"NIN trainable preset must be one of {list(self.TRAINABLE_PRESETS)}, got {preset!r}")
+        layers = [layer for layer in self.layers if layer.weights]
+        for layer in layers:
+            layer.trainable = preset == "all" or layer is layers[-1]
+
 
 def _check_batch_of(model: keras.Model, shape, dtype, name: str) -> None:
     _, height, width, channels = (None if d is None else int(d) for d in model.inputs[0].shape)
@@ -204,7 +250,8 @@ def build_nin(
     use_batch_norm: bool = False,
     kernel_regularizer: Any = None,
     name: str = "nin",
-) -> keras.Model:
+    dtype: str | keras.DTypePolicy | None = None,
+) -> NINModel:
     """Assemble a NIN on ``input_tensor``.
 
     Args:
@@ -219,6 +266,9 @@ def build_nin(
         use_batch_norm: batch normalization before every ReLU.
         kernel_regularizer: regularizer of every convolution kernel.
         name: model name.
+        dtype: the dtype policy of the blocks, poolings and dropouts (``keras.DTypePolicy`` or its name:
+            ``"mixed_bfloat16"`` computes in bfloat16 with float32 variables); ``None``: Keras' global policy.
+            The head averages and activates in float32 whatever the policy.
 
     Returns:
         A functional :class:`NINModel`, which checks its images (see there). With the top:
@@ -243,17 +293,18 @@ def build_nin(
             use_batch_norm=use_batch_norm,
             kernel_regularizer=kernel_regularizer,
             name=f"block{index}",
+            dtype=dtype,
         )(x)
         if spec.pool:
-            x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{index}")(x)
+            x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{index}", dtype=dtype)(x)
         if spec.dropout and dropout_rate > 0:
-            x = keras.layers.Dropout(dropout_rate, name=f"dropout{index}")(x)
+            x = keras.layers.Dropout(dropout_rate, name=f"dropout{index}", dtype=dtype)(x)
     if include_top:
         x = GlobalAveragePoolingHead(activation=classifier_activation, name="head")(x)
     elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype=dtype)(x)
     elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool", dtype=dtype)(x)
     return NINModel(input_tensor, x, name=name)
 
 

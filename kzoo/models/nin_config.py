@@ -9,6 +9,10 @@ from typing import Any
 
 from kzoo.utils.structs import dataclass_from_dict
 
+#: ``train.trainable_layers`` presets of a NIN (:meth:`kzoo.models.nin.NINModel.set_trainable_preset`): ``all``
+#: every layer, ``heads`` the last mlpconv block (the one holding the class stage).
+NIN_TRAINABLE_PRESETS = ("all", "heads")
+
 
 @dataclasses.dataclass(frozen=True)
 class BlockSpec:

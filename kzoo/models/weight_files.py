@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -172,8 +171,9 @@ def load_weights_transferring(
         model: a built model.
         path: a ``.weights.h5`` file (``model.save_weights``) of the same architecture, any class count.
         resettable: says which weight paths (e.g. ``"box_head/cls_score/vars/0"``) may differ in shape; default:
-            the class-specific predictors of a Mask R-CNN (:func:`mask_rcnn_class_specific`) or of a NIN
-            (:func:`nin_class_specific`).
+            the weights the model declares class-specific (its ``class_specific_weights()``, a list of Keras
+            variables: :meth:`kzoo.models.mask_rcnn.MaskRCNNModel.class_specific_weights`,
+            :meth:`kzoo.models.nin.NINModel.class_specific_weights`); none for a model without that method.
 
     Returns:
         A :class:`TransferReport`.
@@ -194,11 +194,8 @@ def load_weights_transferring(
         model.save_weights(merged)
         target = _tensor_shapes(merged)
         if resettable is None:
-            from kzoo.models.mask_rcnn import MaskRCNNModel
-
-            resettable = (
-                mask_rcnn_class_specific if isinstance(model, MaskRCNNModel) else nin_class_specific(list(target))
-            )
+            differing = [name for name in target if name in source and target[name] != source[name]]
+            resettable = _file_names_of(model, _class_specific_weights(model), merged, differing).__contains__
         difference = _first_difference(model, path, target, source, resettable)
         if difference is not None:
             raise ValueError(f"weights file {path} holds another architecture than model '{model.name}': {difference}")
@@ -215,26 +212,30 @@ def _shape_text(shape: tuple[int, ...] | None) -> str:
     return "no such weight" if shape is None else f"shape {list(shape)}"
 
 
-#: The class-specific predictors of Mask R-CNN (K+1 class scores, 4K box deltas, K mask channels), as weight paths.
-MASK_RCNN_CLASS_SPECIFIC = ("box_head/cls_score/", "box_head/bbox_pred/", "mask_head/mask_fcn_logits/")
-_NIN_STAGE = re.compile(
-    r"^layers/mlpconv(?:_(\d+))?/(convs|norms)/(?:conv2d|[a-z]+_normalization)(?:_(\d+))?/vars/\d+$"
-)
+def _class_specific_weights(model: keras.Model) -> list:
+    """The variables ``model`` declares class-specific (its ``class_specific_weights()``), or none."""
+    declared = getattr(model, "class_specific_weights", None)
+    return list(declared()) if callable(declared) else []
 
 
-def mask_rcnn_class_specific(name: str) -> bool:
-    """Whether weight path ``name`` belongs to a class-specific predictor of Mask R-CNN."""
-    return any(part in name for part in MASK_RCNN_CLASS_SPECIFIC)
+def _file_names_of(model: keras.Model, variables: list, saved: str, names: list[str]) -> set[str]:
+    """Which of ``names`` (weight paths of ``saved``, the file ``model.save_weights`` wrote) hold ``variables``:
+    those that change when ``model`` is saved again with ``variables`` changed (by +1; restored after). Keras
+    names a weight in the file by where it sits, not by the variable, so the file is asked which it is."""
+    wanted = [variable for variable in variables if variable is not None]
+    if not wanted or not names:
+        return set()
+    import h5py
+    import numpy as np
 
-
-def nin_class_specific(names: list[str]) -> Callable[[str], bool]:
-    """For a NIN's weight paths, a predicate true for the class stage (the last 1 x 1 convolution of the last
-    mlpconv block, and its normalization), the only weights whose shape depends on the class count."""
-    stages = [(int(m[1] or 0), m[2], int(m[3] or 0), name) for name in names if (m := _NIN_STAGE.match(name))]
-    if not stages:
-        return lambda name: False
-    last_block = max(block for block, _, _, _ in stages)
-    kinds = {kind for block, kind, _, _ in stages if block == last_block}
-    last_stage = {kind: max(s for b, k, s, _ in stages if b == last_block and k == kind) for kind in kinds}
-    chosen = {name for block, kind, stage, name in stages if block == last_block and stage == last_stage.get(kind)}
-    return chosen.__contains__
+    originals = [keras.ops.convert_to_numpy(variable) for variable in wanted]
+    changed = os.path.join(os.path.dirname(saved), "changed.weights.h5")
+    try:
+        for variable, value in zip(wanted, originals):
+            variable.assign(value + 1)
+        model.save_weights(changed)
+    finally:
+        for variable, value in zip(wanted, originals):
+            variable.assign(value)
+    with h5py.File(saved, "r") as before, h5py.File(changed, "r") as after:
+        return {name for name in names if not np.array_equal(before[name][...], after[name][...])}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -12,13 +12,13 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.applications.weights import weights_file
-from kzoo.config import ExperimentConfig
+from kzoo.config import PRECISION_POLICIES, ExperimentConfig
 from kzoo.data.classification import ClassificationSplit, load_classification, make_pipeline
 from kzoo.data.images import read_image_file
 from kzoo.evaluation.classification import evaluate_classifier
 from kzoo.export.serving import DEFAULT_MAX_IMAGE_PIXELS
-from kzoo.models.nin import build_nin, resolve_blocks
-from kzoo.models.weight_files import load_weights_transferring
+from kzoo.models.nin import NINModel, build_nin, resolve_blocks
+from kzoo.models.weight_files import load_weights_file, load_weights_transferring
 from kzoo.tasks.base import Table, Task
 from kzoo.tasks.registry import register_task
 from kzoo.training import loop
@@ -36,10 +36,10 @@ class ClassificationTask(Task):
     name = "classification"
     config_class = ExperimentConfig
     metric_names: tuple[str, ...] = ("train_loss", "train_accuracy")
+    step_outputs = ("total", "accuracy")  # NINModel.training_losses
 
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
-        self.keras_policy = loop.PRECISION_POLICIES[config.precision]
         self._splits: dict[str, ClassificationSplit] = {}
 
     # -- data ------------------------------------------------------------------------------------------------
@@ -87,9 +87,11 @@ class ClassificationTask(Task):
 
     # -- model and step -----------------------------------------------------------------------------------------
 
-    def build_model(self, init_weights: bool = True) -> keras.Model:
+    def build_model(self, init_weights: bool = True, dtype: str | keras.DTypePolicy | None = None) -> NINModel:
         """The classifier of ``config.model``: random, or with ``init_weights`` starting from
-        ``model.init_weights`` (any class count)."""
+        ``model.init_weights`` (any class count). ``dtype``: its layers' dtype policy; default the training
+        precision's (``config.precision``: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``, float32
+        variables)."""
         model_config = self.config.model
         model = build_nin(
             keras.Input(model_config.input_shape, name="images"),
@@ -98,38 +100,22 @@ class ClassificationTask(Task):
             dropout_rate=model_config.dropout_rate,
             use_batch_norm=model_config.use_batch_norm,
             name=f"nin_{model_config.variant}",
+            dtype=dtype or keras.DTypePolicy(PRECISION_POLICIES[self.config.precision]),
         )
         if init_weights and model_config.init_weights:
             report = load_weights_transferring(model, weights_file(model_config.init_weights, "nin"))
             print(f"model.init_weights: {report.summary()}")
         return model
 
-    def set_trainable(self, model: keras.Model, preset: str) -> None:
-        """``all`` trains every layer, ``heads`` only the last mlpconv block (the one holding the class stage)."""
-        blocks = [layer for layer in model.layers if layer.weights]
-        for layer in blocks:
-            layer.trainable = preset == "all" or layer is blocks[-1]
+    def trained_model(self, weights: str | None = None) -> NINModel:
+        """The classifier with trained ``weights`` (default: the run's) loaded, in float32 whatever precision
+        trained it (evaluation, export and prediction run in float32)."""
+        model = self.build_model(init_weights=False, dtype="float32")
+        load_weights_file(model, self.weights_path(weights))
+        return model
 
-    def make_train_step(
-        self,
-        model: keras.Model,
-        optimizer: keras.optimizers.Optimizer,
-        strategy: tf.distribute.Strategy,
-        global_batch: int,
-    ) -> Callable[[Iterator], tf.Tensor]:
-        return make_train_step(
-            model,
-            optimizer,
-            strategy,
-            self.config.model.classes,
-            global_batch,
-            label_smoothing=self.config.train.label_smoothing,
-            scale_loss=self.config.precision == "float16",
-        )
-
-    def step_metrics(self, totals: np.ndarray, steps: int) -> dict[str, float]:
-        count = max(float(totals[2]), 1.0)
-        return {"train_loss": float(totals[0]) / count, "train_accuracy": float(totals[1]) / count}
+    def loss_options(self) -> dict[str, Any]:
+        return {"label_smoothing": self.config.train.label_smoothing}
 
     def evaluate(
         self,
@@ -274,6 +260,26 @@ class ClassificationTask(Task):
             )
         return results
 
+    saved_model_outputs = frozenset({"probabilities", "classes", "class_names"})
+
+    @classmethod
+    def predict_saved_model(
+        cls,
+        saved_model: str,
+        inputs: Sequence[str],
+        output_dir: str | None = None,
+        verbose: int = 1,
+        top: int = 3,
+        cam: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Top-``top`` classes of image files from an exported classifier SavedModel; with ``cam``, the top
+        class's confidence map over each image as PNG in ``output_dir`` (see :func:`predict_with_saved_model`)."""
+        return predict_with_saved_model(saved_model, inputs, top, output_dir if cam else None, verbose)
+
+    @classmethod
+    def saved_model_table(cls, saved_model: str, results: list[dict[str, Any]]) -> Table:
+        return ranked_table(f"kzoo predict with {saved_model}", results)
+
     def demo(self, fresh: bool = False) -> Table:
         return run_demo(self.config, fresh=fresh)
 
@@ -343,70 +349,20 @@ def _sharded(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def make_train_step(
-    model: keras.Model,
-    optimizer: keras.optimizers.Optimizer,
-    strategy: tf.distribute.Strategy,
-    classes: int,
-    global_batch: int,
-    label_smoothing: float = 0.0,
-    scale_loss: bool = False,
-) -> Callable[[Iterator], tf.Tensor]:
-    """The compiled training step: ``train_step(iterator) -> [loss_sum, correct, count]`` float32 ``[3]``.
-
-    Pulls one global batch ``(images float32 [B, H, W, C], labels int64 [B])`` from a distributed iterator, runs
-    forward/backward on every replica (loss: cross-entropy averaged over the global batch, plus regularization
-    losses scaled per replica), applies the all-reduced gradients, and returns the sums over the global batch of
-    the per-example loss and of the correct predictions, and the number of examples. ``scale_loss`` applies a
-    ``LossScaleOptimizer``'s scaling (float16).
-    """
-
-    def replica_step(images, labels):
-        with tf.GradientTape() as tape:
-            probs = tf.cast(model(images, training=True), tf.float32)
-            per_example = keras.losses.categorical_crossentropy(
-                tf.one_hot(labels, classes), probs, label_smoothing=label_smoothing
-            )
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            if model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-            objective = optimizer.scale_loss(loss) if scale_loss else loss
-        variables = model.trainable_variables
-        gradients = tape.gradient(objective, variables)
-        optimizer.apply_gradients(zip(gradients, variables))
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, -1), labels), tf.float32))
-        count = tf.cast(tf.shape(labels)[0], tf.float32)
-        # the replica's loss is its share of the global mean; times the global batch it sums over replicas
-        return tf.stack([loss * float(global_batch), correct, count])
-
-    @tf.function
-    def train_step(iterator):
-        images, labels = next(iterator)
-        sums = strategy.run(replica_step, args=(images, labels))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
-
-    return train_step
-
-
 # -- SavedModel predictions --------------------------------------------------------------------------------------
 
 
 def _load_classifier_saved_model(saved_model: str):
     """``(version_dir, loaded)`` of a kzoo classifier SavedModel (a TF Serving model folder or a version folder)."""
-    from kzoo.export.serving import latest_version_dir
+    from kzoo.tasks.registry import saved_model_version_dir
 
-    version_dir = saved_model
-    if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
-        latest = latest_version_dir(saved_model)
-        if latest is None:
-            raise FileNotFoundError(f"no SavedModel in {saved_model} (export one: kzoo export CONFIG)")
-        version_dir = latest
+    version_dir = saved_model_version_dir(saved_model)
     loaded = tf.saved_model.load(version_dir)
     serve = loaded.signatures.get("serving_default")
     if serve is None or "probabilities" not in serve.structured_outputs or "class_maps" not in loaded.signatures:
         raise ValueError(
             f"{version_dir} is not a kzoo classifier SavedModel (no 'probabilities' output); "
-            "for Mask R-CNN use kzoo predict IMAGE --mask-rcnn CONFIG"
+            "for Mask R-CNN use kzoo predict IMAGE --config CONFIG"
         )
     return version_dir, loaded
 

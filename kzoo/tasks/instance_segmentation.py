@@ -11,27 +11,27 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from kzoo.applications.mask_rcnn import MaskRCNN
 from kzoo.applications.weights import weights_file
 from kzoo.config import MaskRCNNExperimentConfig
 from kzoo.data.annotation_builder import NoInstancesError
-from kzoo.data.annotation_tools import coco_ground_truth, load_annotation_tool_instances
-from kzoo.data.coco import CocoCategories, coco_dict, load_coco_instances, validate_coco_dict
-from kzoo.data.coco_categories import COCO_CATEGORIES
-from kzoo.data.detection import (
-    count_instances,
-    explain_image_error,
-    load_tfds_instances,
-    make_detection_pipeline,
-    naming_undecodable_images,
-)
+from kzoo.data.annotation_tools import annotation_tool, load_annotation_tool_instances
+from kzoo.data.coco_categories import COCO_CATEGORIES, CocoCategories
+from kzoo.data.coco_reader import load_coco_instances
+from kzoo.data.coco_validation import validate_coco_dict
+from kzoo.data.coco_writer import coco_dict
+from kzoo.data.decode_errors import explain_image_error, naming_undecodable_images
+from kzoo.data.detection_pipeline import make_detection_pipeline
+from kzoo.data.detection_sources import count_instances, load_tfds_instances
 from kzoo.data.images import read_image_file
+from kzoo.data.options import ANNOTATION_TOOLS
 from kzoo.data.shapes import make_shapes_instances
 from kzoo.evaluation.coco import CocoEvaluator, check_detection_boxes
 from kzoo.evaluation.detection import evaluate_mask_rcnn
@@ -67,7 +67,7 @@ def load_detection_data(config: MaskRCNNExperimentConfig) -> DetectionData:
         eval_set = make_shapes_instances(data.eval_examples or 200, seed=config.train.seed + 1, **shapes)
         categories = CocoCategories.from_names(data.shapes_classes)
         return DetectionData(train_set, eval_set, coco_dict(eval_set, categories), categories, len(train_set))
-    if data.source in ("coco", "labelme", "via", "yolo"):
+    if data.source == "coco" or data.source in ANNOTATION_TOOLS:
         return _annotation_file_data(config)
     if not data.tfds_name:
         raise ValueError("data.source 'tfds' needs data.tfds_name (e.g. coco/2017_panoptic)")
@@ -97,9 +97,8 @@ def _annotation_file_data(config: MaskRCNNExperimentConfig) -> DetectionData:
     """COCO json, labelme, VIA or YOLO files, read into the COCO reader's records (images the tools' files need
     converted, e.g. labelme's embedded images, are cached under ``OUTPUT_DIR/image_cache``)."""
     data = config.data
-    needed = ("train_annotations", "eval_annotations") + (
-        ("train_images", "eval_images") if data.source != "labelme" else ()
-    )
+    needs_images = data.source == "coco" or annotation_tool(data.source).needs_images
+    needed = ("train_annotations", "eval_annotations") + (("train_images", "eval_images") if needs_images else ())
     for key in needed:
         if not getattr(data, key):
             raise ValueError(f"data.source {data.source!r} needs data.{key}")
@@ -154,7 +153,7 @@ def _annotation_file_data(config: MaskRCNNExperimentConfig) -> DetectionData:
     ground_truth = (
         validate_coco_dict(data.eval_annotations, f"evaluation ground truth {data.eval_annotations}")[0]
         if data.source == "coco"
-        else coco_ground_truth(evaluation)
+        else evaluation.ground_truth()
     )
     return DetectionData(train, evaluation, ground_truth, train.categories, len(train))
 
@@ -171,8 +170,9 @@ def _require_instances(instances, what: str) -> None:
 
 
 def canvas_size(config: MaskRCNNExperimentConfig) -> int:
-    """The side of the square training canvas: ``max_size`` rounded up to ``size_divisible``."""
-    return int(padded_size(config.model.max_size, config.model.max_size, config.model.size_divisible)[0])
+    """The side of the square training canvas: ``model.input.max_size`` rounded up to ``size_divisible``."""
+    inputs = config.model.input
+    return int(padded_size(inputs.max_size, inputs.max_size, inputs.size_divisible)[0])
 
 
 def make_pipelines(config: MaskRCNNExperimentConfig, data: DetectionData, global_batch: int):
@@ -180,8 +180,8 @@ def make_pipelines(config: MaskRCNNExperimentConfig, data: DetectionData, global
     model, data_config = config.model, config.data
     common: dict[str, Any] = dict(
         image_size=canvas_size(config),
-        min_size=model.min_size,
-        max_size=model.max_size,
+        min_size=model.input.min_size,
+        max_size=model.input.max_size,
         max_instances=data_config.max_instances,
         mask_size=data_config.mask_size,
     )
@@ -204,21 +204,6 @@ def make_pipelines(config: MaskRCNNExperimentConfig, data: DetectionData, global
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return train.with_options(options), evaluation
-
-
-def build_mask_rcnn(config: MaskRCNNExperimentConfig, init_weights: bool = False) -> MaskRCNNModel:
-    """The model of ``config.model``, built (variables created, :meth:`MaskRCNNModel.build`); with
-    ``init_weights``, loaded from ``model.init_weights`` (``coco`` or a file, any class count: the class-specific
-    predictors are reset when it differs; a one-line summary is printed)."""
-    if config.train.jit_compile and config.model.roi_method != "gather":
-        raise ValueError("train.jit_compile needs model.roi_method: gather (CropAndResize has no XLA kernel)")
-    model = MaskRCNNModel(config.model, name=config.name)
-    side = canvas_size(config)
-    model.build((None, side, side, 3))
-    if init_weights and config.model.init_weights:
-        report = load_weights_transferring(model, weights_file(config.model.init_weights, "mask_rcnn"))
-        print(f"model.init_weights: {report.summary()}")
-    return model
 
 
 #: The COCO AP summary keys, in COCOeval's order.
@@ -245,27 +230,8 @@ def ap_rows(metrics: dict[str, Any], prefix: str = "") -> list[tuple]:
 
 
 #: The score from which ``kzoo predict`` keeps and draws detections, unless ``--score-threshold`` says otherwise
-#: (the demo's; ``model.score_threshold`` is the evaluation's, which keeps far more for COCO AP).
+#: (the demo's; ``model.detection.score_threshold`` is the evaluation's, which keeps far more for COCO AP).
 PREDICT_SCORE_THRESHOLD = 0.5
-
-#: Backbone layer name prefixes of each ResNet stage (res2..res5 = torchvision's layer1..layer4).
-RESNET_STAGE_PREFIXES = {2: "layer1_", 3: "layer2_", 4: "layer3_", 5: "layer4_"}
-
-
-def set_mask_rcnn_trainable(model: MaskRCNNModel, preset: str, defaults: dict[str, bool]) -> None:
-    """Freeze what ``preset`` does not train (see ``kzoo.config.TRAINABLE_LAYERS``). ``defaults`` holds each
-    backbone layer's own ``trainable`` flag (``frozen_stages``, frozen BatchNorm stay frozen whatever the preset)."""
-    first_stage = {"3+": 3, "4+": 4, "5+": 5}.get(preset)
-    trained_prefixes = tuple(p for stage, p in RESNET_STAGE_PREFIXES.items() if first_stage and stage >= first_stage)
-    for layer in model.backbone.layers:
-        if preset == "all":
-            wanted = True
-        elif preset == "heads":
-            wanted = False
-        else:
-            wanted = layer.name.startswith(trained_prefixes)
-        layer.trainable = defaults.get(layer.name, True) and wanted
-    model.fpn.trainable = preset != "heads"
 
 
 @register_task
@@ -275,12 +241,11 @@ class InstanceSegmentationTask(Task):
     name = "mask_rcnn"
     config_class = MaskRCNNExperimentConfig
     metric_names = tuple(f"loss_{name}" for name in LOSS_NAMES)
-    keras_policy = "float32"  # the model applies config.precision itself (MaskRCNNConfig.compute_dtype)
+    step_outputs = LOSS_NAMES  # MaskRCNNModel.training_losses
 
     def __init__(self, config: MaskRCNNExperimentConfig) -> None:
         super().__init__(config)
         self._data: DetectionData | None = None
-        self._backbone_defaults: dict[str, bool] | None = None
         if config.model.num_classes is None:  # left to the data (kzoo.config.config_from_dict): a trained run's
             names = (loop.read_run_metrics(config.output_dir) or {}).get("class_names")  # classes first
             if names:
@@ -315,31 +280,21 @@ class InstanceSegmentationTask(Task):
             raise ValueError(f"{data.num_train} training images are fewer than one global batch ({global_batch})")
         return make_pipelines(config, data, global_batch)[0], steps_per_epoch
 
-    def build_model(self, init_weights: bool = True) -> MaskRCNNModel:
-        """The model of ``config.model``, built; with ``init_weights`` from ``model.init_weights``."""
-        if self.config.model.num_classes is None:
+    def build_model(self, init_weights: bool = True, **model_overrides: Any) -> MaskRCNNModel:
+        """The model of ``config.model`` built by :func:`kzoo.applications.MaskRCNN` (the one builder; variables
+        created); with ``init_weights``, loaded from ``model.init_weights`` (``coco`` or a file, any class count:
+        the class-specific predictors are reset when it differs; a one-line summary is printed).
+        ``model_overrides`` change :class:`MaskRCNNConfig` fields as ``MaskRCNN``'s keywords do."""
+        config = self.config
+        if config.train.jit_compile and config.model.roi_align.method != "gather":
+            raise ValueError("train.jit_compile needs model.roi_align.method: gather (CropAndResize has no XLA kernel)")
+        if config.model.num_classes is None:
             self.data  # noqa: B018 - the categories give the class count
-        return build_mask_rcnn(self.config, init_weights=init_weights)
-
-    def set_trainable(self, model: keras.Model, preset: str) -> None:
-        if self._backbone_defaults is None:  # the flags the model was built with, before any preset
-            self._backbone_defaults = {layer.name: layer.trainable for layer in model.backbone.layers}
-        set_mask_rcnn_trainable(model, preset, self._backbone_defaults)
-
-    def make_train_step(
-        self,
-        model: keras.Model,
-        optimizer: keras.optimizers.Optimizer,
-        strategy: tf.distribute.Strategy,
-        global_batch: int,
-    ) -> Callable[[Iterator], tf.Tensor]:
-        train = self.config.train
-        return make_mask_rcnn_train_step(
-            model, optimizer, strategy, train.gradient_clip_norm, train.seed, train.jit_compile
-        )
-
-    def step_metrics(self, totals: np.ndarray, steps: int) -> dict[str, float]:
-        return {name: float(value) / steps for name, value in zip(self.metric_names, totals)}
+        model = MaskRCNN(config=config.model, name=config.name, **model_overrides)
+        if init_weights and config.model.init_weights:
+            report = load_weights_transferring(model, weights_file(config.model.init_weights, "mask_rcnn"))
+            print(f"model.init_weights: {report.summary()}")
+        return model
 
     def evaluate(
         self,
@@ -363,7 +318,8 @@ class InstanceSegmentationTask(Task):
         return metrics
 
     def explain_data_error(self, error: tf.errors.OpError) -> Exception | None:
-        """An :class:`kzoo.data.detection.ImageDecodeError` naming the training image TF could not decode, or None."""
+        """An :class:`kzoo.data.decode_errors.ImageDecodeError` naming the training image TF could not decode, or
+        None."""
         return explain_image_error(self.data.train, error, "training")
 
     def run_summary(self) -> dict[str, Any]:
@@ -373,14 +329,9 @@ class InstanceSegmentationTask(Task):
 
     def trained_model(self, weights: str | None = None, **model_overrides: Any) -> MaskRCNNModel:
         """The model with trained weights loaded; ``model_overrides`` replace :class:`MaskRCNNConfig` fields that
-        do not change the weights (``score_threshold``...)."""
+        do not change the weights (``detection={"score_threshold": 0.5}``...)."""
         path = self.weights_path(weights)
-        if self.config.model.num_classes is None:
-            self.data  # noqa: B018 - the categories give the class count
-        config = self.config
-        if model_overrides:
-            config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model_overrides))
-        model = build_mask_rcnn(config)
+        model = self.build_model(init_weights=False, **model_overrides)
         load_weights_file(model, path)
         return model
 
@@ -503,7 +454,7 @@ class InstanceSegmentationTask(Task):
             output_dir: the folder of the outputs.
             weights: a weights file (default: the run's ``model.weights.h5``).
             score_threshold: the detections kept and drawn (default :data:`PREDICT_SCORE_THRESHOLD`, the demo's;
-                the config's ``model.score_threshold`` is the evaluation's, far lower).
+                the config's ``model.detection.score_threshold`` is the evaluation's, far lower).
             verbose: 1 shows a progress bar over images and frames.
 
         Returns:
@@ -523,7 +474,7 @@ class InstanceSegmentationTask(Task):
             else:
                 inspect_image_file(path)
                 frames_total += 1
-        model = self.trained_model(weights, score_threshold=threshold)
+        model = self.trained_model(weights, detection={"score_threshold": threshold})
         names = self.class_names()
         stems = files.unique_output_paths(list(paths), output_dir, "_detections")  # one unique name per input
         outputs = [stem + (".mp4" if is_video_path(p) else ".png") for stem, p in zip(stems, paths)]
@@ -562,6 +513,9 @@ class InstanceSegmentationTask(Task):
         labels = [names.get(int(c), str(int(c))) for c in classes]
         raw = {"boxes": boxes, "scores": scores, "classes": classes, "masks": roi_masks}
         return drawn, list(zip(labels, scores.tolist(), boxes)), raw
+
+    #: kzoo predict runs a Mask R-CNN from its run's config (Task.predict_saved_model says so for a SavedModel)
+    saved_model_outputs = frozenset({"detection_boxes", "detection_scores", "detection_classes", "num_detections"})
 
     def demo(self, fresh: bool = False) -> Table:
         return run_demo(self.config, fresh=fresh)
@@ -658,35 +612,6 @@ class InstanceSegmentationTask(Task):
             raise ValueError(f"the video {path} holds no frame")
         files.write_json(results_path, coco_results)
         return {"image": path, "output": out_path, "results": results_path, "detections": detections, "frames": frames}
-
-
-def make_mask_rcnn_train_step(
-    model: MaskRCNNModel,
-    optimizer: keras.optimizers.Optimizer,
-    strategy: tf.distribute.Strategy,
-    gradient_clip_norm: float | None = None,
-    seed: int = 0,
-    jit_compile: bool = False,
-) -> Callable[[Iterator], tf.Tensor]:
-    """The compiled step: ``train_step(iterator) -> float32 [6]``, the global batch's losses in
-    ``LOSS_NAMES`` order (each the mean over the replicas of the replica's batch loss); each replica runs
-    :meth:`MaskRCNNModel.apply_training_step` (the step ``model.fit`` runs too).
-    """
-    replicas = strategy.num_replicas_in_sync
-
-    def replica_step(batch):
-        losses = model.apply_training_step(batch, optimizer, seed, gradient_clip_norm)
-        return tf.stack([losses[name] / replicas for name in LOSS_NAMES])
-
-    replica_fn = tf.function(replica_step, jit_compile=True) if jit_compile else replica_step
-
-    @tf.function
-    def train_step(iterator):
-        batch = next(iterator)
-        values = strategy.run(replica_fn, args=(batch,))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None)
-
-    return train_step
 
 
 #: What the shapes demo must reach.

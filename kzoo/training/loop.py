@@ -4,11 +4,12 @@ Keras 3's ``model.fit`` fails under ``MultiWorkerMirroredStrategy`` (keras-team/
 own loop: the dataset distributed by the strategy, the task's step run by ``strategy.run`` inside a
 ``tf.function``, model and optimizer created (and the optimizer built) in the strategy's scope.
 
-The loop owns what every task shares: the precision policy, the strategy and global batch, the optimizer and
-its schedule, resuming from the newest epoch checkpoint (and skipping the batches already seen), the progress
-bar, the divergence check, TensorBoard summaries, per-epoch checkpoints, evaluation every
+The loop owns what every task shares: the strategy and global batch, the optimizer and its schedule (with loss
+scaling for ``precision: float16``), resuming from the newest epoch checkpoint (and skipping the batches already
+seen), the progress bar, the divergence check, TensorBoard summaries, per-epoch checkpoints, evaluation every
 ``train.eval_every_epochs`` epochs and after the last, and the run's files (written atomically). A task
-(:class:`TrainableTask`, see ``kzoo.tasks``) says how to build the model, the data and the step.
+(:class:`TrainableTask`, see ``kzoo.tasks``) says how to build the model (in its precision: ``dtype=``, no
+process-wide Keras policy), the data and the step.
 
 Each epoch's checkpoint is saved before its evaluation, with a record beside it (``checkpoints/epoch_record.json``:
 the epoch's running metrics, whether its evaluation is due, its results once done): an evaluation that fails (an
@@ -35,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from kzoo.config import ConfigError, config_to_dict
+from kzoo.config import ConfigError, config_to_dict, dataclass_from_dict
 from kzoo.training.checkpoints import EpochCheckpointer
 from kzoo.training.optimizers import SGD
 from kzoo.training.run_lock import RunLockedError, run_lock
@@ -43,8 +44,6 @@ from kzoo.training.schedules import PhasedSchedule, WarmupSchedule
 from kzoo.training.strategy import is_chief, make_strategy, task_id, will_be_chief
 from kzoo.utils import files
 
-#: The Keras dtype policy of each ``precision``.
-PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 #: Files of a run in its ``output_dir`` (what ``fresh=True`` removes; exports and pictures stay).
 RUN_FILES = (
     "checkpoints",
@@ -67,8 +66,6 @@ class TrainableTask(Protocol):
     """What the loop needs from a task (``kzoo.tasks.classification``, ``kzoo.tasks.instance_segmentation``)."""
 
     config: Any
-    #: the Keras global dtype policy while the model is built and trained
-    keras_policy: str
     #: the names of :meth:`step_metrics`, in order; the first is the loss
     metric_names: tuple[str, ...]
 
@@ -76,7 +73,8 @@ class TrainableTask(Protocol):
         """``(dataset, steps_per_epoch)``: batches of ``global_batch`` examples, repeating forever."""
 
     def build_model(self) -> keras.Model:
-        """A new model with its variables created (called inside the strategy's scope)."""
+        """A new model with its variables created, in the dtype policy of ``config.precision`` (called inside the
+        strategy's scope; no process-wide policy is set)."""
 
     def make_train_step(
         self,
@@ -101,17 +99,6 @@ class TrainableTask(Protocol):
 
     # optional: ``explain_data_error(error: tf.errors.OpError) -> Exception | None``, a clearer exception for an
     # error the training data raised (e.g. naming an image file that cannot be decoded), or None
-
-
-@contextlib.contextmanager
-def keras_policy(name: str) -> Iterator[None]:
-    """Set Keras's global dtype policy for the block, then restore the previous one (it is process-wide)."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def phases(train_config: Any) -> list[Any]:
@@ -200,6 +187,27 @@ def clear_run(output_dir: str) -> None:
                 os.remove(path)
 
 
+def _respelled_model(config: Any, saved: dict, current: dict) -> dict:
+    """A run folder's saved ``model`` section in today's keys (a config saved before keys moved, e.g. the flat
+    Mask R-CNN keys of kzoo 0.x, is read as the config loader reads it); as saved when it no longer loads."""
+    try:
+        model = dataclass_from_dict(type(config.model), saved, "model.")
+    except (ConfigError, TypeError, ValueError):
+        return saved
+    return {key: value for key, value in config_to_dict(model).items() if key in current}
+
+
+def _dotted(values: dict, prefix: str = "") -> dict:
+    """Nested sections flattened to dotted keys (``{"rpn": {"nms_threshold": 0.7}}`` -> ``rpn.nms_threshold``)."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def check_same_model(config: Any, output_dir: str) -> None:
     """ConfigError when ``output_dir`` holds a run of another model (its ``config.yaml`` differs in ``task`` or
     ``model``): resuming would restore weights of other shapes."""
@@ -212,12 +220,14 @@ def check_same_model(config: Any, output_dir: str) -> None:
         except yaml.YAMLError:
             return
     current = config_to_dict(config)
+    if isinstance(previous.get("model"), dict):
+        previous = {**previous, "model": _respelled_model(config, previous["model"], current["model"])}
     for section in ("task", "model"):
         before, now = previous.get(section, current[section]), current[section]
         if isinstance(before, dict) and isinstance(now, dict):  # where the weights started is not the model
             # (nor a class count still to be taken from the data: the data will say)
             skip = {"init_weights"} | ({"num_classes"} if now.get("num_classes") is None else set())
-            before, now = ({k: v for k, v in d.items() if k not in skip} for d in (before, now))
+            before, now = ({k: v for k, v in _dotted(d).items() if k not in skip} for d in (before, now))
         if before == now:
             continue
         if isinstance(before, dict) and isinstance(now, dict):
@@ -291,8 +301,7 @@ def train(
                 clear_run(config.output_dir)
             if chief or not fresh:  # a worker of a --fresh job must not judge the run the chief is deleting
                 check_same_model(config, config.output_dir)
-            with keras_policy(task.keras_policy):
-                return _train(task, verbose, strategy)
+            return _train(task, verbose, strategy)
     except BaseException as error:
         if not isinstance(error, RunLockedError) and getattr(error, "kzoo_run", None) is None:
             with contextlib.suppress(AttributeError, TypeError):
@@ -331,121 +340,207 @@ def _command_line() -> str:
     return " ".join(argv)[:200]
 
 
-def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy | None) -> dict:
-    config, train_config = task.config, task.config.train
-    keras.utils.set_random_seed(train_config.seed)
-    strategy = strategy or make_strategy(config.strategy.kind, config.strategy.devices)
-    chief = is_chief(strategy)
-    replicas = strategy.num_replicas_in_sync
-    global_batch = train_config.batch_size * replicas
-    train_dataset, steps_per_epoch = task.training_data(global_batch)
-    config = task.config  # the data may have completed it (a class count taken from the data)
+@dataclasses.dataclass
+class _Run:
+    """One call of :func:`train`: what its steps (:func:`_train`) share."""
 
+    task: TrainableTask
+    config: Any  # the task's config, once its data completed it (a class count taken from the data)
+    strategy: tf.distribute.Strategy
+    chief: bool  # this process writes the run's files (see kzoo.training.strategy.is_chief)
+    verbose: int
+    global_batch: int
+    steps_per_epoch: int
+    dataset: tf.data.Dataset
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    checkpointer: EpochCheckpointer
+    writer: Any  # the chief's TensorBoard writer, else None
+    start_epoch: int  # the epochs of the checkpoint restored
+    phase_index: int | None = None
+    train_step: Any = None  # the phase's step, made at its first epoch
+    history: dict[str, float] = dataclasses.field(default_factory=dict)  # the last epoch's running metrics
+    evaluation: dict[str, float] | None = None  # the last evaluation
+    train_seconds: float = 0.0
+    trained_images: int = 0
+
+    @property
+    def talks(self) -> bool:
+        """Whether this process prints progress (the chief, when verbose)."""
+        return bool(self.chief and self.verbose)
+
+
+def _train(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy | None) -> dict:
+    """:func:`train` once the run's folder is locked and checked: set up (or resume), finish the epoch restored
+    if its evaluation did not, train the epochs left, write the weights and metrics."""
+    run = _set_up(task, verbose, strategy)
+    if run.start_epoch >= run.config.train.epochs:
+        finished = read_run_metrics(run.config.output_dir)
+        if finished is not None:
+            return {**finished, "already_finished": True}
+    batches = _batches(run)
+    _finish_restored_epoch(run)
+    for epoch in range(run.start_epoch, run.config.train.epochs):
+        _enter_phase(run, epoch)
+        running, progbar, seconds = _train_epoch(run, epoch, batches)
+        _end_epoch(run, epoch, running, progbar, seconds)
+    return _write_results(run)
+
+
+def _set_up(task: TrainableTask, verbose: int, strategy: tf.distribute.Strategy | None) -> _Run:
+    """Seed, strategy, data, and in the strategy's scope the model and the optimizer (built on every variable any
+    phase trains, so that its slots and checkpoints do not depend on the phase); then the newest checkpoint
+    restored (:func:`_start_run`)."""
+    train_config = task.config.train
+    keras.utils.set_random_seed(train_config.seed)
+    strategy = strategy or make_strategy(task.config.strategy.kind, task.config.strategy.devices)
+    global_batch = train_config.batch_size * strategy.num_replicas_in_sync
+    dataset, steps_per_epoch = task.training_data(global_batch)
+    config = task.config  # the data may have completed it (a class count taken from the data)
     with strategy.scope():
         model = task.build_model()
         optimizer = build_optimizer(train_config, steps_per_epoch, loss_scale=config.precision == "float16")
-        # built on every variable any phase trains, so that its slots (and checkpoints) do not depend on the phase
         task.set_trainable(model, "all")
         optimizer.build(model.trainable_variables)
     checkpointer, start_epoch, writer = _start_run(config, strategy, model, optimizer, verbose)
-    if start_epoch >= train_config.epochs:
-        finished = read_run_metrics(config.output_dir)
-        if finished is not None:
-            return {**finished, "already_finished": True}
+    return _Run(
+        task=task,
+        config=config,
+        strategy=strategy,
+        chief=is_chief(strategy),
+        verbose=verbose,
+        global_batch=global_batch,
+        steps_per_epoch=steps_per_epoch,
+        dataset=dataset,
+        model=model,
+        optimizer=optimizer,
+        checkpointer=checkpointer,
+        writer=writer,
+        start_epoch=start_epoch,
+    )
 
-    phase_index: int | None = None
-    train_step: Any = None  # the phase's step, made at the first epoch
-    # a resumed run skips the batches of the epochs it already has, so that it sees what the uninterrupted run
-    # would (the training set is reshuffled every epoch, deterministically given the seed)
-    train_dataset = train_dataset.skip(start_epoch * steps_per_epoch)
-    iterator = iter(strategy.experimental_distribute_dataset(train_dataset))
-    history: dict[str, float] = {}
-    evaluation: dict[str, float] | None = None
-    train_seconds, trained_images = 0.0, 0
-    # the record saved with the checkpoint restored: its epoch's metrics and, when that epoch's evaluation failed
-    # (an error, Ctrl-C, a full disk), the evaluation still to run: run it on the restored model, not the epoch
-    record = checkpointer.read_record(start_epoch) if start_epoch else None
-    if record is not None:
-        history = dict(record.get("history") or {})
-        if not record.get("done"):
-            if record.get("evaluation_due") and record.get("evaluation") is None:
-                if chief and verbose:
-                    print(f"evaluating epoch {start_epoch} first (its evaluation did not finish)")
-                record["evaluation"] = _json_ready(task.evaluate(model, strategy))
-            _report_epoch(checkpointer, writer, start_epoch, record, chief, verbose)
-        evaluation = record.get("evaluation")
-    for epoch in range(start_epoch, train_config.epochs):
-        index, phase = phase_of(train_config, epoch)
-        if index != phase_index:  # a new phase (or the one a resumed run is in): new trainable set, new step
-            task.set_trainable(model, phase.trainable_layers)
-            train_step = task.make_train_step(model, optimizer, strategy, global_batch)
-            phase_index = index
-            if chief and verbose and train_config.phases:
-                print(
-                    f"phase {index + 1}/{len(train_config.phases)}: {phase.epochs} epochs, trainable layers "
-                    f"{phase.trainable_layers}, learning rate {phase.learning_rate or train_config.learning_rate}"
-                )
-        if chief and verbose:
-            print(f"Epoch {epoch + 1}/{train_config.epochs}")
-        progbar = keras.utils.Progbar(
-            steps_per_epoch, verbose=verbose if chief else 0, stateful_metrics=task.metric_names
+
+def _batches(run: _Run) -> Iterator:
+    """The distributed iterator over the training batches left: a resumed run skips the batches of the epochs it
+    already has, so that it sees what the uninterrupted run would (the training set is reshuffled every epoch,
+    deterministically given the seed)."""
+    dataset = run.dataset.skip(run.start_epoch * run.steps_per_epoch)
+    return iter(run.strategy.experimental_distribute_dataset(dataset))
+
+
+def _finish_restored_epoch(run: _Run) -> None:
+    """Take the running metrics and evaluation from the record saved with the checkpoint restored; when that
+    epoch's evaluation failed (an error, Ctrl-C, a full disk), run it now, on the restored model, and report the
+    epoch."""
+    record = run.checkpointer.read_record(run.start_epoch) if run.start_epoch else None
+    if record is None:
+        return
+    run.history = dict(record.get("history") or {})
+    if not record.get("done"):
+        if record.get("evaluation_due") and record.get("evaluation") is None:
+            if run.talks:
+                print(f"evaluating epoch {run.start_epoch} first (its evaluation did not finish)")
+            record["evaluation"] = _json_ready(run.task.evaluate(run.model, run.strategy))
+        _report_epoch(run.checkpointer, run.writer, run.start_epoch, record, run.chief, run.verbose)
+    run.evaluation = record.get("evaluation")
+
+
+def _enter_phase(run: _Run, epoch: int) -> None:
+    """At the first epoch of a phase (or the one a resumed run is in): its trainable layers and a new step."""
+    train_config = run.config.train
+    index, phase = phase_of(train_config, epoch)
+    if index == run.phase_index:
+        return
+    run.task.set_trainable(run.model, phase.trainable_layers)
+    run.train_step = run.task.make_train_step(run.model, run.optimizer, run.strategy, run.global_batch)
+    run.phase_index = index
+    if run.talks and train_config.phases:
+        print(
+            f"phase {index + 1}/{len(train_config.phases)}: {phase.epochs} epochs, trainable layers "
+            f"{phase.trainable_layers}, learning rate {phase.learning_rate or train_config.learning_rate}"
         )
-        totals: np.ndarray | None = None
-        started = time.perf_counter()
-        for step in range(steps_per_epoch):
-            try:
-                values = train_step(iterator).numpy()
-            except tf.errors.OpError as error:  # e.g. an image file that cannot be decoded: let the task name it
-                explained = task.explain_data_error(error) if hasattr(task, "explain_data_error") else None
-                if explained is None:
-                    raise
-                raise explained from error
-            totals = values if totals is None else totals + values
-            running = task.step_metrics(totals, step + 1)
-            loss = next(iter(running.values()))
-            if not math.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"training loss became {loss} at epoch {epoch + 1}, step {step + 1} "
-                    f"({ {k: round(v, 4) for k, v in running.items()} }); lower train.learning_rate, add warmup "
-                    "or set train.gradient_clip_norm"
-                )
-            progbar.update(step + 1, list(running.items()), finalize=False)
-        epoch_seconds = time.perf_counter() - started
-        train_seconds += epoch_seconds
-        trained_images += steps_per_epoch * global_batch
-        history = {
-            **running,
-            "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-            "epoch_seconds": epoch_seconds,
-        }
-        last = epoch + 1 == train_config.epochs
-        every = train_config.eval_every_epochs
-        due = bool(last or (every and (epoch + 1) % every == 0))
-        # the checkpoint first, with a record saying what is left of the epoch: an evaluation that fails (an error,
-        # Ctrl-C, a full disk during a long COCO evaluation) loses no training; the next run evaluates it
-        record = {"history": _json_ready(history), "evaluation_due": due, "evaluation": None, "done": False}
-        checkpointer.save(epoch + 1, record)
-        if due:
-            evaluation = record["evaluation"] = _json_ready(task.evaluate(model, strategy))
-        progbar.update(steps_per_epoch, list(running.items()), finalize=True)
-        _report_epoch(checkpointer, writer, epoch + 1, record, chief, verbose)
 
-    if evaluation is None:  # nothing left to train and no metrics stored: evaluate the restored model
-        evaluation = task.evaluate(model, strategy)
+
+def _train_epoch(run: _Run, epoch: int, batches: Iterator) -> tuple[dict[str, float], Any, float]:
+    """The steps of 0-based ``epoch``, with the progress bar and the divergence check.
+
+    Returns:
+        ``(running metrics, progress bar (not finalized), seconds)``.
+
+    Raises:
+        TrainingDivergedError: the loss became NaN or infinite.
+    """
+    task, train_config = run.task, run.config.train
+    if run.talks:
+        print(f"Epoch {epoch + 1}/{train_config.epochs}")
+    progbar = keras.utils.Progbar(
+        run.steps_per_epoch, verbose=run.verbose if run.chief else 0, stateful_metrics=task.metric_names
+    )
+    totals: np.ndarray | None = None
+    running: dict[str, float] = {}
+    started = time.perf_counter()
+    for step in range(run.steps_per_epoch):
+        try:
+            values = run.train_step(batches).numpy()
+        except tf.errors.OpError as error:  # e.g. an image file that cannot be decoded: let the task name it
+            explained = task.explain_data_error(error) if hasattr(task, "explain_data_error") else None
+            if explained is None:
+                raise
+            raise explained from error
+        totals = values if totals is None else totals + values
+        running = task.step_metrics(totals, step + 1)
+        loss = next(iter(running.values()))
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(
+                f"training loss became {loss} at epoch {epoch + 1}, step {step + 1} "
+                f"({ {k: round(v, 4) for k, v in running.items()} }); lower train.learning_rate, add warmup "
+                "or set train.gradient_clip_norm"
+            )
+        progbar.update(step + 1, list(running.items()), finalize=False)
+    return running, progbar, time.perf_counter() - started
+
+
+def _end_epoch(run: _Run, epoch: int, running: dict[str, float], progbar: Any, seconds: float) -> None:
+    """After the steps of 0-based ``epoch``: the checkpoint first, with a record saying what is left of the epoch
+    (an evaluation that fails, e.g. an error, Ctrl-C or a full disk during a long COCO evaluation, loses no
+    training: the next run evaluates it), then the evaluation if due, then the report."""
+    train_config = run.config.train
+    run.train_seconds += seconds
+    run.trained_images += run.steps_per_epoch * run.global_batch
+    run.history = {
+        **running,
+        "learning_rate": float(keras.ops.convert_to_numpy(run.optimizer.learning_rate)),
+        "epoch_seconds": seconds,
+    }
+    every = train_config.eval_every_epochs
+    due = bool(epoch + 1 == train_config.epochs or (every and (epoch + 1) % every == 0))
+    record = {"history": _json_ready(run.history), "evaluation_due": due, "evaluation": None, "done": False}
+    run.checkpointer.save(epoch + 1, record)
+    if due:
+        run.evaluation = record["evaluation"] = _json_ready(run.task.evaluate(run.model, run.strategy))
+    progbar.update(run.steps_per_epoch, list(running.items()), finalize=True)
+    _report_epoch(run.checkpointer, run.writer, epoch + 1, record, run.chief, run.verbose)
+
+
+def _write_results(run: _Run) -> dict:
+    """The run's final metrics; the chief writes them (``metrics.json``) and the weights, atomically. A run with
+    nothing left to train and no evaluation stored evaluates the restored model first."""
+    config, train_config = run.config, run.config.train
+    evaluation = run.evaluation if run.evaluation is not None else run.task.evaluate(run.model, run.strategy)
     metrics = {
         "name": config.name,
         "epochs": train_config.epochs,
-        "replicas": replicas,
-        "global_batch_size": global_batch,
-        **{k: v for k, v in history.items() if not k.startswith("eval_")},
+        "replicas": run.strategy.num_replicas_in_sync,
+        "global_batch_size": run.global_batch,
+        **{k: v for k, v in run.history.items() if not k.startswith("eval_")},
         **{f"eval_{k}": v for k, v in evaluation.items()},
-        "train_seconds_this_run": train_seconds,
-        "train_images_per_second": trained_images / train_seconds if train_seconds else None,
-        **task.run_summary(),
+        "train_seconds_this_run": run.train_seconds,
+        "train_images_per_second": run.trained_images / run.train_seconds if run.train_seconds else None,
+        **run.task.run_summary(),
     }
-    if chief:
+    if run.chief:
         with files.atomic_path(os.path.join(config.output_dir, WEIGHTS_FILE)) as temp_path:
-            model.save_weights(temp_path)
+            run.model.save_weights(temp_path)
         files.write_json(os.path.join(config.output_dir, METRICS_FILE), metrics, sort_keys=True)
     return metrics
 

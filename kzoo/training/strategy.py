@@ -7,7 +7,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGY_KINDS = ("auto", "mirrored", "multi_worker", "one_device")
+from kzoo.config import STRATEGY_KINDS  # the config's choices (``strategy.kind``), checked again here
 
 
 def make_strategy(kind: str = "auto", devices: tuple[str, ...] | list[str] | None = None) -> tf.distribute.Strategy:

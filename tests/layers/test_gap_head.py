@@ -35,3 +35,10 @@ def test_gap_head_config_round_trip_and_rank_error():
     assert GlobalAveragePoolingHead.from_config(head.get_config()).get_config() == head.get_config()
     with pytest.raises(ValueError, match="batch, height, width, classes"):
         GlobalAveragePoolingHead()(np.zeros((2, 3), np.float32))
+
+
+def test_gap_head_is_float32_by_default_and_takes_a_policy():
+    assert GlobalAveragePoolingHead().compute_dtype == "float32"
+    head = GlobalAveragePoolingHead(dtype="mixed_bfloat16")  # a caller may choose, the averaging stays float32
+    out = head(keras.ops.cast(np.ones((1, 2, 2, 3)), "bfloat16"))
+    assert head.compute_dtype == "bfloat16" and keras.ops.convert_to_numpy(out).dtype == np.float32

@@ -110,3 +110,13 @@ def test_mlpconv_bad_arguments(kwargs, message):
 def test_mlpconv_wrong_rank():
     with pytest.raises(ValueError, match="expected ndim=4, found ndim=3"):
         Mlpconv([3])(np.zeros((2, 8, 3), np.float32))
+
+
+def test_dtype_policy_is_forwarded_to_every_sublayer():
+    layer = Mlpconv([8, 4], use_batch_norm=True, dropout_rate=0.5, dtype=keras.DTypePolicy("mixed_bfloat16"))
+    out = layer(np.zeros((1, 6, 6, 3), np.float32))
+    assert keras.ops.convert_to_numpy(out).dtype == keras.backend.standardize_dtype("bfloat16")
+    for sublayer in (*layer.convs, *layer.norms, layer.dropout):
+        assert (sublayer.compute_dtype, sublayer.variable_dtype) == ("bfloat16", "float32"), sublayer.name
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert Mlpconv.from_config(layer.get_config()).dtype_policy.name == "mixed_bfloat16"

@@ -48,11 +48,11 @@ def test_bad_files_give_one_line_naming_the_file(tmp_path, problem, capfd):
 
 def _mask_rcnn(tmp_path, tiny_mask_rcnn, **model):
     from kzoo.config import config_from_dict
-    from kzoo.tasks.instance_segmentation import build_mask_rcnn
+    from kzoo.tasks.instance_segmentation import InstanceSegmentationTask
 
     config = tiny_mask_rcnn(tmp_path)
     config["model"].update(model)
-    return build_mask_rcnn(config_from_dict(config))
+    return InstanceSegmentationTask(config_from_dict(config)).build_model(init_weights=False)
 
 
 def test_mask_rcnn_weights_load_into_another_class_count(tmp_path, tiny_mask_rcnn):
@@ -85,15 +85,20 @@ def test_mask_rcnn_weights_load_into_another_class_count(tmp_path, tiny_mask_rcn
 def test_another_architecture_names_the_first_layer_and_both_shapes(tmp_path, tiny_mask_rcnn):
     from kzoo.models.weight_files import load_weights_transferring
 
-    _mask_rcnn(tmp_path, tiny_mask_rcnn, mask_num_convs=2).save_weights(tmp_path / "two.weights.h5")
+    _mask_rcnn(tmp_path, tiny_mask_rcnn, mask_head={"num_convs": 2, "channels": 16}).save_weights(
+        tmp_path / "two.weights.h5"
+    )
     with pytest.raises(
         ValueError,
         match=r"another architecture .* first difference at layer "
         r"'layers/mask_head/convs/conv2d_1' .* the model has no such weight, "
         r"the file shape \[3, 3, 16, 16\]",
     ):
-        load_weights_transferring(_mask_rcnn(tmp_path, tiny_mask_rcnn, mask_num_convs=1), tmp_path / "two.weights.h5")
-    _mask_rcnn(tmp_path, tiny_mask_rcnn, fpn_channels=8).save_weights(tmp_path / "narrow.weights.h5")
+        load_weights_transferring(
+            _mask_rcnn(tmp_path, tiny_mask_rcnn, mask_head={"num_convs": 1, "channels": 16}),
+            tmp_path / "two.weights.h5",
+        )
+    _mask_rcnn(tmp_path, tiny_mask_rcnn, fpn={"channels": 8}).save_weights(tmp_path / "narrow.weights.h5")
     with pytest.raises(
         ValueError,
         match=r"first difference at layer 'box_head/fc6' .*: the model has shape "
@@ -113,3 +118,50 @@ def test_nin_weights_load_into_another_class_count(tmp_path):
     nin(5).save_weights(tmp_path / "five.weights.h5")
     report = load_weights_transferring(nin(3), tmp_path / "five.weights.h5")
     assert report.reset and all("mlpconv_1/" in name for name in report.reset), report.reset
+
+
+class _DeclaringModel(keras.Model):
+    """A model that declares its class-specific weights, as every kzoo model does."""
+
+    def __init__(self, classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(3, name="hidden")
+        self.scores = keras.layers.Dense(classes, name="scores")
+
+    def call(self, inputs):
+        return self.scores(self.hidden(inputs))
+
+    def class_specific_weights(self):
+        return self.scores.weights
+
+
+def _declaring(classes: int) -> keras.Model:
+    model = _DeclaringModel(classes)
+    model(np.zeros((1, 4), np.float32))
+    return model
+
+
+def test_the_model_says_which_weights_are_class_specific(tmp_path):
+    from kzoo.models.weight_files import load_weights_transferring
+
+    source = _declaring(5)
+    source.save_weights(tmp_path / "five.weights.h5")
+    target = _declaring(2)
+    fresh = [keras.ops.convert_to_numpy(w) for w in target.scores.weights]
+    report = load_weights_transferring(target, tmp_path / "five.weights.h5")
+    # the file names them by their place among the model's layers, not by the layer's name
+    assert sorted(report.reset) == ["layers/dense_1/vars/0", "layers/dense_1/vars/1"] and report.loaded == 2
+    np.testing.assert_array_equal(target.hidden.get_weights()[0], source.hidden.get_weights()[0])  # loaded
+    for weight, value in zip(target.scores.weights, fresh):  # kept (and restored after the lookup)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(weight), value)
+
+
+def test_a_model_that_declares_nothing_transfers_nothing_of_another_shape(tmp_path):
+    from kzoo.models.weight_files import load_weights_transferring
+
+    _model(5).save_weights(tmp_path / "five.weights.h5")
+    with pytest.raises(ValueError, match=r"another architecture .* first difference at layer 'layers/dense'"):
+        load_weights_transferring(_model(3), tmp_path / "five.weights.h5")
+    # an explicit predicate still decides
+    report = load_weights_transferring(_model(3), tmp_path / "five.weights.h5", resettable=lambda name: True)
+    assert len(report.reset) == 3  # hidden kernel and bias, out kernel: the shapes that differ

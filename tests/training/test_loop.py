@@ -50,3 +50,36 @@ def test_a_run_of_another_model_is_a_clear_error(tmp_path):
         _config(tmp_path, blocks=[{"filters": [4, 4]}, {"filters": [4], "pool": False}]), verbose=0, fresh=True
     )
     assert metrics["epochs"] == 1
+
+
+def test_phases_and_the_phase_of_each_epoch():
+    from kzoo.config import PhaseConfig, TrainConfig
+    from kzoo.training.loop import phase_of, phases
+
+    single = TrainConfig(epochs=3, trainable_layers="heads")
+    assert phases(single) == [PhaseConfig(3, "heads")]
+    two = TrainConfig(phases=(PhaseConfig(2, "heads"), PhaseConfig(3, "all", learning_rate=0.01)))
+    assert two.epochs == 5
+    assert [phase_of(two, epoch)[0] for epoch in range(5)] == [0, 0, 1, 1, 1]
+    assert phase_of(two, 4)[1].learning_rate == 0.01
+
+
+def test_learning_rate_schedule_per_phase():
+    import numpy as np
+
+    from kzoo.config import PhaseConfig, TrainConfig
+    from kzoo.training.loop import learning_rate_schedule
+    from kzoo.training.schedules import PhasedSchedule, WarmupSchedule
+
+    one = learning_rate_schedule(TrainConfig(epochs=2, learning_rate=0.1, warmup_epochs=0.5), steps_per_epoch=10)
+    assert isinstance(one, WarmupSchedule) and (one.total_steps, one.warmup_steps, one.peak) == (20, 5, 0.1)
+    config = TrainConfig(
+        learning_rate=0.1,
+        warmup_epochs=1,
+        schedule="constant",
+        phases=(PhaseConfig(1, "heads"), PhaseConfig(2, "all", learning_rate=0.01)),
+    )
+    phased = learning_rate_schedule(config, steps_per_epoch=4)
+    assert isinstance(phased, PhasedSchedule) and phased.starts == [0, 4]
+    assert [s.warmup_steps for s in phased.schedules] == [4, 0]  # warmup in the first phase only
+    np.testing.assert_allclose([float(phased(s)) for s in (0, 3, 4, 11)], [0.025, 0.1, 0.01, 0.01], rtol=1e-6)
