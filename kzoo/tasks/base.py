@@ -229,3 +229,11 @@ class Task:
 
 def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def sharded_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with ``tf.distribute``'s auto-sharding by data: each worker of a multi-worker run takes every
+    N-th element of the same pipeline (kzoo's sources are generated or read from files with no file-level split)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
