@@ -137,3 +137,16 @@ def test_set_trainable_asks_the_model(tmp_path):
     task = _task(tmp_path)
     task.set_trainable(types.SimpleNamespace(set_trainable_preset=asked.append), "heads")
     assert asked == ["heads"]
+    plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, trainable=False)], name="plain")
+    task.set_trainable(plain, "all")  # a model without presets trains as built
+    assert not plain.trainable_weights
+    with pytest.raises(ValueError, match="model 'plain' has no trainable presets"):
+        task.set_trainable(plain, "heads")
+
+
+def test_pipelines_are_sharded_by_data():
+    from kzoo.tasks.base import sharded_by_data
+
+    dataset = sharded_by_data(tf.data.Dataset.range(4))
+    policy = dataset.options().experimental_distribute.auto_shard_policy
+    assert policy == tf.data.experimental.AutoShardPolicy.DATA and list(dataset.as_numpy_iterator()) == [0, 1, 2, 3]
