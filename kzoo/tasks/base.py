@@ -85,8 +85,16 @@ class Task:
 
     def set_trainable(self, model: keras.Model, preset: str) -> None:
         """Make the layers of ``preset`` (``all``, ``heads``, ``3+``...: the model's ``TRAINABLE_PRESETS``)
-        trainable, freeze the others: the model's own ``set_trainable_preset`` (it knows its stages)."""
-        model.set_trainable_preset(preset)
+        trainable, freeze the others: the model's own ``set_trainable_preset`` (it knows its stages). A model
+        without presets trains as built (``all``); another preset is a ``ValueError``."""
+        set_preset = getattr(model, "set_trainable_preset", None)
+        if set_preset is not None:
+            set_preset(preset)
+        elif preset != "all":
+            raise ValueError(
+                f"train.trainable_layers {preset!r}: model '{model.name}' has no trainable presets "
+                "(a set_trainable_preset method); only 'all' applies"
+            )
 
     def evaluate(
         self,
