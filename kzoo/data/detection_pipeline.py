@@ -283,6 +283,8 @@ def make_detection_pipeline(
     ``original_size`` the input's size. The flip is applied inside that part, then the color jitter
     (torchvision's ``ColorJitter``: ``brightness``, ``contrast``, ``saturation``, ``hue``) to it, in ``[0, 255]``.
 
+    The augmentation arguments are checked by the config's rule (:func:`kzoo.data.options.augmentation_problem`).
+
     Args:
         source: one of :mod:`kzoo.data.detection_sources`' sources (example dicts, a generator function,
             ``CocoInstances``, ``TfdsInstances``, a ``tf.data.Dataset`` of instance dicts).
@@ -302,7 +304,8 @@ def make_detection_pipeline(
         pad_last_batch: in evaluation, fill the last batch up to ``batch_size``.
         scale_jitter: ``(low, high)`` training scale jitter range (TF Model Garden: ``(0.5, 2.0)``), or ``None``.
         min_box_size: cut instances with a box side (canvas pixels) below this are dropped.
-        brightness, contrast, saturation: training color jitter, factors from ``[1 - x, 1 + x]``; 0 is off.
+        brightness, contrast, saturation: training color jitter in ``[0, 1]``, factors from ``[1 - x, 1 + x]``; 0
+            is off.
         hue: training hue shift of up to ``hue`` (``<= 0.5``) of the color wheel; 0 is off.
 
     Returns:
