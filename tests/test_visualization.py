@@ -259,3 +259,14 @@ def test_heatmap_picture_has_a_colour_bar_and_the_values():
     assert bar[5, 0] > 100 and bar[5, 1] < 30 and bar[5, 2] < 30  # top: red (the maximum)
     assert bar[-5, 2] > 100 and bar[-5, 0] < 30  # bottom: blue (the minimum)
     assert (picture[400:500, 200:300, 0].astype(int) > picture[10:60, 200:300, 0].astype(int).mean()).mean() > 0.9
+
+
+def test_draw_detections_marks_masks_and_boxes():
+    image = np.zeros((60, 80, 3), np.uint8)
+    masks = np.zeros((1, 60, 80), bool)
+    masks[0, 10:30, 10:40] = True
+    drawn = draw_detections(
+        image, np.array([[10, 10, 30, 40]]), np.array([1]), np.array([0.9]), masks, class_names=["background", "person"]
+    )
+    assert drawn.shape == (60, 80, 3) and drawn.dtype == np.uint8
+    assert drawn[20, 25].sum() > 0 and drawn[50, 70].sum() == 0

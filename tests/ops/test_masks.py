@@ -1,8 +1,10 @@
+"""kzoo.ops.masks: pasting RoI masks into images, the NumPy reference and the TensorFlow graph pixel for pixel."""
+
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from kzoo.ops.masks import paste_masks
-from kzoo.visualization import draw_detections
+from kzoo.ops.masks import paste_masks, paste_masks_tf
 
 
 def test_full_mask_pastes_onto_its_box():
@@ -29,12 +31,52 @@ def test_probabilities_clipped_boxes_and_errors():
         paste_masks(masks, boxes[:2], (10, 10))
 
 
-def test_draw_detections_marks_masks_and_boxes():
-    image = np.zeros((60, 80, 3), np.uint8)
-    masks = np.zeros((1, 60, 80), bool)
-    masks[0, 10:30, 10:40] = True
-    drawn = draw_detections(
-        image, np.array([[10, 10, 30, 40]]), np.array([1]), np.array([0.9]), masks, class_names=["background", "person"]
+def _detections(seed, batch=2, count=12, size=28, height=57, width=83):
+    rng = np.random.default_rng(seed)
+    masks = rng.uniform(0, 1, (batch, count, size, size)).astype(np.float32)
+    yx = rng.uniform(-15, [height, width], (batch, count, 2))
+    hw = rng.uniform(0.3, 40, (batch, count, 2))
+    boxes = np.concatenate([yx, yx + hw], -1).astype(np.float32)
+    boxes[0, 0] = [10.5, 20.25, 10.5, 30.0]  # zero height
+    boxes[0, 1] = [-30, -30, -20, -20]  # entirely outside
+    boxes[-1, 2] = [0, 0, height, width]  # the whole image
+    boxes[-1, 3] = [0.0, 0.0, 0.0, 0.0]  # a padding row
+    masks[-1, 3] = 0.0
+    return masks, boxes
+
+
+def test_probabilities_and_binary_masks_match_numpy():
+    masks, boxes = _detections(0)
+    height, width = 57, 83
+    probabilities = paste_masks_tf(masks, boxes, (height, width), threshold=None).numpy()
+    binary = paste_masks_tf(masks, boxes, tf.constant([height, width]), threshold=0.5).numpy()
+    assert probabilities.shape == binary.shape == (2, 12, height, width)
+    assert probabilities.dtype == np.float32 and binary.dtype == np.uint8
+    for b in range(2):
+        expected = paste_masks(masks[b], boxes[b], (height, width), threshold=None)
+        np.testing.assert_allclose(probabilities[b], expected, atol=2e-7)
+        np.testing.assert_array_equal(binary[b], paste_masks(masks[b], boxes[b], (height, width)).astype(np.uint8))
+    assert not binary[0, 1].any() and not binary[1, 3].any()
+
+
+@pytest.mark.parametrize("size", [14, 28])
+def test_unknown_image_size_in_a_graph(size):
+    masks, boxes = _detections(1, batch=1, count=5, size=size)
+    fn = tf.function(
+        lambda m, b, image: paste_masks_tf(m, b, tf.shape(image)[:2]),
+        input_signature=[
+            tf.TensorSpec([None, None, size, size]),
+            tf.TensorSpec([None, None, 4]),
+            tf.TensorSpec([None, None, 3], tf.uint8),
+        ],
     )
-    assert drawn.shape == (60, 80, 3) and drawn.dtype == np.uint8
-    assert drawn[20, 25].sum() > 0 and drawn[50, 70].sum() == 0
+    out = fn(masks, boxes, tf.zeros([40, 90, 3], tf.uint8)).numpy()
+    np.testing.assert_array_equal(out[0], paste_masks(masks[0], boxes[0], (40, 90)).astype(np.uint8))
+    assert fn(masks[:0], boxes[:0], tf.zeros([40, 90, 3], tf.uint8)).shape == (0, 5, 40, 90)
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match="masks must be"):
+        paste_masks_tf(np.zeros((1, 2, 28, 14), np.float32), np.zeros((1, 2, 4), np.float32), (10, 10))
+    with pytest.raises(ValueError, match="boxes must be"):
+        paste_masks_tf(np.zeros((1, 2, 28, 28), np.float32), np.zeros((1, 2, 5), np.float32), (10, 10))
