@@ -191,7 +191,13 @@ class Task:
 
     @classmethod
     def predict_saved_model(
-        cls, saved_model: str, inputs: Sequence[str], output_dir: str | None = None, verbose: int = 1, **options: Any
+        cls,
+        saved_model: str,
+        inputs: Sequence[str],
+        output_dir: str | None = None,
+        verbose: int = 1,
+        *args: Any,
+        **options: Any,
     ) -> list[dict[str, Any]]:
         """Run an exported SavedModel of this task (a TF Serving model folder or a version folder) on files; one
         dict per input with ``image``, ``frames`` and ``seconds`` at least. No config is needed."""
