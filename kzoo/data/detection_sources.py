@@ -112,7 +112,21 @@ def _coco_loader(records: Sequence[CocoRecord]) -> Callable[[tf.Tensor], dict]:
 
 
 def instance_dataset(source) -> tuple[tf.data.Dataset, Callable | None, int | None]:
-    """``(dataset, loader, count)``: a dataset of indices with a loader, or of instance dicts (no loader)."""
+    """Any source of the module docstring as a ``tf.data`` dataset the pipeline maps.
+
+    Args:
+        source: example dicts, a function returning an iterator of them, :class:`CocoInstances` (or a list of
+            :class:`CocoRecord` s), :class:`TfdsInstances` or a ``tf.data.Dataset`` of instance dicts.
+
+    Returns:
+        ``(dataset, loader, count)``: for list sources, a dataset of int64 indices with ``loader`` (index -> instance
+        dict, :data:`INSTANCE_SPEC`) and their ``count``; otherwise a dataset of instance dicts, ``loader`` ``None``
+        and ``count`` the dataset's cardinality when known (``None`` for generators).
+
+    Raises:
+        ValueError: an empty list, a list mixing dicts and records, an example without its keys, a dataset of other
+            elements. TypeError: any other kind of source.
+    """
     if isinstance(source, TfdsInstances):
         source = source.dataset
     if isinstance(source, tf.data.Dataset):
