@@ -223,7 +223,8 @@ def load_coco_instances(
     categories = CocoCategories.from_coco(coco.dataset.get("categories", []))
     problems = ProblemCounter(PROBLEMS, COUNT_KEYS)
     joined, duplicates = _joined_image_ids(coco.dataset["images"], problems)
-    known, seen_annotations = set(categories.ids), set()
+    known = set(categories.ids)
+    seen_annotations: set = set()
     records = []
     for image_id in sorted(coco.imgs):
         if image_id in duplicates:
