@@ -92,7 +92,7 @@ def inference_model(size: int, forced: bool = True, backbone: str = "resnet50_fp
         input_shape=(size, size, 3),
         min_size=size,
         max_size=max(size, 1333),
-        score_threshold=threshold,
+        detection={"score_threshold": threshold},
         compute_dtype=compute_dtype,
     )
     image = tf.constant(np.random.default_rng(0).integers(0, 256, (1, size, size, 3)).astype(np.uint8))

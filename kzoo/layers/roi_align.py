@@ -8,14 +8,10 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from kzoo.ops.kernel_choices import LEVEL_EPS_PLACEMENTS
+from kzoo.ops.kernel_choices import ROI_ALIGN_BORDERS as BORDERS
 from kzoo.ops.kernel_choices import ROI_ALIGN_METHODS as METHODS
-from kzoo.ops.roi_align_ops import (
-    BORDERS,
-    LEVEL_EPS_PLACEMENTS,
-    fpn_levels,
-    roi_align_crop_and_resize,
-    roi_align_gather,
-)
+from kzoo.ops.roi_align_ops import fpn_levels, roi_align_crop_and_resize, roi_align_gather
 
 
 def _pair(value, name: str) -> tuple[int, int]:
@@ -54,13 +50,10 @@ class RoIAlign(keras.layers.Layer):
       (including samples between the last row and ``H``).
 
     Multi-level (FPN, the default): ``features`` is the list ``[P_min_level, ..., P_max_level]`` with
-    strides ``2 ** level``; each RoI is pooled from level
-    ``k = floor(canonical_level + log2(sqrt(w * h) / canonical_size + 1e-6))`` clamped to
-    ``[min_level, max_level]`` (torchvision's ``MultiScaleRoIAlign``; ``w, h`` in image pixels; boxes with
-    area <= 0, e.g. padding, go to ``min_level``). With ``level_eps="after_log"`` the ``1e-6`` is added after
-    the ``log2`` instead, exactly as torchvision's ``LevelMapper`` (the two differ only within ~1e-6 of a level
-    boundary). Single level: pass ``scale`` (``1 / stride``) and one
-    feature map (a tensor or a one-element list).
+    strides ``2 ** level``; each RoI is pooled from the level the FPN rule gives it
+    (:func:`kzoo.ops.roi_align_ops.fpn_levels`, the one place that rule is written: torchvision's
+    ``MultiScaleRoIAlign`` / ``LevelMapper``, ``level_eps`` placing its ``1e-6`` inside or after the ``log2``).
+    Single level: pass ``scale`` (``1 / stride``) and one feature map (a tensor or a one-element list).
 
     Kernels (``method``): the gather kernel repeats crop_and_resize's float32 arithmetic step by step, so the
     two agree in TF on CPU, and the TFLite gather model with them (the differences: benchmarks/README.md):

@@ -143,7 +143,7 @@ def test_mask_rcnn_predict_draws_from_0_5_by_default(tmp_path, tiny_run, monkeyp
     original = task.trained_model
 
     def spy(weights=None, **overrides):
-        seen.append(overrides.get("score_threshold"))
+        seen.append(overrides.get("detection", {}).get("score_threshold"))
         return original(weights, **overrides)
 
     monkeypatch.setattr(task, "trained_model", spy)
