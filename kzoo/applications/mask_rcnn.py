@@ -71,7 +71,9 @@ def MaskRCNN(
             taken from its ``model:`` section (a file without a ``task:`` key is read as ``task: mask_rcnn``).
             The keywords above that are not ``None`` and ``overrides`` replace its fields.
         name: model name.
-        **overrides: any other :class:`MaskRCNNConfig` field (``score_threshold``, ``roi_method``...).
+        **overrides: any other :class:`MaskRCNNConfig` field, a section as a mapping of the fields to change
+            (``detection={"score_threshold": 0.3}``, ``roi_align={"method": "gather"}``; see
+            :meth:`MaskRCNNConfig.replace`).
 
     Returns:
         A :class:`kzoo.models.mask_rcnn.MaskRCNNModel` (with registered weights of its class count, its

@@ -21,9 +21,10 @@ size:
   then ``detection_full_masks`` is ``[B, D, H_max, W_max]``: image ``b``'s masks in ``[:, :H_b, :W_b]``, zeros
   beyond.
 
-Inside, an image of unknown size is resized (short side ``min_size``, long side at most ``max_size``) onto a
-static ``max_size x max_size`` canvas (:func:`kzoo.ops.resize.resize_and_pad`), so every later shape is static.
-``D = config.max_detections``.
+Inside, an image of unknown size is resized (short side ``input.min_size``, long side at most
+``input.max_size``) onto a static ``input.max_size x input.max_size`` canvas
+(:func:`kzoo.ops.resize.resize_and_pad`), so every later shape is static.
+``D = config.detection.max_detections``.
 
 TFLite (:func:`convert_mask_rcnn_tflite`; run the files with :func:`run_mask_rcnn_tflite`, or
 :func:`run_mask_rcnn_tflite_on_photos` for photographs of any size). The ``.tflite`` model has a fixed input:
@@ -39,7 +40,7 @@ mask pasting are not.
 
 Only TFLite builtin ops are allowed (no Select TF ops, which device runtimes usually lack), so conversion fails
 on an unsupported op instead of silently producing a Flex model. For that the model is rebuilt with
-``roi_method="gather"`` (``CropAndResize`` is not a builtin; the gather kernel has the same weights and agrees
+``roi_align.method="gather"`` (``CropAndResize`` is not a builtin; the gather kernel has the same weights and agrees
 with it) and ``nms_method="per_image"`` (TFLite's builtin NMS op instead of ``WHILE`` loops; same results, and
 full-integer quantization needs it, see :mod:`kzoo.ops.nms`), and the weights are copied.
 
@@ -56,7 +57,6 @@ rounding).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from typing import cast
@@ -140,7 +140,7 @@ def export_mask_rcnn_saved_model(
     end, so a failed export leaves no version directory behind.
 
     Args:
-        model: a built :class:`kzoo.models.mask_rcnn.MaskRCNNModel` (any ``roi_method`` / ``nms_method``).
+        model: a built :class:`kzoo.models.mask_rcnn.MaskRCNNModel` (any ``roi_align.method`` / ``nms_method``).
         export_dir: the TF Serving model base directory; created if missing.
         model_name: the model's directory name inside ``export_dir``.
         version: the version number (a positive int); default: one more than the largest existing numeric
@@ -148,7 +148,8 @@ def export_mask_rcnn_saved_model(
         full_image_masks: add the ``detection_full_masks`` output, uint8 ``[B, D, H, W]`` (``D`` full-size masks
             per image: ``B * D * H * W`` bytes per response).
         warmup_images: write ``assets.extra/tf_serving_warmup_requests``: an int ``n`` for ``n`` random
-            ``min_size x min_size`` images, or a list of uint8 images ``[H, W, 3]`` (or batches ``[B, H, W, 3]``);
+            ``input.min_size x input.min_size`` images, or a list of uint8 images ``[H, W, 3]`` (or batches
+            ``[B, H, W, 3]``);
             each gives a ``serving_default`` request and a ``serving_bytes`` request (PNG-encoded). ``0``: no file.
         class_names: optional class names, ``K`` (index = class id, the background first) or ``K - 1`` (classes
             ``1..K-1``; the background is then named ``"background"``). Written to ``assets.extra/class_names.txt``
@@ -170,7 +171,7 @@ def export_mask_rcnn_saved_model(
     config = model.config
     assert config.num_classes is not None  # a built model has its class count
     names = _class_names(class_names, config.num_classes)
-    warmup = _warmup_images(warmup_images, config.min_size)
+    warmup = _warmup_images(warmup_images, config.input.min_size)
     max_image_pixels = check_max_image_pixels(max_image_pixels)
     version_dir = new_version_dir(export_dir, model_name, version)
 
@@ -239,8 +240,8 @@ def _serving_module(
     TF variables the endpoints use), so its SavedModel is twice the size of the model's weights.
     """
     config = model.config
-    detections = config.max_detections
-    mask_size = 2 * config.mask_roi_size
+    detections = config.detection.max_detections
+    mask_size = 2 * config.roi_align.mask_size
     names = None if class_names is None else tf.constant(class_names, tf.string)
 
     module = tf.Module()
@@ -331,7 +332,7 @@ def _serving_module(
 def convert_mask_rcnn_tflite(
     model: MaskRCNNModel | MaskRCNNConfig,
     path: str | os.PathLike,
-    image_size: tuple[int, int],
+    image_size: tuple[int, int] | None = None,
     quantize: str = "none",
     representative_images: np.ndarray | None = None,
     weights: str | os.PathLike | None = None,
@@ -342,11 +343,13 @@ def convert_mask_rcnn_tflite(
 
     Args:
         model: a built :class:`MaskRCNNModel` (its weights are used), or a :class:`MaskRCNNConfig` (random
-            weights unless ``weights`` is given). Rebuilt with ``roi_method="gather"`` and ``nms_method="per_image"``
-            when it uses other kernels (same weights, same results).
+            weights unless ``weights`` is given). Rebuilt with ``roi_align.method="gather"`` and
+            ``nms_method="per_image"`` when it uses other kernels (same weights, same results).
         path: the ``.tflite`` file to write (atomically: a temporary file, then a rename).
         image_size: ``(H, W)`` of the input images. The model resizes them inside as its config says
-            (``min_size``/``max_size``); ``min_size == max_size == max(H, W)`` avoids a resize for square inputs.
+            (``input.min_size``/``input.max_size``); ``min_size == max_size == max(H, W)`` avoids a resize for
+            square inputs. ``None``: the model's fixed size (``MaskRCNN(input_shape=(H, W, 3))``,
+            ``model.image_shape``).
         quantize: ``"none"``, ``"float16"``, ``"dynamic"`` or ``"int8"`` (see the module docstring).
         representative_images: uint8 (or float) pixels ``[N, H, W, 3]`` in ``0..255`` for the ``"int8"``
             calibration (a few dozen typical images); ignored otherwise.
@@ -372,6 +375,14 @@ def convert_mask_rcnn_tflite(
             f"input_dtype must be one of {TFLITE_INPUT_DTYPES}, got {input_dtype!r}: kzoo's .tflite files take uint8 "
             "pixels, so a caller of the interpreter cannot pass floats in [0, 1] or NaN"
         )
+    if image_size is None:
+        fixed = model.image_shape if isinstance(model, MaskRCNNModel) else None
+        if fixed is None:
+            raise ValueError(
+                "image_size=(H, W) is needed: a .tflite file takes one input size (a model built with "
+                "MaskRCNN(input_shape=(H, W, 3)) brings its own)"
+            )
+        image_size = fixed[:2]
     height, width = check_image_size(image_size)
     if quantize == "int8":
         representative_images = check_representative_images(representative_images, (height, width, 3))
@@ -390,9 +401,9 @@ def tflite_ready_model(
     image_size: tuple[int, int],
     weights: str | os.PathLike | None = None,
 ) -> MaskRCNNModel:
-    """``model`` itself when it already uses the TFLite kernels (``roi_method="gather"``, ``nms_method="per_image"``),
-    else a model rebuilt with them from its config and given its weights (or ``weights``, or random weights for a
-    config). Built on an input of ``image_size``."""
+    """``model`` itself when it already uses the TFLite kernels (``roi_align.method="gather"``,
+    ``nms_method="per_image"``), else a model rebuilt with them from its config and given its weights (or
+    ``weights``, or random weights for a config). Built on an input of ``image_size``."""
     if isinstance(model, MaskRCNNModel):
         if weights is not None:
             raise ValueError("weights= is for a MaskRCNNConfig; a MaskRCNNModel brings its own weights")
@@ -401,7 +412,7 @@ def tflite_ready_model(
         config = model
     else:
         raise TypeError(f"model must be a MaskRCNNModel or a MaskRCNNConfig, got {type(model).__name__}")
-    wanted = dataclasses.replace(config, roi_method="gather", nms_method="per_image")
+    wanted = config.replace(roi_align={"method": "gather"}, nms_method="per_image")
     if isinstance(model, MaskRCNNModel) and wanted == config:
         return model
     ready = MaskRCNNModel(wanted, name=model.name if isinstance(model, MaskRCNNModel) else "mask_rcnn")

@@ -11,13 +11,13 @@ import tensorflow as tf
 
 from kzoo.config import ConfigError, MaskRCNNExperimentConfig, config_from_dict, load_config
 from kzoo.tasks import train
-from kzoo.tasks.instance_segmentation import build_mask_rcnn, load_detection_data, make_pipelines
+from kzoo.tasks.instance_segmentation import InstanceSegmentationTask, load_detection_data, make_pipelines
 
 
 def test_task_selects_the_experiment_dataclass(tmp_path, tiny_mask_rcnn):
     config = config_from_dict(tiny_mask_rcnn(tmp_path))
     assert isinstance(config, MaskRCNNExperimentConfig)
-    assert config.model.backbone == "small_convnet" and config.model.anchor_sizes == (8, 16, 32, 64, 128)
+    assert config.model.backbone.name == "small_convnet" and config.model.anchors.sizes == (8, 16, 32, 64, 128)
     with pytest.raises(ConfigError, match="unknown task 'detector'"):
         config_from_dict({"task": "detector"})
     with pytest.raises(ConfigError, match="model.rpn_batch"):
@@ -32,7 +32,7 @@ def test_shipped_configs_load(name):
 
 def test_losses_are_finite_and_reach_every_trainable_variable(tmp_path, tiny_mask_rcnn):
     config = config_from_dict(tiny_mask_rcnn(tmp_path))
-    model = build_mask_rcnn(config)
+    model = InstanceSegmentationTask(config).build_model(init_weights=False)
     data = load_detection_data(config)
     train, _ = make_pipelines(config, data, global_batch=2)
     batch = next(iter(train))
@@ -66,7 +66,7 @@ def test_mask_branch_runs_on_the_positives(tmp_path, tiny_mask_rcnn, monkeypatch
     assert int(under_xla(positive)) == 4
 
     config = config_from_dict(tiny_mask_rcnn(tmp_path))
-    model = build_mask_rcnn(config)
+    model = InstanceSegmentationTask(config).build_model(init_weights=False)
     batch = next(iter(make_pipelines(config, load_detection_data(config), global_batch=2)[0]))
 
     def losses_and_gradients():
@@ -85,7 +85,7 @@ def test_mask_branch_runs_on_the_positives(tmp_path, tiny_mask_rcnn, monkeypatch
 
 
 def test_training_images_must_fit_the_canvas_rule(tmp_path, tiny_mask_rcnn):
-    model = build_mask_rcnn(config_from_dict(tiny_mask_rcnn(tmp_path)))
+    model = InstanceSegmentationTask(config_from_dict(tiny_mask_rcnn(tmp_path))).build_model(init_weights=False)
     batch = {
         "images": tf.zeros([1, 60, 64, 3]),
         "image_size": [[60, 64]],
@@ -191,12 +191,14 @@ def test_cli_train_then_evaluate(tmp_path, capsys, tiny_mask_rcnn):
 
 def test_jit_compiled_train_step_with_the_gather_kernel(tmp_path, tiny_mask_rcnn):
     config = config_from_dict(
-        tiny_mask_rcnn(tmp_path, model={"roi_method": "gather"}, train={"jit_compile": True, "epochs": 1})
+        tiny_mask_rcnn(tmp_path, model={"roi_align": {"method": "gather"}}, train={"jit_compile": True, "epochs": 1})
     )
     metrics = train(config, verbose=0)
     assert np.isfinite(metrics["loss_total"]) and metrics["eval_images"] == 4
-    with pytest.raises(ValueError, match="roi_method: gather"):
-        build_mask_rcnn(config_from_dict(tiny_mask_rcnn(tmp_path, train={"jit_compile": True})))
+    with pytest.raises(ValueError, match="roi_align.method: gather"):
+        InstanceSegmentationTask(config_from_dict(tiny_mask_rcnn(tmp_path, train={"jit_compile": True}))).build_model(
+            init_weights=False
+        )
 
 
 def test_demo_runs_mask_rcnn_configs(tmp_path, capsys, tiny_mask_rcnn):
