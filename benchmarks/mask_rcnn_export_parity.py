@@ -17,7 +17,6 @@ itself for an invisible change of input).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import tempfile
@@ -29,8 +28,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from common import table, write_results  # noqa: E402
 
-from kzoo.applications.mask_rcnn import load_mask_rcnn_config  # noqa: E402
-from kzoo.data.coco import CocoCategories  # noqa: E402
+from kzoo.applications import MaskRCNN  # noqa: E402
+from kzoo.data.coco_categories import CocoCategories  # noqa: E402
 from kzoo.evaluation.coco import detections_to_coco, evaluate_coco  # noqa: E402
 from kzoo.evaluation.detection_parity import compare_detections, has_near_equal, outliers  # noqa: E402
 from kzoo.export.mask_rcnn import (  # noqa: E402
@@ -132,8 +131,8 @@ def main() -> None:
     parser.add_argument("--out-dir", default=None, help="keep the exported files here (default: a temporary one)")
     args = parser.parse_args()
 
-    config = load_mask_rcnn_config(args.config)
-    model = MaskRCNNModel(config)
+    model = MaskRCNN(config=args.config)
+    config = model.config
     model(np.zeros((1, args.size, args.size, 3), np.uint8))
     model.load_weights(args.weights)
     photos = load_photographs(args.annotations, args.image_dir, args.size, args.images)
@@ -178,7 +177,7 @@ def main() -> None:
     controls.append(("control: Keras, +-1 gray level noise", "-", keras_outputs(model, noisy)))
 
     # the float32 model's candidates before NMS (NMS at IoU 1 suppresses nothing), to tell NMS near-ties apart
-    unsuppressed_model = MaskRCNNModel(dataclasses.replace(config, nms_threshold=1.0, max_detections=300))
+    unsuppressed_model = MaskRCNNModel(config.replace(detection={"nms_threshold": 1.0, "max_detections": 300}))
     unsuppressed_model(canvases[:1])
     unsuppressed_model.set_weights(values)
     unsuppressed = keras_outputs(unsuppressed_model, canvases)
