@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from kzoo.data.options import CHECK_IMAGES, CLASSIFICATION_SOURCES, DETECTION_SOURCES, augmentation_problem
-from kzoo.models.mask_rcnn_config import MASK_RCNN_TRAINABLE_PRESETS, MaskRCNNConfig
+from kzoo.models.mask_rcnn_config import MASK_RCNN_TRAINABLE_PRESETS, RESNET_STAGE_PRESETS, MaskRCNNConfig
 from kzoo.models.nin_config import NIN_TRAINABLE_PRESETS, BlockSpec
 from kzoo.utils.structs import (
     INT64_MAX,
@@ -335,10 +335,11 @@ class MaskRCNNExperimentConfig:
         check_output_dir(self.output_dir)
         check_choice("precision", self.precision, ("float32", "bfloat16"))
         stages = {phase.trainable_layers for phase in self.train.phases} | {self.train.trainable_layers}
-        if stages & {"3+", "4+", "5+"} and not self.model.backbone.name.startswith("resnet"):
+        resnet_stages = sorted(stages & set(RESNET_STAGE_PRESETS))
+        if resnet_stages and not self.model.backbone.name.startswith("resnet"):
             raise ConfigError(
-                f"config key 'train.trainable_layers': {sorted(stages & {'3+', '4+', '5+'})} name "
-                f"ResNet stages, but model.backbone.name is {self.model.backbone.name!r} (use heads or all)"
+                f"config key 'train.trainable_layers': {resnet_stages} name ResNet stages, but model.backbone is "
+                f"{self.model.backbone.name!r} (use heads or all)"
             )
         if self.model.compute_dtype != self.precision:  # config_from_dict sets it from precision
             raise ConfigError(

@@ -6,7 +6,7 @@ import pytest
 
 from kzoo.config import ConfigError, config_from_dict
 from kzoo.tasks import train
-from kzoo.tasks.instance_segmentation import InstanceSegmentationTask, build_mask_rcnn
+from kzoo.tasks.instance_segmentation import InstanceSegmentationTask
 
 HEADS = ("rpn_head/", "box_head/", "mask_head/")
 
@@ -18,7 +18,7 @@ def _weights(model) -> dict[str, np.ndarray]:
 def test_heads_then_all_from_weights_of_another_class_count(tmp_path, tiny_mask_rcnn, capsys):
     pretrained = tiny_mask_rcnn(tmp_path / "pre")
     pretrained["model"]["num_classes"] = 7  # "pre-trained" on other classes
-    source = build_mask_rcnn(config_from_dict(pretrained))
+    source = InstanceSegmentationTask(config_from_dict(pretrained)).build_model(init_weights=False)
     source.save_weights(tmp_path / "pre.weights.h5")
     start = _weights(source)
 
@@ -50,7 +50,9 @@ def test_heads_then_all_from_weights_of_another_class_count(tmp_path, tiny_mask_
 
 def test_resnet_stage_presets(tmp_path, tiny_mask_rcnn):
     values = tiny_mask_rcnn(tmp_path)
-    values["model"].update({"backbone": "resnet50", "norm": "frozen", "frozen_stages": 2, "fpn_channels": 16})
+    values["model"].update(
+        {"backbone": {"name": "resnet50", "norm": "frozen", "frozen_stages": 2}, "fpn": {"channels": 16}}
+    )
     task = InstanceSegmentationTask(config_from_dict(values))
     model = task.build_model()
 
