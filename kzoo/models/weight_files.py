@@ -193,13 +193,12 @@ def load_weights_transferring(
         merged = os.path.join(temp_dir, "merged.weights.h5")
         model.save_weights(merged)
         target = _tensor_shapes(merged)
-        if resettable is None:
-            differing = [name for name in target if name in source and target[name] != source[name]]
-            resettable = _file_names_of(model, _class_specific_weights(model), merged, differing).__contains__
+        reset = [name for name in target if name in source and target[name] != source[name]]  # if allowed
+        if resettable is None:  # the model says which weights are class-specific; the file, where they are
+            resettable = _file_names_of(model, _class_specific_weights(model), merged, reset).__contains__
         difference = _first_difference(model, path, target, source, resettable)
         if difference is not None:
             raise ValueError(f"weights file {path} holds another architecture than model '{model.name}': {difference}")
-        reset = [name for name in target if name in source and target[name] != source[name]]
         with h5py.File(path, "r") as f, h5py.File(merged, "r+") as out:
             for name in target:
                 if name not in reset:
