@@ -416,13 +416,13 @@ class MaskRCNNConfig:
         unknown += sorted(
             f"{name}.{key}"
             for name, value in changes.items()
-            if name in sections and isinstance(value, Mapping)
+            if name in sections and isinstance(value, Mapping) and dataclasses.is_dataclass(getattr(self, name))
             for key in set(value) - {f.name for f in dataclasses.fields(getattr(self, name))}
         )
         if unknown:
             raise ValueError(f"unknown MaskRCNNConfig field(s) {unknown}")
         for name, value in changes.items():
-            if isinstance(value, Mapping):
+            if isinstance(value, Mapping) and dataclasses.is_dataclass(getattr(self, name)):
                 changes[name] = dataclasses.replace(getattr(self, name), **value)
         return dataclasses.replace(self, **changes)
 

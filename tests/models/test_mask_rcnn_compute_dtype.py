@@ -33,6 +33,9 @@ def test_bfloat16_compute_keeps_geometry_in_float32():
     assert keras.mixed_precision.global_policy().name == "float32"  # building did not leak the policy
     for layer in (model.fpn, model.rpn_head, model.box_head, model.mask_head):
         assert layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32", layer.name
+    # the policy is passed to every layer as dtype= (keras-hub's plumbing), the backbone's too
+    assert {layer.compute_dtype for layer in model.backbone.layers[1:]} == {"bfloat16"}
+    assert {layer.compute_dtype for layer in reference.backbone.layers[1:]} == {"float32"}
     for layer in (model.proposal_generator, model.detection_generator, model.box_roi_align):
         assert layer.compute_dtype == "float32", layer.name
     for key in ("detection_boxes", "detection_scores", "detection_masks"):
