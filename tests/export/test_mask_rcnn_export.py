@@ -6,7 +6,6 @@ units so that scores and masks are well separated, and the MobileNetV2's batch n
 by ~1e-4: orders that float16 weights flip), and ``score_threshold=0`` so that every image has detections.
 """
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -37,25 +36,24 @@ SIZE = 128
 class_names = ["circle", "square", "triangle"]
 TINY = dict(
     num_classes=4,
-    fpn_channels=16,
-    box_fc_dim=32,
-    mask_channels=8,
-    mask_num_convs=2,
-    rpn_pre_nms_top_k_test=100,
-    rpn_post_nms_top_k_test=40,
-    max_detections=8,
-    min_size=SIZE,
-    max_size=SIZE,
-    score_threshold=0.0,
+    fpn={"channels": 16},
+    box_head={"fc_dim": 32},
+    mask_head={"channels": 8, "num_convs": 2},
+    rpn={"pre_nms_top_k_test": 100, "post_nms_top_k_test": 40},
+    detection={"max_detections": 8, "score_threshold": 0.0},
+    input={"min_size": SIZE, "max_size": SIZE},
 )
-BACKBONES = {"mobilenet_v2": dict(backbone_width=0.35), "small_convnet": dict(backbone_width=0.25, norm="group")}
+BACKBONES = {
+    "mobilenet_v2": {"name": "mobilenet_v2", "width": 0.35},
+    "small_convnet": {"name": "small_convnet", "width": 0.25, "norm": "group"},
+}
 # Input dtype of each backbone's .tflite files: both dtypes are covered without extra conversions.
 INPUT_DTYPES = {"mobilenet_v2": "uint8", "small_convnet": "uint8"}  # kzoo's .tflite files take uint8 only
 KERAS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections", "detection_masks")
 
 
 def tiny_config(backbone: str) -> MaskRCNNConfig:
-    return MaskRCNNConfig(backbone=backbone, **BACKBONES[backbone], **TINY)
+    return MaskRCNNConfig().replace(backbone=BACKBONES[backbone], **TINY)
 
 
 def tiny_model(backbone: str, seed: int = 0) -> MaskRCNNModel:
@@ -408,12 +406,9 @@ def test_float_variants_match_the_saved_model_on_photographs(models, converted, 
     out = run_mask_rcnn_tflite(converted(backbone, mode), photographs)
     result = compare_detections(reference, out, (SIZE, SIZE))
     unsuppressed = MaskRCNNModel(
-        dataclasses.replace(
-            model.config,
-            nms_threshold=1.0,
-            max_detections=400,
-            rpn_nms_threshold=1.0,
-            rpn_post_nms_top_k_test=model.config.rpn_pre_nms_top_k_test,
+        model.config.replace(
+            detection={"nms_threshold": 1.0, "max_detections": 400},
+            rpn={"nms_threshold": 1.0, "post_nms_top_k_test": model.config.rpn.pre_nms_top_k_test},
         )
     )
     unsuppressed(photographs[:1])
@@ -435,7 +430,7 @@ def test_float_variants_match_the_saved_model_on_photographs(models, converted, 
 def test_r50_fpn_converts_to_builtins_and_matches_keras(shapes_images, tmp_path):
     # the full ResNet-50 body (its depth and widths are fixed) with tiny heads, at 128 x 128
     keras.utils.set_random_seed(4)
-    model = MaskRCNNModel(MaskRCNNConfig(backbone="resnet50", **TINY))
+    model = MaskRCNNModel(MaskRCNNConfig().replace(backbone={"name": "resnet50"}, **TINY))
     expected = keras_outputs(model, shapes_images[:2])
     path = convert_mask_rcnn_tflite(model, tmp_path / "r50.tflite", (SIZE, SIZE))
     ops = {op["op_name"] for op in Interpreter(model_path=path)._get_ops_details()}
@@ -467,9 +462,9 @@ def test_file_sizes_shrink(converted):
 
 def test_rebuilds_with_tflite_kernels_and_same_weights(models, tmp_path, converted, shapes_images):
     model = models["small_convnet"]
-    assert model.config.roi_method == "crop_and_resize"  # the default kernel, which TFLite's converter lacks
+    assert model.config.roi_align.method == "crop_and_resize"  # the default kernel, which TFLite's converter lacks
     ready = tflite_ready_model(model, (SIZE, SIZE))
-    assert ready is not model and ready.config.roi_method == "gather" and ready.config.nms_method == "per_image"
+    assert ready is not model and ready.config.roi_align.method == "gather" and ready.config.nms_method == "per_image"
     for a, b in zip(model.get_weights(), ready.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert tflite_ready_model(ready, (SIZE, SIZE)) is ready
