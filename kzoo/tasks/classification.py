@@ -19,7 +19,7 @@ from kzoo.evaluation.classification import evaluate_classifier
 from kzoo.export.serving import DEFAULT_MAX_IMAGE_PIXELS
 from kzoo.models.nin import NINModel, build_nin, resolve_blocks
 from kzoo.models.weight_files import load_weights_file, load_weights_transferring
-from kzoo.tasks.base import Table, Task
+from kzoo.tasks.base import Table, Task, sharded_by_data
 from kzoo.tasks.registry import register_task
 from kzoo.training import loop
 from kzoo.utils import files
@@ -83,7 +83,7 @@ class ClassificationTask(Task):
             shuffle_buffer=data.shuffle_buffer,
             seed=self.config.train.seed,
         ).repeat()
-        return _sharded(dataset), steps_per_epoch
+        return sharded_by_data(dataset), steps_per_epoch
 
     # -- model and step -----------------------------------------------------------------------------------------
 
@@ -130,7 +130,7 @@ class ClassificationTask(Task):
         if results:
             raise ValueError("--results writes detections as COCO results json: a Mask R-CNN task's, not NIN's")
         model = model if model is not None else self.trained_model(weights)
-        dataset = _sharded(make_pipeline(self.split("eval"), 256, training=False))
+        dataset = sharded_by_data(make_pipeline(self.split("eval"), 256, training=False))
         return evaluate_classifier(model, dataset, strategy)
 
     def run_summary(self) -> dict[str, Any]:
@@ -341,12 +341,6 @@ def _artifact(path: str, accuracy: float, examples: int) -> dict[str, Any]:
         else sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(path) for f in names)
     )
     return {"path": path, "bytes": size, "accuracy": accuracy, "examples": examples}
-
-
-def _sharded(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
 
 
 # -- SavedModel predictions --------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from kzoo.export.serving import DEFAULT_MAX_IMAGE_PIXELS
 from kzoo.models.mask_rcnn import LOSS_NAMES, MaskRCNNModel
 from kzoo.models.weight_files import load_weights_file, load_weights_transferring
 from kzoo.ops.resize import padded_size
-from kzoo.tasks.base import Table, Task
+from kzoo.tasks.base import Table, Task, sharded_by_data
 from kzoo.tasks.registry import register_task
 from kzoo.training import loop
 from kzoo.utils import files
@@ -201,9 +201,7 @@ def make_pipelines(config: MaskRCNNExperimentConfig, data: DetectionData, global
         **common,
     ).repeat()
     evaluation = make_detection_pipeline(data.eval, global_batch, training=False, **common)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return train.with_options(options), evaluation
+    return sharded_by_data(train), evaluation
 
 
 #: The COCO AP summary keys, in COCOeval's order.

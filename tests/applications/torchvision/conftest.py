@@ -10,7 +10,7 @@ from kzoo.models.mask_rcnn import MaskRCNNModel
 @pytest.fixture(scope="session")
 def small_model():
     """A torchvision-layout ResNet-50 Mask R-CNN with 5 classes (weights only; tiny input sizes)."""
-    model = MaskRCNNModel(tv.torchvision_config(5, min_size=64, max_size=64))
+    model = MaskRCNNModel(tv.torchvision_config(5, input={"min_size": 64, "max_size": 64}))
     model(np.zeros((1, 64, 64, 3), np.uint8))
     return model
 

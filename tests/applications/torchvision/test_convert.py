@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from kzoo.applications import MaskRCNN, weights
 from kzoo.applications import torchvision as tv
-from kzoo.applications.mask_rcnn import load_mask_rcnn_config, mask_rcnn_from_config
 from kzoo.applications.torchvision import convert
+from kzoo.config import load_config
 from kzoo.models.mask_rcnn import MaskRCNNModel
 from kzoo.models.mask_rcnn_config import MaskRCNNConfig
 from kzoo.ops.masks import paste_masks
@@ -32,20 +32,37 @@ COCO = weights.REGISTRY["coco"]
 
 def test_torchvision_config_and_yaml():
     config = tv.torchvision_config()
-    assert config == load_mask_rcnn_config("configs/mask_rcnn_r50_fpn_torchvision.yaml")
-    assert (config.backbone, config.stride_in_1x1, config.norm, config.norm_epsilon) == ("resnet50", False, "frozen", 0)
-    assert (config.anchor_offset, config.anchor_strides, config.roi_level_eps) == (0.0, "torchvision", "after_log")
-    assert (config.box_flatten_order, config.detection_pre_nms_top_k, config.roi_aligned) == ("nchw", None, False)
-    assert (config.min_size, config.max_size, config.box_weights) == (800, 1333, (10.0, 10.0, 5.0, 5.0))
-    assert tv.torchvision_config(5, norm_epsilon=1e-5).norm_epsilon == 1e-5
+    assert config == load_config("configs/mask_rcnn_r50_fpn_torchvision.yaml").model
+    assert (
+        config.backbone.name,
+        config.backbone.stride_in_1x1,
+        config.backbone.norm,
+        config.backbone.norm_epsilon,
+    ) == ("resnet50", False, "frozen", 0)
+    assert (config.anchors.offset, config.anchors.strides, config.roi_align.level_eps) == (
+        0.0,
+        "torchvision",
+        "after_log",
+    )
+    assert (config.box_head.flatten_order, config.detection.pre_nms_top_k, config.roi_align.aligned) == (
+        "nchw",
+        None,
+        False,
+    )
+    assert (config.input.min_size, config.input.max_size, config.box_head.box_weights) == (
+        800,
+        1333,
+        (10.0, 10.0, 5.0, 5.0),
+    )
+    assert tv.torchvision_config(5, backbone={"norm_epsilon": 1e-5}).backbone.norm_epsilon == 1e-5
     with pytest.raises(ValueError, match="unknown MaskRCNNConfig field"):
         tv.torchvision_config(anchor_size=3)
     # the kzoo defaults are unchanged
-    assert (MaskRCNNConfig().anchor_strides, MaskRCNNConfig().roi_level_eps) == ("nominal", "in_log")
-    with pytest.raises(ValueError, match="anchor_strides"):
-        MaskRCNNConfig(anchor_strides="odd")
-    with pytest.raises(ValueError, match="roi_level_eps"):
-        MaskRCNNConfig(roi_level_eps="odd")
+    assert (MaskRCNNConfig().anchors.strides, MaskRCNNConfig().roi_align.level_eps) == ("nominal", "in_log")
+    with pytest.raises(ValueError, match="anchors.strides"):
+        MaskRCNNConfig().replace(anchors={"strides": "odd"})
+    with pytest.raises(ValueError, match="roi_align.level_eps"):
+        MaskRCNNConfig().replace(roi_align={"level_eps": "odd"})
 
 
 def test_level_mapping_eps_after_log_is_torchvisions_rule():
@@ -60,12 +77,16 @@ def test_level_mapping_eps_after_log_is_torchvisions_rule():
 
 
 def test_torchvision_anchor_strides():
-    config = MaskRCNNConfig(
-        backbone="small_convnet", norm="group", num_classes=3, fpn_channels=8, box_fc_dim=8, mask_channels=8
+    config = MaskRCNNConfig().replace(
+        backbone={"name": "small_convnet", "norm": "group"},
+        num_classes=3,
+        fpn={"channels": 8},
+        box_head={"fc_dim": 8},
+        mask_head={"channels": 8},
     )
     features = [tf.zeros((1, 56 // 2**i, 80 // 2**i, 8)) for i in range(4)] + [tf.zeros((1, 4, 5, 8))]
     nominal, _ = MaskRCNNModel(config).anchors(features)
-    tv, sizes = MaskRCNNModel(MaskRCNNConfig(**{**config.__dict__, "anchor_strides": "torchvision"})).anchors(features)
+    tv, sizes = MaskRCNNModel(config.replace(anchors={"strides": "torchvision"})).anchors(features)
     p6 = slice(sum(sizes[:4]), None)
     np.testing.assert_array_equal(tv[: p6.start], nominal[: p6.start])  # P2..P5: the nominal strides
     # a 224 x 320 canvas: P6 has 4 x 5 cells, torchvision's strides are 224 // 4 = 56 and 320 // 5 = 64
@@ -117,7 +138,7 @@ def test_checkpoint_file_written_atomically_and_readable(
     assert tv.convert_torchvision_checkpoint("fake.pth", output) == str(output)
     assert stat.S_IMODE(os.stat(output).st_mode) == 0o644
     assert os.listdir(output.parent) == [output.name]
-    loaded = mask_rcnn_from_config(tv.torchvision_config(5, min_size=64, max_size=64), str(output))
+    loaded = MaskRCNN(config=tv.torchvision_config(5, input={"min_size": 64, "max_size": 64}), weights=str(output))
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(loaded.box_head.fc7.bias), state["roi_heads.box_head.fc7.bias"]
     )
@@ -222,7 +243,9 @@ def test_parity_with_torchvision_maskrcnn_resnet50_fpn(torch_run):
     params = dict(seed=0, min_size=256, max_size=320, score_thresh=0.05)
     ref = torch_run(TORCH_MODEL + TORCH_STAGES, **images, **{k: np.array(v) for k, v in params.items()})
 
-    config = tv.torchvision_config(norm_epsilon=1e-5, min_size=256, max_size=320, score_threshold=0.05)
+    config = tv.torchvision_config(
+        backbone={"norm_epsilon": 1e-5}, input={"min_size": 256, "max_size": 320}, detection={"score_threshold": 0.05}
+    )
     model = MaskRCNNModel(config)
     tv.convert_torchvision_state_dict({k[2:]: v for k, v in ref.items() if k.startswith("w:")}, model)
 
@@ -328,7 +351,7 @@ def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkey
     assert sorted(os.listdir(cache / "models" / "kzoo")) == sorted(
         [pth.name, converted.name, converted.name + ".sha256.json"]
     )
-    assert model.config == tv.torchvision_config(min_size=64, max_size=64)
+    assert model.config == tv.torchvision_config(input={"min_size": 64, "max_size": 64})
     assert model.class_names[1] == "person" and len(model.class_names) == 80  # the entry's names, for pictures
     conv1 = keras.ops.convert_to_numpy(model.backbone.get_layer("conv1").kernel)
     np.testing.assert_array_equal(conv1, ref["backbone.body.conv1.weight"].transpose(2, 3, 1, 0))
@@ -345,7 +368,7 @@ def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkey
         raise AssertionError("downloaded again")
 
     monkeypatch.setattr(keras.utils, "get_file", no_download)
-    again = MaskRCNN(weights="coco", min_size=64, max_size=64, score_threshold=0.5)
+    again = MaskRCNN(weights="coco", min_size=64, max_size=64, detection={"score_threshold": 0.5})
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(again.fpn.layer_blocks[2].bias), ref["backbone.fpn.layer_blocks.2.0.bias"]
     )
@@ -375,7 +398,7 @@ def test_coco_weights_download_convert_cache_and_cli(torch_run, tmp_path, monkey
     message = tv.convert_torchvision_cli(str(pth), str(output))
     assert str(output) in message and output.is_file()
     assert [p for p in os.listdir(output.parent) if p != output.name] == []  # no temporary file left
-    loaded = mask_rcnn_from_config(tv.torchvision_config(min_size=64, max_size=64), str(output))
+    loaded = MaskRCNN(config=tv.torchvision_config(input={"min_size": 64, "max_size": 64}), weights=str(output))
     for ours, theirs in zip(loaded.weights, model.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs))
     with pytest.raises(tv.TorchvisionConversionError, match="predicts 91 classes"):

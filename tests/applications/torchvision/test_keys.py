@@ -52,8 +52,12 @@ def test_delta_rows_and_backbone_checks():
     np.testing.assert_array_equal(keys._permuted(keys._copy)(rows)[:, 0], [1, 0, 3, 2, 5, 4, 7, 6])
     with pytest.raises(keys.TorchvisionConversionError, match="multiple of 4"):
         keys._permuted(keys._copy)(np.zeros((6, 3), np.float32))
-    config = MaskRCNNConfig(
-        backbone="small_convnet", norm="group", num_classes=3, fpn_channels=8, box_fc_dim=8, mask_channels=8
+    config = MaskRCNNConfig().replace(
+        backbone={"name": "small_convnet", "norm": "group"},
+        num_classes=3,
+        fpn={"channels": 8},
+        box_head={"fc_dim": 8},
+        mask_head={"channels": 8},
     )
     model = MaskRCNNModel(config)
     with pytest.raises(tv.TorchvisionConversionError, match="need a ResNet backbone, the model has 'small_convnet'"):
