@@ -1,5 +1,5 @@
 """Choosing the tf.distribute strategy, and who is the chief (the one writer of a run), from the config and
-TF_CONFIG (a multi-worker strategy itself is made in tests/training/test_training_distributed.py, in processes of
+TF_CONFIG (a multi-worker strategy itself is made in tests/training/test_loop_distributed.py, in processes of
 its own)."""
 
 import json
