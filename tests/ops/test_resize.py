@@ -51,8 +51,9 @@ def fraction_detections(images, image_size) -> dict:
 def models():
     return {
         (min_size, max_size): FixedDetections(
-            MaskRCNNConfig(
-                backbone="small_convnet", backbone_width=0.25, norm="group", min_size=min_size, max_size=max_size
+            MaskRCNNConfig().replace(
+                backbone={"name": "small_convnet", "width": 0.25, "norm": "group"},
+                input={"min_size": min_size, "max_size": max_size},
             )
         )
         for min_size, max_size in RULES
