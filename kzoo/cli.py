@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import os
 import re
-import signal
 import sys
-import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: no C++ banners
 DEMO_CONFIG = "configs/mask_rcnn_shapes.yaml"
@@ -551,24 +548,6 @@ def _stopped(args, error: BaseException) -> tuple[str, int] | None:
     return f"kzoo {args.command}: error: {problem}: {_first_line(error)}{detail}{note}", 2
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (the run lock is released and the
-    stop reported like Ctrl-C); the previous handler comes back after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the ``kzoo`` command line; returns the exit status: 0, 2 for an error (one line on stderr, no
     traceback), 130 for Ctrl-C and 143 for SIGTERM (one line saying where the run stands and how to resume)."""
@@ -583,7 +562,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"kzoo {args.command}: error: {error}", file=sys.stderr)
         return 2
-    with _sigterm_as_interrupt():
+    from kzoo.utils.interrupts import stop_signals_raise
+
+    with stop_signals_raise(Terminated):  # Ctrl-C and SIGTERM, never lost
         try:
             _import_tensorflow_quietly()
             from kzoo.training.loop import TrainingDivergedError

@@ -43,6 +43,7 @@ from kzoo.training.run_lock import RunLockedError, run_lock
 from kzoo.training.schedules import PhasedSchedule, WarmupSchedule
 from kzoo.training.strategy import is_chief, make_strategy, task_id, will_be_chief
 from kzoo.utils import files
+from kzoo.utils.interrupts import raise_pending_stop
 
 #: Files of a run in its ``output_dir`` (what ``fresh=True`` removes; exports and pictures stay).
 RUN_FILES = (
@@ -487,6 +488,7 @@ def _train_epoch(run: _Run, epoch: int, batches: Iterator) -> tuple[dict[str, fl
             if explained is None:
                 raise
             raise explained from error
+        raise_pending_stop()  # a Ctrl-C whose KeyboardInterrupt TensorFlow's callbacks dropped
         totals = values if totals is None else totals + values
         running = task.step_metrics(totals, step + 1)
         loss = next(iter(running.values()))
