@@ -12,7 +12,7 @@ import importlib.resources
 import os
 import pathlib
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -83,7 +83,10 @@ class ModelConfig:
     family: str = "nin"
     variant: str = "mnist"
     blocks: tuple[BlockSpec, ...] | None = None
-    classes: int = 10  # the width of the score output: kzoo.applications.NIN's num_classes
+    #: keys renamed here (read with a DeprecationWarning): the class count has one name in both families
+    moved_fields: ClassVar[dict[str, str]] = {"classes": "num_classes"}
+
+    num_classes: int = 10  # the width of the score output, as kzoo.applications.NIN's num_classes
     input_shape: tuple[int, int, int] = (28, 28, 1)
     dropout_rate: float = 0.5
     use_batch_norm: bool = False
@@ -93,7 +96,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_choice("model.family", self.family, ("nin",))
-        check_count("model.classes", self.classes, 2)
+        check_count("model.num_classes", self.num_classes, 2)
         check_fraction("model.dropout_rate", self.dropout_rate, high_open=True)  # 1 would divide by 0
         if len(self.input_shape) != 3:
             raise ConfigError(

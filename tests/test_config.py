@@ -24,3 +24,14 @@ def test_overrides_and_unknown_keys(tmp_path):
         parse_overrides(["train.epochs"])
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_nin_class_count_has_mask_rcnn_name_and_the_old_key_still_loads():
+    from kzoo.config import config_from_dict
+
+    new = config_from_dict({"model": {"num_classes": 7}})
+    with pytest.warns(DeprecationWarning, match="'model.classes' has moved to 'model.num_classes'"):
+        old = config_from_dict({"model": {"classes": 7}})
+    assert new == old and new.model.num_classes == 7
+    with pytest.warns(DeprecationWarning), pytest.raises(ConfigError, match="given too: keep one"):
+        config_from_dict({"model": {"classes": 7, "num_classes": 7}})

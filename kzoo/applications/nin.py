@@ -90,7 +90,7 @@ def NIN(
         return build_nin(
             model_inputs,
             block_specs,
-            classes=num_classes,
+            num_classes=num_classes,
             include_top=top,
             pooling=pooling,
             classifier_activation=classifier_activation,

@@ -242,7 +242,7 @@ def resolve_blocks(variant: str, blocks: Sequence[Mapping[str, Any] | BlockSpec]
 def build_nin(
     input_tensor: keras.KerasTensor,
     blocks: Sequence[BlockSpec],
-    classes: int,
+    num_classes: int,
     include_top: bool = True,
     pooling: str | None = None,
     classifier_activation: Any = "softmax",
@@ -258,7 +258,7 @@ def build_nin(
         input_tensor: a Keras input, ``(batch, height, width, channels)``, float32
             images already passed through ``preprocess_input``.
         blocks: the mlpconv blocks.
-        classes: number of classes; the last block's last stage has this many maps.
+        num_classes: the width of the score output; the last block's last stage has this many maps.
         include_top: add the class stage and the ``GlobalAveragePoolingHead``.
         pooling: without the top: ``None`` (4-D feature maps), ``"avg"`` or ``"max"``.
         classifier_activation: activation of the head (``None`` for logits).
@@ -272,19 +272,19 @@ def build_nin(
 
     Returns:
         A functional :class:`NINModel`, which checks its images (see there). With the top:
-        ``(batch, classes)`` scores (float32); its layer ``"head"`` takes the class confidence maps
-        ``(batch, h, w, classes)``.
+        ``(batch, num_classes)`` scores (float32); its layer ``"head"`` takes the class confidence maps
+        ``(batch, h, w, num_classes)``.
         Without it: the last block's features, pooled as asked.
     """
-    if include_top and classes < 1:
-        raise ValueError(f"classes must be >= 1, got {classes}")
+    if include_top and num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     x = input_tensor
     for index, spec in enumerate(blocks, start=1):
         filters = list(spec.filters)
         if include_top and index == len(blocks):
-            filters.append(classes)
+            filters.append(num_classes)
         x = Mlpconv(
             filters,
             kernel_size=spec.kernel_size,

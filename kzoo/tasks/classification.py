@@ -66,9 +66,10 @@ class ClassificationTask(Task):
 
     def training_data(self, global_batch: int) -> tuple[tf.data.Dataset, int]:
         train = self.split("train")
-        if len(train.class_names) != self.config.model.classes:
+        if len(train.class_names) != self.config.model.num_classes:
             raise ValueError(
-                f"model.classes is {self.config.model.classes} but the data set has {len(train.class_names)} classes"
+                f"model.num_classes is {self.config.model.num_classes} but the data set has "
+                f"{len(train.class_names)} classes"
             )
         steps_per_epoch = train.num_examples // global_batch
         if steps_per_epoch < 1:
@@ -96,7 +97,7 @@ class ClassificationTask(Task):
         model = build_nin(
             keras.Input(model_config.input_shape, name="images"),
             resolve_blocks(model_config.variant, model_config.blocks),
-            classes=model_config.classes,
+            num_classes=model_config.num_classes,
             dropout_rate=model_config.dropout_rate,
             use_batch_norm=model_config.use_batch_norm,
             name=f"nin_{model_config.variant}",

@@ -81,7 +81,8 @@ def move_flat_keys(
     values: Mapping[str, Any], moved: Mapping[str, str], prefix: str = "", stacklevel: int = 2
 ) -> dict[str, Any]:
     """``values`` with each old flat key of ``moved`` (``rpn_nms_threshold``) put where it went (``moved`` maps it to
-    ``section.field``: ``rpn.nms_threshold``), each with a ``DeprecationWarning`` naming both dotted keys.
+    ``section.field``: ``rpn.nms_threshold``, or to a new name beside it: NIN's ``classes`` -> ``num_classes``),
+    each with a ``DeprecationWarning`` naming both dotted keys.
 
     A key that is also a section's name (``backbone``, now ``backbone.name``) counts as old only when its value is
     not a mapping or a dataclass (the new form).
@@ -100,12 +101,19 @@ def move_flat_keys(
         else:
             old[key] = value
     for key, value in old.items():
-        section, field = moved[key].split(".", 1)
         warnings.warn(
-            f"config key '{prefix}{key}' has moved to '{prefix}{moved[key]}' (the flat key is read for now)",
+            f"config key '{prefix}{key}' has moved to '{prefix}{moved[key]}' (the old key is read for now)",
             DeprecationWarning,
             stacklevel=stacklevel,
         )
+        if "." not in moved[key]:  # renamed in place
+            if moved[key] in new:
+                raise ConfigError(
+                    f"config key '{prefix}{key}' has moved to '{prefix}{moved[key]}', which is given too: keep one"
+                )
+            new[moved[key]] = value
+            continue
+        section, field = moved[key].split(".", 1)
         place = new.setdefault(section, {})
         if not isinstance(place, Mapping) or field in place:
             raise ConfigError(

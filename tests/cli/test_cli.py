@@ -16,7 +16,7 @@ TINY = {
     "model": {
         "variant": "custom",
         "blocks": [{"filters": [8, 8], "kernel_size": 3}, {"filters": [8], "pool": False, "dropout": False}],
-        "classes": 5,
+        "num_classes": 5,
         "input_shape": [16, 16, 3],
         "use_batch_norm": True,
     },
@@ -97,8 +97,8 @@ def test_cli_errors_name_the_problem(trained, tmp_path, capsys):
     _, config = trained
     assert main(["train", str(config), "--set", "train.epoch=2"]) == 2
     assert "unknown config key 'train.epoch'" in capsys.readouterr().err
-    assert main(["train", str(config), "--set", "model.classes=10"]) == 2
-    assert "holds a run of another model (model.classes was 5, now 10)" in capsys.readouterr().err
+    assert main(["train", str(config), "--set", "model.num_classes=10"]) == 2
+    assert "holds a run of another model (model.num_classes was 5, now 10)" in capsys.readouterr().err
     assert (
         main(
             [
@@ -111,7 +111,7 @@ def test_cli_errors_name_the_problem(trained, tmp_path, capsys):
                 "--set",
                 f"data.data_dir={tmp_path / 'missing'}",
                 "--set",
-                "model.classes=10",
+                "model.num_classes=10",
             ]
         )
         == 2
@@ -125,7 +125,7 @@ def test_cli_errors_name_the_problem(trained, tmp_path, capsys):
     from kzoo.models.nin import build_nin, resolve_blocks
 
     other = tmp_path / "other.weights.h5"
-    build_nin(keras.Input((16, 16, 3)), resolve_blocks("custom", [{"filters": [4]}]), classes=5).save_weights(other)
+    build_nin(keras.Input((16, 16, 3)), resolve_blocks("custom", [{"filters": [4]}]), num_classes=5).save_weights(other)
     for command in (["evaluate", str(config)], ["export", str(config), "--format", "saved_model"]):
         assert main([*command, "--weights", str(other)]) == 2
         err = capsys.readouterr().err

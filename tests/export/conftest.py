@@ -53,7 +53,7 @@ def tiny_nin():
                 {"filters": [width], "kernel_size": 3, "pool": False, "dropout": False},
             ],
         )
-        return build_nin(keras.Input((16, 16, channels)), blocks, classes=len(_CLASS_NAMES))
+        return build_nin(keras.Input((16, 16, channels)), blocks, num_classes=len(_CLASS_NAMES))
 
     return build
 

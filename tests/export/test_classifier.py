@@ -213,10 +213,10 @@ def test_bad_arguments(class_names, model, tmp_path):
     with pytest.raises(ValueError, match="version must be a positive integer"):
         export_classifier_saved_model(model, tmp_path, "nin", class_names, version=0)
     blocks = resolve_blocks("custom", [{"filters": [8], "pool": False, "dropout": False}])
-    headless = build_nin(keras.Input((16, 16, 3)), blocks, classes=3, include_top=False, pooling="avg")
+    headless = build_nin(keras.Input((16, 16, 3)), blocks, num_classes=3, include_top=False, pooling="avg")
     with pytest.raises(ValueError, match="include_top=True"):
         export_classifier_saved_model(headless, tmp_path, "headless", ["a"] * 8)
-    variable_size = build_nin(keras.Input((None, None, 3)), blocks, classes=3)
+    variable_size = build_nin(keras.Input((None, None, 3)), blocks, num_classes=3)
     with pytest.raises(ValueError, match="known sizes"):
         export_classifier_saved_model(variable_size, tmp_path, "variable", class_names)
     assert not any(name.isdigit() for d in tmp_path.iterdir() for name in os.listdir(d))

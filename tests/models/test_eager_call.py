@@ -71,7 +71,7 @@ def test_mask_rcnn_keeps_a_bounded_number_of_graphs(mask_rcnn, monkeypatch):
 def test_nin_eager_call_is_the_compiled_graph():
     keras.utils.set_random_seed(0)
     blocks = resolve_blocks("custom", [{"filters": [8, 8]}, {"filters": [8], "pool": False, "dropout": False}])
-    model = build_nin(keras.Input((16, 16, 3)), blocks, classes=3)
+    model = build_nin(keras.Input((16, 16, 3)), blocks, num_classes=3)
     images = np.random.default_rng(0).uniform(-1, 1, (5, 16, 16, 3)).astype(np.float32)
     eager = model(images)
     np.testing.assert_allclose(eager.numpy(), model.predict(images, verbose=0), atol=1e-6)

@@ -59,7 +59,7 @@ def _tiny_nin(classes: int = 4, **options):
     from kzoo.models.nin import build_nin
 
     blocks = resolve_blocks("custom", [{"filters": [8, 8]}, {"filters": [8], "pool": False}])
-    return build_nin(keras.Input((16, 16, 3)), blocks, classes=classes, use_batch_norm=True, **options)
+    return build_nin(keras.Input((16, 16, 3)), blocks, num_classes=classes, use_batch_norm=True, **options)
 
 
 def test_dtype_policy_reaches_every_layer_and_leaves_the_global_policy_alone():

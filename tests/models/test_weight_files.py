@@ -113,7 +113,7 @@ def test_nin_weights_load_into_another_class_count(tmp_path):
 
     def nin(classes):
         blocks = resolve_blocks("custom", [{"filters": [8, 8]}, {"filters": [8], "pool": False}])
-        return build_nin(keras.Input((16, 16, 3)), blocks, classes=classes, use_batch_norm=True)
+        return build_nin(keras.Input((16, 16, 3)), blocks, num_classes=classes, use_batch_norm=True)
 
     nin(5).save_weights(tmp_path / "five.weights.h5")
     report = load_weights_transferring(nin(3), tmp_path / "five.weights.h5")

@@ -32,7 +32,7 @@ _TINY_MASK_RCNN = dict(
 def build_tiny_nin(channels: int = 3) -> keras.Model:
     keras.utils.set_random_seed(0)
     blocks = resolve_blocks("custom", [{"filters": [8, 8]}, {"filters": [8], "pool": False, "dropout": False}])
-    return build_nin(keras.Input((*NIN_SHAPE[:2], channels)), blocks, classes=3)
+    return build_nin(keras.Input((*NIN_SHAPE[:2], channels)), blocks, num_classes=3)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ TINY = {
     "model": {
         "variant": "custom",
         "blocks": [{"filters": [8, 8], "kernel_size": 3}, {"filters": [8], "pool": False, "dropout": False}],
-        "classes": 5,
+        "num_classes": 5,
         "input_shape": [16, 16, 3],
     },
     "data": {"source": "shapes", "train_examples": 64, "eval_examples": 32, "image_size": 16},
@@ -77,7 +77,7 @@ def inputs(tmp_path_factory):
     (root / "broken.yaml").write_text("name: tiny\nmodel:\n  classes: 5\n   blocks: [\n")
     (root / "notes.png").write_text("hello, not an image")
     (root / "a_file").write_text("in the way")
-    model = build_nin(keras.Input((16, 16, 3)), resolve_blocks("custom", TINY["model"]["blocks"]), classes=5)
+    model = build_nin(keras.Input((16, 16, 3)), resolve_blocks("custom", TINY["model"]["blocks"]), num_classes=5)
     model.save_weights(root / "full.weights.h5")
     data = (root / "full.weights.h5").read_bytes()
     (root / "truncated.weights.h5").write_bytes(data[: len(data) // 2])

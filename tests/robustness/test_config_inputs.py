@@ -105,7 +105,7 @@ def test_empty_output_dir_is_refused():
 
 # dotted key -> values that must be refused (None marks the classification task's keys apart: see _task)
 NIN_BAD: dict[str, list] = {
-    "model.classes": [1, 0, INT32_OVER],
+    "model.num_classes": [1, 0, INT32_OVER],
     "model.dropout_rate": [-0.1, 1.0, 1.5, NAN, INF],
     "model.input_shape": [[0, 16, 3], [16, 16], [INT32_OVER, 16, 3]],
     "model.blocks": [

@@ -32,7 +32,7 @@ TINY_NIN = {
     "name": "tiny",
     "model": {
         "variant": "custom",
-        "classes": 5,
+        "num_classes": 5,
         "input_shape": [16, 16, 3],
         "dropout_rate": 0.0,
         "use_batch_norm": False,

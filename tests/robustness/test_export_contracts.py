@@ -156,7 +156,7 @@ TINY = {
     "model": {
         "variant": "custom",
         "blocks": [{"filters": [8], "kernel_size": 3}],
-        "classes": 5,
+        "num_classes": 5,
         "input_shape": [16, 16, 3],
     },
     "data": {"source": "shapes", "train_examples": 32, "eval_examples": 16, "image_size": 16},

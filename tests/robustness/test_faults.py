@@ -33,7 +33,7 @@ TINY = {
     "model": {
         "variant": "custom",
         "blocks": [{"filters": [8, 8], "kernel_size": 3}, {"filters": [8], "pool": False, "dropout": False}],
-        "classes": 5,
+        "num_classes": 5,
         "input_shape": [16, 16, 3],
         "use_batch_norm": False,
     },

@@ -29,7 +29,7 @@ TINY = {
     "model": {
         "variant": "custom",
         "blocks": [{"filters": [4], "kernel_size": 3}, {"filters": [4], "pool": False, "dropout": False}],
-        "classes": 5,
+        "num_classes": 5,
         "input_shape": [16, 16, 3],
         "dropout_rate": 0.0,
     },

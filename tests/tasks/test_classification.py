@@ -16,7 +16,7 @@ TINY_NIN = {
     "model": {
         "variant": "custom",
         "blocks": [{"filters": [8, 8]}, {"filters": [8], "pool": False}],
-        "classes": 5,
+        "num_classes": 5,
         "input_shape": [16, 16, 3],
     },
     "data": {"source": "shapes", "train_examples": 64, "eval_examples": 32, "image_size": 16},
@@ -75,6 +75,6 @@ def test_one_training_step_reports_loss_and_accuracy(tmp_path):
 
 
 def test_a_class_count_other_than_the_data_is_named(tmp_path):
-    task = _task(tmp_path, classes=7)
-    with pytest.raises(ValueError, match="model.classes is 7 but the data set has 5 classes"):
+    task = _task(tmp_path, num_classes=7)
+    with pytest.raises(ValueError, match="model.num_classes is 7 but the data set has 5 classes"):
         task.training_data(32)

@@ -34,7 +34,7 @@ TINY_CONFIG = {
             {"filters": [8, 8], "kernel_size": 3},
             {"filters": [8], "kernel_size": 3, "pool": False, "dropout": False},
         ],
-        "classes": 5,
+        "num_classes": 5,
         "input_shape": [16, 16, 3],
         "dropout_rate": 0.0,
         "use_batch_norm": False,

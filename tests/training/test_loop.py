@@ -12,7 +12,7 @@ TINY_NIN = {
     "model": {
         "variant": "custom",
         "blocks": [{"filters": [8, 8]}, {"filters": [8], "pool": False}],
-        "classes": 5,
+        "num_classes": 5,
         "input_shape": [16, 16, 3],
     },
     "data": {"source": "shapes", "train_examples": 64, "eval_examples": 32, "image_size": 16},
@@ -42,9 +42,9 @@ def test_a_run_of_another_model_is_a_clear_error(tmp_path):
     with pytest.raises(
         ConfigError,
         match=f"output directory {tmp_path} holds a run of another model "
-        r"\(model.classes was 5, now 3\)",
+        r"\(model.num_classes was 5, now 3\)",
     ):
-        train(_config(tmp_path, classes=3), verbose=0)
+        train(_config(tmp_path, num_classes=3), verbose=0)
     # --fresh replaces it (the data set has 5 classes, so build a 5-class model of another width)
     metrics = train(
         _config(tmp_path, blocks=[{"filters": [4, 4]}, {"filters": [4], "pool": False}]), verbose=0, fresh=True

@@ -15,7 +15,7 @@ def _config(tmp_path, precision):
             "model": {
                 "variant": "custom",
                 "blocks": [{"filters": [8, 8]}, {"filters": [8], "pool": False}],
-                "classes": 5,
+                "num_classes": 5,
                 "input_shape": [16, 16, 3],
                 "use_batch_norm": True,
             },

@@ -43,7 +43,7 @@ def test_tflite_conversion_and_litert_say_nothing(tmp_path, capfd):
 
     keras.utils.set_random_seed(0)
     blocks = resolve_blocks("custom", [{"filters": [8]}, {"filters": [8], "pool": False, "dropout": False}])
-    model = build_nin(keras.Input((16, 16, 3)), blocks, classes=3)
+    model = build_nin(keras.Input((16, 16, 3)), blocks, num_classes=3)
     images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
     capfd.readouterr()
     for mode in ("none", "int8"):
