@@ -359,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--saved-model",
-        help="NIN SavedModel (TF Serving model dir or version dir); a SavedModel is a "
-        "program: load only ones you trust",
+        help="an exported SavedModel (TF Serving model dir or version dir; its task is found from its outputs: NIN "
+        "classifiers); a SavedModel is a program: load only ones you trust",
     )
     p.add_argument(
         "--config", metavar="CONFIG", help="a trained run's config (or its folder): its task and weights are used"
