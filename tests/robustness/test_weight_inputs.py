@@ -21,7 +21,7 @@ from kzoo.tasks import task_for
 
 def _nin(tmp_path, classes: int) -> tuple[str, object]:
     values = copy.deepcopy(TINY)
-    values["model"]["classes"] = classes
+    values["model"]["num_classes"] = classes
     values["output_dir"] = str(tmp_path / f"nin{classes}")
     path = tmp_path / f"nin{classes}.yaml"
     path.write_text(yaml.safe_dump(values))
