@@ -143,6 +143,9 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     spec = json.loads(sys.argv[1])
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    # the replicas share the CPU's thread pools: without this, a reduction's order (and the last bits of a few
+    # weights) can depend on the machine's load, and the 1e-6 comparison below with it
+    tf.config.experimental.enable_op_determinism()
 
     import keras
     import numpy as np
