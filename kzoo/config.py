@@ -28,6 +28,7 @@ from kzoo.utils.structs import (
     check_fraction,
     check_range,
     dataclass_from_dict,
+    merged,
 )
 
 __all__ = [
@@ -397,16 +398,6 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
     return tree
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def config_from_dict(values: dict) -> ExperimentConfig | MaskRCNNExperimentConfig:
     """Validate a nested dict into the experiment dataclass of its ``task`` (default ``classification``);
     unknown keys are errors naming the key."""
@@ -534,7 +525,7 @@ def load_config(
         raise ConfigError(f"{path} must hold a mapping at the top level")
     if task is not None and "task" not in values:
         values = {"task": task, **values}
-    return config_from_dict(_merge(values, parse_overrides(overrides)))
+    return config_from_dict(merged(values, parse_overrides(overrides)))
 
 
 def config_to_dict(config: Any) -> dict:

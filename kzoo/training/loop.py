@@ -84,10 +84,11 @@ class TrainableTask(Protocol):
         strategy: tf.distribute.Strategy,
         global_batch: int,
     ) -> Callable[[Iterator], tf.Tensor]:
-        """``step(distributed_iterator) -> float32 [N]``: one global batch's sums, summed over the replicas."""
+        """``step(distributed_iterator) -> float32 [N]``: one global batch's outputs (:class:`kzoo.tasks.base.Task`
+        writes it once, :func:`kzoo.training.step.make_train_step`)."""
 
     def step_metrics(self, totals: np.ndarray, steps: int) -> dict[str, float]:
-        """The epoch's running metrics (:attr:`metric_names`) from the step's summed outputs."""
+        """The epoch's running metrics (:attr:`metric_names`) from the sum of ``steps`` steps' outputs."""
 
     def set_trainable(self, model: keras.Model, preset: str) -> None:
         """Make the layers of ``preset`` (one of ``kzoo.config.TRAINABLE_LAYERS``) trainable, freeze the others."""

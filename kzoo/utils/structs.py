@@ -123,12 +123,13 @@ def move_flat_keys(
     return new
 
 
-def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``extra``, mappings merged key by key."""
+def merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``extra``, nested mappings merged key by key (a preset and its changes, a config file
+    and its ``--set`` overrides)."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merged(out[key], value)
+            out[key] = merged(out[key], value)
         else:
             out[key] = value
     return out
@@ -166,7 +167,7 @@ def dataclass_from_dict(
     preset = values.pop("preset", None) if presets else None
     if preset is not None:
         check_choice(f"{prefix}preset", preset, sorted(presets))
-        values = _merged(dataclasses.asdict(presets[preset]()), values)
+        values = merged(dataclasses.asdict(presets[preset]()), values)
     for key in values:
         if f"{prefix}{key}" in moved_keys:
             raise ConfigError(f"config key '{prefix}{key}' has moved: use {moved_keys[prefix + key]}")
