@@ -76,14 +76,6 @@ class NoInstancesError(ValueError):
     """A conversion found no instance at all; the message names where it looked, what it saw and what it dropped."""
 
 
-def polygon_area(points: np.ndarray) -> float:
-    """The absolute (shoelace) area of a ``[n, 2]`` polygon."""
-    if len(points) < 3:
-        return 0.0
-    x, y = points[:, 0], points[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-
-
 def spans_area(points: np.ndarray) -> bool:
     """Whether the ``[n, 2]`` points are not all on one line (so a polygon through them can fill pixels, even a
     self-crossing one whose shoelace area is 0)."""

@@ -36,8 +36,6 @@ LOG = logging.getLogger(__name__)
 #: ``class_attribute`` is given (see :func:`find_class_attribute`).
 CLASS_ATTRIBUTE_NAMES = ("class", "label", "name", "category", "type", "object")
 
-_NO_AREA = ("point", "polyline")
-
 
 def read_via_metadata(annotations: str) -> tuple[list[dict], list[str]]:
     """The image entries of a VIA json (in the project's image order) and the region attribute names its
