@@ -8,6 +8,7 @@ import errno
 import os
 import re
 import sys
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: no C++ banners
 DEMO_CONFIG = "configs/mask_rcnn_shapes.yaml"
@@ -550,7 +551,29 @@ def _stopped(args, error: BaseException) -> tuple[str, int] | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``kzoo`` command line; returns the exit status: 0, 2 for an error (one line on stderr, no
-    traceback), 130 for Ctrl-C and 143 for SIGTERM (one line saying where the run stands and how to resume)."""
+    traceback), 130 for Ctrl-C and 143 for SIGTERM (one line saying where the run stands and how to resume).
+    A config key that has moved (read for now, with a ``DeprecationWarning`` Python would hide) is one
+    ``kzoo: note:`` line on stderr, once per key."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", message=MOVED_KEY_NOTE, category=DeprecationWarning)
+        python_show, noted = warnings.showwarning, set()
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not (issubclass(category, DeprecationWarning) and re.match(MOVED_KEY_NOTE, str(message))):
+                python_show(message, category, filename, lineno, file, line)
+            elif str(message) not in noted:  # the config is read more than once (checks, then the command)
+                noted.add(str(message))
+                print(f"kzoo: note: {message}", file=sys.stderr)
+
+        warnings.showwarning = show
+        return _run(argv)
+
+
+#: The start of the message of a config key read from its old place (kzoo.utils.structs.move_flat_keys).
+MOVED_KEY_NOTE = r"config key '[^']+' has moved to"
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as usage:  # a usage error was printed (one line): return its status; --help exits 0

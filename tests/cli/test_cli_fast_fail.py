@@ -61,3 +61,25 @@ def test_a_run_folder_is_a_config(tmp_path):
     assert load_config(str(run) + "/").output_dir == str(run)
     with pytest.raises(IsADirectoryError, match="without a config.yaml"):
         load_config(tmp_path / "runs")
+
+
+def test_a_moved_config_key_is_one_note_per_key(tmp_path):
+    config = tmp_path / "old.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "task": "mask_rcnn",
+                "output_dir": str(tmp_path / "run"),
+                "model": {"num_classes": 4, "backbone": "small_convnet", "rpn_nms_threshold": 0.6},
+            }
+        )
+    )
+    done, _ = _kzoo("evaluate", str(config), "--weights", str(tmp_path / "none.weights.h5"))
+    assert done.returncode == 2
+    err = done.stderr.strip().splitlines()
+    assert err[:2] == [  # once each, though the config is read twice
+        "kzoo: note: config key 'model.backbone' has moved to 'model.backbone.name' (the old key is read for now)",
+        "kzoo: note: config key 'model.rpn_nms_threshold' has moved to 'model.rpn.nms_threshold' "
+        "(the old key is read for now)",
+    ]
+    assert len(err) == 3 and err[2].startswith("kzoo evaluate: error: --weights file not found")
