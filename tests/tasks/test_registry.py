@@ -172,3 +172,15 @@ def test_a_saved_model_no_task_wrote_is_named(tmp_path):
     (tmp_path / "broken" / "saved_model.pb").write_bytes(b"\xff not a protobuf")
     with pytest.raises(ValueError, match="not a readable SavedModel"):
         task_class_for_saved_model(str(tmp_path / "broken"))
+
+
+def test_a_task_that_does_not_run_its_saved_models_says_what_to_give(tmp_path, capsys):
+    module = tf.Module()
+    outputs = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+    module.f = tf.function(lambda x: {k: x for k in outputs}, input_signature=[tf.TensorSpec([None], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "mrcnn" / "1"), signatures={"serving_default": module.f})
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    assert main(["predict", str(image), "--saved-model", str(tmp_path / "mrcnn")]) == 2
+    err = capsys.readouterr().err
+    assert "does not run mask_rcnn SavedModels" in err and "--config CONFIG" in err
